@@ -1,0 +1,881 @@
+//! Load generators that drive a TCP echo path (direct, or through a tunnel) with blocking std sockets.
+//!
+//! [`bulk`] measures one-way throughput with verified payloads; [`rr`] measures request/response
+//! latency into an HdrHistogram, closed loop or open loop at a fixed rate (latency counted from the
+//! intended send time, so a stalled path cannot hide its queueing: no coordinated omission).
+//!
+//! Each load is bounded by a count and by a time limit. When the limit passes, a watchdog shuts the
+//! sockets down so every thread returns; nothing here waits on a peer forever. These functions do not
+//! start servers, pin threads or measure CPU; callers do that around them.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::{RngCore, SeedableRng};
+
+use crate::report::ratio;
+
+/// One connection: the usual single-stream figure; raise it to find the multi-core ceiling.
+pub const DEFAULT_CONNECTIONS: usize = 1;
+/// 64 MiB per connection: long enough that connection setup is noise next to the transfer.
+pub const DEFAULT_BULK_BYTES: u64 = 64 * 1024 * 1024;
+/// 64 KiB writes: a typical application buffer, and one that crosses pipe and segment sizes.
+pub const DEFAULT_WRITE_SIZE: usize = 64 * 1024;
+/// 64-byte requests: small enough that latency, not bandwidth, is what is measured.
+pub const DEFAULT_RR_SIZE: usize = 64;
+/// 10 000 requests per connection: enough samples for a stable p99.9 in a few seconds.
+pub const DEFAULT_RR_REQUESTS: u64 = 10_000;
+/// One minute: long enough for every default load on a slow machine, short enough to notice a hang.
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(60);
+
+/// Significant digits kept by latency histograms (0.1% value resolution).
+const HISTOGRAM_SIGFIG: u8 = 3;
+/// Bytes read per `read` call by bulk readers.
+const READ_BUFFER: usize = 256 * 1024;
+/// Period of the verification pattern. Odd, so it never lines up with power-of-two write or buffer
+/// sizes: a dropped, duplicated or reordered chunk shows up as a mismatch.
+const PATTERN_PERIOD: usize = (1 << 20) - 3;
+/// Fixed seed: the payload is the same on every run, so runs compare like with like.
+const PATTERN_SEED: u64 = 0x5a11_7907_b0a7_5eed;
+/// Open-loop senders sleep until this close to the intended time, then yield-spin the rest.
+const SPIN_WINDOW: Duration = Duration::from_micros(100);
+/// Longest single sleep of an open-loop sender, so a halt is noticed promptly.
+const SLEEP_SLICE: Duration = Duration::from_millis(10);
+
+/// What [`bulk`] sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkSpec {
+    /// Parallel connections, each with its own writer and reader thread.
+    pub connections: usize,
+    /// Bytes each connection sends (and expects back).
+    pub bytes_per_connection: u64,
+    /// Size of each `write` call (the last one may be shorter).
+    pub write_size: usize,
+    /// Wall-clock bound for the whole run, connects included.
+    pub time_limit: Duration,
+}
+
+impl Default for BulkSpec {
+    fn default() -> Self {
+        BulkSpec {
+            connections: DEFAULT_CONNECTIONS,
+            bytes_per_connection: DEFAULT_BULK_BYTES,
+            write_size: DEFAULT_WRITE_SIZE,
+            time_limit: DEFAULT_TIME_LIMIT,
+        }
+    }
+}
+
+/// What [`bulk`] measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BulkResult {
+    /// Echoed bytes received back, all connections.
+    pub bytes: u64,
+    /// From the first write to the last reader's EOF (or the time limit).
+    pub seconds: f64,
+    /// One-way throughput: `bytes / seconds / 1e9`.
+    pub gbytes_per_sec: f64,
+    /// Every byte came back, matched, and was followed by EOF before the time limit.
+    pub complete: bool,
+}
+
+/// What [`rr`] sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RrSpec {
+    /// Parallel connections, one thread each.
+    pub connections: usize,
+    /// Request (and response) size in bytes; at least 1.
+    pub size: usize,
+    /// Requests each connection sends at most.
+    pub requests_per_connection: u64,
+    /// `None`: closed loop (send the next request when the previous reply arrives). `Some(r)`: open
+    /// loop at `r` requests per second in total, spread evenly over the connections, latency measured
+    /// from the intended send time.
+    pub rate_per_sec: Option<f64>,
+    /// Wall-clock bound for the whole run, connects included.
+    pub time_limit: Duration,
+}
+
+impl Default for RrSpec {
+    fn default() -> Self {
+        RrSpec {
+            connections: DEFAULT_CONNECTIONS,
+            size: DEFAULT_RR_SIZE,
+            requests_per_connection: DEFAULT_RR_REQUESTS,
+            rate_per_sec: None,
+            time_limit: DEFAULT_TIME_LIMIT,
+        }
+    }
+}
+
+/// What [`rr`] measured.
+#[derive(Debug, Clone)]
+pub struct RrResult {
+    /// Completed requests, all connections.
+    pub requests: u64,
+    /// From the first request to the last reply (or the time limit).
+    pub seconds: f64,
+    /// Latencies in nanoseconds.
+    pub histogram: Histogram<u64>,
+}
+
+impl RrResult {
+    /// Latency at percentile `p` (0..=100) in microseconds; 0.0 when nothing was recorded.
+    pub fn percentile_us(&self, p: f64) -> f64 {
+        if self.histogram.is_empty() {
+            return 0.0;
+        }
+        self.histogram.value_at_percentile(p) as f64 / 1_000.0
+    }
+
+    /// The usual percentiles, the maximum and the request rate.
+    pub fn summary(&self) -> LatencySummary {
+        let max_us = if self.histogram.is_empty() {
+            0.0
+        } else {
+            self.histogram.max() as f64 / 1_000.0
+        };
+        LatencySummary {
+            p50_us: self.percentile_us(50.0),
+            p90_us: self.percentile_us(90.0),
+            p99_us: self.percentile_us(99.0),
+            p999_us: self.percentile_us(99.9),
+            p9999_us: self.percentile_us(99.99),
+            max_us,
+            requests: self.requests,
+            requests_per_sec: ratio(self.requests as f64, self.seconds),
+        }
+    }
+}
+
+/// Latency percentiles in microseconds, for tables and JSON.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LatencySummary {
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub p9999_us: f64,
+    pub max_us: f64,
+    pub requests: u64,
+    pub requests_per_sec: f64,
+}
+
+/// Bulk transfer against an echo server at `addr`; see the module docs.
+///
+/// Each connection has a writer thread sending `bytes_per_connection` bytes of a deterministic
+/// pseudo-random pattern in `write_size` writes and then shutting down its write side, and a reader
+/// thread reading everything back until EOF and checking it against the pattern as it arrives.
+/// Returns `Err` naming the connection for a connect or socket error, for echoed bytes that differ
+/// from what was sent, and for an EOF before everything came back. Hitting the time limit is not an
+/// error: the sockets are shut down and the result has `complete == false`.
+pub fn bulk(addr: SocketAddr, spec: &BulkSpec) -> io::Result<BulkResult> {
+    if spec.connections == 0 || spec.write_size == 0 {
+        return Err(invalid_input("bulk needs at least 1 connection and a write size of at least 1"));
+    }
+    let deadline = deadline_after(spec.time_limit);
+    let streams = connect_all(addr, spec.connections, deadline, false)?;
+    let pattern = Arc::new(Pattern::new(spec.write_size.max(READ_BUFFER)));
+    let mut pairs = Vec::with_capacity(streams.len());
+    let mut crew = Crew::new();
+    for stream in streams {
+        let writer = stream.try_clone()?;
+        crew.sockets.push(stream.try_clone()?);
+        pairs.push((writer, stream));
+    }
+
+    let (tx, rx) = mpsc::channel::<BulkEvent>();
+    let start = Instant::now();
+    let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(2 * pairs.len());
+    for (conn, (writer, reader)) in pairs.into_iter().enumerate() {
+        let offset = pattern.start(conn);
+        let job = BulkJob {
+            conn,
+            pattern: Arc::clone(&pattern),
+            offset,
+            bytes: spec.bytes_per_connection,
+            stop: Arc::clone(&crew.stop),
+            events: tx.clone(),
+        };
+        let write_size = spec.write_size;
+        let writer_job = job.clone();
+        let spawned = spawn(format!("bulk-w-{conn}"), move || {
+            writer_job.write(writer, write_size)
+        })
+        .and_then(|w| {
+            handles.push(w);
+            spawn(format!("bulk-r-{conn}"), move || job.read(reader))
+        });
+        match spawned {
+            Ok(r) => handles.push(r),
+            Err(e) => {
+                crew.halt();
+                join_all(handles);
+                return Err(e);
+            }
+        }
+    }
+    drop(tx);
+
+    let mut bytes = 0u64;
+    let mut failure = None;
+    let mut done = 0usize;
+    let mut timed_out = false;
+    while done < spec.connections {
+        match recv_until(&rx, deadline) {
+            Ok(BulkEvent::Read { bytes: b, result, .. }) => {
+                done += 1;
+                bytes += b;
+                if let Err(e) = result {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            Ok(BulkEvent::WriteFailed { error, .. }) => {
+                failure = Some(error);
+                break;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                break;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                failure = Some(io::Error::other("a bulk thread exited without reporting"));
+                break;
+            }
+        }
+    }
+    let end = Instant::now();
+    if done < spec.connections {
+        crew.halt();
+    }
+    join_all(handles);
+    // Events after the halt: their errors were caused by it, but their bytes did arrive.
+    for event in rx.try_iter() {
+        if let BulkEvent::Read { bytes: b, .. } = event {
+            bytes += b;
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let seconds = end.duration_since(start).as_secs_f64();
+    Ok(BulkResult {
+        bytes,
+        seconds,
+        gbytes_per_sec: ratio(bytes as f64, seconds) / 1e9,
+        complete: !timed_out,
+    })
+}
+
+/// Request/response against an echo server at `addr`; see the module docs.
+///
+/// Each connection (with `TCP_NODELAY`) writes `size` bytes, reads `size` bytes back, checks they are
+/// the request, and records the latency. A socket error, a short read or a wrong reply is an `Err`
+/// naming the connection. Reaching the time limit just ends the run with fewer requests.
+pub fn rr(addr: SocketAddr, spec: &RrSpec) -> io::Result<RrResult> {
+    if spec.connections == 0 || spec.size == 0 {
+        return Err(invalid_input("rr needs at least 1 connection and a size of at least 1 byte"));
+    }
+    if let Some(rate) = spec.rate_per_sec {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(invalid_input("rr rate must be a positive number of requests per second"));
+        }
+    }
+    let deadline = deadline_after(spec.time_limit);
+    let streams = connect_all(addr, spec.connections, deadline, true)?;
+    let mut crew = Crew::new();
+    for stream in &streams {
+        crew.sockets.push(stream.try_clone()?);
+    }
+
+    let (tx, rx) = mpsc::channel::<RrEvent>();
+    let start = Instant::now();
+    // Per-connection period of the open loop, and the stagger between connections.
+    let period = spec
+        .rate_per_sec
+        .map(|rate| spec.connections as f64 / rate);
+    let mut handles = Vec::with_capacity(streams.len());
+    for (conn, stream) in streams.into_iter().enumerate() {
+        let schedule = period.map(|period| Schedule {
+            start,
+            offset_secs: period * conn as f64 / spec.connections as f64,
+            period_secs: period,
+        });
+        let job = RrJob {
+            conn,
+            size: spec.size,
+            requests: spec.requests_per_connection,
+            schedule,
+            deadline,
+            stop: Arc::clone(&crew.stop),
+        };
+        let events = tx.clone();
+        let spawned = spawn(format!("rr-{conn}"), move || {
+            let mut histogram = new_histogram();
+            let result = job.run(stream, &mut histogram);
+            // The receiver only goes away after every thread is joined.
+            let _ = events.send(RrEvent { histogram, result });
+        });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                crew.halt();
+                join_all(handles);
+                return Err(e);
+            }
+        }
+    }
+    drop(tx);
+
+    let mut histogram = new_histogram();
+    let mut failure = None;
+    let mut done = 0usize;
+    while done < spec.connections {
+        match recv_until(&rx, deadline) {
+            Ok(event) => {
+                done += 1;
+                merge(&mut histogram, &event.histogram)?;
+                if let Err(e) = event.result {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => break,
+            Err(RecvTimeoutError::Disconnected) => {
+                failure = Some(io::Error::other("an rr thread exited without reporting"));
+                break;
+            }
+        }
+    }
+    let end = Instant::now();
+    if done < spec.connections {
+        crew.halt();
+    }
+    join_all(handles);
+    // Events after the halt: their errors were caused by it, but their samples are real.
+    for event in rx.try_iter() {
+        merge(&mut histogram, &event.histogram)?;
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(RrResult {
+        requests: histogram.len(),
+        seconds: end.duration_since(start).as_secs_f64(),
+        histogram,
+    })
+}
+
+/// The deterministic payload: `PATTERN_PERIOD` random bytes followed by a copy of their start, so any
+/// window of up to `extra` bytes starting inside the period is one contiguous slice.
+#[derive(Debug)]
+struct Pattern {
+    bytes: Vec<u8>,
+}
+
+impl Pattern {
+    fn new(extra: usize) -> Pattern {
+        let mut bytes = vec![0u8; PATTERN_PERIOD];
+        rand::rngs::StdRng::seed_from_u64(PATTERN_SEED).fill_bytes(&mut bytes);
+        bytes.reserve(extra);
+        for i in 0..extra {
+            bytes.push(bytes[i % PATTERN_PERIOD]);
+        }
+        Pattern { bytes }
+    }
+
+    /// Where connection `conn` starts in the period: different per connection, so crossed streams
+    /// are caught too.
+    fn start(&self, conn: usize) -> usize {
+        ((conn as u64).wrapping_mul(0x9e37_79b9) % PATTERN_PERIOD as u64) as usize
+    }
+
+    /// `len` bytes of the stream at period position `pos`; `len` is at most the `extra` of `new`.
+    fn window(&self, pos: usize, len: usize) -> &[u8] {
+        debug_assert!(pos < PATTERN_PERIOD && pos + len <= self.bytes.len());
+        &self.bytes[pos..pos + len]
+    }
+}
+
+fn advance(pos: usize, by: usize) -> usize {
+    (pos + by) % PATTERN_PERIOD
+}
+
+enum BulkEvent {
+    Read {
+        bytes: u64,
+        result: io::Result<()>,
+    },
+    WriteFailed {
+        error: io::Error,
+    },
+}
+
+#[derive(Clone)]
+struct BulkJob {
+    conn: usize,
+    pattern: Arc<Pattern>,
+    offset: usize,
+    bytes: u64,
+    stop: Arc<AtomicBool>,
+    events: Sender<BulkEvent>,
+}
+
+impl BulkJob {
+    fn write(self, mut stream: TcpStream, write_size: usize) {
+        let mut pos = self.offset;
+        let mut left = self.bytes;
+        let result = (|| {
+            while left > 0 && !self.stop.load(Ordering::Relaxed) {
+                // `write_size` fits in usize, so the min does too.
+                let n = left.min(write_size as u64) as usize;
+                stream.write_all(self.pattern.window(pos, n))?;
+                pos = advance(pos, n);
+                left -= n as u64;
+            }
+            stream.shutdown(Shutdown::Write)
+        })();
+        if let Err(e) = result {
+            let error = named(self.conn, "write", e);
+            // The receiver only goes away after every thread is joined.
+            let _ = self.events.send(BulkEvent::WriteFailed { error });
+        }
+    }
+
+    fn read(self, mut stream: TcpStream) {
+        let mut received = 0u64;
+        let result = self.read_all(&mut stream, &mut received);
+        if result.is_err() {
+            // Unblock our writer, which may be stuck behind an echo server we stopped reading.
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        let event = BulkEvent::Read {
+            bytes: received,
+            result,
+        };
+        // The receiver only goes away after every thread is joined.
+        let _ = self.events.send(event);
+    }
+
+    fn read_all(&self, stream: &mut TcpStream, received: &mut u64) -> io::Result<()> {
+        let mut buf = vec![0u8; READ_BUFFER];
+        let mut pos = self.offset;
+        loop {
+            let n = match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(named(self.conn, "read", e)),
+            };
+            if *received + n as u64 > self.bytes {
+                let msg = format!("echo returned more than the {} bytes sent", self.bytes);
+                return Err(named(self.conn, "verify", io::Error::new(ErrorKind::InvalidData, msg)));
+            }
+            let got = &buf[..n];
+            let want = self.pattern.window(pos, n);
+            if got != want {
+                let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+                let msg = format!("echoed byte {} differs from what was sent", *received + at as u64);
+                return Err(named(self.conn, "verify", io::Error::new(ErrorKind::InvalidData, msg)));
+            }
+            *received += n as u64;
+            pos = advance(pos, n);
+        }
+        if *received < self.bytes {
+            let msg = format!("echo closed after {} of {} bytes", *received, self.bytes);
+            return Err(named(self.conn, "read", io::Error::new(ErrorKind::UnexpectedEof, msg)));
+        }
+        Ok(())
+    }
+}
+
+struct RrEvent {
+    histogram: Histogram<u64>,
+    result: io::Result<()>,
+}
+
+/// Open-loop send times of one connection: `start + offset + k * period`.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    offset_secs: f64,
+    period_secs: f64,
+}
+
+struct RrJob {
+    conn: usize,
+    size: usize,
+    requests: u64,
+    schedule: Option<Schedule>,
+    deadline: Instant,
+    stop: Arc<AtomicBool>,
+}
+
+impl RrJob {
+    fn run(&self, mut stream: TcpStream, histogram: &mut Histogram<u64>) -> io::Result<()> {
+        let mut request: Vec<u8> = (0..self.size)
+            .map(|i| (i as u64).wrapping_mul(31).wrapping_add(self.conn as u64) as u8)
+            .collect();
+        let mut response = vec![0u8; self.size];
+        let stamp = self.size.min(8);
+        for k in 0..self.requests {
+            let began = match self.schedule {
+                None => Instant::now(),
+                Some(s) => {
+                    let at = s.offset_secs + k as f64 * s.period_secs;
+                    let Some(intended) = Duration::try_from_secs_f64(at)
+                        .ok()
+                        .and_then(|d| s.start.checked_add(d))
+                    else {
+                        break;
+                    };
+                    if intended >= self.deadline {
+                        break;
+                    }
+                    self.wait_until(intended);
+                    intended
+                }
+            };
+            if began >= self.deadline || self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            request[..stamp].copy_from_slice(&k.to_le_bytes()[..stamp]);
+            stream
+                .write_all(&request)
+                .map_err(|e| named(self.conn, &format!("write request {k}"), e))?;
+            if let Err(e) = stream.read_exact(&mut response) {
+                let what = if e.kind() == ErrorKind::UnexpectedEof {
+                    format!("short read: echo closed during reply {k}")
+                } else {
+                    format!("read reply {k}")
+                };
+                return Err(named(self.conn, &what, e));
+            }
+            let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            if response != request {
+                let e = io::Error::new(ErrorKind::InvalidData, "reply differs from request");
+                return Err(named(self.conn, &format!("verify reply {k}"), e));
+            }
+            histogram.saturating_record(nanos);
+        }
+        Ok(())
+    }
+
+    /// Sleeps in slices until close to `when`, then yield-spins; returns early on a halt.
+    fn wait_until(&self, when: Instant) {
+        loop {
+            let now = Instant::now();
+            if now >= when || self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let left = when - now;
+            if left > SPIN_WINDOW {
+                thread::sleep((left - SPIN_WINDOW).min(SLEEP_SLICE));
+            } else {
+                thread::yield_now();
+            }
+        }
+    }
+}
+
+/// The stop flag and a handle to every socket, so the controlling thread can end the run.
+struct Crew {
+    stop: Arc<AtomicBool>,
+    sockets: Vec<TcpStream>,
+}
+
+impl Crew {
+    fn new() -> Crew {
+        Crew {
+            stop: Arc::new(AtomicBool::new(false)),
+            sockets: Vec::new(),
+        }
+    }
+
+    /// Sets the stop flag and shuts every socket down, which wakes threads blocked in read or write.
+    fn halt(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for socket in &self.sockets {
+            // Sockets already closed report NotConnected; nothing to do.
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn connect_all(
+    addr: SocketAddr,
+    connections: usize,
+    deadline: Instant,
+    nodelay: bool,
+) -> io::Result<Vec<TcpStream>> {
+    let mut streams = Vec::with_capacity(connections);
+    for conn in 0..connections {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let e = io::Error::new(ErrorKind::TimedOut, "time limit reached before connecting");
+            return Err(named(conn, "connect", e));
+        }
+        let stream =
+            TcpStream::connect_timeout(&addr, left).map_err(|e| named(conn, &format!("connect {addr}"), e))?;
+        if nodelay {
+            stream
+                .set_nodelay(true)
+                .map_err(|e| named(conn, "set TCP_NODELAY", e))?;
+        }
+        streams.push(stream);
+    }
+    Ok(streams)
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new().name(name).spawn(f)
+}
+
+fn join_all(handles: Vec<JoinHandle<()>>) {
+    for handle in handles {
+        // A panicking load thread is a bug; its missing report already turned into an error.
+        let _ = handle.join();
+    }
+}
+
+fn recv_until<T>(rx: &Receiver<T>, deadline: Instant) -> Result<T, RecvTimeoutError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return rx.try_recv().map_err(|e| match e {
+            mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+            mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+        });
+    }
+    rx.recv_timeout(left)
+}
+
+/// `now + limit`, or a far-future instant when that overflows.
+fn deadline_after(limit: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(limit)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Auto-resizing; creation only fails for sigfig > 5, and HISTOGRAM_SIGFIG is 3.
+    Histogram::new(HISTOGRAM_SIGFIG).expect("sigfig 3 is valid")
+}
+
+fn merge(into: &mut Histogram<u64>, from: &Histogram<u64>) -> io::Result<()> {
+    into.add(from)
+        .map_err(|e| io::Error::other(format!("merging latency histograms: {e:?}")))
+}
+
+fn named(conn: usize, what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("connection {conn}: {what}: {e}"))
+}
+
+fn invalid_input(msg: &str) -> io::Error {
+    io::Error::new(ErrorKind::InvalidInput, msg.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::EchoServer;
+
+    fn echo() -> EchoServer {
+        EchoServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind echo server")
+    }
+
+    #[test]
+    fn bulk_two_connections_complete() {
+        let server = echo();
+        let spec = BulkSpec {
+            connections: 2,
+            bytes_per_connection: 4 * 1024 * 1024,
+            write_size: 64 * 1024,
+            time_limit: Duration::from_secs(120),
+        };
+        let result = bulk(server.addr(), &spec).expect("bulk run");
+        assert!(result.complete, "{result:?}");
+        assert_eq!(result.bytes, 2 * 4 * 1024 * 1024);
+        assert!(result.gbytes_per_sec >= 0.0);
+        assert_eq!(server.connections(), 2);
+    }
+
+    #[test]
+    fn bulk_odd_write_size_and_zero_bytes() {
+        let server = echo();
+        let spec = BulkSpec {
+            connections: 3,
+            bytes_per_connection: 1_000_003,
+            write_size: 4_099,
+            time_limit: Duration::from_secs(120),
+        };
+        let result = bulk(server.addr(), &spec).expect("bulk run");
+        assert!(result.complete);
+        assert_eq!(result.bytes, 3 * 1_000_003);
+        let empty = BulkSpec { bytes_per_connection: 0, ..spec };
+        let result = bulk(server.addr(), &empty).expect("empty bulk run");
+        assert!(result.complete);
+        assert_eq!(result.bytes, 0);
+    }
+
+    #[test]
+    fn bulk_stops_at_time_limit() {
+        let server = echo();
+        let spec = BulkSpec {
+            connections: 1,
+            bytes_per_connection: u64::MAX,
+            write_size: 64 * 1024,
+            time_limit: Duration::from_millis(300),
+        };
+        let result = bulk(server.addr(), &spec).expect("bulk run");
+        assert!(!result.complete);
+    }
+
+    #[test]
+    fn bulk_rejects_zero_connections() {
+        let spec = BulkSpec { connections: 0, ..BulkSpec::default() };
+        let err = bulk(SocketAddr::from(([127, 0, 0, 1], 9)), &spec).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn bulk_detects_a_corrupting_backend() {
+        // A backend that flips one byte of everything it echoes.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let backend = thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = vec![0u8; 65536];
+            let mut first = true;
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if first {
+                            buf[n / 2] ^= 0xff;
+                            first = false;
+                        }
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let spec = BulkSpec {
+            connections: 1,
+            bytes_per_connection: 1 << 20,
+            write_size: 16 * 1024,
+            time_limit: Duration::from_secs(60),
+        };
+        let err = bulk(addr, &spec).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("connection 0"), "{err}");
+        backend.join().expect("backend thread");
+    }
+
+    #[test]
+    fn rr_closed_loop_counts_every_request() {
+        let server = echo();
+        let spec = RrSpec {
+            connections: 2,
+            size: 64,
+            requests_per_connection: 200,
+            rate_per_sec: None,
+            time_limit: Duration::from_secs(120),
+        };
+        let result = rr(server.addr(), &spec).expect("rr run");
+        assert_eq!(result.requests, 400);
+        assert_eq!(result.histogram.len(), 400);
+        let summary = result.summary();
+        assert!(summary.p50_us <= summary.max_us);
+        assert!(summary.p99_us <= summary.p9999_us);
+        assert_eq!(summary.requests, 400);
+    }
+
+    #[test]
+    fn rr_open_loop_runs() {
+        let server = echo();
+        let spec = RrSpec {
+            connections: 2,
+            size: 32,
+            requests_per_connection: 50,
+            rate_per_sec: Some(2_000.0),
+            time_limit: Duration::from_secs(120),
+        };
+        let result = rr(server.addr(), &spec).expect("open-loop rr run");
+        assert_eq!(result.requests, 100);
+        assert!(result.percentile_us(50.0) <= result.summary().max_us);
+    }
+
+    #[test]
+    fn rr_open_loop_stops_at_time_limit() {
+        let server = echo();
+        let spec = RrSpec {
+            connections: 1,
+            size: 8,
+            requests_per_connection: u64::MAX,
+            rate_per_sec: Some(1_000.0),
+            time_limit: Duration::from_millis(200),
+        };
+        let result = rr(server.addr(), &spec).expect("rr run");
+        assert!(result.requests < u64::MAX);
+    }
+
+    #[test]
+    fn rr_short_read_is_an_error_naming_the_connection() {
+        // A backend that answers half a reply, then closes.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let backend = thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 64];
+            s.read_exact(&mut buf).expect("read request");
+            s.write_all(&buf[..32]).expect("write half");
+        });
+        let spec = RrSpec {
+            connections: 1,
+            requests_per_connection: 10,
+            time_limit: Duration::from_secs(60),
+            ..RrSpec::default()
+        };
+        let err = rr(addr, &spec).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
+        assert!(err.to_string().contains("connection 0"), "{err}");
+        backend.join().expect("backend thread");
+    }
+
+    #[test]
+    fn rr_rejects_bad_rate() {
+        let spec = RrSpec { rate_per_sec: Some(0.0), ..RrSpec::default() };
+        let err = rr(SocketAddr::from(([127, 0, 0, 1], 9)), &spec).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn empty_result_percentiles_are_zero() {
+        let result = RrResult {
+            requests: 0,
+            seconds: 0.0,
+            histogram: new_histogram(),
+        };
+        let s = result.summary();
+        assert_eq!(s.p50_us, 0.0);
+        assert_eq!(s.max_us, 0.0);
+        assert_eq!(s.requests_per_sec, 0.0);
+    }
+
+    #[test]
+    fn pattern_windows_wrap_around_the_period() {
+        let p = Pattern::new(16);
+        assert_eq!(p.window(PATTERN_PERIOD - 4, 8)[4..], p.window(0, 4)[..]);
+        assert_ne!(p.start(0), p.start(1));
+    }
+}

@@ -1,0 +1,289 @@
+//! sallyport's data plane: one pinned worker thread per core, each with its own io_uring ring,
+//! SO_REUSEPORT listeners for public services, its share of the prepared connections, and the
+//! tunnels it relays (splice through a pipe for plain TCP, pooled buffers otherwise).
+//!
+//! The control thread talks to it only through [`Dataplane`]: it hands over owned sockets
+//! ([`OwnedConn`]) and reads merged counters ([`metrics::Snapshot`]). This crate does not parse
+//! configuration, negotiate SOCKS on the reverse listener, or log above `info` on the hot path.
+//! `wire` holds the sans-IO codecs both planes use.
+#![deny(unsafe_code)]
+
+pub mod handoff;
+pub mod metrics;
+pub mod relay;
+pub mod sys;
+pub mod wire;
+mod worker;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use handoff::OwnedConn;
+use metrics::{Snapshot, WorkerStats};
+use worker::{Msg, Peer, Worker, WorkerSetup};
+
+/// How a plain tunnel moves its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// read/send through a pooled userspace buffer.
+    Copy,
+    /// splice(2) through a per-tunnel pipe: no userspace copy.
+    Splice,
+}
+
+/// Relay settings shared by every worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayConfig {
+    pub mode: RelayMode,
+    /// Requested pipe capacity per direction (the kernel may grant less).
+    pub pipe_size: usize,
+    /// Buffer per direction on the buffered-copy path.
+    pub buffer_size: usize,
+}
+
+/// A public service served by prepared connections (DMZ side).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicService {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// Longest a client waits for a prepared connection before it is reset.
+    pub timeout: Duration,
+}
+
+/// What [`Dataplane::start`] needs.
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    pub workers: usize,
+    /// Pin worker `i` to core `i % cores`.
+    pub pin: bool,
+    pub relay: RelayConfig,
+    pub services: Vec<PublicService>,
+}
+
+/// Why the data plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("service {service}: cannot listen on {addr}: {source}")]
+    Listen {
+        service: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot set up io_uring: {0} (is kernel.io_uring_disabled set, or RLIMIT_MEMLOCK too low? see tuning.md)"
+    )]
+    Ring(std::io::Error),
+    #[error("cannot start a worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Capacity of each worker's inbound queue. A full queue refuses the hand-off (the control
+/// thread then closes that connection) rather than blocking the control thread.
+const QUEUE_DEPTH: usize = 8192;
+/// Submission ring entries per worker.
+const RING_ENTRIES: u32 = 4096;
+
+/// The running data plane.
+pub struct Dataplane {
+    peers: Arc<Vec<Peer>>,
+    threads: Vec<JoinHandle<()>>,
+    addrs: Vec<SocketAddr>,
+    services: usize,
+    next: AtomicUsize,
+}
+
+impl Dataplane {
+    /// Binds every public listener (one per worker per service, SO_REUSEPORT), then starts the
+    /// workers and waits until each has its ring.
+    pub fn start(config: DataplaneConfig) -> Result<Dataplane, StartError> {
+        let workers = config.workers.max(1);
+        // listeners[w][s]: worker w's listener for service s.
+        let mut listeners: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut addrs = Vec::new();
+        for service in &config.services {
+            let listen_err = |source| StartError::Listen {
+                service: service.name.clone(),
+                addr: service.listen,
+                source,
+            };
+            let first = sys::reuseport_listener(service.listen).map_err(listen_err)?;
+            let bound = first.local_addr().map_err(listen_err)?;
+            listeners[0].push(first);
+            for per_worker in listeners.iter_mut().skip(1) {
+                per_worker.push(sys::reuseport_listener(bound).map_err(listen_err)?);
+            }
+            addrs.push(bound);
+        }
+        let services = config.services.len();
+        let mut receivers = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..workers {
+            let (tx, rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
+            let wake = Arc::new(sys::eventfd().map_err(StartError::Ring)?);
+            let stats = Arc::new(WorkerStats::new(services));
+            peers.push(Peer { tx, wake, stats });
+            receivers.push(rx);
+        }
+        let peers = Arc::new(peers);
+        let timeouts: Vec<Duration> = config.services.iter().map(|s| s.timeout).collect();
+        let cores = sys::available_cores();
+        let mut threads = Vec::new();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        for (id, (rx, listeners)) in receivers.into_iter().zip(listeners).enumerate() {
+            let setup = WorkerSetup {
+                id,
+                rx,
+                wake: Arc::clone(&peers[id].wake),
+                peers: Arc::clone(&peers),
+                stats: Arc::clone(&peers[id].stats),
+                listeners,
+                timeouts: timeouts.clone(),
+                relay: config.relay,
+            };
+            let ready = ready_tx.clone();
+            let pin = config.pin;
+            let thread = std::thread::Builder::new()
+                .name(format!("sallyport-w{id}"))
+                .spawn(move || {
+                    if pin && !sys::pin_current_thread(id % cores) {
+                        tracing::warn!(core = id, "could not pin worker to its core");
+                    }
+                    // SINGLE_ISSUER: the ring must be created on the thread that submits.
+                    let ring = match sys::Ring::new(RING_ENTRIES) {
+                        Ok(ring) => ring,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    let setup_kind = ring.setup();
+                    let _ = ready.send(Ok(()));
+                    dp_debug!(core = id, ring = ?setup_kind, "worker started");
+                    let _ = setup_kind;
+                    if let Err(e) = Worker::new(setup, ring).run() {
+                        tracing::error!(core = id, error = %e, "worker stopped on a ring error");
+                    }
+                })
+                .map_err(StartError::Thread)?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        let dataplane = Dataplane {
+            peers,
+            threads,
+            addrs,
+            services,
+            next: AtomicUsize::new(0),
+        };
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(StartError::Ring(e)),
+                Err(_) => return Err(StartError::Ring(std::io::Error::other("worker died"))),
+            }
+        }
+        Ok(dataplane)
+    }
+
+    /// The bound address of public service `service` (the real port when 0 was asked for).
+    pub fn service_addr(&self, service: usize) -> SocketAddr {
+        self.addrs[service]
+    }
+
+    pub fn workers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Parks a prepared connection (first BIND reply already sent) for public service
+    /// `service` on the worker that needs it most: one with clients waiting, else the one with
+    /// the fewest parked. Gives the connection back when every queue is full.
+    pub fn park(&self, service: usize, conn: OwnedConn) -> Result<(), OwnedConn> {
+        let load = |p: &Peer| {
+            let s = &p.stats.services[service];
+            let waiting = s.waiting.load(Ordering::Relaxed);
+            let prepared = s.prepared.load(Ordering::Relaxed);
+            (waiting <= 0, prepared)
+        };
+        let mut order: Vec<usize> = (0..self.peers.len()).collect();
+        order.sort_by_key(|&i| load(&self.peers[i]));
+        let mut msg = Msg::Prepared { service, conn };
+        for i in order {
+            match self.peers[i].send(msg) {
+                Ok(()) => return Ok(()),
+                Err(back) => msg = back,
+            }
+        }
+        match msg {
+            Msg::Prepared { conn, .. } => Err(conn),
+            _ => unreachable!("the message given back is the one sent"),
+        }
+    }
+
+    /// Relays between a paired reverse leg (`upstream`, whose leftover bytes go to the
+    /// back-end first) and its back-end connection, on the next worker in turn.
+    pub fn relay(&self, upstream: OwnedConn, target: TcpStream) -> Result<(), (OwnedConn, TcpStream)> {
+        let n = self.peers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut msg = Msg::Tunnel { upstream, target };
+        for k in 0..n {
+            match self.peers[(start + k) % n].send(msg) {
+                Ok(()) => return Ok(()),
+                Err(back) => msg = back,
+            }
+        }
+        match msg {
+            Msg::Tunnel { upstream, target } => Err((upstream, target)),
+            _ => unreachable!("the message given back is the one sent"),
+        }
+    }
+
+    /// Counters and gauges summed over every worker.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::collect(self.services, self.peers.iter().map(|p| &*p.stats))
+    }
+
+    /// Stops every worker (open tunnels and parked connections are closed) and joins them.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for peer in self.peers.iter() {
+            // A full queue still gets the message: block briefly rather than leak a worker.
+            if peer.tx.send_timeout(Msg::Shutdown, Duration::from_secs(5)).is_ok() {
+                sys::eventfd_signal(peer.wake_fd());
+            }
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Peer {
+    fn wake_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        let fd: &OwnedFd = &self.wake;
+        fd.as_fd()
+    }
+}
+
+/// Logging that is compiled out of the data plane unless the `verbose-log` feature is on.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! dp_debug {
+    ($($arg:tt)*) => {
+        #[cfg(feature = "verbose-log")]
+        tracing::debug!($($arg)*);
+    };
+}

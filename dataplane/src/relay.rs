@@ -1,0 +1,370 @@
+//! The relay engine: moves a tunnel's bytes between its two legs after readiness events.
+//!
+//! A [`Tunnel`] has two legs and two [`Flow`]s (leg 0 → leg 1 is upstream, toward the
+//! back-end; leg 1 → leg 0 is downstream). Each flow first writes its prefix (bytes that
+//! belong on the wire before any relayed byte: a SOCKS reply, or bytes read past a handshake),
+//! then moves bytes with splice(2) through its own pipe, or with read/send through a pooled
+//! buffer when no pipe could be had. Half-close: EOF on a flow's source, once its pipe or
+//! buffer is empty, shuts down writing on its destination; the other flow keeps going.
+//! Backpressure: a flow reads only into an empty pipe or buffer, so a slow reader stops its
+//! peer's reads and memory per tunnel is bounded by two pipes or two buffers.
+//!
+//! This module does no waiting and knows nothing of io_uring: the worker calls
+//! [`Tunnel::on_ready`] with the poll bits of a leg and acts on the returned state.
+//! See `LIFECYCLE.md` beside this file.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::metrics::{Direction, WorkerStats};
+use crate::sys::{self, Pipe};
+
+/// Where a flow keeps bytes between reading and writing them.
+pub enum Engine {
+    /// Userspace buffer: bytes `start..end` are read but not yet written.
+    Copy {
+        buf: Box<[u8]>,
+        start: usize,
+        end: usize,
+    },
+    /// Kernel pipe: `pending` bytes are in the pipe, not yet spliced out.
+    Splice { pipe: Pipe, pending: usize },
+}
+
+impl Engine {
+    pub fn copy(buf: Box<[u8]>) -> Engine {
+        Engine::Copy {
+            buf,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub fn splice(pipe: Pipe) -> Engine {
+        Engine::Splice { pipe, pending: 0 }
+    }
+
+    /// Bytes held and not yet delivered.
+    pub fn pending(&self) -> usize {
+        match self {
+            Engine::Copy { start, end, .. } => end - start,
+            Engine::Splice { pending, .. } => *pending,
+        }
+    }
+}
+
+/// One direction of a tunnel.
+pub struct Flow {
+    dir: Direction,
+    prefix: Vec<u8>,
+    prefix_sent: usize,
+    engine: Engine,
+    src_eof: bool,
+    /// The destination's write side has been shut down: this flow is finished.
+    shut: bool,
+    /// The last write to the destination would have blocked: POLLOUT on it resumes the flow.
+    blocked_on_write: bool,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+impl Flow {
+    fn new(dir: Direction, prefix: Vec<u8>, engine: Engine) -> Flow {
+        Flow {
+            dir,
+            prefix,
+            prefix_sent: 0,
+            engine,
+            src_eof: false,
+            shut: false,
+            blocked_on_write: false,
+        }
+    }
+
+    /// Writes held bytes to `dst`. Ok(true) when all were written, Ok(false) when `dst` is full.
+    fn flush(&mut self, dst: BorrowedFd<'_>, stats: &WorkerStats) -> io::Result<bool> {
+        while self.prefix_sent < self.prefix.len() {
+            match sys::send(dst, &self.prefix[self.prefix_sent..]) {
+                Ok(n) => {
+                    self.prefix_sent += n;
+                    stats.add_bytes(self.dir, n);
+                }
+                Err(e) if would_block(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        if !self.prefix.is_empty() {
+            self.prefix = Vec::new();
+            self.prefix_sent = 0;
+        }
+        loop {
+            let written = match &mut self.engine {
+                Engine::Copy { start, end, .. } if start == end => return Ok(true),
+                Engine::Splice { pending: 0, .. } => return Ok(true),
+                Engine::Copy { buf, start, end } => {
+                    let res = sys::send(dst, &buf[*start..*end]);
+                    if let Ok(n) = res {
+                        *start += n;
+                        if start == end {
+                            (*start, *end) = (0, 0);
+                        }
+                    }
+                    res
+                }
+                Engine::Splice { pipe, pending } => {
+                    let res = sys::splice(pipe.read.as_fd(), dst, *pending);
+                    if let Ok(n) = res {
+                        *pending -= n;
+                    }
+                    res
+                }
+            };
+            match written {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => stats.add_bytes(self.dir, n),
+                Err(e) if would_block(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads once from `src` into the (empty) pipe or buffer. Ok(false) when nothing was there.
+    fn fill(&mut self, src: BorrowedFd<'_>) -> io::Result<bool> {
+        debug_assert_eq!(self.engine.pending(), 0);
+        let res = match &mut self.engine {
+            Engine::Copy { buf, start, end } => {
+                let res = sys::read(src, buf);
+                if let Ok(n) = res {
+                    (*start, *end) = (0, n);
+                }
+                res
+            }
+            Engine::Splice { pipe, pending } => {
+                let res = sys::splice(src, pipe.write.as_fd(), pipe.capacity);
+                if let Ok(n) = res {
+                    *pending = n;
+                }
+                res
+            }
+        };
+        match res {
+            Ok(0) => {
+                self.src_eof = true;
+                Ok(true)
+            }
+            Ok(_) => Ok(true),
+            Err(e) if would_block(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves bytes until the source is empty or the destination is full.
+    fn pump(
+        &mut self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        stats: &WorkerStats,
+    ) -> io::Result<()> {
+        if self.shut {
+            return Ok(());
+        }
+        loop {
+            if !self.flush(dst, stats)? {
+                self.blocked_on_write = true;
+                return Ok(());
+            }
+            self.blocked_on_write = false;
+            if self.src_eof {
+                // Everything read has been delivered: propagate the half-close.
+                sys::shutdown_write(dst).or_else(ignore_not_connected)?;
+                self.shut = true;
+                return Ok(());
+            }
+            if !self.fill(src)? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn ignore_not_connected(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::NotConnected {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// What the worker should do with a tunnel after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelState {
+    /// Both flows finished: every byte delivered, both write sides shut. Close it.
+    Finished,
+    /// Still relaying; wait for the next event.
+    Open,
+}
+
+/// Two legs and the two flows between them.
+pub struct Tunnel {
+    legs: [OwnedFd; 2],
+    flows: [Flow; 2],
+}
+
+impl Tunnel {
+    /// `legs[0]` faces the client side (its bytes go upstream), `legs[1]` the back-end side.
+    /// `prefixes[i]` is written to the destination of flow `i` before anything it relays.
+    pub fn new(legs: [OwnedFd; 2], prefixes: [Vec<u8>; 2], engines: [Engine; 2]) -> Tunnel {
+        let [up_prefix, down_prefix] = prefixes;
+        let [up_engine, down_engine] = engines;
+        Tunnel {
+            legs,
+            flows: [
+                Flow::new(Direction::Upstream, up_prefix, up_engine),
+                Flow::new(Direction::Downstream, down_prefix, down_engine),
+            ],
+        }
+    }
+
+    pub fn leg(&self, i: usize) -> BorrowedFd<'_> {
+        self.legs[i].as_fd()
+    }
+
+    fn pump_flow(&mut self, i: usize, stats: &WorkerStats) -> io::Result<()> {
+        let (src, dst) = (self.legs[i].as_fd(), self.legs[1 - i].as_fd());
+        self.flows[i].pump(src, dst, stats)
+    }
+
+    /// Handles poll bits `revents` reported on leg `leg` (`None`: pump everything, e.g. on
+    /// the first arming). An error means a leg failed: the caller resets both.
+    pub fn on_ready(
+        &mut self,
+        leg: usize,
+        revents: Option<u32>,
+        stats: &WorkerStats,
+    ) -> io::Result<TunnelState> {
+        let all = revents.is_none();
+        let bits = revents.unwrap_or(0);
+        let readable = all || bits & !sys::POLLOUT != 0;
+        let writable = all || bits & !sys::POLLIN != 0;
+        // Readable leg: the flow it feeds. Writable leg: the flow that writes into it, but
+        // only when that flow is waiting for room (a socket is nearly always writable).
+        if readable {
+            self.pump_flow(leg, stats)?;
+        }
+        let other = 1 - leg;
+        if writable && (all || self.flows[other].blocked_on_write) {
+            self.pump_flow(other, stats)?;
+        }
+        Ok(if self.flows.iter().all(|f| f.shut) {
+            TunnelState::Finished
+        } else {
+            TunnelState::Open
+        })
+    }
+
+    /// Takes the tunnel apart: its legs, and each flow's engine with the bytes it still held.
+    pub fn into_parts(self) -> ([OwnedFd; 2], [Engine; 2]) {
+        let [up, down] = self.flows;
+        (self.legs, [up.engine, down.engine])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (b, _) = listener.accept().unwrap();
+        (a, b)
+    }
+
+    fn engine(splice: bool) -> Engine {
+        if splice {
+            Engine::splice(sys::pipe(64 << 10).unwrap())
+        } else {
+            Engine::copy(vec![0u8; 16 << 10].into_boxed_slice())
+        }
+    }
+
+    /// Drives a tunnel by busy-pumping (no ring) until it finishes or the deadline passes,
+    /// while the test's client and server threads exchange bytes.
+    fn run_tunnel(splice: bool) {
+        let (mut client, leg0) = socket_pair();
+        let (leg1, mut server) = socket_pair();
+        for s in [&leg0, &leg1] {
+            sys::prepare_stream(s.as_fd()).unwrap();
+        }
+        let stats = WorkerStats::new(0);
+        let mut tunnel = Tunnel::new(
+            [OwnedFd::from(leg0), OwnedFd::from(leg1)],
+            [b"HELLO".to_vec(), Vec::new()],
+            [engine(splice), engine(splice)],
+        );
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let expected = payload.clone();
+        let writer = std::thread::spawn(move || {
+            client.write_all(&payload).unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            let mut back = Vec::new();
+            client.read_to_end(&mut back).unwrap();
+            back
+        });
+        let server_thread = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).unwrap();
+            server.write_all(b"reply after half-close").unwrap();
+            server.shutdown(Shutdown::Write).unwrap();
+            got
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s0 = tunnel.on_ready(0, None, &stats).unwrap();
+            let s1 = tunnel.on_ready(1, None, &stats).unwrap();
+            if s0 == TunnelState::Finished || s1 == TunnelState::Finished {
+                break;
+            }
+            assert!(Instant::now() < deadline, "tunnel did not finish");
+            std::thread::yield_now();
+        }
+        let got = server_thread.join().unwrap();
+        assert_eq!(&got[..5], b"HELLO");
+        assert!(got[5..] == expected[..], "upstream bytes differ");
+        assert_eq!(writer.join().unwrap(), b"reply after half-close");
+        let (_, engines) = tunnel.into_parts();
+        assert!(engines.iter().all(|e| e.pending() == 0));
+    }
+
+    #[test]
+    fn splice_flow_relays_and_half_closes() {
+        run_tunnel(true);
+    }
+
+    #[test]
+    fn copy_flow_relays_and_half_closes() {
+        run_tunnel(false);
+    }
+
+    #[test]
+    fn reset_leg_is_an_error() {
+        let (client, leg0) = socket_pair();
+        let (leg1, _server) = socket_pair();
+        sys::prepare_stream(leg0.as_fd()).unwrap();
+        sys::prepare_stream(leg1.as_fd()).unwrap();
+        sys::set_reset_on_close(client.as_fd());
+        drop(client);
+        let stats = WorkerStats::new(0);
+        let mut tunnel = Tunnel::new(
+            [OwnedFd::from(leg0), OwnedFd::from(leg1)],
+            [Vec::new(), Vec::new()],
+            [engine(true), engine(true)],
+        );
+        assert!(tunnel.on_ready(0, None, &stats).is_err());
+    }
+}
