@@ -42,7 +42,9 @@ struct Shared {
 impl Shared {
     fn open(&self) -> MutexGuard<'_, HashMap<u64, TcpStream>> {
         // A poisoned map is still a valid map of sockets; keep using it.
-        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -177,7 +177,9 @@ pub struct LatencySummary {
 /// error: the sockets are shut down and the result has `complete == false`.
 pub fn bulk(addr: SocketAddr, spec: &BulkSpec) -> io::Result<BulkResult> {
     if spec.connections == 0 || spec.write_size == 0 {
-        return Err(invalid_input("bulk needs at least 1 connection and a write size of at least 1"));
+        return Err(invalid_input(
+            "bulk needs at least 1 connection and a write size of at least 1",
+        ));
     }
     let deadline = deadline_after(spec.time_limit);
     let streams = connect_all(addr, spec.connections, deadline, false)?;
@@ -229,7 +231,9 @@ pub fn bulk(addr: SocketAddr, spec: &BulkSpec) -> io::Result<BulkResult> {
     let mut timed_out = false;
     while done < spec.connections {
         match recv_until(&rx, deadline) {
-            Ok(BulkEvent::Read { bytes: b, result, .. }) => {
+            Ok(BulkEvent::Read {
+                bytes: b, result, ..
+            }) => {
                 done += 1;
                 bytes += b;
                 if let Err(e) = result {
@@ -281,11 +285,15 @@ pub fn bulk(addr: SocketAddr, spec: &BulkSpec) -> io::Result<BulkResult> {
 /// naming the connection. Reaching the time limit just ends the run with fewer requests.
 pub fn rr(addr: SocketAddr, spec: &RrSpec) -> io::Result<RrResult> {
     if spec.connections == 0 || spec.size == 0 {
-        return Err(invalid_input("rr needs at least 1 connection and a size of at least 1 byte"));
+        return Err(invalid_input(
+            "rr needs at least 1 connection and a size of at least 1 byte",
+        ));
     }
     if let Some(rate) = spec.rate_per_sec {
         if !(rate.is_finite() && rate > 0.0) {
-            return Err(invalid_input("rr rate must be a positive number of requests per second"));
+            return Err(invalid_input(
+                "rr rate must be a positive number of requests per second",
+            ));
         }
     }
     let deadline = deadline_after(spec.time_limit);
@@ -298,9 +306,7 @@ pub fn rr(addr: SocketAddr, spec: &RrSpec) -> io::Result<RrResult> {
     let (tx, rx) = mpsc::channel::<RrEvent>();
     let start = Instant::now();
     // Per-connection period of the open loop, and the stagger between connections.
-    let period = spec
-        .rate_per_sec
-        .map(|rate| spec.connections as f64 / rate);
+    let period = spec.rate_per_sec.map(|rate| spec.connections as f64 / rate);
     let mut handles = Vec::with_capacity(streams.len());
     for (conn, stream) in streams.into_iter().enumerate() {
         let schedule = period.map(|period| Schedule {
@@ -409,13 +415,8 @@ fn advance(pos: usize, by: usize) -> usize {
 }
 
 enum BulkEvent {
-    Read {
-        bytes: u64,
-        result: io::Result<()>,
-    },
-    WriteFailed {
-        error: io::Error,
-    },
+    Read { bytes: u64, result: io::Result<()> },
+    WriteFailed { error: io::Error },
 }
 
 #[derive(Clone)]
@@ -452,16 +453,18 @@ impl BulkJob {
     fn read(self, mut stream: TcpStream) {
         let mut received = 0u64;
         let result = self.read_all(&mut stream, &mut received);
-        if result.is_err() {
-            // Unblock our writer, which may be stuck behind an echo server we stopped reading.
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        let failed = result.is_err();
         let event = BulkEvent::Read {
             bytes: received,
             result,
         };
         // The receiver only goes away after every thread is joined.
         let _ = self.events.send(event);
+        if failed {
+            // Unblock our writer, which may be stuck behind an echo server we stopped reading. Only
+            // after reporting, so the writer's resulting EPIPE cannot be mistaken for the cause.
+            let _ = stream.shutdown(Shutdown::Both);
+        }
     }
 
     fn read_all(&self, stream: &mut TcpStream, received: &mut u64) -> io::Result<()> {
@@ -476,21 +479,36 @@ impl BulkJob {
             };
             if *received + n as u64 > self.bytes {
                 let msg = format!("echo returned more than the {} bytes sent", self.bytes);
-                return Err(named(self.conn, "verify", io::Error::new(ErrorKind::InvalidData, msg)));
+                return Err(named(
+                    self.conn,
+                    "verify",
+                    io::Error::new(ErrorKind::InvalidData, msg),
+                ));
             }
             let got = &buf[..n];
             let want = self.pattern.window(pos, n);
             if got != want {
                 let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
-                let msg = format!("echoed byte {} differs from what was sent", *received + at as u64);
-                return Err(named(self.conn, "verify", io::Error::new(ErrorKind::InvalidData, msg)));
+                let msg = format!(
+                    "echoed byte {} differs from what was sent",
+                    *received + at as u64
+                );
+                return Err(named(
+                    self.conn,
+                    "verify",
+                    io::Error::new(ErrorKind::InvalidData, msg),
+                ));
             }
             *received += n as u64;
             pos = advance(pos, n);
         }
         if *received < self.bytes {
             let msg = format!("echo closed after {} of {} bytes", *received, self.bytes);
-            return Err(named(self.conn, "read", io::Error::new(ErrorKind::UnexpectedEof, msg)));
+            return Err(named(
+                self.conn,
+                "read",
+                io::Error::new(ErrorKind::UnexpectedEof, msg),
+            ));
         }
         Ok(())
     }
@@ -563,7 +581,10 @@ impl RrJob {
                 let e = io::Error::new(ErrorKind::InvalidData, "reply differs from request");
                 return Err(named(self.conn, &format!("verify reply {k}"), e));
             }
-            histogram.saturating_record(nanos);
+            if histogram.record(nanos).is_err() {
+                // Only when the histogram cannot grow any further; clamp rather than lose the sample.
+                histogram.saturating_record(nanos);
+            }
         }
         Ok(())
     }
@@ -622,8 +643,8 @@ fn connect_all(
             let e = io::Error::new(ErrorKind::TimedOut, "time limit reached before connecting");
             return Err(named(conn, "connect", e));
         }
-        let stream =
-            TcpStream::connect_timeout(&addr, left).map_err(|e| named(conn, &format!("connect {addr}"), e))?;
+        let stream = TcpStream::connect_timeout(&addr, left)
+            .map_err(|e| named(conn, &format!("connect {addr}"), e))?;
         if nodelay {
             stream
                 .set_nodelay(true)
@@ -719,7 +740,10 @@ mod tests {
         let result = bulk(server.addr(), &spec).expect("bulk run");
         assert!(result.complete);
         assert_eq!(result.bytes, 3 * 1_000_003);
-        let empty = BulkSpec { bytes_per_connection: 0, ..spec };
+        let empty = BulkSpec {
+            bytes_per_connection: 0,
+            ..spec
+        };
         let result = bulk(server.addr(), &empty).expect("empty bulk run");
         assert!(result.complete);
         assert_eq!(result.bytes, 0);
@@ -740,7 +764,10 @@ mod tests {
 
     #[test]
     fn bulk_rejects_zero_connections() {
-        let spec = BulkSpec { connections: 0, ..BulkSpec::default() };
+        let spec = BulkSpec {
+            connections: 0,
+            ..BulkSpec::default()
+        };
         let err = bulk(SocketAddr::from(([127, 0, 0, 1], 9)), &spec).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
     }
@@ -798,6 +825,8 @@ mod tests {
         assert!(summary.p50_us <= summary.max_us);
         assert!(summary.p99_us <= summary.p9999_us);
         assert_eq!(summary.requests, 400);
+        // Not a speed check: a TCP round trip takes far more than 100 ns, so samples were not clamped.
+        assert!(result.histogram.max() > 100, "{}", result.histogram.max());
     }
 
     #[test]
@@ -854,7 +883,10 @@ mod tests {
 
     #[test]
     fn rr_rejects_bad_rate() {
-        let spec = RrSpec { rate_per_sec: Some(0.0), ..RrSpec::default() };
+        let spec = RrSpec {
+            rate_per_sec: Some(0.0),
+            ..RrSpec::default()
+        };
         let err = rr(SocketAddr::from(([127, 0, 0, 1], 9)), &spec).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
     }

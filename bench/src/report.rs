@@ -19,7 +19,12 @@ const NANOS_PER_MICRO: f64 = 1_000.0;
 /// (it names the path); the others are right-aligned (they hold figures). Every line ends in `\n`
 /// and carries no trailing spaces. Rows may have fewer or more cells than there are headers.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).chain([headers.len()]).max().unwrap_or(0);
+    let columns = rows
+        .iter()
+        .map(Vec::len)
+        .chain([headers.len()])
+        .max()
+        .unwrap_or(0);
     let mut widths = vec![0usize; columns];
     let all_rows = std::iter::once(headers.iter().map(|h| h.to_string()).collect::<Vec<_>>())
         .chain(rows.iter().cloned())
@@ -88,8 +93,15 @@ pub fn write_percentile_distribution(h: &Histogram<u64>, out: &mut impl Write) -
             h.max() as f64 / NANOS_PER_MICRO,
         )
     };
-    writeln!(out, "#[Mean    = {mean:12.digits$}, StdDeviation   = {stdev:12.digits$}]")?;
-    writeln!(out, "#[Max     = {max:12.digits$}, Total count    = {:12}]", h.len())?;
+    writeln!(
+        out,
+        "#[Mean    = {mean:12.digits$}, StdDeviation   = {stdev:12.digits$}]"
+    )?;
+    writeln!(
+        out,
+        "#[Max     = {max:12.digits$}, Total count    = {:12}]",
+        h.len()
+    )?;
     writeln!(
         out,
         "#[Buckets = {:12}, SubBuckets     = {:12}]",
@@ -152,12 +164,14 @@ pub fn environment() -> Environment {
 
 /// The CPU model from `/proc/cpuinfo` text: `model name` (x86), else `Model`/`Hardware`/`cpu` (arm, ppc).
 fn cpu_model(cpuinfo: &str) -> Option<String> {
-    ["model name", "Model", "Hardware", "cpu"].iter().find_map(|key| {
-        cpuinfo.lines().find_map(|line| {
-            let (k, v) = line.split_once(':')?;
-            (k.trim() == *key && !v.trim().is_empty()).then(|| v.trim().to_string())
+    ["model name", "Model", "Hardware", "cpu"]
+        .iter()
+        .find_map(|key| {
+            cpuinfo.lines().find_map(|line| {
+                let (k, v) = line.split_once(':')?;
+                (k.trim() == *key && !v.trim().is_empty()).then(|| v.trim().to_string())
+            })
         })
-    })
 }
 
 #[cfg(test)]
@@ -168,7 +182,11 @@ mod tests {
     fn table_aligns_columns() {
         let rows = vec![
             vec!["direct".to_string(), "12.5".to_string(), "1".to_string()],
-            vec!["through sallyport".to_string(), "3.25".to_string(), "1000".to_string()],
+            vec![
+                "through sallyport".to_string(),
+                "3.25".to_string(),
+                "1000".to_string(),
+            ],
         ];
         let t = table(&["path", "GB/s", "n"], &rows);
         let lines: Vec<&str> = t.lines().collect();
@@ -184,7 +202,10 @@ mod tests {
 
     #[test]
     fn table_tolerates_ragged_rows() {
-        let rows = vec![vec!["a".to_string()], vec!["b".into(), "2".into(), "extra".into()]];
+        let rows = vec![
+            vec!["a".to_string()],
+            vec!["b".into(), "2".into(), "extra".into()],
+        ];
         let t = table(&["x", "y"], &rows);
         assert_eq!(t, "x  y\na\nb  2  extra\n");
         assert_eq!(table(&[], &[]), "\n");
@@ -206,14 +227,22 @@ mod tests {
         );
         assert_eq!(lines.next(), Some(""));
         let first = lines.next().expect("first row");
-        assert!(first.starts_with("       1.000 0.000000000000          1"), "{first:?}");
+        assert!(
+            first.starts_with("       1.000 0.000000000000          1"),
+            "{first:?}"
+        );
         let last_row = text
             .lines()
-            .filter(|l| !l.starts_with('#'))
-            .last()
+            .rfind(|l| !l.starts_with('#'))
             .expect("last row");
-        assert!(last_row.contains(" 1.000000000000       1000"), "{last_row:?}");
-        assert!(text.contains("#[Max     =     1000.447, Total count    =         1000]"), "{text}");
+        assert!(
+            last_row.contains(" 1.000000000000       1000"),
+            "{last_row:?}"
+        );
+        assert!(
+            text.contains("#[Max     =     1000.447, Total count    =         1000]"),
+            "{text}"
+        );
         assert!(text.contains("SubBuckets     =         2048]"));
     }
 
@@ -223,7 +252,9 @@ mod tests {
         let mut out = Vec::new();
         write_percentile_distribution(&h, &mut out).expect("write");
         let text = String::from_utf8(out).expect("utf8");
-        assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n#[Mean"));
+        assert!(
+            text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n#[Mean")
+        );
     }
 
     #[test]

@@ -1,1 +1,14 @@
-//! stub
+//! sallyport's control side: configuration, the gateway assembly (data plane + control
+//! thread), the SOCKS5 reverse endpoint (DMZ), the reverse pools (internal gateway), the
+//! admin endpoint, and the `demo` topology. The `sallyport` binary is a thin CLI over it.
+//!
+//! No `unsafe` here: every system call goes through `sallyport_dataplane::sys`.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod dmz;
+pub mod gateway;
+pub mod internal;
+pub mod stats;

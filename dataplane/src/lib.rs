@@ -90,7 +90,7 @@ const RING_ENTRIES: u32 = 4096;
 /// The running data plane.
 pub struct Dataplane {
     peers: Arc<Vec<Peer>>,
-    threads: Vec<JoinHandle<()>>,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     addrs: Vec<SocketAddr>,
     services: usize,
     next: AtomicUsize,
@@ -174,7 +174,7 @@ impl Dataplane {
         drop(ready_tx);
         let dataplane = Dataplane {
             peers,
-            threads,
+            threads: std::sync::Mutex::new(threads),
             addrs,
             services,
             next: AtomicUsize::new(0),
@@ -225,7 +225,11 @@ impl Dataplane {
 
     /// Relays between a paired reverse leg (`upstream`, whose leftover bytes go to the
     /// back-end first) and its back-end connection, on the next worker in turn.
-    pub fn relay(&self, upstream: OwnedConn, target: TcpStream) -> Result<(), (OwnedConn, TcpStream)> {
+    pub fn relay(
+        &self,
+        upstream: OwnedConn,
+        target: TcpStream,
+    ) -> Result<(), (OwnedConn, TcpStream)> {
         let n = self.peers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut msg = Msg::Tunnel { upstream, target };
@@ -247,18 +251,26 @@ impl Dataplane {
     }
 
     /// Stops every worker (open tunnels and parked connections are closed) and joins them.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
+    /// Safe to call more than once; later calls find nothing left to stop.
+    pub fn shutdown(&self) {
+        let threads = match self.threads.lock() {
+            Ok(mut guard) => std::mem::take(&mut *guard),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        if threads.is_empty() {
+            return;
+        }
         for peer in self.peers.iter() {
             // A full queue still gets the message: block briefly rather than leak a worker.
-            if peer.tx.send_timeout(Msg::Shutdown, Duration::from_secs(5)).is_ok() {
+            if peer
+                .tx
+                .send_timeout(Msg::Shutdown, Duration::from_secs(5))
+                .is_ok()
+            {
                 sys::eventfd_signal(peer.wake_fd());
             }
         }
-        for thread in self.threads.drain(..) {
+        for thread in threads {
             let _ = thread.join();
         }
     }
@@ -266,7 +278,7 @@ impl Dataplane {
 
 impl Drop for Dataplane {
     fn drop(&mut self) {
-        self.stop();
+        self.shutdown();
     }
 }
 

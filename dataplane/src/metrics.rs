@@ -172,7 +172,10 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Sums the given workers' stats.
-    pub fn collect<'a>(services: usize, workers: impl IntoIterator<Item = &'a WorkerStats>) -> Self {
+    pub fn collect<'a>(
+        services: usize,
+        workers: impl IntoIterator<Item = &'a WorkerStats>,
+    ) -> Self {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut snap = Snapshot {
             services: vec![ServiceSnapshot::default(); services],

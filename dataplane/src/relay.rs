@@ -72,6 +72,9 @@ fn would_block(e: &io::Error) -> bool {
 
 impl Flow {
     fn new(dir: Direction, prefix: Vec<u8>, engine: Engine) -> Flow {
+        // A prefix is owed to the destination before anything is read: the first POLLOUT on
+        // the destination must pump this flow even if its source stays silent.
+        let blocked_on_write = !prefix.is_empty();
         Flow {
             dir,
             prefix,
@@ -79,7 +82,7 @@ impl Flow {
             engine,
             src_eof: false,
             shut: false,
-            blocked_on_write: false,
+            blocked_on_write,
         }
     }
 

@@ -16,7 +16,8 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 pub const POLL_TUNNEL: u32 =
     (libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP | libc::POLLERR | libc::POLLHUP) as u32;
 /// Poll bits a parked prepared connection waits for: any byte or any close is the end of it.
-pub const POLL_PARKED: u32 = (libc::POLLIN | libc::POLLRDHUP | libc::POLLERR | libc::POLLHUP) as u32;
+pub const POLL_PARKED: u32 =
+    (libc::POLLIN | libc::POLLRDHUP | libc::POLLERR | libc::POLLHUP) as u32;
 /// Poll bits for the worker's wake-up eventfd.
 pub const POLL_READABLE: u32 = libc::POLLIN as u32;
 pub const POLLIN: u32 = libc::POLLIN as u32;
@@ -386,7 +387,11 @@ mod tests {
         let err = splice(b.as_fd(), p.write.as_fd(), 1 << 16).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         drop(a);
-        assert_eq!(splice(b.as_fd(), p.write.as_fd(), 1 << 16).unwrap(), 0, "EOF");
+        assert_eq!(
+            splice(b.as_fd(), p.write.as_fd(), 1 << 16).unwrap(),
+            0,
+            "EOF"
+        );
     }
 
     #[test]
@@ -409,7 +414,9 @@ mod tests {
             ring.submit_and_wait(Some(Duration::from_secs(5))).unwrap();
             ring.drain(&mut out);
         }
-        assert!(out.iter().any(|c| c.user_data == 7 && c.result == -libc::ECANCELED));
+        assert!(out
+            .iter()
+            .any(|c| c.user_data == 7 && c.result == -libc::ECANCELED));
     }
 
     #[test]

@@ -32,7 +32,10 @@ pub(crate) enum Msg {
     /// Another worker has a client waiting for `service`: send it one prepared connection.
     Steal { service: usize, to: usize },
     /// Relay between an already paired reverse leg and its back-end (internal gateway).
-    Tunnel { upstream: OwnedConn, target: TcpStream },
+    Tunnel {
+        upstream: OwnedConn,
+        target: TcpStream,
+    },
     /// Close everything and return.
     Shutdown,
 }
@@ -201,14 +204,19 @@ impl Worker {
 
     /// The worker's loop; returns after a `Shutdown` message (or a ring failure).
     pub fn run(mut self) -> std::io::Result<()> {
-        self.ring
-            .poll_multi(self.wake.as_raw_fd(), sys::POLL_READABLE, user_data(TAG_WAKE, 0, 0))?;
+        self.ring.poll_multi(
+            self.wake.as_raw_fd(),
+            sys::POLL_READABLE,
+            user_data(TAG_WAKE, 0, 0),
+        )?;
         for i in 0..self.listeners.len() {
             self.arm_accept(i)?;
         }
         let mut completions = Vec::with_capacity(256);
         while !self.stopping {
-            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
             self.ring.submit_and_wait(timeout)?;
             completions.clear();
             self.ring.drain(&mut completions);
@@ -287,7 +295,9 @@ impl Worker {
         let all_stats = Arc::clone(&self.stats);
         let stats = &all_stats.services[service];
         stats.accepted.fetch_add(1, relaxed());
-        let addr = match sys::prepare_stream(client.as_fd()).and_then(|()| sys::peer_addr(client.as_fd())) {
+        let addr = match sys::prepare_stream(client.as_fd())
+            .and_then(|()| sys::peer_addr(client.as_fd()))
+        {
             Ok(addr) => addr,
             Err(_) => return, // Gone before we looked at it.
         };
@@ -325,7 +335,9 @@ impl Worker {
     }
 
     fn give_prepared(&mut self, service: usize, to: usize) {
-        let Some(fd) = self.pop_prepared(service) else { return };
+        let Some(fd) = self.pop_prepared(service) else {
+            return;
+        };
         self.stats.services[service].stolen.fetch_add(1, relaxed());
         let conn = OwnedConn {
             stream: TcpStream::from(fd),
@@ -342,10 +354,13 @@ impl Worker {
     fn pop_prepared(&mut self, service: usize) -> Option<OwnedFd> {
         while let Some((index, gen)) = self.services[service].pool.pop_front() {
             if let Some(Entry::Parked { fd, .. }) = self.slots.remove(index, gen) {
-                self.stats.services[service].prepared.fetch_sub(1, relaxed());
-                let _ = self
-                    .ring
-                    .cancel(user_data(TAG_PARKED, gen, index), user_data(TAG_CANCEL, 0, 0));
+                self.stats.services[service]
+                    .prepared
+                    .fetch_sub(1, relaxed());
+                let _ = self.ring.cancel(
+                    user_data(TAG_PARKED, gen, index),
+                    user_data(TAG_CANCEL, 0, 0),
+                );
                 return Some(fd);
             }
         }
@@ -355,7 +370,9 @@ impl Worker {
     fn park(&mut self, service: usize, conn: OwnedConn) {
         if !conn.leftover.is_empty() {
             // The internal side spoke before it was paired: not a prepared connection.
-            self.stats.services[service].prepared_lost.fetch_add(1, relaxed());
+            self.stats.services[service]
+                .prepared_lost
+                .fetch_add(1, relaxed());
             return;
         }
         let fd = OwnedFd::from(conn.stream);
@@ -378,7 +395,9 @@ impl Worker {
             return;
         }
         self.services[service].pool.push_back((index, gen));
-        self.stats.services[service].prepared.fetch_add(1, relaxed());
+        self.stats.services[service]
+            .prepared
+            .fetch_add(1, relaxed());
     }
 
     /// A parked connection became readable or closed: either way it can no longer serve.
@@ -400,8 +419,10 @@ impl Worker {
                 sys::set_reset_on_close(fd.as_fd());
             }
             if c.more {
-                self.ring
-                    .cancel(user_data(TAG_PARKED, gen, index), user_data(TAG_CANCEL, 0, 0))?;
+                self.ring.cancel(
+                    user_data(TAG_PARKED, gen, index),
+                    user_data(TAG_CANCEL, 0, 0),
+                )?;
             }
             drop(fd);
         }
@@ -454,6 +475,15 @@ impl Worker {
             if self.ring.poll_multi(raw, sys::POLL_TUNNEL, ud).is_err() {
                 self.close_tunnel(index, gen, CloseReason::Error);
                 return;
+            }
+        }
+        // Deliver the prefixes (and anything already buffered) now rather than one event later.
+        let stats = Arc::clone(&self.stats);
+        if let Some(Entry::Tunnel(tunnel)) = self.slots.get_mut(index, gen) {
+            match tunnel.on_ready(0, None, &stats) {
+                Ok(TunnelState::Open) => {}
+                Ok(TunnelState::Finished) => self.close_tunnel(index, gen, CloseReason::Completed),
+                Err(_) => self.close_tunnel(index, gen, CloseReason::Error),
             }
         }
     }
@@ -530,7 +560,9 @@ impl Worker {
     fn expire_waiters(&mut self, now: Instant) {
         for (service, local) in self.services.iter_mut().enumerate() {
             while local.waiting.front().is_some_and(|w| w.deadline <= now) {
-                let Some(waiter) = local.waiting.pop_front() else { break };
+                let Some(waiter) = local.waiting.pop_front() else {
+                    break;
+                };
                 sys::set_reset_on_close(waiter.client.as_fd());
                 self.stats.services[service].waiting.fetch_sub(1, relaxed());
                 self.stats.refused(service, RefusalReason::NoPrepared);
@@ -558,7 +590,9 @@ impl Worker {
             match self.slots.slots[index as usize].entry {
                 Entry::Tunnel(_) => self.close_tunnel(index, gen, CloseReason::Shutdown),
                 Entry::Parked { service, .. } => {
-                    self.stats.services[service].prepared.fetch_sub(1, relaxed());
+                    self.stats.services[service]
+                        .prepared
+                        .fetch_sub(1, relaxed());
                     self.slots.remove(index, gen);
                 }
                 Entry::Free => {}

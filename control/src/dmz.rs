@@ -1,0 +1,278 @@
+//! The DMZ's reverse endpoint: the SOCKS5 server internal gateways dial into.
+//!
+//! Each connection is negotiated here on the control thread (no-auth or RFC 1929 user/password,
+//! then BIND with DST.ADDR = the service's bind name). On success the first BIND reply carries
+//! the service's public address and the connection, now a *prepared connection*, is handed to
+//! a data-plane worker to be parked; the worker sends the second reply when it pairs it with a
+//! public client. Anything else gets the matching SOCKS reply and is closed, and counted.
+//!
+//! This module does not relay bytes and does not keep parked connections.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
+use sallyport_dataplane::{Dataplane, OwnedConn};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::stats::{ControlStats, HandshakeFailure};
+
+/// A public service as the reverse endpoint knows it.
+#[derive(Debug, Clone)]
+pub struct BindTarget {
+    pub service: String,
+    pub bind_name: String,
+    /// Index of the service in the data plane.
+    pub index: usize,
+    /// Sent as BND in the first BIND reply.
+    pub public: SocketAddr,
+    /// RFC 1929 credentials required for this service, if any.
+    pub credentials: Option<socks5::Credentials>,
+}
+
+/// Everything the reverse endpoint needs.
+pub struct ReverseEndpoint {
+    pub targets: Vec<BindTarget>,
+    pub handshake_timeout: Duration,
+    pub dataplane: Arc<Dataplane>,
+    pub stats: Arc<ControlStats>,
+}
+
+/// Longest SOCKS message we accept (a request with a 255-byte domain is 262 bytes; RFC 1929
+/// is at most 513): more unparsed bytes than this is an attack or a wrong protocol.
+const MAX_HANDSHAKE_BYTES: usize = 1024;
+
+/// Accepts and negotiates until the task is dropped.
+pub async fn serve(listener: TcpListener, endpoint: Rc<ReverseEndpoint>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let endpoint = Rc::clone(&endpoint);
+                tokio::task::spawn_local(async move { handle(stream, peer, &endpoint).await });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                tracing::warn!(error = %e, "reverse listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A failed negotiation: the metric label and a sentence for the log.
+struct Failure {
+    why: HandshakeFailure,
+    detail: String,
+}
+
+fn fail(why: HandshakeFailure, detail: impl Into<String>) -> Failure {
+    Failure {
+        why,
+        detail: detail.into(),
+    }
+}
+
+async fn handle(mut stream: TcpStream, peer: SocketAddr, endpoint: &ReverseEndpoint) {
+    let negotiated =
+        tokio::time::timeout(endpoint.handshake_timeout, negotiate(&mut stream, endpoint)).await;
+    let outcome = match negotiated {
+        Err(_) => Err(fail(
+            HandshakeFailure::Timeout,
+            format!(
+                "no complete SOCKS5 BIND within {:?}",
+                endpoint.handshake_timeout
+            ),
+        )),
+        Ok(result) => result,
+    };
+    let (target, leftover) = match outcome {
+        Ok(ok) => ok,
+        Err(f) => {
+            endpoint.stats.failed(f.why);
+            tracing::info!(%peer, reason = f.why.label(), "reverse: {}", f.detail);
+            return;
+        }
+    };
+    if !leftover.is_empty() {
+        endpoint.stats.failed(HandshakeFailure::Malformed);
+        tracing::info!(%peer, reason = "malformed", "reverse: bytes after BIND before pairing");
+        return;
+    }
+    let std_stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            endpoint.stats.failed(HandshakeFailure::Closed);
+            tracing::info!(%peer, error = %e, "reverse: cannot take the socket");
+            return;
+        }
+    };
+    match endpoint
+        .dataplane
+        .park(target.index, OwnedConn::new(std_stream, leftover))
+    {
+        Ok(()) => {
+            endpoint
+                .stats
+                .prepared_accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Err(_) => {
+            endpoint.stats.failed(HandshakeFailure::QueueFull);
+            tracing::warn!(%peer, service = %target.service, "reverse: every worker queue is full; prepared connection closed");
+        }
+    }
+}
+
+/// Reads until `parse` yields a message; keeps whatever follows it in `buf`.
+async fn read_message<T>(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parse: fn(&[u8]) -> Parsed<T>,
+    what: &str,
+) -> Result<T, Failure> {
+    loop {
+        match parse(buf) {
+            Ok(Some((value, used))) => {
+                buf.drain(..used);
+                return Ok(value);
+            }
+            Ok(None) if buf.len() < MAX_HANDSHAKE_BYTES => {}
+            Ok(None) => {
+                return Err(fail(
+                    HandshakeFailure::Malformed,
+                    format!("{what} too long"),
+                ))
+            }
+            Err(e) => {
+                return Err(fail(
+                    HandshakeFailure::Malformed,
+                    format!("malformed SOCKS5 {what}: {e} ({})", e.label()),
+                ))
+            }
+        }
+        let mut chunk = [0u8; 512];
+        match stream.read(&mut chunk).await {
+            Ok(0) => {
+                return Err(fail(
+                    HandshakeFailure::Closed,
+                    format!("peer closed before the SOCKS5 {what} was complete"),
+                ))
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => {
+                return Err(fail(
+                    HandshakeFailure::Closed,
+                    format!("read failed during SOCKS5 {what}: {e}"),
+                ))
+            }
+        }
+    }
+}
+
+async fn send(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), Failure> {
+    stream
+        .write_all(bytes)
+        .await
+        .map_err(|e| fail(HandshakeFailure::Closed, format!("write failed: {e}")))
+}
+
+async fn reply(stream: &mut TcpStream, rep: u8, addr: SocketAddr) -> Result<(), Failure> {
+    let mut out = Vec::with_capacity(22);
+    socks5::encode_reply(rep, addr, &mut out);
+    send(stream, &out).await
+}
+
+fn unspecified() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+async fn negotiate<'e>(
+    stream: &mut TcpStream,
+    endpoint: &'e ReverseEndpoint,
+) -> Result<(&'e BindTarget, Vec<u8>), Failure> {
+    let mut buf = Vec::with_capacity(512);
+    let greeting = read_message(stream, &mut buf, socks5::parse_greeting, "greeting").await?;
+    let any_credentials = endpoint.targets.iter().any(|t| t.credentials.is_some());
+    let method = if greeting.offers(Method::UserPass) && any_credentials {
+        Method::UserPass
+    } else if greeting.offers(Method::NoAuth) {
+        Method::NoAuth
+    } else if greeting.offers(Method::UserPass) {
+        Method::UserPass
+    } else {
+        let mut out = Vec::new();
+        socks5::encode_method_choice(socks5::NO_ACCEPTABLE_METHOD, &mut out);
+        send(stream, &out).await?;
+        return Err(fail(
+            HandshakeFailure::NoAcceptableMethod,
+            format!(
+                "no acceptable authentication method among {:?}",
+                greeting.methods
+            ),
+        ));
+    };
+    let mut out = Vec::new();
+    socks5::encode_method_choice(method.to_byte(), &mut out);
+    send(stream, &out).await?;
+
+    let mut authenticated = None;
+    if method == Method::UserPass {
+        let creds = read_message(stream, &mut buf, socks5::parse_userpass, "user/password").await?;
+        let known = !any_credentials
+            || endpoint
+                .targets
+                .iter()
+                .any(|t| t.credentials.as_ref() == Some(&creds));
+        out.clear();
+        socks5::encode_userpass_status(known, &mut out);
+        send(stream, &out).await?;
+        if !known {
+            return Err(fail(
+                HandshakeFailure::AuthFailed,
+                format!(
+                    "unknown user/password for user {:?}",
+                    String::from_utf8_lossy(&creds.user)
+                ),
+            ));
+        }
+        authenticated = Some(creds);
+    }
+
+    let request = read_message(stream, &mut buf, socks5::parse_request, "request").await?;
+    if request.command != Command::Bind {
+        reply(stream, socks5::rep::COMMAND_NOT_SUPPORTED, unspecified()).await?;
+        return Err(fail(
+            HandshakeFailure::UnsupportedCommand,
+            format!("{:?} is not supported here; only BIND", request.command),
+        ));
+    }
+    let target = match &request.host {
+        Host::Domain(name) => endpoint.targets.iter().find(|t| &t.bind_name == name),
+        Host::Ip(_) => None,
+    };
+    let Some(target) = target else {
+        reply(stream, socks5::rep::NOT_ALLOWED, unspecified()).await?;
+        return Err(fail(
+            HandshakeFailure::UnknownService,
+            format!(
+                "BIND for unknown service {:?} refused",
+                request.host.to_string()
+            ),
+        ));
+    };
+    if target.credentials.is_some() && target.credentials != authenticated {
+        reply(stream, socks5::rep::NOT_ALLOWED, unspecified()).await?;
+        return Err(fail(
+            HandshakeFailure::AuthFailed,
+            format!(
+                "BIND for service {:?} without its credentials",
+                target.service
+            ),
+        ));
+    }
+    reply(stream, socks5::rep::SUCCEEDED, target.public).await?;
+    Ok((target, buf))
+}

@@ -1,0 +1,328 @@
+//! A running gateway: binds everything a configuration names (before anything starts), starts
+//! the data plane's workers, and runs the control thread (SOCKS5 reverse endpoint, reverse
+//! pools, admin endpoint) on a single-threaded tokio runtime.
+//!
+//! The same code serves `sallyport run` and `sallyport demo` (which runs two gateways in one
+//! process). It does not parse configuration or handle signals.
+
+use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use sallyport_dataplane::wire::socks5;
+use sallyport_dataplane::{Dataplane, DataplaneConfig, PublicService, RelayConfig, StartError};
+use serde_json::Value;
+
+use crate::config::{Config, RelayMode, ServiceRole};
+use crate::dmz::{BindTarget, ReverseEndpoint};
+use crate::internal::ReverseService;
+use crate::stats::{self, ControlStats, InternalStats, ServiceView};
+
+/// Why a gateway could not start. `Config` errors name the file and key (exit 2); `Runtime`
+/// errors are failures of the host (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{file}: {key}: {reason}")]
+    Config {
+        file: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Runtime(String),
+}
+
+enum ServiceKind {
+    Dmz(usize),
+    Internal(Arc<InternalStats>),
+}
+
+/// What `/metrics` and `/stats` read.
+pub struct StatsSource {
+    services: Vec<(String, ServiceKind)>,
+    control: Arc<ControlStats>,
+    dataplane: Arc<Dataplane>,
+}
+
+impl StatsSource {
+    fn views(&self) -> Vec<ServiceView<'_>> {
+        self.services
+            .iter()
+            .map(|(name, kind)| match kind {
+                ServiceKind::Dmz(index) => ServiceView::Dmz {
+                    name,
+                    index: *index,
+                },
+                ServiceKind::Internal(stats) => ServiceView::Internal { name, stats },
+            })
+            .collect()
+    }
+
+    pub fn json(&self) -> Value {
+        let snap = self.dataplane.snapshot();
+        stats::to_json(
+            &self.views(),
+            &snap,
+            &self.control,
+            self.dataplane.workers(),
+        )
+    }
+
+    pub fn prometheus(&self) -> String {
+        let snap = self.dataplane.snapshot();
+        stats::to_prometheus(&self.views(), &snap, &self.control)
+    }
+
+    /// Prepared connections of `service` right now (parked at this DMZ, or parked by this
+    /// internal gateway), if the service exists.
+    pub fn prepared(&self, service: &str) -> Option<i64> {
+        self.json()["services"][service]["prepared"].as_i64()
+    }
+}
+
+/// A started gateway.
+pub struct Gateway {
+    /// Where internal gateways dial in (DMZ role).
+    pub reverse_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    /// Public listeners (DMZ role): service name and bound address.
+    pub public: Vec<(String, SocketAddr)>,
+    source: Arc<StatsSource>,
+    dataplane: Arc<Dataplane>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    control: Option<JoinHandle<()>>,
+}
+
+fn bind_error(config: &Config, key: &str, addr: SocketAddr, e: std::io::Error) -> StartupError {
+    StartupError::Config {
+        file: config.path.display().to_string(),
+        key: key.to_string(),
+        reason: format!("cannot listen on {addr}: {e}"),
+    }
+}
+
+impl Gateway {
+    /// Binds, starts the workers and the control thread, and returns once all are running.
+    pub fn start(config: &Config) -> Result<Gateway, StartupError> {
+        for line in config.describe() {
+            tracing::info!("service {line}");
+        }
+        let mut public_services = Vec::new();
+        let mut dmz_keys = Vec::new();
+        for s in &config.services {
+            if let ServiceRole::Dmz(d) = &s.role {
+                public_services.push(PublicService {
+                    name: s.name.clone(),
+                    listen: d.listen,
+                    timeout: d.timeout,
+                });
+                dmz_keys.push(format!("service[{}].accept", s.name));
+            }
+        }
+        let reverse_listener = match &config.reverse {
+            Some(r) => Some(
+                TcpListener::bind(r.listen)
+                    .map_err(|e| bind_error(config, "reverse.listen", r.listen, e))?,
+            ),
+            None => None,
+        };
+        let admin_listener = match config.gateway.admin {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .map_err(|e| bind_error(config, "gateway.admin", addr, e))?,
+            ),
+            None => None,
+        };
+        let dataplane = Dataplane::start(DataplaneConfig {
+            workers: config.gateway.workers,
+            pin: true,
+            relay: RelayConfig {
+                mode: match config.gateway.relay {
+                    RelayMode::Copy => sallyport_dataplane::RelayMode::Copy,
+                    RelayMode::Splice => sallyport_dataplane::RelayMode::Splice,
+                },
+                pipe_size: config.gateway.pipe_size,
+                buffer_size: config.gateway.buffer_size,
+            },
+            services: public_services.clone(),
+        })
+        .map_err(|e| match e {
+            StartError::Listen {
+                service,
+                addr,
+                source,
+            } => {
+                let key = format!("service[{service}].accept");
+                bind_error(config, &key, addr, source)
+            }
+            other => StartupError::Runtime(other.to_string()),
+        })?;
+        let dataplane = Arc::new(dataplane);
+        let control_stats = Arc::new(ControlStats::default());
+
+        let mut services = Vec::new();
+        let mut targets = Vec::new();
+        let mut pools = Vec::new();
+        let mut dmz_index = 0;
+        for s in &config.services {
+            match &s.role {
+                ServiceRole::Dmz(d) => {
+                    targets.push(BindTarget {
+                        service: s.name.clone(),
+                        bind_name: d.bind_name.clone(),
+                        index: dmz_index,
+                        public: dataplane.service_addr(dmz_index),
+                        credentials: d.credentials.as_ref().map(|c| socks5::Credentials {
+                            user: c.user.as_bytes().to_vec(),
+                            password: c.password.expose().as_bytes().to_vec(),
+                        }),
+                    });
+                    services.push((s.name.clone(), ServiceKind::Dmz(dmz_index)));
+                    dmz_index += 1;
+                }
+                ServiceRole::Internal(i) => {
+                    let stats = Arc::new(InternalStats::default());
+                    pools.push(ReverseService {
+                        name: s.name.clone(),
+                        dmz: i.dmz.clone(),
+                        bind_name: i.bind_name.clone(),
+                        target: i.target.clone(),
+                        prepared: i.prepared,
+                        retry_max: i.retry_max,
+                        connect_timeout: i.connect_timeout,
+                        credentials: i.credentials.clone(),
+                        stats: Arc::clone(&stats),
+                        dataplane: Arc::clone(&dataplane),
+                    });
+                    services.push((s.name.clone(), ServiceKind::Internal(stats)));
+                }
+            }
+        }
+        let source = Arc::new(StatsSource {
+            services,
+            control: Arc::clone(&control_stats),
+            dataplane: Arc::clone(&dataplane),
+        });
+        let public: Vec<(String, SocketAddr)> = public_services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), dataplane.service_addr(i)))
+            .collect();
+        let reverse_addr = reverse_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        for (name, addr) in &public {
+            tracing::info!(service = %name, %addr, workers = dataplane.workers(), "public listener open");
+        }
+        if let Some(addr) = reverse_addr {
+            tracing::info!(%addr, "reverse endpoint (SOCKS5 BIND) open");
+        }
+        if let Some(addr) = admin_addr {
+            tracing::info!(%addr, "admin endpoint open (GET /metrics, /stats)");
+        }
+
+        let endpoint = config.reverse.as_ref().map(|r| ReverseEndpoint {
+            targets,
+            handshake_timeout: r.handshake_timeout,
+            dataplane: Arc::clone(&dataplane),
+            stats: Arc::clone(&control_stats),
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let admin_source = Arc::clone(&source);
+        let control = std::thread::Builder::new()
+            .name("sallyport-control".to_string())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ =
+                            ready_tx.send(Err(format!("cannot start the control runtime: {e}")));
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, async move {
+                    let to_tokio = |l: TcpListener| {
+                        l.set_nonblocking(true)?;
+                        tokio::net::TcpListener::from_std(l)
+                    };
+                    if let (Some(listener), Some(endpoint)) = (reverse_listener, endpoint) {
+                        match to_tokio(listener) {
+                            Ok(l) => {
+                                tokio::task::spawn_local(crate::dmz::serve(l, Rc::new(endpoint)));
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(format!("reverse listener: {e}")));
+                                return;
+                            }
+                        }
+                    }
+                    if let Some(listener) = admin_listener {
+                        match to_tokio(listener) {
+                            Ok(l) => {
+                                tokio::task::spawn_local(crate::admin::serve(l, admin_source));
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(format!("admin listener: {e}")));
+                                return;
+                            }
+                        }
+                    }
+                    for pool in pools {
+                        tokio::task::spawn_local(crate::internal::run_pool(Rc::new(pool)));
+                    }
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = stop_rx.await;
+                });
+            })
+            .map_err(|e| StartupError::Runtime(format!("cannot start the control thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StartupError::Runtime(e)),
+            Err(_) => return Err(StartupError::Runtime("control thread died".to_string())),
+        }
+        Ok(Gateway {
+            reverse_addr,
+            admin_addr,
+            public,
+            source,
+            dataplane,
+            stop: Some(stop_tx),
+            control: Some(control),
+        })
+    }
+
+    pub fn stats(&self) -> &StatsSource {
+        &self.source
+    }
+
+    /// False once the control thread has ended on its own (a failure).
+    pub fn is_running(&self) -> bool {
+        self.control.as_ref().is_some_and(|c| !c.is_finished())
+    }
+
+    /// Stops the control thread (pools, reverse endpoint, admin) and then every worker.
+    pub fn shutdown(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(control) = self.control.take() {
+            let _ = control.join();
+        }
+        self.dataplane.shutdown();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}

@@ -1,0 +1,454 @@
+//! The gateway's numbers in one view: the data plane's merged per-worker counters plus the
+//! control thread's own (SOCKS handshake failures, reverse dials), rendered as Prometheus text
+//! for `GET /metrics` and as JSON for `GET /stats`.
+//!
+//! Counters here are written by the control thread only; the view is built on each read.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use sallyport_dataplane::metrics::{names, CloseReason, RefusalReason, Snapshot};
+use serde_json::{json, Map, Value};
+
+/// Why a SOCKS5 negotiation on the reverse listener ended without a prepared connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    AuthFailed,
+    Closed,
+    Malformed,
+    NoAcceptableMethod,
+    QueueFull,
+    Timeout,
+    UnknownService,
+    UnsupportedCommand,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 8] = [
+        Self::AuthFailed,
+        Self::Closed,
+        Self::Malformed,
+        Self::NoAcceptableMethod,
+        Self::QueueFull,
+        Self::Timeout,
+        Self::UnknownService,
+        Self::UnsupportedCommand,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::AuthFailed => "auth_failed",
+            Self::Closed => "closed",
+            Self::Malformed => "malformed",
+            Self::NoAcceptableMethod => "no_acceptable_method",
+            Self::QueueFull => "queue_full",
+            Self::Timeout => "timeout",
+            Self::UnknownService => "unknown_service",
+            Self::UnsupportedCommand => "unsupported_command",
+        }
+    }
+}
+
+/// Outcome of one reverse dial by an internal gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialResult {
+    /// Connected, negotiated, and the first BIND reply arrived: a prepared connection.
+    Parked,
+    /// The DMZ could not be reached.
+    ConnectFailed,
+    /// The DMZ answered but the SOCKS negotiation failed or was refused.
+    Rejected,
+}
+
+impl DialResult {
+    pub const ALL: [DialResult; 3] = [Self::ConnectFailed, Self::Parked, Self::Rejected];
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ConnectFailed => "connect_failed",
+            Self::Parked => "parked",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// Numbers one internal (reverse://) service keeps.
+#[derive(Debug, Default)]
+pub struct InternalStats {
+    /// Prepared connections parked at the DMZ right now.
+    pub parked: AtomicI64,
+    pub dials: [AtomicU64; 3],
+    /// Paired by the DMZ and handed to a worker.
+    pub tunnels: AtomicU64,
+    /// Paired, but the back-end refused or timed out: the tunnel was closed at once.
+    pub backend_failures: AtomicU64,
+    /// Parked connections that ended without being paired.
+    pub lost: AtomicU64,
+}
+
+impl InternalStats {
+    pub fn dialed(&self, result: DialResult) {
+        let i = DialResult::ALL
+            .iter()
+            .position(|r| *r == result)
+            .unwrap_or(0);
+        self.dials[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Counters owned by the control thread.
+#[derive(Debug, Default)]
+pub struct ControlStats {
+    pub handshake_failures: [AtomicU64; 8],
+    pub prepared_accepted: AtomicU64,
+}
+
+impl ControlStats {
+    pub fn failed(&self, why: HandshakeFailure) {
+        let i = HandshakeFailure::ALL
+            .iter()
+            .position(|r| *r == why)
+            .unwrap_or(0);
+        self.handshake_failures[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A service as the stats view names it.
+pub enum ServiceView<'a> {
+    /// Public service at the DMZ: index into the data plane's services.
+    Dmz { name: &'a str, index: usize },
+    Internal {
+        name: &'a str,
+        stats: &'a InternalStats,
+    },
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// `GET /stats`: one JSON document.
+pub fn to_json(
+    services: &[ServiceView<'_>],
+    snap: &Snapshot,
+    control: &ControlStats,
+    workers: usize,
+) -> Value {
+    let mut per_service = Map::new();
+    for s in services {
+        let (name, value) = match s {
+            ServiceView::Dmz { name, index } => {
+                let d = &snap.services[*index];
+                let refused: Map<String, Value> = RefusalReason::ALL
+                    .iter()
+                    .zip(d.refused)
+                    .map(|(r, n)| (r.label().to_string(), json!(n)))
+                    .collect();
+                (
+                    *name,
+                    json!({
+                        "role": "dmz",
+                        "prepared": d.prepared,
+                        "waiting": d.waiting,
+                        "accepted": d.accepted,
+                        "waited": d.waited,
+                        "refused": refused,
+                        "prepared_lost": d.prepared_lost,
+                        "prepared_stolen": d.stolen,
+                    }),
+                )
+            }
+            ServiceView::Internal { name, stats } => {
+                let dials: Map<String, Value> = DialResult::ALL
+                    .iter()
+                    .zip(&stats.dials)
+                    .map(|(r, n)| (r.label().to_string(), json!(load(n))))
+                    .collect();
+                (
+                    *name,
+                    json!({
+                        "role": "internal",
+                        "prepared": stats.parked.load(Ordering::Relaxed),
+                        "dials": dials,
+                        "tunnels": load(&stats.tunnels),
+                        "backend_failures": load(&stats.backend_failures),
+                        "prepared_lost": load(&stats.lost),
+                    }),
+                )
+            }
+        };
+        per_service.insert(name.to_string(), value);
+    }
+    let failures: Map<String, Value> = HandshakeFailure::ALL
+        .iter()
+        .zip(&control.handshake_failures)
+        .map(|(r, n)| (r.label().to_string(), json!(load(n))))
+        .collect();
+    let closes: Map<String, Value> = CloseReason::ALL
+        .iter()
+        .zip(snap.closes)
+        .map(|(r, n)| (r.label().to_string(), json!(n)))
+        .collect();
+    json!({
+        "workers": workers,
+        "services": per_service,
+        "tunnels": { "active": snap.tunnels_active, "total": snap.tunnels_total, "closes": closes },
+        "bytes": { "upstream": snap.bytes_upstream, "downstream": snap.bytes_downstream },
+        "handshake_failures": failures,
+        "prepared_accepted": load(&control.prepared_accepted),
+        "splice_fallbacks": snap.splice_fallbacks,
+    })
+}
+
+/// Prometheus text exposition format, one family at a time.
+struct Prom {
+    out: String,
+}
+
+impl Prom {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        self.out
+            .push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    }
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            let inner: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect();
+            self.out.push_str(&format!("{{{}}}", inner.join(",")));
+        }
+        self.out.push_str(&format!(" {value}\n"));
+    }
+}
+
+/// `GET /metrics`.
+pub fn to_prometheus(
+    services: &[ServiceView<'_>],
+    snap: &Snapshot,
+    control: &ControlStats,
+) -> String {
+    let mut p = Prom { out: String::new() };
+    p.family(
+        names::PREPARED,
+        "gauge",
+        "Prepared connections parked, per service.",
+    );
+    for s in services {
+        match s {
+            ServiceView::Dmz { name, index } => p.sample(
+                names::PREPARED,
+                &[("service", name)],
+                snap.services[*index].prepared,
+            ),
+            ServiceView::Internal { name, stats } => p.sample(
+                names::PREPARED,
+                &[("service", name)],
+                stats.parked.load(Ordering::Relaxed),
+            ),
+        }
+    }
+    let dmz: Vec<(&str, usize)> = services
+        .iter()
+        .filter_map(|s| match s {
+            ServiceView::Dmz { name, index } => Some((*name, *index)),
+            ServiceView::Internal { .. } => None,
+        })
+        .collect();
+    if !dmz.is_empty() {
+        p.family(
+            names::WAITING_CLIENTS,
+            "gauge",
+            "Public clients waiting for a prepared connection.",
+        );
+        for (name, i) in &dmz {
+            p.sample(
+                names::WAITING_CLIENTS,
+                &[("service", name)],
+                snap.services[*i].waiting,
+            );
+        }
+        p.family(
+            names::CLIENTS_ACCEPTED,
+            "counter",
+            "Public clients accepted.",
+        );
+        for (name, i) in &dmz {
+            p.sample(
+                names::CLIENTS_ACCEPTED,
+                &[("service", name)],
+                snap.services[*i].accepted,
+            );
+        }
+        p.family(
+            names::CLIENTS_WAITED,
+            "counter",
+            "Public clients that found no prepared connection on arrival.",
+        );
+        for (name, i) in &dmz {
+            p.sample(
+                names::CLIENTS_WAITED,
+                &[("service", name)],
+                snap.services[*i].waited,
+            );
+        }
+        p.family(
+            names::REFUSALS,
+            "counter",
+            "Public clients reset at the door, by reason.",
+        );
+        for (name, i) in &dmz {
+            for (reason, n) in RefusalReason::ALL.iter().zip(snap.services[*i].refused) {
+                p.sample(
+                    names::REFUSALS,
+                    &[("service", name), ("reason", reason.label())],
+                    n,
+                );
+            }
+        }
+        p.family(
+            names::PREPARED_LOST,
+            "counter",
+            "Prepared connections that closed or spoke while parked.",
+        );
+        for (name, i) in &dmz {
+            p.sample(
+                names::PREPARED_LOST,
+                &[("service", name)],
+                snap.services[*i].prepared_lost,
+            );
+        }
+        p.family(
+            names::PREPARED_STOLEN,
+            "counter",
+            "Prepared connections moved to another worker that had a client waiting.",
+        );
+        for (name, i) in &dmz {
+            p.sample(
+                names::PREPARED_STOLEN,
+                &[("service", name)],
+                snap.services[*i].stolen,
+            );
+        }
+        p.family(
+            names::HANDSHAKE_FAILURES,
+            "counter",
+            "SOCKS5 negotiations on the reverse listener that failed, by reason.",
+        );
+        for (reason, n) in HandshakeFailure::ALL
+            .iter()
+            .zip(&control.handshake_failures)
+        {
+            p.sample(
+                names::HANDSHAKE_FAILURES,
+                &[("reason", reason.label())],
+                load(n),
+            );
+        }
+    }
+    let internal: Vec<(&str, &InternalStats)> = services
+        .iter()
+        .filter_map(|s| match s {
+            ServiceView::Internal { name, stats } => Some((*name, *stats)),
+            ServiceView::Dmz { .. } => None,
+        })
+        .collect();
+    if !internal.is_empty() {
+        p.family(
+            names::RECONNECTS,
+            "counter",
+            "Reverse dials to the DMZ, by result.",
+        );
+        for (name, stats) in &internal {
+            for (result, n) in DialResult::ALL.iter().zip(&stats.dials) {
+                p.sample(
+                    names::RECONNECTS,
+                    &[("service", name), ("result", result.label())],
+                    load(n),
+                );
+            }
+        }
+    }
+    p.family(names::TUNNELS_ACTIVE, "gauge", "Tunnels relaying now.");
+    p.sample(names::TUNNELS_ACTIVE, &[], snap.tunnels_active);
+    p.family(names::TUNNELS_TOTAL, "counter", "Tunnels opened.");
+    p.sample(names::TUNNELS_TOTAL, &[], snap.tunnels_total);
+    p.family(
+        names::TUNNEL_CLOSES,
+        "counter",
+        "Tunnels closed, by reason.",
+    );
+    for (reason, n) in CloseReason::ALL.iter().zip(snap.closes) {
+        p.sample(names::TUNNEL_CLOSES, &[("reason", reason.label())], n);
+    }
+    p.family(
+        names::BYTES,
+        "counter",
+        "Bytes relayed, by direction (upstream: toward the back-end).",
+    );
+    p.sample(
+        names::BYTES,
+        &[("direction", "upstream")],
+        snap.bytes_upstream,
+    );
+    p.sample(
+        names::BYTES,
+        &[("direction", "downstream")],
+        snap.bytes_downstream,
+    );
+    p.family(
+        names::SPLICE_FALLBACKS,
+        "counter",
+        "Tunnel directions that fell back to buffered copy (no pipe).",
+    );
+    p.sample(names::SPLICE_FALLBACKS, &[], snap.splice_fallbacks);
+    p.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sallyport_dataplane::metrics::ServiceSnapshot;
+
+    #[test]
+    fn views_agree() {
+        let snap = Snapshot {
+            services: vec![ServiceSnapshot {
+                prepared: 4,
+                refused: [2, 0],
+                ..Default::default()
+            }],
+            tunnels_total: 9,
+            bytes_upstream: 100,
+            ..Default::default()
+        };
+        let control = ControlStats::default();
+        control.failed(HandshakeFailure::UnknownService);
+        let internal = InternalStats::default();
+        internal.parked.store(3, Ordering::Relaxed);
+        internal.dialed(DialResult::Parked);
+        let views = [
+            ServiceView::Dmz {
+                name: "echo",
+                index: 0,
+            },
+            ServiceView::Internal {
+                name: "db",
+                stats: &internal,
+            },
+        ];
+        let j = to_json(&views, &snap, &control, 2);
+        assert_eq!(j["services"]["echo"]["prepared"], 4);
+        assert_eq!(j["services"]["echo"]["refused"]["no_prepared"], 2);
+        assert_eq!(j["services"]["db"]["prepared"], 3);
+        assert_eq!(j["services"]["db"]["dials"]["parked"], 1);
+        assert_eq!(j["handshake_failures"]["unknown_service"], 1);
+        let text = to_prometheus(&views, &snap, &control);
+        assert!(text.contains("sallyport_prepared_connections{service=\"echo\"} 4\n"));
+        assert!(text.contains("sallyport_prepared_connections{service=\"db\"} 3\n"));
+        assert!(text.contains("sallyport_handshake_failures_total{reason=\"unknown_service\"} 1\n"));
+        assert!(
+            text.contains("sallyport_refusals_total{service=\"echo\",reason=\"no_prepared\"} 2\n")
+        );
+        assert!(text.contains("sallyport_tunnels_total 9\n"));
+    }
+}
