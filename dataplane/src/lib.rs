@@ -110,6 +110,7 @@ impl Dataplane {
                 addr: service.listen,
                 source,
             };
+            sys::probe_exclusive(service.listen).map_err(listen_err)?;
             let first = sys::reuseport_listener(service.listen).map_err(listen_err)?;
             let bound = first.local_addr().map_err(listen_err)?;
             listeners[0].push(first);

@@ -1,0 +1,225 @@
+//! The data plane driven directly: prepared connections handed off as the control thread does,
+//! real public clients on 127.0.0.1:0, both relay engines, stealing between workers, the
+//! timeout reset, and no descriptor left behind once tunnels close.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use sallyport_dataplane::wire::socks5;
+use sallyport_dataplane::{
+    Dataplane, DataplaneConfig, OwnedConn, PublicService, RelayConfig, RelayMode,
+};
+
+fn start(workers: usize, mode: RelayMode, timeout: Duration) -> Dataplane {
+    Dataplane::start(DataplaneConfig {
+        workers,
+        pin: false,
+        relay: RelayConfig {
+            mode,
+            pipe_size: 256 << 10,
+            buffer_size: 16 << 10,
+        },
+        services: vec![PublicService {
+            name: "echo".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            timeout,
+        }],
+    })
+    .expect("data plane starts")
+}
+
+/// A connected pair: the first end is handed to the data plane as a prepared connection, the
+/// second plays the internal gateway.
+fn prepared_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let internal = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (dmz_side, _) = listener.accept().unwrap();
+    (dmz_side, internal)
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Reads the second BIND reply from the internal end; returns the client address it names.
+fn read_second_reply(internal: &mut TcpStream) -> SocketAddr {
+    let mut buf = Vec::new();
+    loop {
+        if let Some((reply, used)) = socks5::parse_reply(&buf).unwrap() {
+            assert_eq!(reply.rep, socks5::rep::SUCCEEDED);
+            assert_eq!(used, buf.len(), "no client bytes were sent yet");
+            let ip = match reply.host {
+                socks5::Host::Ip(ip) => ip,
+                other => panic!("BND should be an address, got {other}"),
+            };
+            return SocketAddr::new(ip, reply.port);
+        }
+        let mut chunk = [0u8; 64];
+        let n = internal.read(&mut chunk).unwrap();
+        assert!(n > 0, "EOF before the second reply");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn round_trip(mode: RelayMode) {
+    let dp = start(1, mode, Duration::from_secs(5));
+    let baseline = open_fds();
+    let (dmz_side, mut internal) = prepared_pair();
+    dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
+    wait_until("parked", || dp.snapshot().services[0].prepared == 1);
+
+    let mut client = TcpStream::connect(dp.service_addr(0)).unwrap();
+    let client_addr = client.local_addr().unwrap();
+    assert_eq!(read_second_reply(&mut internal), client_addr);
+
+    // 4 MiB up, the client half-closes, 4 MiB down, then the internal end closes.
+    let up: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 253) as u8).collect();
+    let down: Vec<u8> = up.iter().rev().copied().collect();
+    let sent_up = up.clone();
+    let writer = std::thread::spawn(move || {
+        client.write_all(&sent_up).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).unwrap();
+        back
+    });
+    let mut got_up = Vec::new();
+    internal.read_to_end(&mut got_up).unwrap();
+    assert!(got_up == up, "upstream bytes differ");
+    internal.write_all(&down).unwrap();
+    drop(internal);
+    assert!(writer.join().unwrap() == down, "downstream bytes differ");
+
+    wait_until("tunnel closed", || dp.snapshot().tunnels_active == 0);
+    let snap = dp.snapshot();
+    assert_eq!(snap.tunnels_total, 1);
+    assert_eq!(snap.closes[0], 1, "closed as completed");
+    assert_eq!(snap.bytes_upstream, (4 << 20) + 10, "payload plus the 10-byte reply");
+    assert_eq!(snap.bytes_downstream, 4 << 20);
+    // Pooled pipes or buffers stay with the worker; the sockets are gone.
+    wait_until("descriptors released", || open_fds() <= baseline + 4);
+}
+
+#[test]
+fn splice_round_trip_with_half_close() {
+    round_trip(RelayMode::Splice);
+}
+
+#[test]
+fn copy_round_trip_with_half_close() {
+    round_trip(RelayMode::Copy);
+}
+
+#[test]
+fn client_bytes_written_before_pairing_follow_the_reply() {
+    let dp = start(1, RelayMode::Splice, Duration::from_secs(5));
+    let mut client = TcpStream::connect(dp.service_addr(0)).unwrap();
+    client.write_all(b"early bytes").unwrap();
+    wait_until("client waiting", || dp.snapshot().services[0].waiting == 1);
+    let (dmz_side, mut internal) = prepared_pair();
+    dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
+    let mut buf = vec![0u8; 10 + 11];
+    internal.read_exact(&mut buf).unwrap();
+    let (reply, used) = socks5::parse_reply(&buf).unwrap().unwrap();
+    assert_eq!(reply.port, client.local_addr().unwrap().port());
+    assert_eq!(&buf[used..], b"early bytes");
+}
+
+#[test]
+fn client_without_prepared_connection_is_reset_after_timeout() {
+    let dp = start(1, RelayMode::Splice, Duration::from_millis(300));
+    let started = Instant::now();
+    let mut client = TcpStream::connect(dp.service_addr(0)).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 8];
+    let err = client.read(&mut buf).expect_err("reset, not data or EOF");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(dp.snapshot().services[0].refused[0], 1);
+}
+
+#[test]
+fn parked_connection_that_closes_leaves_the_pool() {
+    let dp = start(1, RelayMode::Splice, Duration::from_secs(1));
+    let (dmz_side, internal) = prepared_pair();
+    dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
+    wait_until("parked", || dp.snapshot().services[0].prepared == 1);
+    drop(internal);
+    wait_until("dropped from pool", || dp.snapshot().services[0].prepared == 0);
+    assert_eq!(dp.snapshot().services[0].prepared_lost, 1);
+}
+
+#[test]
+fn workers_lend_prepared_connections_to_each_other() {
+    let dp = start(2, RelayMode::Splice, Duration::from_secs(5));
+    // Every client finds exactly one prepared connection somewhere; SO_REUSEPORT spreads the
+    // clients over both workers, so some must take it from the other worker.
+    for i in 0..24u32 {
+        let (dmz_side, mut internal) = prepared_pair();
+        dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
+        wait_until("parked", || dp.snapshot().services[0].prepared == 1);
+        let mut client = TcpStream::connect(dp.service_addr(0)).unwrap();
+        read_second_reply(&mut internal);
+        client.write_all(&i.to_be_bytes()).unwrap();
+        let mut got = [0u8; 4];
+        internal.read_exact(&mut got).unwrap();
+        assert_eq!(u32::from_be_bytes(got), i);
+        internal.write_all(b"ok").unwrap();
+        let mut ok = [0u8; 2];
+        client.read_exact(&mut ok).unwrap();
+        assert_eq!(&ok, b"ok");
+    }
+    let snap = dp.snapshot();
+    assert_eq!(snap.tunnels_total, 24);
+    assert!(snap.services[0].stolen > 0, "no client landed on the other worker: {snap:?}");
+}
+
+#[test]
+fn handed_off_tunnel_delivers_leftover_first() {
+    // Internal-gateway side: a paired reverse leg whose handshake read also took client bytes.
+    let dp = start(1, RelayMode::Copy, Duration::from_secs(1));
+    let (upstream_dp, mut dmz) = prepared_pair();
+    let (target_dp, mut backend) = prepared_pair();
+    dp.relay(OwnedConn::new(upstream_dp, b"first ".to_vec()), target_dp)
+        .unwrap();
+    dmz.write_all(b"second").unwrap();
+    let mut got = [0u8; 12];
+    backend.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"first second");
+    backend.write_all(b"back").unwrap();
+    let mut back = [0u8; 4];
+    dmz.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"back");
+}
+
+#[test]
+fn busy_port_is_a_listen_error() {
+    // Even a second SO_REUSEPORT group on the same port is refused, not silently shared.
+    let other = start(1, RelayMode::Splice, Duration::from_secs(1));
+    let err = Dataplane::start(DataplaneConfig {
+        workers: 1,
+        pin: false,
+        relay: RelayConfig {
+            mode: RelayMode::Splice,
+            pipe_size: 1 << 16,
+            buffer_size: 1 << 14,
+        },
+        services: vec![PublicService {
+            name: "busy".into(),
+            listen: other.service_addr(0),
+            timeout: Duration::from_secs(1),
+        }],
+    })
+    .err()
+    .expect("port in use");
+    assert!(err.to_string().contains("service busy"), "{err}");
+}
