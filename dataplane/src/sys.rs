@@ -55,7 +55,8 @@ pub struct Ring {
 impl Ring {
     /// Builds a ring with `entries` submission slots, trying the cheapest setup first.
     pub fn new(entries: u32) -> io::Result<Ring> {
-        let attempts: [(RingSetup, fn(&mut io_uring::Builder)); 3] = [
+        type Configure = fn(&mut io_uring::Builder);
+        let attempts: [(RingSetup, Configure); 3] = [
             (RingSetup::DeferTaskrun, |b| {
                 b.setup_single_issuer().setup_defer_taskrun();
             }),

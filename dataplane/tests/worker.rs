@@ -103,7 +103,11 @@ fn round_trip(mode: RelayMode) {
     let snap = dp.snapshot();
     assert_eq!(snap.tunnels_total, 1);
     assert_eq!(snap.closes[0], 1, "closed as completed");
-    assert_eq!(snap.bytes_upstream, (4 << 20) + 10, "payload plus the 10-byte reply");
+    assert_eq!(
+        snap.bytes_upstream,
+        (4 << 20) + 10,
+        "payload plus the 10-byte reply"
+    );
     assert_eq!(snap.bytes_downstream, 4 << 20);
     // Pooled pipes or buffers stay with the worker; the sockets are gone.
     wait_until("descriptors released", || open_fds() <= baseline + 4);
@@ -139,7 +143,9 @@ fn client_without_prepared_connection_is_reset_after_timeout() {
     let dp = start(1, RelayMode::Splice, Duration::from_millis(300));
     let started = Instant::now();
     let mut client = TcpStream::connect(dp.service_addr(0)).unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = [0u8; 8];
     let err = client.read(&mut buf).expect_err("reset, not data or EOF");
     assert_eq!(err.kind(), ErrorKind::ConnectionReset);
@@ -154,7 +160,9 @@ fn parked_connection_that_closes_leaves_the_pool() {
     dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
     wait_until("parked", || dp.snapshot().services[0].prepared == 1);
     drop(internal);
-    wait_until("dropped from pool", || dp.snapshot().services[0].prepared == 0);
+    wait_until("dropped from pool", || {
+        dp.snapshot().services[0].prepared == 0
+    });
     assert_eq!(dp.snapshot().services[0].prepared_lost, 1);
 }
 
@@ -180,7 +188,10 @@ fn workers_lend_prepared_connections_to_each_other() {
     }
     let snap = dp.snapshot();
     assert_eq!(snap.tunnels_total, 24);
-    assert!(snap.services[0].stolen > 0, "no client landed on the other worker: {snap:?}");
+    assert!(
+        snap.services[0].stolen > 0,
+        "no client landed on the other worker: {snap:?}"
+    );
 }
 
 #[test]

@@ -41,11 +41,21 @@ pub fn sallyport_bin() -> PathBuf {
     BIN.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "sallyport", "--bin", "sallyport"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "sallyport",
+                "--bin",
+                "sallyport",
+            ])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
             .expect("run cargo build for the sallyport binary");
-        assert!(status.success(), "cargo build of sallyport failed: {status}");
+        assert!(
+            status.success(),
+            "cargo build of sallyport failed: {status}"
+        );
         // …/target/release/deps/<test-exe>: the target dir is two levels above the exe's dir.
         let exe = std::env::current_exe().expect("current_exe");
         let target = exe
@@ -101,7 +111,10 @@ impl Gateway {
     /// `ready` line. Panics (with the gateway's stderr) if it exits or is not ready in time.
     pub fn start(config: &str) -> Gateway {
         let path = write_config("gateway.toml", config);
-        let dir = path.parent().expect("config has a parent dir").to_path_buf();
+        let dir = path
+            .parent()
+            .expect("config has a parent dir")
+            .to_path_buf();
         let stderr_path = dir.join("stderr.log");
         let stderr = fs::File::create(&stderr_path).expect("create stderr log");
         let mut child = Command::new(sallyport_bin())
@@ -203,8 +216,7 @@ impl Gateway {
     /// `GET /stats`, parsed.
     pub fn stats(&self) -> Value {
         let body = self.admin_get("/stats");
-        serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("/stats is not JSON ({e}): {body:?}"))
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/stats is not JSON ({e}): {body:?}"))
     }
 
     /// `GET /metrics` (Prometheus text).
@@ -318,7 +330,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<String> {
     let text = String::from_utf8(raw)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("no header end: {text:?}"))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("no header end: {text:?}"),
+        )
     })?;
     if !head.starts_with("HTTP/1.1 200") {
         return Err(io::Error::other(format!("non-200 answer: {head:?}")));
@@ -358,7 +373,12 @@ fn auth_lines(auth: Option<Auth<'_>>) -> String {
 
 /// A DMZ config: admin and reverse on port 0, one public service `echo` on port 0 served by
 /// prepared connections bound as `echo`. `reverse_port` 0 means any.
-pub fn dmz_config(relay: Relay, timeout: &str, reverse_port: u16, auth: Option<Auth<'_>>) -> String {
+pub fn dmz_config(
+    relay: Relay,
+    timeout: &str,
+    reverse_port: u16,
+    auth: Option<Auth<'_>>,
+) -> String {
     format!(
         "[gateway]\nworkers = 2\nadmin = \"127.0.0.1:0\"\nrelay = \"{}\"\n\n\
          [reverse]\nlisten = \"127.0.0.1:{reverse_port}\"\n\n\
@@ -391,8 +411,12 @@ pub fn internal_config(
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("set_read_timeout");
-    stream.set_write_timeout(Some(IO_TIMEOUT)).expect("set_write_timeout");
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .expect("set_read_timeout");
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .expect("set_write_timeout");
     stream.set_nodelay(true).expect("set_nodelay");
     stream
 }

@@ -202,5 +202,8 @@ fn unknown_subcommand_exits_2() {
         .output()
         .expect("run an unknown subcommand");
     assert_eq!(out.status.code(), Some(2), "unknown subcommand: {out:?}");
-    assert!(!out.stderr.is_empty(), "no message for an unknown subcommand");
+    assert!(
+        !out.stderr.is_empty(),
+        "no message for an unknown subcommand"
+    );
 }

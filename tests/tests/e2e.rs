@@ -79,7 +79,10 @@ fn bulk(relay: Relay) {
     let sent = send.join().expect("writer thread panicked");
     let sent = match sent {
         Ok(h) => h,
-        Err(e) => panic!("{relay:?}: writing {BULK_BYTES} bytes failed: {e}\n{}", t.logs()),
+        Err(e) => panic!(
+            "{relay:?}: writing {BULK_BYTES} bytes failed: {e}\n{}",
+            t.logs()
+        ),
     };
     if let Err(e) = read_result {
         panic!(
@@ -183,7 +186,12 @@ fn client_writes_everything_then_half_closes_then_reads() {
             t.logs()
         )
     });
-    assert_eq!(back.len(), payload.len(), "byte count after half-close\n{}", t.logs());
+    assert_eq!(
+        back.len(),
+        payload.len(),
+        "byte count after half-close\n{}",
+        t.logs()
+    );
     assert!(back == payload, "echoed bytes differ after half-close");
 }
 
@@ -211,9 +219,11 @@ fn bind_for_unknown_service_gets_rep_02_and_close() {
         reply.len() >= 2 && reply[0] == 0x05 && reply[1] == 0x02,
         "expected a SOCKS5 reply with REP=0x02, got {reply:02x?}"
     );
-    dmz.wait_stats("handshake_failures.unknown_service >= 1", STATE_TIMEOUT, |s| {
-        s["handshake_failures"]["unknown_service"].as_u64() >= Some(1)
-    });
+    dmz.wait_stats(
+        "handshake_failures.unknown_service >= 1",
+        STATE_TIMEOUT,
+        |s| s["handshake_failures"]["unknown_service"].as_u64() >= Some(1),
+    );
 }
 
 #[test]
@@ -262,9 +272,11 @@ fn client_without_prepared_connection_is_reset_after_timeout() {
         elapsed <= Duration::from_millis(3500),
         "reset only after {elapsed:?} (timeout 500ms)"
     );
-    dmz.wait_stats("services.echo.refused.no_prepared >= 1", STATE_TIMEOUT, |s| {
-        s["services"]["echo"]["refused"]["no_prepared"].as_u64() >= Some(1)
-    });
+    dmz.wait_stats(
+        "services.echo.refused.no_prepared >= 1",
+        STATE_TIMEOUT,
+        |s| s["services"]["echo"]["refused"]["no_prepared"].as_u64() >= Some(1),
+    );
 }
 
 #[test]
@@ -338,7 +350,10 @@ fn prepared_count_at_rest_and_after_tunnels() {
             metrics.contains(line),
             "{who} /metrics lacks {line:?}:\n{metrics}"
         );
-    }
+    } // SIGTERM stops both cleanly (exit 0), with parked connections and idle pools.
+    let Tunnel { dmz, internal, .. } = t;
+    internal.stop();
+    dmz.stop();
 }
 
 #[test]
