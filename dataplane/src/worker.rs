@@ -164,6 +164,37 @@ pub(crate) struct Worker {
     buffers: Vec<Box<[u8]>>,
     relay: RelayConfig,
     stopping: bool,
+    refusal_log: RefusalLog,
+}
+
+/// Logs refused clients at most once per [`REFUSAL_LOG_EVERY`] per worker, with a count of the
+/// ones not logged, so a dead service under load cannot flood the log.
+struct RefusalLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
+
+impl RefusalLog {
+    fn note(&mut self, now: Instant, core: usize, service: usize, client: SocketAddr) {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_EVERY)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::info!(
+            core,
+            service,
+            %client,
+            also_refused = self.suppressed,
+            "client reset: no prepared connection within the service's timeout"
+        );
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
 }
 
 /// Most pipes (and buffers) a worker keeps for reuse.
@@ -199,6 +230,10 @@ impl Worker {
             buffers: Vec::new(),
             relay: setup.relay,
             stopping: false,
+            refusal_log: RefusalLog {
+                last: None,
+                suppressed: 0,
+            },
         }
     }
 
@@ -566,12 +601,7 @@ impl Worker {
                 sys::set_reset_on_close(waiter.client.as_fd());
                 self.stats.services[service].waiting.fetch_sub(1, relaxed());
                 self.stats.refused(service, RefusalReason::NoPrepared);
-                tracing::info!(
-                    core = self.id,
-                    service,
-                    client = %waiter.addr,
-                    "client refused: no prepared connection within timeout"
-                );
+                self.refusal_log.note(now, self.id, service, waiter.addr);
             }
         }
     }

@@ -101,6 +101,13 @@ fn bulk(relay: Relay) {
         "{relay:?}: sha256 of the echoed stream differs from what was sent\n{}",
         t.logs()
     );
+    // The bytes went through the relay, not around it: the DMZ counted them both ways.
+    let want = BULK_BYTES as u64;
+    t.dmz
+        .wait_stats("bytes both ways >= 64 MiB", STATE_TIMEOUT, |s| {
+            s["bytes"]["upstream"].as_u64() >= Some(want)
+                && s["bytes"]["downstream"].as_u64() >= Some(want)
+        });
 }
 
 #[test]
