@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
 use sallyport_dataplane::{Dataplane, OwnedConn};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::socks_io::{self, ReadError};
 use crate::stats::{ControlStats, HandshakeFailure};
 
 /// A public service as the reverse endpoint knows it.
@@ -40,10 +41,6 @@ pub struct ReverseEndpoint {
     pub dataplane: Arc<Dataplane>,
     pub stats: Arc<ControlStats>,
 }
-
-/// Longest SOCKS message we accept (a request with a 255-byte domain is 262 bytes; RFC 1929
-/// is at most 513): more unparsed bytes than this is an attack or a wrong protocol.
-const MAX_HANDSHAKE_BYTES: usize = 1024;
 
 /// Accepts and negotiates until the task is dropped.
 pub async fn serve(listener: TcpListener, endpoint: Rc<ReverseEndpoint>) {
@@ -126,50 +123,18 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, endpoint: &ReverseEndpo
     }
 }
 
-/// Reads until `parse` yields a message; keeps whatever follows it in `buf`.
 async fn read_message<T>(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     parse: fn(&[u8]) -> Parsed<T>,
     what: &str,
 ) -> Result<T, Failure> {
-    loop {
-        match parse(buf) {
-            Ok(Some((value, used))) => {
-                buf.drain(..used);
-                return Ok(value);
-            }
-            Ok(None) if buf.len() < MAX_HANDSHAKE_BYTES => {}
-            Ok(None) => {
-                return Err(fail(
-                    HandshakeFailure::Malformed,
-                    format!("{what} too long"),
-                ))
-            }
-            Err(e) => {
-                return Err(fail(
-                    HandshakeFailure::Malformed,
-                    format!("malformed SOCKS5 {what}: {e} ({})", e.label()),
-                ))
-            }
-        }
-        let mut chunk = [0u8; 512];
-        match stream.read(&mut chunk).await {
-            Ok(0) => {
-                return Err(fail(
-                    HandshakeFailure::Closed,
-                    format!("peer closed before the SOCKS5 {what} was complete"),
-                ))
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => {
-                return Err(fail(
-                    HandshakeFailure::Closed,
-                    format!("read failed during SOCKS5 {what}: {e}"),
-                ))
-            }
-        }
-    }
+    socks_io::read_message(stream, buf, parse, what)
+        .await
+        .map_err(|e| match e {
+            ReadError::Closed(detail) => fail(HandshakeFailure::Closed, detail),
+            ReadError::Malformed(detail) => fail(HandshakeFailure::Malformed, detail),
+        })
 }
 
 async fn send(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), Failure> {

@@ -7,7 +7,6 @@
 //! same read as the reply, are handed to a data-plane worker. If the back-end refuses, the
 //! tunnel is reset at once. This module listens on nothing. States: `LIFECYCLE.md`.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
 use sallyport_dataplane::{Dataplane, OwnedConn};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::config::{Credentials, HostPort};
+use crate::socks_io;
 use crate::stats::{DialResult, InternalStats};
 
 /// First retry delay after a failed dial.
@@ -143,22 +143,9 @@ async fn read_message<T>(
     parse: fn(&[u8]) -> Parsed<T>,
     what: &str,
 ) -> Result<T, String> {
-    loop {
-        match parse(buf) {
-            Ok(Some((value, used))) => {
-                buf.drain(..used);
-                return Ok(value);
-            }
-            Ok(None) => {}
-            Err(e) => return Err(format!("malformed SOCKS5 {what} from the DMZ: {e}")),
-        }
-        let mut chunk = [0u8; 512];
-        match stream.read(&mut chunk).await {
-            Ok(0) => return Err(format!("DMZ closed the connection before the {what}")),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("read failed waiting for the {what}: {e}")),
-        }
-    }
+    socks_io::read_message(stream, buf, parse, what)
+        .await
+        .map_err(|e| format!("{e} (from the DMZ)"))
 }
 
 /// A connection with the first BIND reply received.
@@ -343,14 +330,6 @@ fn refuse(service: &ReverseService, dmz: TcpStream, client: &str, why: &str) {
         sallyport_dataplane::sys::set_reset_on_close(std::os::fd::AsFd::as_fd(&std));
     }
 }
-
-/// Used in logs and tests: where the pool dials.
-pub fn dmz_addr_hint(service: &ReverseService) -> String {
-    format!("{}", service.dmz)
-}
-
-#[allow(dead_code)]
-fn _assert_socket_addr(_: SocketAddr) {}
 
 #[cfg(test)]
 mod tests {

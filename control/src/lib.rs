@@ -11,4 +11,5 @@ pub mod demo;
 pub mod dmz;
 pub mod gateway;
 pub mod internal;
+pub mod socks_io;
 pub mod stats;

@@ -277,16 +277,10 @@ impl Tunnel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::tests::socket_pair;
     use std::io::{Read, Write};
-    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::net::Shutdown;
     use std::time::{Duration, Instant};
-
-    fn socket_pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (b, _) = listener.accept().unwrap();
-        (a, b)
-    }
 
     fn engine(splice: bool) -> Engine {
         if splice {

@@ -356,12 +356,13 @@ pub fn as_fd<T: AsFd>(owner: &T) -> BorrowedFd<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::TcpStream;
 
-    fn socket_pair() -> (TcpStream, TcpStream) {
+    /// A connected loopback TCP pair (blocking), for tests of this crate.
+    pub(crate) fn socket_pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (b, _) = listener.accept().unwrap();
