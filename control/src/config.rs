@@ -122,6 +122,9 @@ pub struct GatewayConfig {
     pub pipe_size: usize,
     /// Buffer size in bytes for each direction of the buffered-copy relay.
     pub buffer_size: usize,
+    /// Cores the workers are pinned to, worker `i` on `cores[i % len]`. `None`: worker `i` on
+    /// core `i` (one per core); an empty list: no pinning (the scheduler places them).
+    pub cores: Option<Vec<usize>>,
 }
 
 impl Default for GatewayConfig {
@@ -132,6 +135,7 @@ impl Default for GatewayConfig {
             relay: DEFAULT_RELAY,
             pipe_size: DEFAULT_PIPE_SIZE,
             buffer_size: DEFAULT_BUFFER_SIZE,
+            cores: None,
         }
     }
 }
@@ -350,6 +354,7 @@ pub struct RawGateway {
     pub relay: Option<String>,
     pub pipe_size: Option<RawSize>,
     pub buffer_size: Option<RawSize>,
+    pub cores: Option<Vec<i64>>,
 }
 
 /// `[reverse]` as written.
@@ -558,12 +563,32 @@ fn validate_gateway(check: &Check, raw: RawGateway) -> Result<GatewayConfig, Con
         MIN_BUFFER_SIZE,
         MAX_BUFFER_SIZE,
     )?;
+    let cores = match &raw.cores {
+        None => None,
+        Some(list) => {
+            let mut cores = Vec::with_capacity(list.len());
+            for &c in list {
+                if !(0..MAX_WORKERS as i64).contains(&c) {
+                    return Err(check.fail(
+                        "gateway.cores",
+                        format!(
+                            "core ids must be between 0 and {}, got {c}",
+                            MAX_WORKERS - 1
+                        ),
+                    ));
+                }
+                cores.push(c as usize);
+            }
+            Some(cores)
+        }
+    };
     Ok(GatewayConfig {
         workers,
         admin,
         relay,
         pipe_size,
         buffer_size,
+        cores,
     })
 }
 
@@ -1307,6 +1332,7 @@ mod tests {
                 relay: RelayMode::Splice,
                 pipe_size: DEFAULT_PIPE_SIZE,
                 buffer_size: DEFAULT_BUFFER_SIZE,
+                cores: None,
             },
             reverse: Some(ReverseConfig {
                 listen: "0.0.0.0:1080".parse().unwrap(),

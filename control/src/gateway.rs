@@ -134,30 +134,35 @@ impl Gateway {
             ),
             None => None,
         };
-        let dataplane = Dataplane::start(DataplaneConfig {
-            workers: config.gateway.workers,
-            pin: true,
-            relay: RelayConfig {
-                mode: match config.gateway.relay {
-                    RelayMode::Copy => sallyport_dataplane::RelayMode::Copy,
-                    RelayMode::Splice => sallyport_dataplane::RelayMode::Splice,
+        let dataplane =
+            Dataplane::start(DataplaneConfig {
+                workers: config.gateway.workers,
+                cores: Some(
+                    config.gateway.cores.clone().unwrap_or_else(|| {
+                        (0..sallyport_dataplane::sys::available_cores()).collect()
+                    }),
+                ),
+                relay: RelayConfig {
+                    mode: match config.gateway.relay {
+                        RelayMode::Copy => sallyport_dataplane::RelayMode::Copy,
+                        RelayMode::Splice => sallyport_dataplane::RelayMode::Splice,
+                    },
+                    pipe_size: config.gateway.pipe_size,
+                    buffer_size: config.gateway.buffer_size,
                 },
-                pipe_size: config.gateway.pipe_size,
-                buffer_size: config.gateway.buffer_size,
-            },
-            services: public_services.clone(),
-        })
-        .map_err(|e| match e {
-            StartError::Listen {
-                service,
-                addr,
-                source,
-            } => {
-                let key = format!("service[{service}].accept");
-                bind_error(config, &key, addr, source)
-            }
-            other => StartupError::Runtime(other.to_string()),
-        })?;
+                services: public_services.clone(),
+            })
+            .map_err(|e| match e {
+                StartError::Listen {
+                    service,
+                    addr,
+                    source,
+                } => {
+                    let key = format!("service[{service}].accept");
+                    bind_error(config, &key, addr, source)
+                }
+                other => StartupError::Runtime(other.to_string()),
+            })?;
         let dataplane = Arc::new(dataplane);
         let control_stats = Arc::new(ControlStats::default());
 

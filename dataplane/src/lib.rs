@@ -58,8 +58,8 @@ pub struct PublicService {
 #[derive(Debug, Clone)]
 pub struct DataplaneConfig {
     pub workers: usize,
-    /// Pin worker `i` to core `i % cores`.
-    pub pin: bool,
+    /// Pin worker `i` to core `cores[i % cores.len()]`; `None` or empty: no pinning.
+    pub cores: Option<Vec<usize>>,
     pub relay: RelayConfig,
     pub services: Vec<PublicService>,
 }
@@ -131,7 +131,7 @@ impl Dataplane {
         }
         let peers = Arc::new(peers);
         let timeouts: Vec<Duration> = config.services.iter().map(|s| s.timeout).collect();
-        let cores = sys::available_cores();
+        let pinning: Vec<usize> = config.cores.clone().unwrap_or_default();
         let mut threads = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         for (id, (rx, listeners)) in receivers.into_iter().zip(listeners).enumerate() {
@@ -146,12 +146,18 @@ impl Dataplane {
                 relay: config.relay,
             };
             let ready = ready_tx.clone();
-            let pin = config.pin;
+            let core = (!pinning.is_empty()).then(|| pinning[id % pinning.len()]);
             let thread = std::thread::Builder::new()
                 .name(format!("sallyport-w{id}"))
                 .spawn(move || {
-                    if pin && !sys::pin_current_thread(id % cores) {
-                        tracing::warn!(core = id, "could not pin worker to its core");
+                    if let Some(core) = core {
+                        if !sys::pin_current_thread(core) {
+                            tracing::warn!(
+                                worker = id,
+                                core,
+                                "could not pin the worker to this core; it runs unpinned"
+                            );
+                        }
                     }
                     // SINGLE_ISSUER: the ring must be created on the thread that submits.
                     let ring = match sys::Ring::new(RING_ENTRIES) {

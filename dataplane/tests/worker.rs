@@ -14,7 +14,7 @@ use sallyport_dataplane::{
 fn start(workers: usize, mode: RelayMode, timeout: Duration) -> Dataplane {
     Dataplane::start(DataplaneConfig {
         workers,
-        pin: false,
+        cores: None,
         relay: RelayConfig {
             mode,
             pipe_size: 256 << 10,
@@ -218,7 +218,7 @@ fn busy_port_is_a_listen_error() {
     let other = start(1, RelayMode::Splice, Duration::from_secs(1));
     let err = Dataplane::start(DataplaneConfig {
         workers: 1,
-        pin: false,
+        cores: None,
         relay: RelayConfig {
             mode: RelayMode::Splice,
             pipe_size: 1 << 16,

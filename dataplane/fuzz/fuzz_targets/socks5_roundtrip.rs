@@ -98,7 +98,11 @@ fn append(
     let mut out = prefix.to_vec();
     match f(&mut out) {
         Ok(()) => {
-            assert_eq!(&out[..prefix.len()], prefix, "encoder touched earlier bytes");
+            assert_eq!(
+                &out[..prefix.len()],
+                prefix,
+                "encoder touched earlier bytes"
+            );
             Ok(out.split_off(prefix.len()))
         }
         Err(e) => {
@@ -159,14 +163,13 @@ fuzz_target!(|input: Input| {
             encode_reply(rep, SocketAddr::new(*ip, reply_port), o);
             Ok(())
         }),
-        Host::Domain(_) => {
-            append(&prefix, |o| encode_request(Command::Connect, &host, reply_port, o)).map(
-                |mut b| {
-                    b[1] = rep;
-                    b
-                },
-            )
-        }
+        Host::Domain(_) => append(&prefix, |o| {
+            encode_request(Command::Connect, &host, reply_port, o)
+        })
+        .map(|mut b| {
+            b[1] = rep;
+            b
+        }),
     };
     match host_error(&host) {
         Some(e) => assert_eq!(encoded, Err(e)),
