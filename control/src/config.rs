@@ -80,6 +80,15 @@ pub const MAX_PREPARED: usize = 100_000;
 pub const MIN_PIPE_SIZE: usize = 4 << 10;
 /// Upper bound of `[gateway] pipe_size`.
 pub const MAX_PIPE_SIZE: usize = 256 << 20;
+/// Default `[gateway] nodelay`: the relay forwards what it read at once, so Nagle would only
+/// delay request/response traffic (see tuning.md).
+pub const DEFAULT_NODELAY: bool = true;
+/// Default `[gateway] ring_setup`: the cheapest completions on kernels ≥ 6.1 (see tuning.md).
+pub const DEFAULT_RING_SETUP: RingSetup = RingSetup::DeferTaskrun;
+/// Lower bound of `[gateway] socket_buffer`.
+pub const MIN_SOCKET_BUFFER: usize = 4 << 10;
+/// Upper bound of `[gateway] socket_buffer`.
+pub const MAX_SOCKET_BUFFER: usize = 64 << 20;
 /// Lower bound of `[gateway] buffer_size`.
 pub const MIN_BUFFER_SIZE: usize = 1 << 10;
 /// Upper bound of `[gateway] buffer_size`.
@@ -125,6 +134,23 @@ pub struct GatewayConfig {
     /// Cores the workers are pinned to, worker `i` on `cores[i % len]`. `None`: worker `i` on
     /// core `i` (one per core); an empty list: no pinning (the scheduler places them).
     pub cores: Option<Vec<usize>>,
+    /// TCP_NODELAY on relayed sockets.
+    pub nodelay: bool,
+    /// SO_SNDBUF/SO_RCVBUF on relayed sockets; `None` keeps the kernel's autotuning.
+    pub socket_buffer: Option<usize>,
+    pub ring_setup: RingSetup,
+}
+
+/// How each worker's io_uring is set up (`[gateway] ring_setup`); a kernel without the chosen
+/// flags falls back to the next simpler one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingSetup {
+    /// IORING_SETUP_SINGLE_ISSUER | COOP_TASKRUN.
+    CoopTaskrun,
+    /// IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN: completions run only when the worker waits.
+    DeferTaskrun,
+    /// No setup flags.
+    Plain,
 }
 
 impl Default for GatewayConfig {
@@ -136,6 +162,9 @@ impl Default for GatewayConfig {
             pipe_size: DEFAULT_PIPE_SIZE,
             buffer_size: DEFAULT_BUFFER_SIZE,
             cores: None,
+            nodelay: DEFAULT_NODELAY,
+            socket_buffer: None,
+            ring_setup: DEFAULT_RING_SETUP,
         }
     }
 }
@@ -355,6 +384,9 @@ pub struct RawGateway {
     pub pipe_size: Option<RawSize>,
     pub buffer_size: Option<RawSize>,
     pub cores: Option<Vec<i64>>,
+    pub nodelay: Option<bool>,
+    pub socket_buffer: Option<RawSize>,
+    pub ring_setup: Option<String>,
 }
 
 /// `[reverse]` as written.
@@ -582,6 +614,31 @@ fn validate_gateway(check: &Check, raw: RawGateway) -> Result<GatewayConfig, Con
             Some(cores)
         }
     };
+    let socket_buffer = match raw.socket_buffer.as_ref() {
+        None => None,
+        Some(_) => Some(size_in(
+            check,
+            "gateway.socket_buffer",
+            raw.socket_buffer.as_ref(),
+            0,
+            MIN_SOCKET_BUFFER,
+            MAX_SOCKET_BUFFER,
+        )?),
+    };
+    let ring_setup = match raw.ring_setup.as_deref() {
+        None => DEFAULT_RING_SETUP,
+        Some("defer_taskrun") => RingSetup::DeferTaskrun,
+        Some("coop_taskrun") => RingSetup::CoopTaskrun,
+        Some("plain") => RingSetup::Plain,
+        Some(other) => {
+            return Err(check.fail(
+                "gateway.ring_setup",
+                format!(
+                    "unknown ring setup \"{other}\"; expected \"defer_taskrun\", \"coop_taskrun\" or \"plain\""
+                ),
+            ))
+        }
+    };
     Ok(GatewayConfig {
         workers,
         admin,
@@ -589,6 +646,9 @@ fn validate_gateway(check: &Check, raw: RawGateway) -> Result<GatewayConfig, Con
         pipe_size,
         buffer_size,
         cores,
+        nodelay: raw.nodelay.unwrap_or(DEFAULT_NODELAY),
+        socket_buffer,
+        ring_setup,
     })
 }
 
@@ -1333,6 +1393,9 @@ mod tests {
                 pipe_size: DEFAULT_PIPE_SIZE,
                 buffer_size: DEFAULT_BUFFER_SIZE,
                 cores: None,
+                nodelay: true,
+                socket_buffer: None,
+                ring_setup: RingSetup::DeferTaskrun,
             },
             reverse: Some(ReverseConfig {
                 listen: "0.0.0.0:1080".parse().unwrap(),

@@ -14,7 +14,7 @@ use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{Dataplane, DataplaneConfig, PublicService, RelayConfig, StartError};
 use serde_json::Value;
 
-use crate::config::{Config, RelayMode, ServiceRole};
+use crate::config::{Config, RelayMode, RingSetup, ServiceRole};
 use crate::dmz::{BindTarget, ReverseEndpoint};
 use crate::internal::ReverseService;
 use crate::stats::{self, ControlStats, InternalStats, ServiceView};
@@ -102,6 +102,38 @@ fn bind_error(config: &Config, key: &str, addr: SocketAddr, e: std::io::Error) -
     }
 }
 
+/// The data plane's settings for `config`'s gateway and public services.
+fn dataplane_config(config: &Config, services: Vec<PublicService>) -> DataplaneConfig {
+    use sallyport_dataplane::sys;
+    let g = &config.gateway;
+    DataplaneConfig {
+        workers: g.workers,
+        cores: Some(
+            g.cores
+                .clone()
+                .unwrap_or_else(|| (0..sys::available_cores()).collect()),
+        ),
+        relay: RelayConfig {
+            mode: match g.relay {
+                RelayMode::Copy => sallyport_dataplane::RelayMode::Copy,
+                RelayMode::Splice => sallyport_dataplane::RelayMode::Splice,
+            },
+            pipe_size: g.pipe_size,
+            buffer_size: g.buffer_size,
+            stream: sys::StreamOptions {
+                nodelay: g.nodelay,
+                buffer: g.socket_buffer,
+            },
+        },
+        ring: match g.ring_setup {
+            RingSetup::CoopTaskrun => sys::RingSetup::CoopTaskrun,
+            RingSetup::DeferTaskrun => sys::RingSetup::DeferTaskrun,
+            RingSetup::Plain => sys::RingSetup::Plain,
+        },
+        services,
+    }
+}
+
 impl Gateway {
     /// Binds, starts the workers and the control thread, and returns once all are running.
     pub fn start(config: &Config) -> Result<Gateway, StartupError> {
@@ -134,24 +166,7 @@ impl Gateway {
             ),
             None => None,
         };
-        let dataplane =
-            Dataplane::start(DataplaneConfig {
-                workers: config.gateway.workers,
-                cores: Some(
-                    config.gateway.cores.clone().unwrap_or_else(|| {
-                        (0..sallyport_dataplane::sys::available_cores()).collect()
-                    }),
-                ),
-                relay: RelayConfig {
-                    mode: match config.gateway.relay {
-                        RelayMode::Copy => sallyport_dataplane::RelayMode::Copy,
-                        RelayMode::Splice => sallyport_dataplane::RelayMode::Splice,
-                    },
-                    pipe_size: config.gateway.pipe_size,
-                    buffer_size: config.gateway.buffer_size,
-                },
-                services: public_services.clone(),
-            })
+        let dataplane = Dataplane::start(dataplane_config(config, public_services.clone()))
             .map_err(|e| match e {
                 StartError::Listen {
                     service,

@@ -43,6 +43,8 @@ pub struct RelayConfig {
     pub pipe_size: usize,
     /// Buffer per direction on the buffered-copy path.
     pub buffer_size: usize,
+    /// Options set on every relayed socket.
+    pub stream: sys::StreamOptions,
 }
 
 /// A public service served by prepared connections (DMZ side).
@@ -61,6 +63,8 @@ pub struct DataplaneConfig {
     /// Pin worker `i` to core `cores[i % cores.len()]`; `None` or empty: no pinning.
     pub cores: Option<Vec<usize>>,
     pub relay: RelayConfig,
+    /// io_uring setup to try first (falls back to simpler ones the kernel supports).
+    pub ring: sys::RingSetup,
     pub services: Vec<PublicService>,
 }
 
@@ -146,6 +150,7 @@ impl Dataplane {
                 relay: config.relay,
             };
             let ready = ready_tx.clone();
+            let ring_setup = config.ring;
             let core = (!pinning.is_empty()).then(|| pinning[id % pinning.len()]);
             let thread = std::thread::Builder::new()
                 .name(format!("sallyport-w{id}"))
@@ -160,7 +165,7 @@ impl Dataplane {
                         }
                     }
                     // SINGLE_ISSUER: the ring must be created on the thread that submits.
-                    let ring = match sys::Ring::new(RING_ENTRIES) {
+                    let ring = match sys::Ring::with_setup(RING_ENTRIES, ring_setup) {
                         Ok(ring) => ring,
                         Err(e) => {
                             let _ = ready.send(Err(e));

@@ -296,7 +296,7 @@ mod tests {
         let (mut client, leg0) = socket_pair();
         let (leg1, mut server) = socket_pair();
         for s in [&leg0, &leg1] {
-            sys::prepare_stream(s.as_fd()).unwrap();
+            sys::prepare_stream(s.as_fd(), sys::StreamOptions::default()).unwrap();
         }
         let stats = WorkerStats::new(0);
         let mut tunnel = Tunnel::new(
@@ -352,8 +352,8 @@ mod tests {
     fn reset_leg_is_an_error() {
         let (client, leg0) = socket_pair();
         let (leg1, _server) = socket_pair();
-        sys::prepare_stream(leg0.as_fd()).unwrap();
-        sys::prepare_stream(leg1.as_fd()).unwrap();
+        sys::prepare_stream(leg0.as_fd(), sys::StreamOptions::default()).unwrap();
+        sys::prepare_stream(leg1.as_fd(), sys::StreamOptions::default()).unwrap();
         sys::set_reset_on_close(client.as_fd());
         drop(client);
         let stats = WorkerStats::new(0);

@@ -53,8 +53,9 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// Builds a ring with `entries` submission slots, trying the cheapest setup first.
-    pub fn new(entries: u32) -> io::Result<Ring> {
+    /// Builds a ring with `entries` submission slots, trying `preferred` first and then each
+    /// cheaper-to-support setup after it (a kernel may lack the newer flags).
+    pub fn with_setup(entries: u32, preferred: RingSetup) -> io::Result<Ring> {
         type Configure = fn(&mut io_uring::Builder);
         let attempts: [(RingSetup, Configure); 3] = [
             (RingSetup::DeferTaskrun, |b| {
@@ -66,7 +67,11 @@ impl Ring {
             (RingSetup::Plain, |_| {}),
         ];
         let mut last = None;
-        for (setup, configure) in attempts {
+        let start = attempts
+            .iter()
+            .position(|(s, _)| *s == preferred)
+            .unwrap_or(0);
+        for (setup, configure) in attempts.into_iter().skip(start) {
             let mut builder = IoUring::builder();
             builder.setup_cqsize(entries * 4);
             configure(&mut builder);
@@ -250,11 +255,34 @@ pub fn set_reset_on_close(fd: BorrowedFd<'_>) {
     let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
 }
 
-/// Prepares an accepted or handed-off stream for the relay: non-blocking, TCP_NODELAY.
-pub fn prepare_stream(fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Socket options for relayed streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// TCP_NODELAY: forward small writes at once instead of waiting for Nagle.
+    pub nodelay: bool,
+    /// SO_SNDBUF and SO_RCVBUF in bytes; `None` keeps the kernel's autotuning.
+    pub buffer: Option<usize>,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            nodelay: true,
+            buffer: None,
+        }
+    }
+}
+
+/// Prepares an accepted or handed-off stream for the relay: non-blocking, plus `options`.
+pub fn prepare_stream(fd: BorrowedFd<'_>, options: StreamOptions) -> io::Result<()> {
     let sock = socket2::SockRef::from(&fd);
     sock.set_nonblocking(true)?;
-    sock.set_nodelay(true)
+    sock.set_nodelay(options.nodelay)?;
+    if let Some(size) = options.buffer {
+        sock.set_send_buffer_size(size)?;
+        sock.set_recv_buffer_size(size)?;
+    }
+    Ok(())
 }
 
 /// The peer address of a connected socket.
@@ -382,7 +410,7 @@ pub(crate) mod tests {
     fn splice_moves_socket_bytes_through_a_pipe() {
         let (mut a, b) = socket_pair();
         let (c, mut d) = socket_pair();
-        prepare_stream(b.as_fd()).unwrap();
+        prepare_stream(b.as_fd(), StreamOptions::default()).unwrap();
         let p = pipe(64 << 10).unwrap();
         a.write_all(b"hello splice").unwrap();
         let mut moved = 0;
@@ -410,7 +438,7 @@ pub(crate) mod tests {
 
     #[test]
     fn eventfd_wakes_a_multishot_poll() {
-        let mut ring = Ring::new(8).unwrap();
+        let mut ring = Ring::with_setup(8, RingSetup::DeferTaskrun).unwrap();
         let efd = eventfd().unwrap();
         ring.poll_multi(efd.as_raw_fd(), POLL_READABLE, 7).unwrap();
         eventfd_signal(efd.as_fd());

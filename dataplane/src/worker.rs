@@ -330,7 +330,7 @@ impl Worker {
         let all_stats = Arc::clone(&self.stats);
         let stats = &all_stats.services[service];
         stats.accepted.fetch_add(1, relaxed());
-        let addr = match sys::prepare_stream(client.as_fd())
+        let addr = match sys::prepare_stream(client.as_fd(), self.relay.stream)
             .and_then(|()| sys::peer_addr(client.as_fd()))
         {
             Ok(addr) => addr,
@@ -411,7 +411,7 @@ impl Worker {
             return;
         }
         let fd = OwnedFd::from(conn.stream);
-        if sys::prepare_stream(fd.as_fd()).is_err() {
+        if sys::prepare_stream(fd.as_fd(), self.relay.stream).is_err() {
             return;
         }
         if let Some(waiter) = self.services[service].waiting.pop_front() {
@@ -493,7 +493,7 @@ impl Worker {
 
     fn start_tunnel(&mut self, legs: [OwnedFd; 2], prefixes: [Vec<u8>; 2]) {
         for leg in &legs {
-            if sys::prepare_stream(leg.as_fd()).is_err() {
+            if sys::prepare_stream(leg.as_fd(), self.relay.stream).is_err() {
                 for l in &legs {
                     sys::set_reset_on_close(l.as_fd());
                 }

@@ -6,6 +6,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use sallyport_dataplane::sys::{RingSetup, StreamOptions};
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{
     Dataplane, DataplaneConfig, OwnedConn, PublicService, RelayConfig, RelayMode,
@@ -19,7 +20,9 @@ fn start(workers: usize, mode: RelayMode, timeout: Duration) -> Dataplane {
             mode,
             pipe_size: 256 << 10,
             buffer_size: 16 << 10,
+            stream: StreamOptions::default(),
         },
+        ring: RingSetup::DeferTaskrun,
         services: vec![PublicService {
             name: "echo".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -223,7 +226,9 @@ fn busy_port_is_a_listen_error() {
             mode: RelayMode::Splice,
             pipe_size: 1 << 16,
             buffer_size: 1 << 14,
+            stream: StreamOptions::default(),
         },
+        ring: RingSetup::DeferTaskrun,
         services: vec![PublicService {
             name: "busy".into(),
             listen: other.service_addr(0),

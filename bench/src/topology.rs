@@ -1,0 +1,523 @@
+//! The paths a load can take to the echo back-end, and starting the processes each one needs:
+//!
+//! - `direct`: the client talks to the echo back-end; nothing is started.
+//! - `sallyport`: a DMZ `sallyport run` and an internal `sallyport run` (two hops, plain TCP),
+//!   started from generated configs; ready when the DMZ's `/stats` shows the pool full.
+//! - `haproxy`: one `mode tcp` frontend/backend (`haproxy -f CFG -db`), one hop.
+//! - `socat`: `socat TCP-LISTEN:PORT,fork TCP:ECHO`, one hop (a forked process per connection).
+//! - `rathole`: a server and a client (`rathole CFG`), two hops like sallyport.
+//!
+//! Every process is a [`Proc`]: it is stopped when the [`Running`] path is dropped. Peers are
+//! found on `$PATH`; a missing one is reported by [`PathKind::available`], never installed here.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::admin;
+use crate::procs::{self, free_port, Proc, Scratch};
+
+/// Service name used in every generated config.
+pub const SERVICE: &str = "echo";
+/// Longest a process may take to print its ready line or open its port.
+const READY_LIMIT: Duration = Duration::from_secs(15);
+/// Poll period while waiting for a port or a pool.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A way from the load generator to the echo back-end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathKind {
+    Direct,
+    Sallyport,
+    Haproxy,
+    Socat,
+    Rathole,
+}
+
+impl PathKind {
+    /// Every path, in the order they are run by default.
+    pub const ALL: [PathKind; 5] = [
+        PathKind::Direct,
+        PathKind::Sallyport,
+        PathKind::Haproxy,
+        PathKind::Socat,
+        PathKind::Rathole,
+    ];
+
+    /// The name used on the command line and in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::Sallyport => "sallyport",
+            PathKind::Haproxy => "haproxy",
+            PathKind::Socat => "socat",
+            PathKind::Rathole => "rathole",
+        }
+    }
+
+    /// The external program a peer path runs; `None` for direct and sallyport.
+    pub fn program(self) -> Option<&'static str> {
+        match self {
+            PathKind::Haproxy => Some("haproxy"),
+            PathKind::Socat => Some("socat"),
+            PathKind::Rathole => Some("rathole"),
+            PathKind::Direct | PathKind::Sallyport => None,
+        }
+    }
+
+    /// Gateway processes on the path: 0 (direct), 1 (haproxy, socat) or 2 (sallyport, rathole).
+    pub fn hops(self) -> usize {
+        match self {
+            PathKind::Direct => 0,
+            PathKind::Haproxy | PathKind::Socat => 1,
+            PathKind::Sallyport | PathKind::Rathole => 2,
+        }
+    }
+
+    /// `Ok(())` when the path can run here; `Err(reason)` for a peer that is not on `$PATH`.
+    pub fn available(self) -> std::result::Result<(), String> {
+        match self.program() {
+            Some(program) if procs::which(program).is_none() => Err(format!(
+                "{program} not found on PATH: path {} skipped (see bench/install-peers.sh)",
+                self.name()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The default path list: direct, sallyport, and every peer found on `$PATH`.
+    pub fn defaults() -> Vec<PathKind> {
+        PathKind::ALL
+            .into_iter()
+            .filter(|p| p.available().is_ok())
+            .collect()
+    }
+}
+
+impl fmt::Display for PathKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for PathKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        PathKind::ALL
+            .into_iter()
+            .find(|p| p.name() == s.trim())
+            .ok_or_else(|| {
+                let names: Vec<&str> = PathKind::ALL.iter().map(|p| p.name()).collect();
+                format!("unknown path {s:?}; expected one of {}", names.join(","))
+            })
+    }
+}
+
+/// How sallyport gateways are started.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// The `sallyport` binary.
+    pub binary: PathBuf,
+    /// `[gateway] workers` of each gateway.
+    pub workers: usize,
+    /// `[gateway] relay` ("splice" or "copy"); the gateway's default when `None`.
+    pub relay: Option<String>,
+    /// `[gateway] pipe_size` (e.g. "1MiB"); the gateway's default when `None`.
+    pub pipe_size: Option<String>,
+    /// `prepared` of the internal gateway's service.
+    pub prepared: usize,
+}
+
+impl GatewayOptions {
+    fn gateway_section(&self, dmz: bool) -> String {
+        let mut s = format!(
+            "[gateway]\nworkers = {}\nadmin = \"127.0.0.1:0\"\n",
+            self.workers
+        );
+        match &self.relay {
+            Some(relay) => s.push_str(&format!("relay = {}\n", toml_string(relay))),
+            // The documented DMZ config names the relay explicitly; the default is the same.
+            None if dmz => s.push_str("relay = \"splice\"\n"),
+            None => {}
+        }
+        if let Some(size) = &self.pipe_size {
+            s.push_str(&format!("pipe_size = {}\n", toml_string(size)));
+        }
+        s
+    }
+
+    /// The DMZ config: reverse endpoint and public listener on loopback port 0.
+    pub fn dmz_config(&self) -> String {
+        format!(
+            "{}\n[reverse]\nlisten = \"127.0.0.1:0\"\n\n[[service]]\nname = \"{SERVICE}\"\naccept = \"tcp://127.0.0.1:0\"\nconnect = \"reverse://{SERVICE}\"\ntimeout = \"5s\"\n",
+            self.gateway_section(true)
+        )
+    }
+
+    /// The internal config: park `prepared` connections at `reverse`, connect tunnels to `echo`.
+    pub fn internal_config(&self, reverse: SocketAddr, echo: SocketAddr, prepared: usize) -> String {
+        format!(
+            "{}\n[[service]]\nname = \"{SERVICE}\"\naccept = \"reverse://{reverse}/{SERVICE}\"\nconnect = \"tcp://{echo}\"\nprepared = {prepared}\nretry_max = \"200ms\"\n",
+            self.gateway_section(false)
+        )
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// One running `sallyport run` with the addresses it announced.
+#[derive(Debug)]
+pub struct Gateway {
+    pub proc: Proc,
+    pub admin: SocketAddr,
+    pub reverse: Option<SocketAddr>,
+    pub service: Option<SocketAddr>,
+}
+
+impl Gateway {
+    /// Writes `config` to `NAME.toml` in `scratch`, runs `sallyport run --config` on it with
+    /// `RUST_LOG=warn` (unless set) and waits for `ready`, collecting the `listening` lines.
+    pub fn start(binary: &Path, name: &str, config: &str, scratch: &Scratch) -> Result<Gateway> {
+        let path = scratch
+            .write(&format!("{name}.toml"), config)
+            .with_context(|| format!("{name}: writing its config"))?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("run").arg("--config").arg(&path);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let mut proc = Proc::spawn(name, cmd, scratch)
+            .with_context(|| format!("is {} the sallyport binary? (--sallyport)", binary.display()))?;
+        let mut admin = None;
+        let mut reverse = None;
+        let mut service = None;
+        proc.wait_for_line(READY_LIMIT, |line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["listening", "admin", addr] => admin = addr.parse().ok(),
+                ["listening", "reverse", addr] => reverse = addr.parse().ok(),
+                ["listening", "service", name, addr] if *name == SERVICE => {
+                    service = addr.parse().ok();
+                }
+                ["ready"] => return Some(()),
+                _ => {}
+            }
+            None
+        })?;
+        let Some(admin) = admin else {
+            return Err(proc.failure("announced no admin address"));
+        };
+        Ok(Gateway {
+            proc,
+            admin,
+            reverse,
+            service,
+        })
+    }
+
+    /// `GET /stats`.
+    pub fn stats(&self) -> Result<Value> {
+        admin::stats(self.admin).with_context(|| format!("{} stats", self.proc.name()))
+    }
+}
+
+/// A DMZ gateway and the internal gateway that parks its prepared connections there.
+#[derive(Debug)]
+pub struct SallyportPair {
+    pub dmz: Gateway,
+    pub internal: Gateway,
+    /// The DMZ's public listener for the echo service.
+    pub public: SocketAddr,
+    /// The internal gateway's `prepared`.
+    pub prepared: usize,
+}
+
+impl SallyportPair {
+    /// Starts the DMZ, then the internal gateway pointed at its reverse endpoint and at `echo`.
+    /// Returns once both are ready; the pool may still be filling (see [`SallyportPair::wait_filled`]).
+    pub fn start(
+        options: &GatewayOptions,
+        scratch: &Scratch,
+        label: &str,
+        echo: SocketAddr,
+        prepared: usize,
+    ) -> Result<SallyportPair> {
+        let dmz = Gateway::start(
+            &options.binary,
+            &format!("{label}dmz"),
+            &options.dmz_config(),
+            scratch,
+        )?;
+        let (Some(reverse), Some(public)) = (dmz.reverse, dmz.service) else {
+            return Err(dmz
+                .proc
+                .failure("did not announce its reverse endpoint and echo service"));
+        };
+        let internal = Gateway::start(
+            &options.binary,
+            &format!("{label}internal"),
+            &options.internal_config(reverse, echo, prepared),
+            scratch,
+        )?;
+        Ok(SallyportPair {
+            dmz,
+            internal,
+            public,
+            prepared,
+        })
+    }
+
+    /// Prepared connections parked at the DMZ now.
+    pub fn parked(&self) -> Result<u64> {
+        Ok(admin::prepared(&self.dmz.stats()?, SERVICE))
+    }
+
+    /// Waits until the DMZ holds every prepared connection, or fails at `deadline` (or when a
+    /// gateway exits) saying how far the pool got.
+    pub fn wait_filled(&mut self, deadline: Instant) -> Result<()> {
+        loop {
+            if self.parked()? >= self.prepared as u64 {
+                return Ok(());
+            }
+            self.check_alive()?;
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: pool not full: {} of {} prepared connections parked",
+                    self.dmz.proc.name(),
+                    self.parked()?,
+                    self.prepared
+                );
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Fails (with the stderr tail) if either gateway has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.dmz.proc.check_alive()?;
+        self.internal.proc.check_alive()
+    }
+
+    /// Stops both gateways (SIGTERM, in parallel); an unclean exit is an error.
+    pub fn stop(self) -> Result<()> {
+        procs::stop_all(vec![self.dmz.proc, self.internal.proc])
+    }
+}
+
+/// A started path: where to connect, and the processes relaying (public-facing first).
+#[derive(Debug)]
+pub struct Running {
+    pub kind: PathKind,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Gateway processes, public-facing first (DMZ / rathole server), then the inner one.
+    pub procs: Vec<Proc>,
+    /// The DMZ's admin endpoint (sallyport only).
+    pub dmz_admin: Option<SocketAddr>,
+    /// Kept so config files and logs outlive the processes using them.
+    _scratch: Scratch,
+}
+
+impl Running {
+    /// Starts `kind` in front of the echo back-end at `echo` and waits until it carries traffic.
+    pub fn start(kind: PathKind, echo: SocketAddr, options: &GatewayOptions) -> Result<Running> {
+        let scratch = Scratch::new().context("creating a scratch directory")?;
+        let started = match kind {
+            PathKind::Direct => Ok((echo, Vec::new(), None)),
+            PathKind::Sallyport => start_sallyport(echo, options, &scratch),
+            PathKind::Haproxy => start_haproxy(echo, &scratch),
+            PathKind::Socat => start_socat(echo, &scratch),
+            PathKind::Rathole => start_rathole(echo, &scratch),
+        };
+        let (addr, procs, dmz_admin) = started.with_context(|| format!("starting path {kind}"))?;
+        Ok(Running {
+            kind,
+            addr,
+            procs,
+            dmz_admin,
+            _scratch: scratch,
+        })
+    }
+
+    /// CPU seconds spent so far by each gateway process, in `procs` order.
+    pub fn cpu_seconds(&self) -> Result<Vec<f64>> {
+        self.procs
+            .iter()
+            .map(|p| {
+                crate::host::cpu_seconds(p.pid())
+                    .with_context(|| format!("reading CPU time of {}", p.name()))
+            })
+            .collect()
+    }
+
+    /// Fails (with the stderr tail) if a gateway process has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.procs.iter_mut().try_for_each(Proc::check_alive)
+    }
+
+    /// The DMZ's `/stats` (sallyport only).
+    pub fn dmz_stats(&self) -> Result<Option<Value>> {
+        self.dmz_admin.map(admin::stats).transpose()
+    }
+
+    /// Stops every process; an unclean exit is an error.
+    pub fn stop(self) -> Result<()> {
+        procs::stop_all(self.procs)
+    }
+}
+
+type Started = (SocketAddr, Vec<Proc>, Option<SocketAddr>);
+
+fn start_sallyport(echo: SocketAddr, options: &GatewayOptions, scratch: &Scratch) -> Result<Started> {
+    let mut pair = SallyportPair::start(options, scratch, "", echo, options.prepared)?;
+    pair.wait_filled(Instant::now() + READY_LIMIT)?;
+    Ok((
+        pair.public,
+        vec![pair.dmz.proc, pair.internal.proc],
+        Some(pair.dmz.admin),
+    ))
+}
+
+fn start_haproxy(echo: SocketAddr, scratch: &Scratch) -> Result<Started> {
+    let port = free_port()?;
+    let config = format!(
+        "global\n    maxconn 50000\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 120s\n    timeout server 120s\n\nfrontend bench\n    bind 127.0.0.1:{port}\n    default_backend echo\n\nbackend echo\n    server echo {echo}\n"
+    );
+    let path = scratch.write("haproxy.cfg", &config)?;
+    let mut cmd = Command::new("haproxy");
+    cmd.arg("-f").arg(&path).arg("-db");
+    let mut proc = Proc::spawn("haproxy", cmd, scratch)?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_port(addr, &mut [&mut proc])?;
+    Ok((addr, vec![proc], None))
+}
+
+fn start_socat(echo: SocketAddr, scratch: &Scratch) -> Result<Started> {
+    let port = free_port()?;
+    let mut cmd = Command::new("socat");
+    cmd.arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay"))
+        .arg(format!("TCP:{echo},nodelay"));
+    let mut proc = Proc::spawn("socat", cmd, scratch)?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_port(addr, &mut [&mut proc])?;
+    Ok((addr, vec![proc], None))
+}
+
+fn start_rathole(echo: SocketAddr, scratch: &Scratch) -> Result<Started> {
+    let control = free_port()?;
+    let public = free_port()?;
+    let server_cfg = format!(
+        "[server]\nbind_addr = \"127.0.0.1:{control}\"\ndefault_token = \"sallyport-bench\"\n\n[server.transport]\ntype = \"tcp\"\n\n[server.transport.tcp]\nnodelay = true\n\n[server.services.{SERVICE}]\nbind_addr = \"127.0.0.1:{public}\"\nnodelay = true\n"
+    );
+    let client_cfg = format!(
+        "[client]\nremote_addr = \"127.0.0.1:{control}\"\ndefault_token = \"sallyport-bench\"\n\n[client.transport]\ntype = \"tcp\"\n\n[client.transport.tcp]\nnodelay = true\n\n[client.services.{SERVICE}]\nlocal_addr = \"{echo}\"\nnodelay = true\n"
+    );
+    let server_path = scratch.write("rathole-server.toml", &server_cfg)?;
+    let client_path = scratch.write("rathole-client.toml", &client_cfg)?;
+    let rathole = |path: &Path| {
+        let mut cmd = Command::new("rathole");
+        cmd.arg(path);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        cmd
+    };
+    let mut server = Proc::spawn("rathole-server", rathole(&server_path), scratch)?;
+    let mut client = Proc::spawn("rathole-client", rathole(&client_path), scratch)?;
+    // The server opens the public port once the client's control channel is up.
+    let addr = SocketAddr::from(([127, 0, 0, 1], public));
+    wait_for_port(addr, &mut [&mut server, &mut client])?;
+    Ok((addr, vec![server, client], None))
+}
+
+/// Waits until `addr` accepts a connection, failing if one of `procs` exits or time runs out.
+fn wait_for_port(addr: SocketAddr, procs: &mut [&mut Proc]) -> Result<()> {
+    let deadline = Instant::now() + READY_LIMIT;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        for p in procs.iter_mut() {
+            p.check_alive()?;
+        }
+        if Instant::now() >= deadline {
+            let who = procs.first().map(|p| p.failure(&format!("{addr} not accepting after {READY_LIMIT:?}")));
+            return Err(who.unwrap_or_else(|| anyhow::anyhow!("{addr} not accepting")));
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// The `sallyport` binary next to the running executable (the same cargo target directory), or
+/// next to its parent directory when the executable is a test in `deps/`.
+pub fn sibling_sallyport() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let candidates = [
+        Some(dir.join("sallyport")),
+        (dir.file_name()? == "deps")
+            .then(|| dir.parent().map(|p| p.join("sallyport")))
+            .flatten(),
+    ];
+    candidates.into_iter().flatten().find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_names_round_trip() {
+        for p in PathKind::ALL {
+            assert_eq!(p.name().parse::<PathKind>(), Ok(p));
+        }
+        assert!("ssh".parse::<PathKind>().is_err());
+        assert!(PathKind::defaults().starts_with(&[PathKind::Direct, PathKind::Sallyport]));
+    }
+
+    #[test]
+    fn configs_carry_the_options() {
+        let options = GatewayOptions {
+            binary: PathBuf::from("sallyport"),
+            workers: 2,
+            relay: Some("copy".to_string()),
+            pipe_size: Some("256KiB".to_string()),
+            prepared: 7,
+        };
+        let dmz = options.dmz_config();
+        assert!(dmz.contains("workers = 2\n"));
+        assert!(dmz.contains("relay = \"copy\"\n"));
+        assert!(dmz.contains("pipe_size = \"256KiB\"\n"));
+        assert!(dmz.contains("connect = \"reverse://echo\""));
+        let internal = options.internal_config(
+            SocketAddr::from(([127, 0, 0, 1], 1080)),
+            SocketAddr::from(([127, 0, 0, 1], 7000)),
+            9,
+        );
+        assert!(internal.contains("accept = \"reverse://127.0.0.1:1080/echo\""));
+        assert!(internal.contains("connect = \"tcp://127.0.0.1:7000\""));
+        assert!(internal.contains("prepared = 9\n"));
+        let defaults = GatewayOptions {
+            relay: None,
+            pipe_size: None,
+            ..options
+        };
+        assert!(defaults.dmz_config().contains("relay = \"splice\""));
+        assert!(!defaults
+            .internal_config(
+                SocketAddr::from(([127, 0, 0, 1], 1)),
+                SocketAddr::from(([127, 0, 0, 1], 2)),
+                1
+            )
+            .contains("relay"));
+    }
+}
