@@ -2,7 +2,8 @@
 //!
 //! [`bulk`] measures one-way throughput with verified payloads; [`rr`] measures request/response
 //! latency into an HdrHistogram, closed loop or open loop at a fixed rate (latency counted from the
-//! intended send time, so a stalled path cannot hide its queueing: no coordinated omission).
+//! intended send time, so a stalled path cannot hide its queueing: no coordinated omission);
+//! [`cps`] opens short-lived connections (connect, one round trip, close) and counts them per second.
 //!
 //! Each load is bounded by a count and by a time limit. When the limit passes, a watchdog shuts the
 //! sockets down so every thread returns; nothing here waits on a peer forever. These functions do not
@@ -10,7 +11,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -31,6 +32,10 @@ pub const DEFAULT_WRITE_SIZE: usize = 64 * 1024;
 pub const DEFAULT_RR_SIZE: usize = 64;
 /// 10 000 requests per connection: enough samples for a stable p99.9 in a few seconds.
 pub const DEFAULT_RR_REQUESTS: u64 = 10_000;
+/// Connections opened by a new-connections-per-second run.
+pub const DEFAULT_CPS_COUNT: u64 = 10_000;
+/// Threads opening connections in parallel: a few, so a gateway sees overlapping setups.
+pub const DEFAULT_CPS_CONCURRENCY: usize = 4;
 /// One minute: long enough for every default load on a slow machine, short enough to notice a hang.
 pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(60);
 
@@ -377,6 +382,217 @@ pub fn rr(addr: SocketAddr, spec: &RrSpec) -> io::Result<RrResult> {
         seconds: end.duration_since(start).as_secs_f64(),
         histogram,
     })
+}
+
+/// What [`cps`] runs: short-lived connections, each one round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpsSpec {
+    /// Connections opened at most, all threads together.
+    pub count: u64,
+    /// Threads opening connections in parallel (closed loop: each opens the next when done).
+    pub concurrency: usize,
+    /// Request (and response) size in bytes; at least 1.
+    pub size: usize,
+    /// Wall-clock bound for the whole run.
+    pub time_limit: Duration,
+}
+
+impl Default for CpsSpec {
+    fn default() -> Self {
+        CpsSpec {
+            count: DEFAULT_CPS_COUNT,
+            concurrency: DEFAULT_CPS_CONCURRENCY,
+            size: DEFAULT_RR_SIZE,
+            time_limit: DEFAULT_TIME_LIMIT,
+        }
+    }
+}
+
+/// What [`cps`] measured.
+#[derive(Debug, Clone)]
+pub struct CpsResult {
+    /// Connections that completed their round trip.
+    pub completed: u64,
+    /// Connections that failed (refused, reset, short or wrong reply).
+    pub failed: u64,
+    /// The first failure, for the report.
+    pub first_error: Option<String>,
+    /// From the first connect to the last close (or the time limit).
+    pub seconds: f64,
+    /// Per-connection time from `connect` to the reply (nanoseconds), completed ones only.
+    pub histogram: Histogram<u64>,
+}
+
+impl CpsResult {
+    /// Completed connections per second.
+    pub fn per_sec(&self) -> f64 {
+        ratio(self.completed as f64, self.seconds)
+    }
+}
+
+/// New connections per second against an echo server at `addr`: each thread connects (with
+/// `TCP_NODELAY`), sends `size` bytes, reads them back, checks them and closes, until `count`
+/// connections were started or the time limit passed. A failed connection is counted, not fatal:
+/// through a gateway a refusal is a measured outcome. Returns `Err` only for bad input or when no
+/// thread can be started.
+pub fn cps(addr: SocketAddr, spec: &CpsSpec) -> io::Result<CpsResult> {
+    if spec.concurrency == 0 || spec.size == 0 {
+        return Err(invalid_input(
+            "cps needs at least 1 thread and a size of at least 1 byte",
+        ));
+    }
+    let deadline = deadline_after(spec.time_limit);
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<CpsEvent>();
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(spec.concurrency);
+    for thread_no in 0..spec.concurrency {
+        let job = CpsJob {
+            addr,
+            size: spec.size,
+            count: spec.count,
+            deadline,
+            next: Arc::clone(&next),
+            stop: Arc::clone(&stop),
+            salt: thread_no as u8,
+        };
+        let events = tx.clone();
+        match spawn(format!("cps-{thread_no}"), move || {
+            let _ = events.send(job.run());
+        }) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                stop.store(true, Ordering::SeqCst);
+                join_all(handles);
+                return Err(e);
+            }
+        }
+    }
+    drop(tx);
+    let mut result = CpsResult {
+        completed: 0,
+        failed: 0,
+        first_error: None,
+        seconds: 0.0,
+        histogram: new_histogram(),
+    };
+    let mut done = 0usize;
+    while done < spec.concurrency {
+        match recv_until(&rx, deadline) {
+            Ok(event) => {
+                done += 1;
+                result.completed += event.completed;
+                result.failed += event.failed;
+                if result.first_error.is_none() {
+                    result.first_error = event.first_error;
+                }
+                merge(&mut result.histogram, &event.histogram)?;
+            }
+            // Threads notice the deadline themselves (every socket has a timeout up to it).
+            Err(RecvTimeoutError::Timeout) => {
+                stop.store(true, Ordering::SeqCst);
+                break;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let end = Instant::now();
+    join_all(handles);
+    for event in rx.try_iter() {
+        result.completed += event.completed;
+        result.failed += event.failed;
+        merge(&mut result.histogram, &event.histogram)?;
+    }
+    result.seconds = end.duration_since(start).as_secs_f64();
+    Ok(result)
+}
+
+struct CpsEvent {
+    completed: u64,
+    failed: u64,
+    first_error: Option<String>,
+    histogram: Histogram<u64>,
+}
+
+struct CpsJob {
+    addr: SocketAddr,
+    size: usize,
+    count: u64,
+    deadline: Instant,
+    next: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    salt: u8,
+}
+
+impl CpsJob {
+    fn run(&self) -> CpsEvent {
+        let mut event = CpsEvent {
+            completed: 0,
+            failed: 0,
+            first_error: None,
+            histogram: new_histogram(),
+        };
+        let request: Vec<u8> = (0..self.size)
+            .map(|i| (i as u8).wrapping_mul(7).wrapping_add(self.salt))
+            .collect();
+        let mut response = vec![0u8; self.size];
+        loop {
+            if self.stop.load(Ordering::Relaxed) || Instant::now() >= self.deadline {
+                break;
+            }
+            let k = self.next.fetch_add(1, Ordering::Relaxed);
+            if k >= self.count {
+                break;
+            }
+            let began = Instant::now();
+            match self.one(&request, &mut response) {
+                Ok(()) => {
+                    event.completed += 1;
+                    let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    if event.histogram.record(nanos).is_err() {
+                        event.histogram.saturating_record(nanos);
+                    }
+                }
+                // Cut off by the time limit: neither a success nor a failure of the path.
+                Err(_) if Instant::now() >= self.deadline => break,
+                Err(e) => {
+                    event.failed += 1;
+                    if event.first_error.is_none() {
+                        event.first_error = Some(format!("connection {k}: {e}"));
+                    }
+                }
+            }
+        }
+        event
+    }
+
+    fn one(&self, request: &[u8], response: &mut [u8]) -> io::Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(ErrorKind::TimedOut, "time limit"));
+        }
+        let mut stream = TcpStream::connect_timeout(&self.addr, left)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(left))?;
+        stream.set_write_timeout(Some(left))?;
+        stream.write_all(request)?;
+        stream.read_exact(response).map_err(|e| {
+            if e.kind() == ErrorKind::UnexpectedEof {
+                io::Error::new(e.kind(), "closed before the whole reply arrived")
+            } else {
+                e
+            }
+        })?;
+        if response != request {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                "reply differs from request",
+            ));
+        }
+        Ok(())
+        // Dropping the stream closes it: the connection's lifetime ends here.
+    }
 }
 
 /// The deterministic payload: `PATTERN_PERIOD` random bytes followed by a copy of their start, so any
@@ -902,6 +1118,40 @@ mod tests {
         assert_eq!(s.p50_us, 0.0);
         assert_eq!(s.max_us, 0.0);
         assert_eq!(s.requests_per_sec, 0.0);
+    }
+
+    #[test]
+    fn cps_counts_every_connection() {
+        let server = echo();
+        let spec = CpsSpec {
+            count: 50,
+            concurrency: 3,
+            size: 64,
+            time_limit: Duration::from_secs(120),
+        };
+        let result = cps(server.addr(), &spec).expect("cps run");
+        assert_eq!(result.completed, 50, "{:?}", result.first_error);
+        assert_eq!(result.failed, 0);
+        assert_eq!(result.histogram.len(), 50);
+        assert_eq!(server.connections(), 50);
+        assert!(result.per_sec() > 0.0);
+    }
+
+    #[test]
+    fn cps_counts_refusals_as_failures() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = free.local_addr().expect("addr");
+        drop(free);
+        let spec = CpsSpec {
+            count: 5,
+            concurrency: 1,
+            size: 8,
+            time_limit: Duration::from_secs(60),
+        };
+        let result = cps(addr, &spec).expect("cps run");
+        assert_eq!(result.completed, 0);
+        assert_eq!(result.failed, 5);
+        assert!(result.first_error.expect("error").contains("connection 0"));
     }
 
     #[test]
