@@ -106,7 +106,7 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (what `ulimit -n $(ulimit -Hn)`
@@ -204,7 +204,8 @@ mod tests {
 
     #[test]
     fn sockstat_line_is_parsed_in_pages() {
-        let text = "sockets: used 10\nTCP: inuse 5 orphan 0 tw 2 alloc 9 mem 3\nUDP: inuse 1 mem 0\n";
+        let text =
+            "sockets: used 10\nTCP: inuse 5 orphan 0 tw 2 alloc 9 mem 3\nUDP: inuse 1 mem 0\n";
         let s = parse_sockstat(text).expect("parsed");
         assert_eq!(s.alloc, 9);
         assert_eq!(s.mem_bytes, 3 * page_size());

@@ -30,7 +30,7 @@ use crate::topology::{GatewayOptions, PathKind, Running, SallyportPair, SERVICE}
 const CPU_SETTLE: Duration = Duration::from_millis(200);
 /// Pause after a pool is full before reading memory, so allocations that follow the last
 /// handshake are counted.
-const MEMORY_SETTLE: Duration = Duration::from_millis(1000);
+const MEMORY_SETTLE: Duration = Duration::from_millis(500);
 /// Longest the fleet baseline pair (one prepared connection) may take to fill.
 const BASELINE_FILL: Duration = Duration::from_secs(15);
 /// Descriptors a gateway needs besides its parked connections (listeners, ring, admin, logs).
@@ -101,7 +101,8 @@ fn compare<M: Clone>(
     echo: &EchoServer,
     progress: &mut Progress,
     mut measure: impl FnMut(&mut Running) -> Result<M>,
-) -> Result<Vec<Row<M>>> {
+) -> Result<(Vec<Row<M>>, Vec<String>)> {
+    let mut skipped = Vec::new();
     let mut direct = Running::start(PathKind::Direct, echo.addr(), &common.gateway)?;
     let wants_direct = common.paths.contains(&PathKind::Direct);
     let others: Vec<PathKind> = common
@@ -122,7 +123,17 @@ fn compare<M: Clone>(
     }
     for (i, &path) in others.iter().enumerate() {
         progress.show(&format!("{mode}: starting {path}"));
-        let mut running = Running::start(path, echo.addr(), &common.gateway)?;
+        let mut running = match Running::start(path, echo.addr(), &common.gateway) {
+            Ok(r) => r,
+            // A peer that does not start is skipped with its reason; sallyport must start.
+            Err(e) if path.program().is_some() => {
+                let note = format!("{path}: could not start, skipped: {e:#}");
+                progress.note(&note);
+                skipped.push(note);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         progress.show(&format!("{mode}: direct (baseline for {path})"));
         let base = measure(&mut direct).context("path direct")?;
         if i == 0 && wants_direct {
@@ -144,7 +155,7 @@ fn compare<M: Clone>(
         });
     }
     progress.clear();
-    Ok(rows)
+    Ok((rows, skipped))
 }
 
 fn loopback() -> SocketAddr {
@@ -180,9 +191,11 @@ fn pinning(workers: usize) -> String {
 pub fn git_commit() -> Option<String> {
     let cwd = std::env::current_dir().ok();
     let exe = std::env::current_exe().ok();
-    cwd.as_deref()
-        .and_then(host::git_commit)
-        .or_else(|| exe.as_deref().and_then(Path::parent).and_then(host::git_commit))
+    cwd.as_deref().and_then(host::git_commit).or_else(|| {
+        exe.as_deref()
+            .and_then(Path::parent)
+            .and_then(host::git_commit)
+    })
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the Unix epoch.
@@ -208,7 +221,12 @@ pub fn iso8601(unix: u64) -> String {
 }
 
 /// Header lines shared by every mode's text output.
-fn header(mode: &str, what: &str, common_paths: Option<&[PathKind]>, gw: &GatewayOptions) -> String {
+fn header(
+    mode: &str,
+    what: &str,
+    common_paths: Option<&[PathKind]>,
+    gw: &GatewayOptions,
+) -> String {
     let env = report::environment();
     let mut s = format!("sallyport-bench {mode}: {what}\n");
     if let Some(paths) = common_paths {
@@ -218,8 +236,13 @@ fn header(mode: &str, what: &str, common_paths: Option<&[PathKind]>, gw: &Gatewa
             names.join(", ")
         ));
     }
+    let prepared = if common_paths.is_some() {
+        format!("prepared {}", gw.prepared)
+    } else {
+        "prepared = each pair's share".to_string()
+    };
     s.push_str(&format!(
-        "sallyport: {} worker(s) per gateway{}, relay {}, pipe_size {}, prepared {}\n",
+        "sallyport: {} worker(s) per gateway{}, relay {}, pipe_size {}, {prepared}\n",
         gw.workers,
         if gw.workers == 1 {
             format!(
@@ -231,7 +254,6 @@ fn header(mode: &str, what: &str, common_paths: Option<&[PathKind]>, gw: &Gatewa
         },
         gw.relay.as_deref().unwrap_or("splice (default)"),
         gw.pipe_size.as_deref().unwrap_or("default"),
-        gw.prepared
     ));
     s.push_str(&format!(
         "host: {}, {} core(s), kernel {}, commit {}, {}\n\n",
@@ -256,6 +278,13 @@ fn gateway_json(gw: &GatewayOptions) -> Value {
 
 fn path_names(paths: &[PathKind]) -> Vec<&'static str> {
     paths.iter().map(|p| p.name()).collect()
+}
+
+fn push_lines(text: &mut String, lines: &[String]) {
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
 }
 
 fn f2(v: f64) -> String {
@@ -312,7 +341,7 @@ fn measure_bulk(running: &mut Running, spec: &BulkSpec) -> Result<BulkMeasure> {
 /// `bulk`: `spec.connections` connections each echo `spec.bytes_per_connection` bytes, per path.
 pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result<Outcome> {
     let echo = start_echo()?;
-    let rows = compare("bulk", common, &echo, progress, |r| measure_bulk(r, spec))?;
+    let (rows, skipped) = compare("bulk", common, &echo, progress, |r| measure_bulk(r, spec))?;
     let what = format!(
         "{} connection(s) x {} MiB echoed, {} KiB writes",
         spec.connections,
@@ -376,6 +405,7 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
         }));
     }
     text.push_str(&report::table(&headers, &table_rows));
+    push_lines(&mut text, &skipped);
     text.push_str(
         "\nGB/s: bytes echoed back per second. CPU-s/GB: user+system CPU seconds of a gateway process \
          (/proc/PID/stat, all its threads and reaped children) per GB crossing it; every echoed byte \
@@ -393,6 +423,7 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
             "gateway": gateway_json(&common.gateway),
         },
         "results": results,
+        "skipped": skipped,
         "environment": environment_json(common.gateway.workers),
     });
     incomplete.dedup();
@@ -421,7 +452,7 @@ fn measure_rr(running: &mut Running, spec: &RrSpec) -> Result<RrResult> {
 /// `rr`: request/response latency per path (closed loop, or open loop at `spec.rate_per_sec`).
 pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Outcome> {
     let echo = start_echo()?;
-    let rows = compare("rr", common, &echo, progress, |r| measure_rr(r, spec))?;
+    let (rows, skipped) = compare("rr", common, &echo, progress, |r| measure_rr(r, spec))?;
     let what = format!(
         "{} connection(s) x {} requests of {} B, {}",
         spec.connections,
@@ -429,9 +460,8 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
         spec.size,
         match spec.rate_per_sec {
             None => "closed loop".to_string(),
-            Some(rate) => format!(
-                "open loop at {rate} requests/s (latency from the intended send time)"
-            ),
+            Some(rate) =>
+                format!("open loop at {rate} requests/s (latency from the intended send time)"),
         }
     );
     let mut text = header("rr", &what, Some(&common.paths), &common.gateway);
@@ -453,7 +483,9 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
     let mut results = Vec::new();
     let mut histograms = Vec::new();
     let mut short = Vec::new();
-    let wanted = spec.requests_per_connection.saturating_mul(spec.connections as u64);
+    let wanted = spec
+        .requests_per_connection
+        .saturating_mul(spec.connections as u64);
     for row in &rows {
         let s = row.m.summary();
         let d = row.direct.as_ref().unwrap_or(&row.m).summary();
@@ -488,6 +520,7 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
         histograms.push((row.path, row.m.histogram.clone()));
     }
     text.push_str(&report::table(&headers, &table_rows));
+    push_lines(&mut text, &skipped);
     text.push_str(
         "\nLatency from sending a request to having its whole reply, in microseconds (HdrHistogram, \
          3 significant digits).\n",
@@ -504,6 +537,7 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
             "gateway": gateway_json(&common.gateway),
         },
         "results": results,
+        "skipped": skipped,
         "environment": environment_json(common.gateway.workers),
     });
     Ok(Outcome {
@@ -567,7 +601,7 @@ fn measure_cps(running: &mut Running, spec: &CpsSpec) -> Result<CpsMeasure> {
 /// `cps`: new tunnels per second (connect, one round trip, close), per path.
 pub fn cps(common: &Common, spec: &CpsSpec, progress: &mut Progress) -> Result<Outcome> {
     let echo = start_echo()?;
-    let rows = compare("cps", common, &echo, progress, |r| measure_cps(r, spec))?;
+    let (rows, skipped) = compare("cps", common, &echo, progress, |r| measure_cps(r, spec))?;
     let what = format!(
         "up to {} connections ({} in parallel, each: connect, one {} B round trip, close), time limit {:.0} s",
         spec.count,
@@ -652,6 +686,7 @@ pub fn cps(common: &Common, spec: &CpsSpec, progress: &mut Progress) -> Result<O
         }));
     }
     text.push_str(&report::table(&headers, &table_rows));
+    push_lines(&mut text, &skipped);
     text.push_str(
         "\np50/p99: time from connect to the whole reply. From the DMZ's /stats over the run (sallyport \
          only): refill/s = prepared connections accepted per second; waited % = clients that found no \
@@ -672,6 +707,7 @@ pub fn cps(common: &Common, spec: &CpsSpec, progress: &mut Progress) -> Result<O
             "gateway": gateway_json(&common.gateway),
         },
         "results": results,
+        "skipped": skipped,
         "environment": environment_json(common.gateway.workers),
     });
     let incomplete = rows
@@ -756,7 +792,11 @@ fn rss(proc: &procs::Proc) -> Result<u64> {
 
 /// `fleet`: park each count of prepared connections across gateway pairs and report memory and
 /// time to fill.
-pub fn fleet(spec: &FleetSpec, gateway: &GatewayOptions, progress: &mut Progress) -> Result<Outcome> {
+pub fn fleet(
+    spec: &FleetSpec,
+    gateway: &GatewayOptions,
+    progress: &mut Progress,
+) -> Result<Outcome> {
     if spec.counts.is_empty() || spec.counts.contains(&0) {
         bail!("fleet needs counts of at least 1");
     }
@@ -830,7 +870,9 @@ pub fn fleet(spec: &FleetSpec, gateway: &GatewayOptions, progress: &mut Progress
          RSS of a pair started with prepared = 1) / parked.\n\
          TCP mem, slab, sockets: system-wide deltas of /proc/net/sockstat (TCP mem pages x page size, \
          alloc) and /proc/meminfo Slab from before the first gateway started to full, minus pairs x \
-         the baseline pair's own delta, per parked connection (both ends: DMZ and internal socket).\n",
+         the baseline pair's own delta, per parked connection (both ends: DMZ and internal socket). \
+         They are system-wide: sockets/conn should be close to 2.00 (one socket at each end); when it \
+         is not, other activity on the host disturbed them.\n",
     );
     for b in baselines {
         text.push_str(&b);
@@ -936,7 +978,9 @@ fn fleet_one(
         ));
         thread::sleep(Duration::from_millis(50));
     };
-    progress.show(&format!("fleet {count}: full in {fill_seconds:.2} s; measuring"));
+    progress.show(&format!(
+        "fleet {count}: full in {fill_seconds:.2} s; measuring"
+    ));
     thread::sleep(MEMORY_SETTLE);
     let kernel_after = Kernel::read()?;
     let mut dmz_rss = 0u64;

@@ -2,8 +2,9 @@
 //!
 //! The x axis is the percentile on HdrHistogram's scale: position = log10(1 / (1 - p)), so 50 %,
 //! 90 %, 99 %, 99.9 %, 99.99 % and 99.999 % are evenly spaced and the tail gets as much room as
-//! the body. The y axis is latency in microseconds, linear from zero. The maximum (p = 100 %) is
-//! drawn at the right edge. No scripts, fonts or external references: any browser opens it.
+//! the body. The y axis is latency in microseconds on a logarithmic scale with 1-2-5 ticks, so a
+//! 50 µs body and a 5 ms tail are both legible and equal heights are equal ratios. The maximum
+//! (p = 100 %) is drawn at the right edge. No scripts, fonts or external references: any browser opens it.
 
 use std::fmt::Write as _;
 
@@ -52,24 +53,32 @@ fn points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     out
 }
 
-/// A "nice" step (1, 2 or 5 × 10^k) giving about `target` intervals up to `max`.
-fn nice_step(max: f64, target: f64) -> f64 {
-    if !(max.is_finite() && max > 0.0) {
-        return 1.0;
-    }
-    let raw = max / target;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let fraction = raw / magnitude;
-    let nice = if fraction <= 1.0 {
-        1.0
-    } else if fraction <= 2.0 {
-        2.0
-    } else if fraction <= 5.0 {
-        5.0
+/// The 1-2-5 series (…, 0.5, 1, 2, 5, 10, 20, …) from the largest value <= `lo` to the smallest
+/// value >= `hi`: the tick values of the logarithmic latency axis.
+fn ticks_125(lo: f64, hi: f64) -> Vec<f64> {
+    let lo = if lo.is_finite() && lo > 0.0 { lo } else { 1.0 };
+    let hi = if hi.is_finite() && hi > lo {
+        hi
     } else {
-        10.0
+        lo * 10.0
     };
-    nice * magnitude
+    let mut decade = 10f64.powf(lo.log10().floor());
+    let mut out = Vec::new();
+    'outer: loop {
+        for m in [1.0, 2.0, 5.0] {
+            let v = m * decade;
+            // Keep the last tick <= lo as the axis start.
+            if v <= lo * (1.0 + 1e-9) {
+                out.clear();
+            }
+            out.push(v);
+            if v >= hi * (1.0 - 1e-9) {
+                break 'outer;
+            }
+        }
+        decade *= 10.0;
+    }
+    out
 }
 
 fn escape(s: &str) -> String {
@@ -84,15 +93,14 @@ pub fn latency_svg(title: &str, series: &[Series<'_>]) -> String {
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let lines: Vec<Vec<(f64, f64)>> = series.iter().map(|s| points(s.histogram)).collect();
-    let y_max_data = lines
-        .iter()
-        .flatten()
-        .map(|&(_, y)| y)
-        .fold(0.0f64, f64::max);
-    let step = nice_step(y_max_data, 6.0);
-    let y_max = (y_max_data / step).ceil().max(1.0) * step;
+    let ys = || lines.iter().flatten().map(|&(_, y)| y).filter(|y| *y > 0.0);
+    let y_lo = ys().fold(f64::INFINITY, f64::min);
+    let y_hi = ys().fold(0.0f64, f64::max);
+    let y_ticks = ticks_125(y_lo, y_hi);
+    let (y_min, y_max) = (y_ticks[0], y_ticks[y_ticks.len() - 1]);
+    let span = (y_max / y_min).log10();
     let px = |x: f64| LEFT + x / X_DECADES * plot_w;
-    let py = |y: f64| TOP + plot_h - y / y_max * plot_h;
+    let py = |y: f64| TOP + plot_h - (y.max(y_min) / y_min).log10() / span * plot_h;
 
     let mut svg = String::new();
     // Writing to a String cannot fail.
@@ -106,8 +114,7 @@ pub fn latency_svg(title: &str, series: &[Series<'_>]) -> String {
         escape(title)
     );
     // Horizontal grid and y labels.
-    let mut y = 0.0;
-    while y <= y_max + step / 2.0 {
+    for &y in &y_ticks {
         let yy = py(y);
         let _ = writeln!(
             svg,
@@ -118,7 +125,6 @@ pub fn latency_svg(title: &str, series: &[Series<'_>]) -> String {
             yy + 4.0,
             format_us(y)
         );
-        y += step;
     }
     // Vertical grid and percentile labels.
     let ticks = [
@@ -146,7 +152,7 @@ pub fn latency_svg(title: &str, series: &[Series<'_>]) -> String {
         r##"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{:.1}" stroke="#333"/>
 <line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/>
 <text x="{:.1}" y="{:.1}" text-anchor="middle">percentile (log scale of 1/(1-p); the line ends at the maximum)</text>
-<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">latency (µs)</text>"##,
+<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">latency (µs, log scale)</text>"##,
         TOP + plot_h,
         TOP + plot_h,
         LEFT + plot_w,
@@ -186,10 +192,12 @@ pub fn latency_svg(title: &str, series: &[Series<'_>]) -> String {
 }
 
 fn format_us(v: f64) -> String {
-    if v == v.trunc() {
+    if v >= 1.0 {
         format!("{v:.0}")
     } else {
-        format!("{v}")
+        // Tick values below 1 µs are 0.5, 0.2, 0.1, 0.05 …: print without float noise.
+        let digits = (-v.log10()).ceil() as usize;
+        format!("{v:.digits$}")
     }
 }
 
@@ -246,10 +254,15 @@ mod tests {
     }
 
     #[test]
-    fn nice_steps() {
-        assert_eq!(nice_step(100.0, 5.0), 20.0);
-        assert_eq!(nice_step(7.0, 6.0), 2.0);
-        assert_eq!(nice_step(0.0, 6.0), 1.0);
-        assert_eq!(nice_step(4800.0, 6.0), 1000.0);
+    fn log_ticks_cover_the_data() {
+        assert_eq!(
+            ticks_125(60.0, 4100.0),
+            vec![50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
+        );
+        assert_eq!(ticks_125(100.0, 100.0), vec![100.0, 200.0, 500.0, 1000.0]);
+        assert_eq!(ticks_125(f64::INFINITY, 0.0), vec![1.0, 2.0, 5.0, 10.0]);
+        assert_eq!(format_us(0.5), "0.5");
+        assert_eq!(format_us(0.05), "0.05");
+        assert_eq!(format_us(2000.0), "2000");
     }
 }

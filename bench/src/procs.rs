@@ -41,8 +41,17 @@ fn registered() -> std::sync::MutexGuard<'static, HashSet<u32>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Scratch directories alive now, for the signal handler (which exits without unwinding).
+fn scratch_dirs() -> std::sync::MutexGuard<'static, HashSet<PathBuf>> {
+    static DIRS: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    DIRS.get_or_init(|| Mutex::new(HashSet::new()))
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// On SIGINT, SIGTERM or SIGHUP: stop every registered child (SIGTERM, then SIGKILL after a
-/// short grace), then exit with 128 + the signal number. Call once, early in `main`.
+/// short grace), remove the scratch directories, then exit with 128 + the signal number. Call
+/// once, early in `main`.
 pub fn install_signal_cleanup() -> io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
@@ -61,6 +70,9 @@ pub fn install_signal_cleanup() -> io::Result<()> {
                 thread::sleep(Duration::from_millis(300));
                 for &pid in &pids {
                     signal_pid(pid, libc::SIGKILL);
+                }
+                for dir in scratch_dirs().iter() {
+                    let _ = std::fs::remove_dir_all(dir);
                 }
                 std::process::exit(128 + signal);
             }
@@ -90,6 +102,7 @@ impl Scratch {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("sallyport-bench-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        scratch_dirs().insert(dir.clone());
         Ok(Scratch { dir })
     }
 
@@ -110,6 +123,7 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         // Best effort: a leftover temp directory is harmless.
         let _ = std::fs::remove_dir_all(&self.dir);
+        scratch_dirs().remove(&self.dir);
     }
 }
 
@@ -120,6 +134,9 @@ pub struct Proc {
     child: Child,
     stderr_path: PathBuf,
     lines: Receiver<String>,
+    /// Dying of the SIGTERM that [`Proc::stop`] sent counts as a clean stop (programs that do
+    /// not handle SIGTERM, e.g. haproxy in the foreground, socat).
+    sigterm_is_clean: bool,
 }
 
 impl Proc {
@@ -165,9 +182,16 @@ impl Proc {
             child,
             stderr_path,
             lines,
+            sigterm_is_clean: false,
         };
         reader.with_context(|| format!("{name}: starting its stdout reader"))?;
         Ok(proc)
+    }
+
+    /// Accepts death by SIGTERM as a clean stop (for peers that do not handle it).
+    pub fn with_sigterm_is_clean(mut self) -> Proc {
+        self.sigterm_is_clean = true;
+        self
     }
 
     /// The process id.
@@ -243,8 +267,13 @@ impl Proc {
     /// SIGTERM, wait up to the grace period, then SIGKILL. Returns the exit status, or an error
     /// when the process had to be killed or did not exit cleanly (with its stderr tail).
     pub fn stop(mut self) -> Result<ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
         let status = self.stop_inner()?;
-        if !status.success() {
+        // Either killed by the signal, or handled it and exited with the shell's 128 + 15.
+        let by_sigterm = self.sigterm_is_clean
+            && (status.signal() == Some(libc::SIGTERM)
+                || status.code() == Some(128 + libc::SIGTERM));
+        if !status.success() && !by_sigterm {
             return Err(self.failure(&format!("stopped with {status}")));
         }
         Ok(status)
@@ -404,7 +433,9 @@ mod tests {
         let mut p = Proc::spawn("sleeper", cmd, &scratch).expect("spawn");
         let pid = p.pid();
         let got = p
-            .wait_for_line(Duration::from_secs(10), |l| (l == "ready").then_some(l.len()))
+            .wait_for_line(Duration::from_secs(10), |l| {
+                (l == "ready").then_some(l.len())
+            })
             .expect("ready");
         assert_eq!(got, 5);
         assert!(registered().contains(&pid));

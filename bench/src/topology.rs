@@ -162,7 +162,12 @@ impl GatewayOptions {
     }
 
     /// The internal config: park `prepared` connections at `reverse`, connect tunnels to `echo`.
-    pub fn internal_config(&self, reverse: SocketAddr, echo: SocketAddr, prepared: usize) -> String {
+    pub fn internal_config(
+        &self,
+        reverse: SocketAddr,
+        echo: SocketAddr,
+        prepared: usize,
+    ) -> String {
         format!(
             "{}\n[[service]]\nname = \"{SERVICE}\"\naccept = \"reverse://{reverse}/{SERVICE}\"\nconnect = \"tcp://{echo}\"\nprepared = {prepared}\nretry_max = \"200ms\"\n",
             self.gateway_section(false)
@@ -195,8 +200,12 @@ impl Gateway {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
-        let mut proc = Proc::spawn(name, cmd, scratch)
-            .with_context(|| format!("is {} the sallyport binary? (--sallyport)", binary.display()))?;
+        let mut proc = Proc::spawn(name, cmd, scratch).with_context(|| {
+            format!(
+                "is {} the sallyport binary? (--sallyport)",
+                binary.display()
+            )
+        })?;
         let mut admin = None;
         let mut reverse = None;
         let mut service = None;
@@ -377,7 +386,11 @@ impl Running {
 
 type Started = (SocketAddr, Vec<Proc>, Option<SocketAddr>);
 
-fn start_sallyport(echo: SocketAddr, options: &GatewayOptions, scratch: &Scratch) -> Result<Started> {
+fn start_sallyport(
+    echo: SocketAddr,
+    options: &GatewayOptions,
+    scratch: &Scratch,
+) -> Result<Started> {
     let mut pair = SallyportPair::start(options, scratch, "", echo, options.prepared)?;
     pair.wait_filled(Instant::now() + READY_LIMIT)?;
     Ok((
@@ -390,12 +403,12 @@ fn start_sallyport(echo: SocketAddr, options: &GatewayOptions, scratch: &Scratch
 fn start_haproxy(echo: SocketAddr, scratch: &Scratch) -> Result<Started> {
     let port = free_port()?;
     let config = format!(
-        "global\n    maxconn 50000\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 120s\n    timeout server 120s\n\nfrontend bench\n    bind 127.0.0.1:{port}\n    default_backend echo\n\nbackend echo\n    server echo {echo}\n"
+        "global\n    maxconn 9000\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 120s\n    timeout server 120s\n\nfrontend bench\n    bind 127.0.0.1:{port}\n    default_backend echo\n\nbackend echo\n    server echo {echo}\n"
     );
     let path = scratch.write("haproxy.cfg", &config)?;
     let mut cmd = Command::new("haproxy");
     cmd.arg("-f").arg(&path).arg("-db");
-    let mut proc = Proc::spawn("haproxy", cmd, scratch)?;
+    let mut proc = Proc::spawn("haproxy", cmd, scratch)?.with_sigterm_is_clean();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_for_port(addr, &mut [&mut proc])?;
     Ok((addr, vec![proc], None))
@@ -404,9 +417,11 @@ fn start_haproxy(echo: SocketAddr, scratch: &Scratch) -> Result<Started> {
 fn start_socat(echo: SocketAddr, scratch: &Scratch) -> Result<Started> {
     let port = free_port()?;
     let mut cmd = Command::new("socat");
-    cmd.arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay"))
-        .arg(format!("TCP:{echo},nodelay"));
-    let mut proc = Proc::spawn("socat", cmd, scratch)?;
+    cmd.arg(format!(
+        "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay"
+    ))
+    .arg(format!("TCP:{echo},nodelay"));
+    let mut proc = Proc::spawn("socat", cmd, scratch)?.with_sigterm_is_clean();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_for_port(addr, &mut [&mut proc])?;
     Ok((addr, vec![proc], None))
@@ -431,8 +446,10 @@ fn start_rathole(echo: SocketAddr, scratch: &Scratch) -> Result<Started> {
         }
         cmd
     };
-    let mut server = Proc::spawn("rathole-server", rathole(&server_path), scratch)?;
-    let mut client = Proc::spawn("rathole-client", rathole(&client_path), scratch)?;
+    let mut server =
+        Proc::spawn("rathole-server", rathole(&server_path), scratch)?.with_sigterm_is_clean();
+    let mut client =
+        Proc::spawn("rathole-client", rathole(&client_path), scratch)?.with_sigterm_is_clean();
     // The server opens the public port once the client's control channel is up.
     let addr = SocketAddr::from(([127, 0, 0, 1], public));
     wait_for_port(addr, &mut [&mut server, &mut client])?;
@@ -450,7 +467,9 @@ fn wait_for_port(addr: SocketAddr, procs: &mut [&mut Proc]) -> Result<()> {
             p.check_alive()?;
         }
         if Instant::now() >= deadline {
-            let who = procs.first().map(|p| p.failure(&format!("{addr} not accepting after {READY_LIMIT:?}")));
+            let who = procs
+                .first()
+                .map(|p| p.failure(&format!("{addr} not accepting after {READY_LIMIT:?}")));
             return Err(who.unwrap_or_else(|| anyhow::anyhow!("{addr} not accepting")));
         }
         thread::sleep(POLL);

@@ -85,6 +85,8 @@ pub const MAX_PIPE_SIZE: usize = 256 << 20;
 pub const DEFAULT_NODELAY: bool = true;
 /// Default `[gateway] ring_setup`: the cheapest completions on kernels ≥ 6.1 (see tuning.md).
 pub const DEFAULT_RING_SETUP: RingSetup = RingSetup::DeferTaskrun;
+/// Upper bound of `[gateway] busy_poll`.
+pub const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
 /// Lower bound of `[gateway] socket_buffer`.
 pub const MIN_SOCKET_BUFFER: usize = 4 << 10;
 /// Upper bound of `[gateway] socket_buffer`.
@@ -139,6 +141,8 @@ pub struct GatewayConfig {
     /// SO_SNDBUF/SO_RCVBUF on relayed sockets; `None` keeps the kernel's autotuning.
     pub socket_buffer: Option<usize>,
     pub ring_setup: RingSetup,
+    /// After activity, workers keep polling their ring without sleeping this long (zero: off).
+    pub busy_poll: Duration,
 }
 
 /// How each worker's io_uring is set up (`[gateway] ring_setup`); a kernel without the chosen
@@ -165,6 +169,7 @@ impl Default for GatewayConfig {
             nodelay: DEFAULT_NODELAY,
             socket_buffer: None,
             ring_setup: DEFAULT_RING_SETUP,
+            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -387,6 +392,7 @@ pub struct RawGateway {
     pub nodelay: Option<bool>,
     pub socket_buffer: Option<RawSize>,
     pub ring_setup: Option<String>,
+    pub busy_poll: Option<RawDuration>,
 }
 
 /// `[reverse]` as written.
@@ -625,6 +631,13 @@ fn validate_gateway(check: &Check, raw: RawGateway) -> Result<GatewayConfig, Con
             MAX_SOCKET_BUFFER,
         )?),
     };
+    let busy_poll = check.duration("gateway.busy_poll", raw.busy_poll.as_ref(), Duration::ZERO)?;
+    if busy_poll > MAX_BUSY_POLL {
+        return Err(check.fail(
+            "gateway.busy_poll",
+            format!("at most {MAX_BUSY_POLL:?}: a worker that polls longer only burns its core"),
+        ));
+    }
     let ring_setup = match raw.ring_setup.as_deref() {
         None => DEFAULT_RING_SETUP,
         Some("defer_taskrun") => RingSetup::DeferTaskrun,
@@ -649,6 +662,7 @@ fn validate_gateway(check: &Check, raw: RawGateway) -> Result<GatewayConfig, Con
         nodelay: raw.nodelay.unwrap_or(DEFAULT_NODELAY),
         socket_buffer,
         ring_setup,
+        busy_poll,
     })
 }
 
@@ -1396,6 +1410,7 @@ mod tests {
                 nodelay: true,
                 socket_buffer: None,
                 ring_setup: RingSetup::DeferTaskrun,
+                busy_poll: Duration::ZERO,
             },
             reverse: Some(ReverseConfig {
                 listen: "0.0.0.0:1080".parse().unwrap(),

@@ -42,13 +42,24 @@ pub struct ReverseEndpoint {
     pub stats: Arc<ControlStats>,
 }
 
+/// Most SOCKS5 negotiations in flight at once. Beyond it the reverse listener stops accepting
+/// (connections wait in the kernel's backlog) rather than growing memory without bound.
+pub const MAX_CONCURRENT_HANDSHAKES: usize = 1024;
+
 /// Accepts and negotiates until the task is dropped.
 pub async fn serve(listener: TcpListener, endpoint: Rc<ReverseEndpoint>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
     loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let endpoint = Rc::clone(&endpoint);
-                tokio::task::spawn_local(async move { handle(stream, peer, &endpoint).await });
+                tokio::task::spawn_local(async move {
+                    handle(stream, peer, &endpoint).await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 // EMFILE and friends: back off a little instead of spinning.
@@ -158,7 +169,7 @@ async fn negotiate<'e>(
     stream: &mut TcpStream,
     endpoint: &'e ReverseEndpoint,
 ) -> Result<(&'e BindTarget, Vec<u8>), Failure> {
-    let mut buf = Vec::with_capacity(512);
+    let mut buf = Vec::with_capacity(64);
     let greeting = read_message(stream, &mut buf, socks5::parse_greeting, "greeting").await?;
     let any_credentials = endpoint.targets.iter().any(|t| t.credentials.is_some());
     let method = if greeting.offers(Method::UserPass) && any_credentials {

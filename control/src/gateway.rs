@@ -103,7 +103,11 @@ fn bind_error(config: &Config, key: &str, addr: SocketAddr, e: std::io::Error) -
 }
 
 /// The data plane's settings for `config`'s gateway and public services.
-fn dataplane_config(config: &Config, services: Vec<PublicService>) -> DataplaneConfig {
+fn dataplane_config(
+    config: &Config,
+    services: Vec<PublicService>,
+    reverse_events: Option<sallyport_dataplane::ReverseEvents>,
+) -> DataplaneConfig {
     use sallyport_dataplane::sys;
     let g = &config.gateway;
     DataplaneConfig {
@@ -124,6 +128,7 @@ fn dataplane_config(config: &Config, services: Vec<PublicService>) -> DataplaneC
                 nodelay: g.nodelay,
                 buffer: g.socket_buffer,
             },
+            busy_poll: g.busy_poll,
         },
         ring: match g.ring_setup {
             RingSetup::CoopTaskrun => sys::RingSetup::CoopTaskrun,
@@ -131,6 +136,7 @@ fn dataplane_config(config: &Config, services: Vec<PublicService>) -> DataplaneC
             RingSetup::Plain => sys::RingSetup::Plain,
         },
         services,
+        reverse_events,
     }
 }
 
@@ -166,18 +172,33 @@ impl Gateway {
             ),
             None => None,
         };
-        let dataplane = Dataplane::start(dataplane_config(config, public_services.clone()))
-            .map_err(|e| match e {
-                StartError::Listen {
-                    service,
-                    addr,
-                    source,
-                } => {
-                    let key = format!("service[{service}].accept");
-                    bind_error(config, &key, addr, source)
-                }
-                other => StartupError::Runtime(other.to_string()),
-            })?;
+        let (events_tx, events_rx) = crate::internal::event_channel();
+        let has_reverse = config
+            .services
+            .iter()
+            .any(|s| matches!(s.role, ServiceRole::Internal(_)));
+        let reverse_events: Option<sallyport_dataplane::ReverseEvents> = has_reverse.then(|| {
+            let events: sallyport_dataplane::ReverseEvents = Arc::new(move |event| {
+                let _ = events_tx.send(event);
+            });
+            events
+        });
+        let dataplane = Dataplane::start(dataplane_config(
+            config,
+            public_services.clone(),
+            reverse_events,
+        ))
+        .map_err(|e| match e {
+            StartError::Listen {
+                service,
+                addr,
+                source,
+            } => {
+                let key = format!("service[{service}].accept");
+                bind_error(config, &key, addr, source)
+            }
+            other => StartupError::Runtime(other.to_string()),
+        })?;
         let dataplane = Arc::new(dataplane);
         let control_stats = Arc::new(ControlStats::default());
 
@@ -185,6 +206,7 @@ impl Gateway {
         let mut targets = Vec::new();
         let mut pools = Vec::new();
         let mut dmz_index = 0;
+
         for s in &config.services {
             match &s.role {
                 ServiceRole::Dmz(d) => {
@@ -292,8 +314,8 @@ impl Gateway {
                             }
                         }
                     }
-                    for pool in pools {
-                        tokio::task::spawn_local(crate::internal::run_pool(Rc::new(pool)));
+                    if !pools.is_empty() {
+                        tokio::task::spawn_local(crate::internal::run_pools(pools, events_rx));
                     }
                     let _ = ready_tx.send(Ok(()));
                     let _ = stop_rx.await;

@@ -2,20 +2,23 @@
 //! SOCKS5 BIND connections parked at the DMZ, refill one the moment one is used or lost, and
 //! back off 100 ms, 200 ms, 400 ms … up to `retry_max` while the DMZ cannot be reached.
 //!
-//! A parked connection waits here (on the control thread) for the DMZ's second BIND reply.
-//! Then the back-end is dialled and both sockets, with any client bytes that arrived in the
-//! same read as the reply, are handed to a data-plane worker. If the back-end refuses, the
-//! tunnel is reset at once. This module listens on nothing. States: `LIFECYCLE.md`.
+//! The control thread only dials: connect, SOCKS5 negotiation, BIND, first reply. Then the
+//! connection is handed to a data-plane worker, which parks it (a few dozen bytes, no task),
+//! waits for the DMZ's second BIND reply, connects to the back-end and relays. The worker
+//! reports what became of each leg ([`ReverseEvent`]); the pool keeper here counts and refills.
+//! This module listens on nothing. States: `LIFECYCLE.md`.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
-use sallyport_dataplane::{Dataplane, OwnedConn};
+use sallyport_dataplane::{Dataplane, OwnedConn, ReverseEvent, ReverseOutcome};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::config::{Credentials, HostPort};
 use crate::socks_io;
@@ -23,9 +26,15 @@ use crate::stats::{DialResult, InternalStats};
 
 /// First retry delay after a failed dial.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Most reverse dials (connect + SOCKS5 negotiation) a gateway runs at once. Filling a large
+/// pool, or refilling after the DMZ comes back, then arrives as a steady stream instead of a
+/// burst of thousands of handshakes (which also keeps the memory of both gateways flat).
+pub const MAX_CONCURRENT_DIALS: usize = 64;
 /// A parked connection that ends sooner than this after parking counts as a failed dial, so a
 /// DMZ that accepts and drops at once is retried with backoff rather than in a tight loop.
 const MIN_HEALTHY_PARK: Duration = Duration::from_millis(100);
+/// At most one back-end failure log line per service per this interval.
+const BACKEND_LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Exponential backoff: 100 ms, 200 ms, 400 ms … capped; reset after a success.
 #[derive(Debug, Clone)]
@@ -75,63 +84,172 @@ struct DialError {
     detail: String,
 }
 
-/// Runs the pool for one service until the task is dropped: `prepared` slots, each dialling,
-/// parking, waiting to be paired, handing off, and dialling again.
-pub async fn run_pool(service: Rc<ReverseService>) {
-    let mut slots = Vec::new();
-    for slot in 0..service.prepared {
-        let service = Rc::clone(&service);
-        slots.push(tokio::task::spawn_local(run_slot(service, slot)));
-    }
-    for slot in slots {
-        let _ = slot.await;
+fn rejected(detail: impl Into<String>) -> DialError {
+    DialError {
+        result: DialResult::Rejected,
+        detail: detail.into(),
     }
 }
 
-async fn run_slot(service: Rc<ReverseService>, slot: usize) {
-    let mut backoff = Backoff::new(service.retry_max);
-    let mut failing = false;
-    loop {
-        let parked = match dial(&service).await {
-            Ok(parked) => parked,
-            Err(e) => {
-                service.stats.dialed(e.result);
-                let delay = backoff.step();
-                // One line when a slot starts failing, not one per retry.
-                if !failing && slot == 0 {
-                    tracing::warn!(service = %service.name, dmz = %service.dmz, reason = e.result.label(),
-                        retry_in = ?delay, "reverse dial failed: {}", e.detail);
-                }
-                failing = true;
-                tokio::time::sleep(delay).await;
-                continue;
-            }
-        };
-        service.stats.dialed(DialResult::Parked);
-        if failing && slot == 0 {
-            tracing::info!(service = %service.name, dmz = %service.dmz, "reverse dial succeeded again; refilling");
+/// The pool keeper's view of one service.
+struct Pool {
+    service: Rc<ReverseService>,
+    /// Legs parked at the DMZ (handed to a worker, not yet paired or lost).
+    parked: usize,
+    /// Dials in flight.
+    dialing: usize,
+    backoff: Backoff,
+    /// While set, no new dial starts before this instant.
+    retry_at: Option<Instant>,
+    /// The service is failing: one line was logged, the next success logs recovery.
+    failing: bool,
+    last_backend_log: Option<Instant>,
+}
+
+impl Pool {
+    fn publish(&self) {
+        self.service
+            .stats
+            .parked
+            .store(self.parked as i64, Ordering::Relaxed);
+    }
+
+    /// A dial failed or a leg died at once: wait before the next round of dials. Several
+    /// dials failing together count as one step of the backoff.
+    fn fail(&mut self, now: Instant, result: DialResult, detail: &str) {
+        if self.retry_at.is_some() {
+            return;
         }
-        failing = false;
-        backoff.reset();
-        service.stats.parked.fetch_add(1, Ordering::Relaxed);
-        let parked_at = Instant::now();
-        let paired = wait_for_client(parked).await;
-        service.stats.parked.fetch_sub(1, Ordering::Relaxed);
-        match paired {
-            Ok((stream, client, leftover)) => {
-                service.stats.tunnels.fetch_add(1, Ordering::Relaxed);
-                let service = Rc::clone(&service);
+        let delay = self.backoff.step();
+        self.retry_at = Some(now + delay);
+        if !self.failing {
+            tracing::warn!(service = %self.service.name, dmz = %self.service.dmz, reason = result.label(),
+                retry_in = ?delay, "reverse dial failed: {detail}");
+        }
+        self.failing = true;
+    }
+
+    fn succeeded(&mut self) {
+        if self.failing {
+            tracing::info!(service = %self.service.name, dmz = %self.service.dmz,
+                "reverse dial succeeded again; refilling");
+        }
+        self.failing = false;
+        self.backoff.reset();
+    }
+}
+
+/// The channel workers report reverse-leg outcomes on; give the sender to the data plane.
+pub fn event_channel() -> (
+    UnboundedSender<ReverseEvent>,
+    UnboundedReceiver<ReverseEvent>,
+) {
+    unbounded_channel()
+}
+
+/// Keeps every reverse service's pool full until the task is dropped. `services[i]` is the
+/// service the data plane knows as reverse index `i`.
+pub async fn run_pools(services: Vec<ReverseService>, mut events: UnboundedReceiver<ReverseEvent>) {
+    let mut pools: Vec<Pool> = services
+        .into_iter()
+        .map(|s| Pool {
+            backoff: Backoff::new(s.retry_max),
+            service: Rc::new(s),
+            parked: 0,
+            dialing: 0,
+            retry_at: None,
+            failing: false,
+            last_backend_log: None,
+        })
+        .collect();
+    let (done_tx, mut done_rx) = unbounded_channel::<(usize, Result<(), DialError>)>();
+    loop {
+        let now = Instant::now();
+        let mut dialing: usize = pools.iter().map(|p| p.dialing).sum();
+        for (index, pool) in pools.iter_mut().enumerate() {
+            if pool.retry_at.is_some_and(|t| t <= now) {
+                pool.retry_at = None;
+            }
+            while pool.retry_at.is_none()
+                && pool.parked + pool.dialing < pool.service.prepared
+                && dialing < MAX_CONCURRENT_DIALS
+            {
+                pool.dialing += 1;
+                dialing += 1;
+                let service = Rc::clone(&pool.service);
+                let done = done_tx.clone();
                 tokio::task::spawn_local(async move {
-                    connect_target(&service, stream, client, leftover).await;
+                    let result = dial_and_park(&service, index).await;
+                    let _ = done.send((index, result));
                 });
             }
-            Err(detail) => {
-                service.stats.lost.fetch_add(1, Ordering::Relaxed);
-                if parked_at.elapsed() < MIN_HEALTHY_PARK {
-                    let delay = backoff.step();
-                    tracing::debug!(service = %service.name, %detail, "prepared connection dropped at once");
-                    tokio::time::sleep(delay).await;
+        }
+        let next_retry = pools.iter().filter_map(|p| p.retry_at).min();
+        let retry = async {
+            match next_retry {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some((index, result)) = done_rx.recv() => {
+                let pool = &mut pools[index];
+                pool.dialing -= 1;
+                match result {
+                    Ok(()) => {
+                        pool.service.stats.dialed(DialResult::Parked);
+                        pool.parked += 1;
+                        pool.succeeded();
+                    }
+                    Err(e) => {
+                        pool.service.stats.dialed(e.result);
+                        pool.fail(Instant::now(), e.result, &e.detail);
+                    }
                 }
+                pool.publish();
+            }
+            Some(event) = events.recv() => {
+                let Some(pool) = pools.get_mut(event.service) else { continue };
+                on_event(pool, event.outcome);
+                pool.publish();
+            }
+            () = retry => {}
+        }
+    }
+}
+
+fn on_event(pool: &mut Pool, outcome: ReverseOutcome) {
+    let stats = &pool.service.stats;
+    match outcome {
+        ReverseOutcome::Paired => {
+            pool.parked = pool.parked.saturating_sub(1);
+            stats.tunnels.fetch_add(1, Ordering::Relaxed);
+        }
+        ReverseOutcome::Lost { parked } => {
+            pool.parked = pool.parked.saturating_sub(1);
+            stats.lost.fetch_add(1, Ordering::Relaxed);
+            if parked < MIN_HEALTHY_PARK {
+                pool.fail(
+                    Instant::now(),
+                    DialResult::Rejected,
+                    "the DMZ closed a prepared connection right after parking it",
+                );
+            }
+        }
+        ReverseOutcome::BackendFailed { errno } => {
+            stats.backend_failures.fetch_add(1, Ordering::Relaxed);
+            let now = Instant::now();
+            if pool
+                .last_backend_log
+                .is_none_or(|t| now.duration_since(t) >= BACKEND_LOG_EVERY)
+            {
+                pool.last_backend_log = Some(now);
+                let why = match errno {
+                    Some(e) => std::io::Error::from_raw_os_error(e).to_string(),
+                    None => format!("no answer within {:?}", pool.service.connect_timeout),
+                };
+                tracing::info!(service = %pool.service.name, target = %pool.service.target,
+                    "back-end unreachable ({why}); tunnel reset");
             }
         }
     }
@@ -154,11 +272,34 @@ struct Parked {
     buf: Vec<u8>,
 }
 
-fn rejected(detail: impl Into<String>) -> DialError {
-    DialError {
-        result: DialResult::Rejected,
-        detail: detail.into(),
-    }
+/// Resolves the back-end, dials the DMZ, and hands the prepared connection to a worker.
+async fn dial_and_park(service: &ReverseService, index: usize) -> Result<(), DialError> {
+    let target = resolve(&service.target).await.map_err(|detail| DialError {
+        result: DialResult::TargetUnresolved,
+        detail,
+    })?;
+    let Parked { stream, buf } = dial(service).await?;
+    let stream = stream.into_std().map_err(|e| rejected(e.to_string()))?;
+    service
+        .dataplane
+        .park_reverse(
+            index,
+            OwnedConn::new(stream, buf),
+            target,
+            service.connect_timeout,
+        )
+        .map_err(|_| rejected("every worker queue is full"))
+}
+
+/// The back-end's address, looked up for every dial so a DNS change takes effect with the
+/// next prepared connection.
+async fn resolve(target: &HostPort) -> Result<SocketAddr, String> {
+    let mut addrs = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| format!("cannot resolve back-end {target}: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("back-end {target} resolves to no address"))
 }
 
 /// Connects to the DMZ, negotiates, sends BIND and waits for the first reply.
@@ -259,76 +400,6 @@ async fn negotiate(service: &ReverseService, stream: &mut TcpStream) -> Result<V
         )));
     }
     Ok(buf)
-}
-
-/// Waits, parked, for the second BIND reply: a client has been paired. Returns the stream,
-/// the client's address and the client bytes that came with the reply.
-async fn wait_for_client(parked: Parked) -> Result<(TcpStream, String, Vec<u8>), String> {
-    let Parked {
-        mut stream,
-        mut buf,
-    } = parked;
-    let second = read_message(
-        &mut stream,
-        &mut buf,
-        socks5::parse_reply,
-        "second BIND reply",
-    )
-    .await?;
-    if second.rep != socks5::rep::SUCCEEDED {
-        return Err(format!(
-            "DMZ sent second BIND reply REP {:#04x}",
-            second.rep
-        ));
-    }
-    let client = format!("{}:{}", second.host, second.port);
-    Ok((stream, client, buf))
-}
-
-/// Dials the back-end for a paired tunnel and hands both legs to a worker.
-async fn connect_target(
-    service: &ReverseService,
-    dmz: TcpStream,
-    client: String,
-    leftover: Vec<u8>,
-) {
-    let addr = (service.target.host.as_str(), service.target.port);
-    let connected = tokio::time::timeout(service.connect_timeout, TcpStream::connect(addr)).await;
-    let target = match connected {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => return refuse(service, dmz, &client, &e.to_string()),
-        Err(_) => {
-            let why = format!("no answer within {:?}", service.connect_timeout);
-            return refuse(service, dmz, &client, &why);
-        }
-    };
-    let (Ok(dmz), Ok(target)) = (dmz.into_std(), target.into_std()) else {
-        service
-            .stats
-            .backend_failures
-            .fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    if service
-        .dataplane
-        .relay(OwnedConn::new(dmz, leftover), target)
-        .is_err()
-    {
-        tracing::warn!(service = %service.name, %client, "every worker queue is full; tunnel dropped");
-    }
-}
-
-/// The back-end could not be reached: reset the tunnel so the DMZ side ends at once.
-fn refuse(service: &ReverseService, dmz: TcpStream, client: &str, why: &str) {
-    service
-        .stats
-        .backend_failures
-        .fetch_add(1, Ordering::Relaxed);
-    tracing::info!(service = %service.name, %client, target = %service.target,
-        "back-end unreachable ({why}); tunnel reset");
-    if let Ok(std) = dmz.into_std() {
-        sallyport_dataplane::sys::set_reset_on_close(std::os::fd::AsFd::as_fd(&std));
-    }
 }
 
 #[cfg(test)]

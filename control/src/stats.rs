@@ -57,15 +57,23 @@ pub enum DialResult {
     ConnectFailed,
     /// The DMZ answered but the SOCKS negotiation failed or was refused.
     Rejected,
+    /// The back-end's name did not resolve; no dial was made.
+    TargetUnresolved,
 }
 
 impl DialResult {
-    pub const ALL: [DialResult; 3] = [Self::ConnectFailed, Self::Parked, Self::Rejected];
+    pub const ALL: [DialResult; 4] = [
+        Self::ConnectFailed,
+        Self::Parked,
+        Self::Rejected,
+        Self::TargetUnresolved,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             Self::ConnectFailed => "connect_failed",
             Self::Parked => "parked",
             Self::Rejected => "rejected",
+            Self::TargetUnresolved => "target_unresolved",
         }
     }
 }
@@ -75,7 +83,7 @@ impl DialResult {
 pub struct InternalStats {
     /// Prepared connections parked at the DMZ right now.
     pub parked: AtomicI64,
-    pub dials: [AtomicU64; 3],
+    pub dials: [AtomicU64; 4],
     /// Paired by the DMZ and handed to a worker.
     pub tunnels: AtomicU64,
     /// Paired, but the back-end refused or timed out: the tunnel was closed at once.

@@ -8,6 +8,16 @@
 //! `wire` holds the sans-IO codecs both planes use.
 #![deny(unsafe_code)]
 
+/// Logging that is compiled out of the data plane unless the `verbose-log` feature is on.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! dp_debug {
+    ($($arg:tt)*) => {
+        #[cfg(feature = "verbose-log")]
+        tracing::debug!($($arg)*);
+    };
+}
+
 pub mod handoff;
 pub mod metrics;
 pub mod relay;
@@ -15,7 +25,7 @@ pub mod sys;
 pub mod wire;
 mod worker;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -45,6 +55,9 @@ pub struct RelayConfig {
     pub buffer_size: usize,
     /// Options set on every relayed socket.
     pub stream: sys::StreamOptions,
+    /// After any activity, keep reaping completions without sleeping for this long (zero: off).
+    /// Trades CPU for latency; see tuning.md.
+    pub busy_poll: Duration,
 }
 
 /// A public service served by prepared connections (DMZ side).
@@ -56,8 +69,31 @@ pub struct PublicService {
     pub timeout: Duration,
 }
 
+/// What became of a reverse leg parked by the internal side ([`Dataplane::park_reverse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReverseOutcome {
+    /// Paired, but the back-end refused (`errno`) or did not answer in time (`None`); the
+    /// DMZ leg was reset.
+    BackendFailed { errno: Option<i32> },
+    /// Closed (or answered with something that is not a second BIND reply) after `parked`.
+    Lost { parked: Duration },
+    /// The DMZ paired it with a client (second BIND reply): refill the pool.
+    Paired,
+}
+
+/// One reverse leg's news, for the control thread's pool keeper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReverseEvent {
+    /// The index given to [`Dataplane::park_reverse`].
+    pub service: usize,
+    pub outcome: ReverseOutcome,
+}
+
+/// Called on a worker thread for every [`ReverseEvent`]; must not block.
+pub type ReverseEvents = Arc<dyn Fn(ReverseEvent) + Send + Sync>;
+
 /// What [`Dataplane::start`] needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DataplaneConfig {
     pub workers: usize,
     /// Pin worker `i` to core `cores[i % cores.len()]`; `None` or empty: no pinning.
@@ -66,6 +102,8 @@ pub struct DataplaneConfig {
     /// io_uring setup to try first (falls back to simpler ones the kernel supports).
     pub ring: sys::RingSetup,
     pub services: Vec<PublicService>,
+    /// Where workers report what became of reverse legs (internal side).
+    pub reverse_events: Option<ReverseEvents>,
 }
 
 /// Why the data plane could not start.
@@ -148,6 +186,7 @@ impl Dataplane {
                 listeners,
                 timeouts: timeouts.clone(),
                 relay: config.relay,
+                reverse_events: config.reverse_events.clone(),
             };
             let ready = ready_tx.clone();
             let ring_setup = config.ring;
@@ -235,16 +274,25 @@ impl Dataplane {
         }
     }
 
-    /// Relays between a paired reverse leg (`upstream`, whose leftover bytes go to the
-    /// back-end first) and its back-end connection, on the next worker in turn.
-    pub fn relay(
+    /// Internal side: parks a reverse leg (first BIND reply received; `conn.leftover` holds
+    /// whatever was read after it) on the next worker in turn. When the DMZ sends the second
+    /// reply the worker connects to `target` and relays; the outcome is reported through
+    /// [`DataplaneConfig::reverse_events`]. Gives the connection back when every queue is full.
+    pub fn park_reverse(
         &self,
-        upstream: OwnedConn,
-        target: TcpStream,
-    ) -> Result<(), (OwnedConn, TcpStream)> {
+        service: usize,
+        conn: OwnedConn,
+        target: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<(), OwnedConn> {
         let n = self.peers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut msg = Msg::Tunnel { upstream, target };
+        let mut msg = Msg::Reverse {
+            service,
+            conn,
+            target,
+            connect_timeout,
+        };
         for k in 0..n {
             match self.peers[(start + k) % n].send(msg) {
                 Ok(()) => return Ok(()),
@@ -252,7 +300,7 @@ impl Dataplane {
             }
         }
         match msg {
-            Msg::Tunnel { upstream, target } => Err((upstream, target)),
+            Msg::Reverse { conn, .. } => Err(conn),
             _ => unreachable!("the message given back is the one sent"),
         }
     }
@@ -300,14 +348,4 @@ impl Peer {
         let fd: &OwnedFd = &self.wake;
         fd.as_fd()
     }
-}
-
-/// Logging that is compiled out of the data plane unless the `verbose-log` feature is on.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! dp_debug {
-    ($($arg:tt)*) => {
-        #[cfg(feature = "verbose-log")]
-        tracing::debug!($($arg)*);
-    };
 }

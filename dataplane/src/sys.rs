@@ -18,6 +18,8 @@ pub const POLL_TUNNEL: u32 =
 /// Poll bits a parked prepared connection waits for: any byte or any close is the end of it.
 pub const POLL_PARKED: u32 =
     (libc::POLLIN | libc::POLLRDHUP | libc::POLLERR | libc::POLLHUP) as u32;
+/// Poll bits for a non-blocking connect in progress.
+pub const POLL_CONNECT: u32 = (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) as u32;
 /// Poll bits for the worker's wake-up eventfd.
 pub const POLL_READABLE: u32 = libc::POLLIN as u32;
 pub const POLLIN: u32 = libc::POLLIN as u32;
@@ -330,6 +332,28 @@ pub fn probe_exclusive(addr: SocketAddr) -> io::Result<()> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())
+}
+
+/// Starts a non-blocking TCP connect to `addr`. Returns the socket and whether it is already
+/// connected (loopback can complete at once); otherwise wait for POLLOUT and check
+/// [`socket_error`].
+pub fn connect_nonblocking(addr: SocketAddr) -> io::Result<(OwnedFd, bool)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    let connected = match socket.connect(&addr.into()) {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
+        Err(e) => return Err(e),
+    };
+    Ok((OwnedFd::from(socket), connected))
+}
+
+/// The pending error of a socket (SO_ERROR), cleared by reading it: `None` after a successful
+/// non-blocking connect.
+pub fn socket_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
+    socket2::SockRef::from(&fd).take_error()
 }
 
 /// An eventfd a worker polls to learn that its queue has messages.

@@ -10,7 +10,7 @@
 //! This module does not negotiate SOCKS (the control thread does) and does not move bytes
 //! itself (see `relay`). The states are in `LIFECYCLE.md` beside this file.
 
-use std::collections::VecDeque;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use crate::metrics::{CloseReason, RefusalReason, WorkerStats};
 use crate::relay::{Engine, Tunnel, TunnelState};
 use crate::sys::{self, Completion, Pipe, Ring};
 use crate::wire::socks5;
-use crate::{RelayConfig, RelayMode};
+use crate::{RelayConfig, RelayMode, ReverseEvent, ReverseEvents, ReverseOutcome};
 
 /// Messages a worker accepts from the control thread and from other workers.
 pub(crate) enum Msg {
@@ -31,10 +31,13 @@ pub(crate) enum Msg {
     Prepared { service: usize, conn: OwnedConn },
     /// Another worker has a client waiting for `service`: send it one prepared connection.
     Steal { service: usize, to: usize },
-    /// Relay between an already paired reverse leg and its back-end (internal gateway).
-    Tunnel {
-        upstream: OwnedConn,
-        target: TcpStream,
+    /// Park a reverse leg (internal gateway; first BIND reply received) until the DMZ sends
+    /// the second reply, then connect to `target` and relay.
+    Reverse {
+        service: usize,
+        conn: OwnedConn,
+        target: SocketAddr,
+        connect_timeout: Duration,
     },
     /// Close everything and return.
     Shutdown,
@@ -67,6 +70,8 @@ const TAG_PARKED: u64 = 3;
 const TAG_LEG0: u64 = 4;
 const TAG_LEG1: u64 = 5;
 const TAG_CANCEL: u64 = 6;
+const TAG_REVERSE: u64 = 7;
+const TAG_CONNECT: u64 = 8;
 const GEN_MASK: u32 = 0x00ff_ffff;
 
 fn user_data(tag: u64, gen: u32, index: u32) -> u64 {
@@ -78,9 +83,35 @@ fn split_user_data(ud: u64) -> (u64, u32, u32) {
 }
 
 enum Entry {
+    /// Back-end connect in progress for a paired reverse leg.
+    Connecting(Box<Connecting>),
     Free,
-    Parked { fd: OwnedFd, service: usize },
+    /// A prepared connection parked at the DMZ side.
+    Parked {
+        fd: OwnedFd,
+        service: usize,
+    },
+    /// A reverse leg parked by the internal side, waiting for the second BIND reply.
+    Reverse(Box<ReverseLeg>),
     Tunnel(Box<Tunnel>),
+}
+
+struct ReverseLeg {
+    fd: OwnedFd,
+    service: usize,
+    target: SocketAddr,
+    connect_timeout: Duration,
+    /// Bytes read and not yet parsed (at most one reply plus what came with it).
+    buf: Vec<u8>,
+    parked_at: Instant,
+}
+
+struct Connecting {
+    dmz: OwnedFd,
+    target: OwnedFd,
+    service: usize,
+    /// Client bytes that came with the second reply: the back-end gets them first.
+    leftover: Vec<u8>,
 }
 
 struct Slot {
@@ -148,6 +179,7 @@ pub(crate) struct WorkerSetup {
     pub listeners: Vec<TcpListener>,
     pub timeouts: Vec<Duration>,
     pub relay: RelayConfig,
+    pub reverse_events: Option<ReverseEvents>,
 }
 
 pub(crate) struct Worker {
@@ -165,6 +197,9 @@ pub(crate) struct Worker {
     relay: RelayConfig,
     stopping: bool,
     refusal_log: RefusalLog,
+    reverse_events: Option<ReverseEvents>,
+    /// Back-end connect deadlines: (deadline, slot, generation), earliest first.
+    connect_deadlines: BinaryHeap<std::cmp::Reverse<(Instant, u32, u32)>>,
 }
 
 /// Logs refused clients at most once per [`REFUSAL_LOG_EVERY`] per worker, with a count of the
@@ -234,6 +269,8 @@ impl Worker {
                 last: None,
                 suppressed: 0,
             },
+            reverse_events: setup.reverse_events,
+            connect_deadlines: BinaryHeap::new(),
         }
     }
 
@@ -248,17 +285,33 @@ impl Worker {
             self.arm_accept(i)?;
         }
         let mut completions = Vec::with_capacity(256);
+        let busy_poll = self.relay.busy_poll;
+        let mut last_activity = Instant::now();
+        let mut spinning = false;
         while !self.stopping {
-            let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()));
-            self.ring.submit_and_wait(timeout)?;
+            if spinning {
+                // Busy-poll: reap without sleeping, so a peer's wake-up needs no IPI; give the
+                // core to any other runnable thread between looks.
+                self.ring.submit_and_wait(Some(Duration::ZERO))?;
+                std::thread::yield_now();
+            } else {
+                let timeout = self
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()));
+                self.ring.submit_and_wait(timeout)?;
+            }
             completions.clear();
             self.ring.drain(&mut completions);
             for c in &completions {
                 self.on_completion(*c)?;
             }
-            self.expire_waiters(Instant::now());
+            let now = Instant::now();
+            if !completions.is_empty() {
+                last_activity = now;
+            }
+            spinning = !busy_poll.is_zero() && now.duration_since(last_activity) < busy_poll;
+            self.expire_waiters(now);
+            self.expire_connects(now);
         }
         self.close_all();
         Ok(())
@@ -299,6 +352,8 @@ impl Worker {
                 }
             }
             TAG_PARKED => self.on_parked_event(index, gen, c)?,
+            TAG_REVERSE => self.on_reverse_event(index, gen, c)?,
+            TAG_CONNECT => self.on_connect_event(index, gen, c),
             TAG_LEG0 | TAG_LEG1 => {
                 let leg = (tag - TAG_LEG0) as usize;
                 self.on_leg_event(index, gen, leg, c)?;
@@ -314,11 +369,12 @@ impl Worker {
             match msg {
                 Msg::Prepared { service, conn } => self.park(service, conn),
                 Msg::Steal { service, to } => self.give_prepared(service, to),
-                Msg::Tunnel { upstream, target } => {
-                    let prefix = upstream.leftover;
-                    let legs = [OwnedFd::from(upstream.stream), OwnedFd::from(target)];
-                    self.start_tunnel(legs, [prefix, Vec::new()]);
-                }
+                Msg::Reverse {
+                    service,
+                    conn,
+                    target,
+                    connect_timeout,
+                } => self.park_reverse(service, conn, target, connect_timeout),
                 Msg::Shutdown => self.stopping = true,
             }
         }
@@ -583,11 +639,214 @@ impl Worker {
         }
     }
 
+    fn emit(&self, service: usize, outcome: ReverseOutcome) {
+        if let Some(events) = &self.reverse_events {
+            events(ReverseEvent { service, outcome });
+        }
+    }
+
+    /// Internal side: parks a reverse leg until the DMZ pairs it (second BIND reply).
+    fn park_reverse(
+        &mut self,
+        service: usize,
+        conn: OwnedConn,
+        target: SocketAddr,
+        connect_timeout: Duration,
+    ) {
+        let fd = OwnedFd::from(conn.stream);
+        let leg = Box::new(ReverseLeg {
+            fd,
+            service,
+            target,
+            connect_timeout,
+            buf: conn.leftover,
+            parked_at: Instant::now(),
+        });
+        if sys::prepare_stream(leg.fd.as_fd(), self.relay.stream).is_err() {
+            self.emit(
+                service,
+                ReverseOutcome::Lost {
+                    parked: Duration::ZERO,
+                },
+            );
+            return;
+        }
+        // The second reply may have arrived in the same read as the first.
+        match socks5::parse_reply(&leg.buf) {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) => return self.on_second_reply(leg),
+        }
+        let raw = leg.fd.as_raw_fd();
+        let (index, gen) = self.slots.insert(Entry::Reverse(leg));
+        let ud = user_data(TAG_REVERSE, gen, index);
+        if self.ring.poll_multi(raw, sys::POLL_PARKED, ud).is_err() {
+            self.slots.remove(index, gen);
+            self.emit(
+                service,
+                ReverseOutcome::Lost {
+                    parked: Duration::ZERO,
+                },
+            );
+        }
+    }
+
+    fn on_reverse_event(&mut self, index: u32, gen: u32, c: Completion) -> std::io::Result<()> {
+        let Some(Entry::Reverse(leg)) = self.slots.get_mut(index, gen) else {
+            return Ok(());
+        };
+        let raw = leg.fd.as_raw_fd();
+        let ud = user_data(TAG_REVERSE, gen, index);
+        let mut ended = c.result < 0 && c.result != -libc::ECANCELED;
+        if c.result >= 0 {
+            // Read one chunk at a time and stop as soon as the reply is whole: client bytes
+            // beyond it stay in the socket for the relay.
+            let mut chunk = [0u8; 64];
+            loop {
+                match socks5::parse_reply(&leg.buf) {
+                    Ok(None) => {}
+                    Ok(Some(_)) | Err(_) => break,
+                }
+                match sys::read(leg.fd.as_fd(), &mut chunk) {
+                    Ok(0) => {
+                        ended = true;
+                        break;
+                    }
+                    Ok(n) => leg.buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let complete = !matches!(socks5::parse_reply(&leg.buf), Ok(None));
+        if !complete && !ended {
+            if !c.more {
+                self.ring.poll_multi(raw, sys::POLL_PARKED, ud)?;
+            }
+            return Ok(());
+        }
+        let Some(Entry::Reverse(leg)) = self.slots.remove(index, gen) else {
+            return Ok(());
+        };
+        self.ring.cancel(ud, user_data(TAG_CANCEL, 0, 0))?;
+        if complete {
+            self.on_second_reply(leg);
+        } else {
+            let parked = leg.parked_at.elapsed();
+            self.emit(leg.service, ReverseOutcome::Lost { parked });
+        }
+        Ok(())
+    }
+
+    /// The DMZ paired this leg with a client (or sent something that is not a reply).
+    fn on_second_reply(&mut self, mut leg: Box<ReverseLeg>) {
+        let service = leg.service;
+        let reply = match socks5::parse_reply(&leg.buf) {
+            Ok(Some((reply, used))) if reply.rep == socks5::rep::SUCCEEDED => {
+                leg.buf.drain(..used);
+                reply
+            }
+            _ => {
+                sys::set_reset_on_close(leg.fd.as_fd());
+                let parked = leg.parked_at.elapsed();
+                self.emit(service, ReverseOutcome::Lost { parked });
+                return;
+            }
+        };
+        self.emit(service, ReverseOutcome::Paired);
+        crate::dp_debug!(core = self.id, service, client = %reply.host, "paired; connecting to the back-end");
+        let _ = reply;
+        let leftover = std::mem::take(&mut leg.buf);
+        match sys::connect_nonblocking(leg.target) {
+            Ok((target, true)) => self.start_tunnel([leg.fd, target], [leftover, Vec::new()]),
+            Ok((target, false)) => {
+                let deadline = Instant::now() + leg.connect_timeout;
+                let raw = target.as_raw_fd();
+                let connecting = Box::new(Connecting {
+                    dmz: leg.fd,
+                    target,
+                    service,
+                    leftover,
+                });
+                let (index, gen) = self.slots.insert(Entry::Connecting(connecting));
+                let ud = user_data(TAG_CONNECT, gen, index);
+                if self.ring.poll_multi(raw, sys::POLL_CONNECT, ud).is_err() {
+                    self.fail_connect(index, gen, None);
+                    return;
+                }
+                self.connect_deadlines
+                    .push(std::cmp::Reverse((deadline, index, gen)));
+            }
+            Err(e) => {
+                sys::set_reset_on_close(leg.fd.as_fd());
+                let errno = e.raw_os_error();
+                self.emit(service, ReverseOutcome::BackendFailed { errno });
+            }
+        }
+    }
+
+    fn on_connect_event(&mut self, index: u32, gen: u32, c: Completion) {
+        if c.result < 0 {
+            return; // Cancelled: the slot has moved on.
+        }
+        let Some(Entry::Connecting(conn)) = self.slots.get_mut(index, gen) else {
+            return;
+        };
+        match sys::socket_error(conn.target.as_fd()) {
+            Ok(None) => {
+                let Some(Entry::Connecting(conn)) = self.slots.remove(index, gen) else {
+                    return;
+                };
+                let _ = self.ring.cancel(
+                    user_data(TAG_CONNECT, gen, index),
+                    user_data(TAG_CANCEL, 0, 0),
+                );
+                let Connecting {
+                    dmz,
+                    target,
+                    leftover,
+                    ..
+                } = *conn;
+                self.start_tunnel([dmz, target], [leftover, Vec::new()]);
+            }
+            Ok(Some(e)) | Err(e) => self.fail_connect(index, gen, e.raw_os_error()),
+        }
+    }
+
+    /// The back-end refused or did not answer: reset the DMZ leg so the client learns at once.
+    fn fail_connect(&mut self, index: u32, gen: u32, errno: Option<i32>) {
+        let Some(Entry::Connecting(conn)) = self.slots.remove(index, gen) else {
+            return;
+        };
+        let _ = self.ring.cancel(
+            user_data(TAG_CONNECT, gen, index),
+            user_data(TAG_CANCEL, 0, 0),
+        );
+        sys::set_reset_on_close(conn.dmz.as_fd());
+        self.emit(conn.service, ReverseOutcome::BackendFailed { errno });
+    }
+
+    fn expire_connects(&mut self, now: Instant) {
+        while let Some(std::cmp::Reverse((deadline, index, gen))) =
+            self.connect_deadlines.peek().copied()
+        {
+            if deadline > now {
+                break;
+            }
+            self.connect_deadlines.pop();
+            self.fail_connect(index, gen, None);
+        }
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
-        self.services
+        let waiting = self
+            .services
             .iter()
-            .filter_map(|s| s.waiting.front().map(|w| w.deadline))
-            .min()
+            .filter_map(|s| s.waiting.front().map(|w| w.deadline));
+        let connecting = self.connect_deadlines.peek().map(|d| d.0 .0);
+        waiting.chain(connecting).min()
     }
 
     /// Resets clients that waited their service's whole timeout: "connection reset", never a
@@ -623,6 +882,9 @@ impl Worker {
                     self.stats.services[service]
                         .prepared
                         .fetch_sub(1, relaxed());
+                    self.slots.remove(index, gen);
+                }
+                Entry::Reverse(_) | Entry::Connecting(_) => {
                     self.slots.remove(index, gen);
                 }
                 Entry::Free => {}

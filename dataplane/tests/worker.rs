@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use sallyport_dataplane::sys::{RingSetup, StreamOptions};
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{
-    Dataplane, DataplaneConfig, OwnedConn, PublicService, RelayConfig, RelayMode,
+    Dataplane, DataplaneConfig, OwnedConn, PublicService, RelayConfig, RelayMode, ReverseEvent,
+    ReverseEvents, ReverseOutcome,
 };
+use std::sync::{mpsc, Arc, Mutex};
 
 fn start(workers: usize, mode: RelayMode, timeout: Duration) -> Dataplane {
     Dataplane::start(DataplaneConfig {
@@ -21,8 +23,10 @@ fn start(workers: usize, mode: RelayMode, timeout: Duration) -> Dataplane {
             pipe_size: 256 << 10,
             buffer_size: 16 << 10,
             stream: StreamOptions::default(),
+            busy_poll: Duration::ZERO,
         },
         ring: RingSetup::DeferTaskrun,
+        reverse_events: None,
         services: vec![PublicService {
             name: "echo".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -197,22 +201,136 @@ fn workers_lend_prepared_connections_to_each_other() {
     );
 }
 
+/// A data plane whose reverse-leg outcomes land in a channel.
+fn start_with_events() -> (Dataplane, mpsc::Receiver<ReverseEvent>) {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let events: ReverseEvents = Arc::new(move |event| {
+        let _ = tx.lock().unwrap().send(event);
+    });
+    let dp = Dataplane::start(DataplaneConfig {
+        workers: 1,
+        cores: None,
+        relay: RelayConfig {
+            mode: RelayMode::Copy,
+            pipe_size: 1 << 16,
+            buffer_size: 1 << 14,
+            stream: StreamOptions::default(),
+            busy_poll: Duration::ZERO,
+        },
+        ring: RingSetup::DeferTaskrun,
+        services: Vec::new(),
+        reverse_events: Some(events),
+    })
+    .expect("data plane starts");
+    (dp, rx)
+}
+
+fn second_reply(client: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    socks5::encode_reply(socks5::rep::SUCCEEDED, client.parse().unwrap(), &mut out);
+    out
+}
+
 #[test]
-fn handed_off_tunnel_delivers_leftover_first() {
-    // Internal-gateway side: a paired reverse leg whose handshake read also took client bytes.
-    let dp = start(1, RelayMode::Copy, Duration::from_secs(1));
-    let (upstream_dp, mut dmz) = prepared_pair();
-    let (target_dp, mut backend) = prepared_pair();
-    dp.relay(OwnedConn::new(upstream_dp, b"first ".to_vec()), target_dp)
-        .unwrap();
+fn reverse_leg_connects_the_back_end_and_delivers_leftover_first() {
+    let (dp, events) = start_with_events();
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (leg, mut dmz) = prepared_pair();
+    dp.park_reverse(
+        3,
+        OwnedConn::new(leg, Vec::new()),
+        backend.local_addr().unwrap(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    // The DMZ pairs it: the second reply and the client's first bytes in one segment.
+    let mut segment = second_reply("203.0.113.5:4444");
+    segment.extend_from_slice(b"first ");
+    dmz.write_all(&segment).unwrap();
+    let event = events.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        event,
+        ReverseEvent {
+            service: 3,
+            outcome: ReverseOutcome::Paired
+        }
+    );
+    let (mut back, _) = backend.accept().unwrap();
     dmz.write_all(b"second").unwrap();
     let mut got = [0u8; 12];
-    backend.read_exact(&mut got).unwrap();
+    back.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"first second");
-    backend.write_all(b"back").unwrap();
-    let mut back = [0u8; 4];
-    dmz.read_exact(&mut back).unwrap();
-    assert_eq!(&back, b"back");
+    back.write_all(b"back").unwrap();
+    let mut reply = [0u8; 4];
+    dmz.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"back");
+}
+
+#[test]
+fn reverse_leg_whose_back_end_refuses_is_reset() {
+    let (dp, events) = start_with_events();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (leg, mut dmz) = prepared_pair();
+    // Second reply already read by the control thread along with the first.
+    dp.park_reverse(
+        0,
+        OwnedConn::new(leg, second_reply("203.0.113.5:1")),
+        closed,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        events
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .outcome,
+        ReverseOutcome::Paired
+    );
+    let failed = events
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .outcome;
+    assert_eq!(
+        failed,
+        ReverseOutcome::BackendFailed {
+            errno: Some(libc_econnrefused())
+        }
+    );
+    dmz.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 4];
+    let err = dmz.read(&mut buf).expect_err("reset");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+}
+
+#[test]
+fn reverse_leg_closed_by_the_dmz_is_lost() {
+    let (dp, events) = start_with_events();
+    let (leg, dmz) = prepared_pair();
+    let target = "127.0.0.1:9".parse().unwrap();
+    dp.park_reverse(
+        1,
+        OwnedConn::new(leg, Vec::new()),
+        target,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    drop(dmz);
+    let event = events.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(event.service, 1);
+    assert!(
+        matches!(event.outcome, ReverseOutcome::Lost { .. }),
+        "{event:?}"
+    );
+}
+
+fn libc_econnrefused() -> i32 {
+    std::io::Error::from(ErrorKind::ConnectionRefused)
+        .raw_os_error()
+        .unwrap_or(111)
 }
 
 #[test]
@@ -227,8 +345,10 @@ fn busy_port_is_a_listen_error() {
             pipe_size: 1 << 16,
             buffer_size: 1 << 14,
             stream: StreamOptions::default(),
+            busy_poll: Duration::ZERO,
         },
         ring: RingSetup::DeferTaskrun,
+        reverse_events: None,
         services: vec![PublicService {
             name: "busy".into(),
             listen: other.service_addr(0),

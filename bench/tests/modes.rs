@@ -1,0 +1,402 @@
+//! Every orchestrated mode of `sallyport-bench` run end to end with tiny sizes, through the real
+//! `sallyport` binary (built once here) and any installed peers. No timing assertions: only that
+//! each mode runs, prints its table, writes its files and stops what it started.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sallyport-bench");
+
+/// Builds the `sallyport` binary next to the bench binary once (same profile), and returns it.
+fn sallyport() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = Path::new(BIN).parent().expect("bench binary directory");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "sallyport", "--bin", "sallyport"])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "building sallyport failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = dir.join("sallyport");
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        bin
+    })
+}
+
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "sallyport-bench-modes-{}-{name}",
+        std::process::id()
+    ))
+}
+
+/// Runs the bench binary (after making sure sallyport is built) and asserts it succeeded.
+fn bench(args: &[&str]) -> Output {
+    sallyport();
+    let out = Command::new(BIN).args(args).output().expect("run bench");
+    assert!(
+        out.status.success(),
+        "sallyport-bench {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The table line starting with `name` (a path or a count).
+fn row<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row {name:?} in:\n{text}"))
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    let doc = serde_json::from_slice(&std::fs::read(path).expect("json file")).expect("valid json");
+    let _ = std::fs::remove_file(path);
+    doc
+}
+
+fn installed_peers() -> Vec<&'static str> {
+    ["haproxy", "socat", "rathole"]
+        .into_iter()
+        .filter(|p| {
+            let found = std::env::var_os("PATH")
+                .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()));
+            if !found {
+                println!("peer {p} not installed (bench/install-peers.sh): its path is not tested");
+            }
+            found
+        })
+        .collect()
+}
+
+#[test]
+fn bulk_direct_and_sallyport() {
+    let json = scratch("bulk.json");
+    let out = bench(&[
+        "bulk",
+        "--paths",
+        "direct,sallyport",
+        "--connections",
+        "1",
+        "--bytes",
+        "1048576",
+        "--json",
+        json.to_str().expect("utf8 path"),
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("1 worker(s) per gateway"), "{text}");
+    let sallyport_row = row(&text, "sallyport");
+    assert!(sallyport_row.ends_with("yes"), "{sallyport_row}");
+    row(&text, "direct");
+    let doc = read_json(&json);
+    assert_eq!(doc["kind"], "bulk");
+    let results = doc["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[1]["path"], "sallyport");
+    assert_eq!(results[1]["bytes"], 1_048_576);
+    assert!(results[1]["gateways"]["dmz"]["cpu_seconds"].is_number());
+    assert!(results[1]["gateways"]["internal"]["cpu_seconds"].is_number());
+    assert!(results[1]["x_direct"].is_number());
+    assert_eq!(doc["environment"]["workers_per_gateway"], 1);
+    assert!(doc["environment"]["kernel"].is_string());
+    assert!(doc["environment"]["date"].is_string());
+    assert!(doc["environment"].get("git_commit").is_some());
+}
+
+#[test]
+fn rr_writes_json_hdr_per_path_and_plot() {
+    let json = scratch("rr.json");
+    let hdr = scratch("rr.hdr");
+    let svg = scratch("rr.svg");
+    let out = bench(&[
+        "rr",
+        "--paths",
+        "direct,sallyport",
+        "--connections",
+        "1",
+        "--requests",
+        "50",
+        "--json",
+        json.to_str().expect("utf8"),
+        "--hdr",
+        hdr.to_str().expect("utf8"),
+        "--plot",
+        svg.to_str().expect("utf8"),
+    ]);
+    let text = stdout(&out);
+    assert!(row(&text, "sallyport").split_whitespace().nth(1) == Some("50"));
+    let doc = read_json(&json);
+    assert_eq!(doc["results"][1]["latency"]["requests"], 50);
+    assert!(doc["results"][1]["x_direct"]["p99"].is_number());
+    for path in ["direct", "sallyport"] {
+        let file = scratch(&format!("rr-{path}.hdr"));
+        let text = std::fs::read_to_string(&file).expect("hdr file per path");
+        let _ = std::fs::remove_file(&file);
+        assert!(text.contains("Total count    =           50]"), "{text}");
+    }
+    let plot = std::fs::read_to_string(&svg).expect("svg");
+    let _ = std::fs::remove_file(&svg);
+    assert!(plot.contains("<svg"));
+    assert_eq!(plot.matches("<polyline").count(), 2, "{plot}");
+    assert!(plot.contains(">sallyport</text>") && plot.contains(">direct</text>"));
+}
+
+#[test]
+fn cps_reports_tunnels_and_pool_counters() {
+    let json = scratch("cps.json");
+    let out = bench(&[
+        "cps",
+        "--paths",
+        "direct,sallyport",
+        "--count",
+        "30",
+        "--concurrency",
+        "2",
+        "--json",
+        json.to_str().expect("utf8"),
+    ]);
+    let text = stdout(&out);
+    let cells: Vec<&str> = row(&text, "sallyport").split_whitespace().collect();
+    assert_eq!(cells[1], "30", "{text}");
+    assert_eq!(cells[2], "0", "{text}");
+    let doc = read_json(&json);
+    let s = &doc["results"][1];
+    assert_eq!(s["completed"], 30);
+    // Every tunnel used one prepared connection, refilled after it.
+    assert!(
+        s["dmz_stats_delta"]["prepared_accepted"]
+            .as_u64()
+            .expect("delta")
+            >= 1
+    );
+    assert!(s["refill_per_sec"].is_number());
+    assert!(s["waited_per_tunnel"].is_number());
+    assert!(doc["results"][0]["dmz_stats_delta"].is_null());
+}
+
+#[test]
+fn fleet_one_pair() {
+    let json = scratch("fleet1.json");
+    let out = bench(&[
+        "fleet",
+        "--count",
+        "200",
+        "--json",
+        json.to_str().expect("utf8"),
+    ]);
+    let text = stdout(&out);
+    let cells: Vec<&str> = row(&text, "200").split_whitespace().collect();
+    assert_eq!(cells[1], "1", "{text}");
+    let doc = read_json(&json);
+    let r = &doc["results"][0];
+    assert_eq!(r["pairs"], 1);
+    assert!(r["fill_seconds"].as_f64().expect("fill") > 0.0);
+    assert!(r["rss"]["dmz_total_bytes"].as_u64().expect("rss") > 0);
+    assert!(r["kernel"]["slab_bytes_per_conn"].is_number());
+    assert_eq!(r["per_pair"][0]["prepared"], 200);
+}
+
+#[test]
+fn fleet_two_pairs_when_per_process_is_capped() {
+    let json = scratch("fleet2.json");
+    let out = bench(&[
+        "fleet",
+        "--count",
+        "200",
+        "--per-process",
+        "100",
+        "--json",
+        json.to_str().expect("utf8"),
+    ]);
+    let cells: Vec<String> = row(&stdout(&out), "200")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(cells[1], "2");
+    let doc = read_json(&json);
+    let per_pair = doc["results"][0]["per_pair"].as_array().expect("pairs");
+    assert_eq!(per_pair.len(), 2);
+    assert!(per_pair.iter().all(|p| p["prepared"] == 100));
+}
+
+#[test]
+fn fleet_refuses_more_per_process_than_open_files_allow() {
+    sallyport();
+    let out = Command::new(BIN)
+        .args(["fleet", "--count", "10", "--per-process", "10000000"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("open files"));
+}
+
+#[test]
+fn peers_when_installed() {
+    let peers = installed_peers();
+    if peers.is_empty() {
+        println!("no peer installed: skipping");
+        return;
+    }
+    let list = format!("direct,{}", peers.join(","));
+    let out = bench(&["bulk", "--paths", &list, "--bytes", "1048576"]);
+    let text = stdout(&out);
+    for p in &peers {
+        assert!(row(&text, p).ends_with("yes"), "{text}");
+    }
+    let out = bench(&["rr", "--paths", &list, "--requests", "50"]);
+    let text = stdout(&out);
+    for p in &peers {
+        assert_eq!(
+            row(&text, p).split_whitespace().nth(1),
+            Some("50"),
+            "{text}"
+        );
+    }
+    let out = bench(&["cps", "--paths", &list, "--count", "30"]);
+    let text = stdout(&out);
+    for p in &peers {
+        assert_eq!(
+            row(&text, p).split_whitespace().nth(1),
+            Some("30"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn missing_sallyport_binary_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .args([
+            "bulk",
+            "--paths",
+            "sallyport",
+            "--sallyport",
+            "/nonexistent/sallyport",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/sallyport"));
+}
+
+/// Child process ids of `pid`, from `/proc/*/stat`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Gone, or a zombie nobody reaped yet (it no longer runs).
+fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+#[test]
+fn interrupt_stops_every_child() {
+    sallyport();
+    let mut child = Command::new(BIN)
+        .args([
+            "rr",
+            "--paths",
+            "direct,sallyport",
+            "--requests",
+            "100000000",
+            "--time-limit",
+            "60",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bench");
+    let pid = child.id();
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    // The baseline run starts once both gateways are up and the pool is full.
+    let mut seen = Vec::new();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("bench ended early: {seen:?}"))
+            .expect("stderr line");
+        let baseline = line.contains("direct (baseline");
+        seen.push(line);
+        if baseline {
+            break;
+        }
+    }
+    let gateways = children(pid);
+    assert!(
+        gateways.len() >= 2,
+        "expected DMZ and internal children, got {gateways:?}"
+    );
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "bench did not exit after SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .expect("temp dir")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("sallyport-bench-{pid}-"))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "scratch left behind: {leftovers:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gateways.iter().all(|&g| is_dead(g)) {
+        assert!(
+            Instant::now() < deadline,
+            "children left running: {gateways:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
