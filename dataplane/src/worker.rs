@@ -654,12 +654,19 @@ impl Worker {
         connect_timeout: Duration,
     ) {
         let fd = OwnedFd::from(conn.stream);
+        // The control thread's buffer is usually empty: free it there and start with none, so
+        // a long-parked leg pins no memory of the control thread's allocator arena.
+        let buf = if conn.leftover.is_empty() {
+            Vec::new()
+        } else {
+            conn.leftover
+        };
         let leg = Box::new(ReverseLeg {
             fd,
             service,
             target,
             connect_timeout,
-            buf: conn.leftover,
+            buf,
             parked_at: Instant::now(),
         });
         if sys::prepare_stream(leg.fd.as_fd(), self.relay.stream).is_err() {
