@@ -79,6 +79,10 @@ struct GatewayArgs {
     /// Pipe capacity per tunnel direction, e.g. 1MiB [default: the gateway's].
     #[arg(long)]
     pipe_size: Option<String>,
+    /// An extra line for both gateways' [gateway] table, e.g. 'cores = []' or
+    /// 'busy_poll = "50us"' (repeatable): how tuning.md measures each knob.
+    #[arg(long = "gateway-option", value_name = "KEY = VALUE")]
+    gateway_options: Vec<String>,
 }
 
 /// Which paths to compare.
@@ -245,6 +249,7 @@ fn gateway_options(args: &GatewayArgs, prepared: usize, needed: bool) -> Result<
         relay: args.relay.clone(),
         pipe_size: args.pipe_size.clone(),
         prepared,
+        extra: args.gateway_options.clone(),
     })
 }
 

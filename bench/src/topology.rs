@@ -133,6 +133,9 @@ pub struct GatewayOptions {
     pub pipe_size: Option<String>,
     /// `prepared` of the internal gateway's service.
     pub prepared: usize,
+    /// Extra `KEY = VALUE` lines for both gateways' `[gateway]` tables (TOML as written),
+    /// e.g. `cores = []`, to measure a knob.
+    pub extra: Vec<String>,
 }
 
 impl GatewayOptions {
@@ -149,6 +152,10 @@ impl GatewayOptions {
         }
         if let Some(size) = &self.pipe_size {
             s.push_str(&format!("pipe_size = {}\n", toml_string(size)));
+        }
+        for line in &self.extra {
+            s.push_str(line);
+            s.push('\n');
         }
         s
     }
@@ -510,12 +517,14 @@ mod tests {
             workers: 2,
             relay: Some("copy".to_string()),
             pipe_size: Some("256KiB".to_string()),
+            extra: vec!["cores = []".to_string()],
             prepared: 7,
         };
         let dmz = options.dmz_config();
         assert!(dmz.contains("workers = 2\n"));
         assert!(dmz.contains("relay = \"copy\"\n"));
         assert!(dmz.contains("pipe_size = \"256KiB\"\n"));
+        assert!(dmz.contains("cores = []\n"));
         assert!(dmz.contains("connect = \"reverse://echo\""));
         let internal = options.internal_config(
             SocketAddr::from(([127, 0, 0, 1], 1080)),
@@ -528,6 +537,7 @@ mod tests {
         let defaults = GatewayOptions {
             relay: None,
             pipe_size: None,
+            extra: Vec::new(),
             ..options
         };
         assert!(defaults.dmz_config().contains("relay = \"splice\""));
