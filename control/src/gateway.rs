@@ -154,6 +154,7 @@ impl Gateway {
                     name: s.name.clone(),
                     listen: d.listen,
                     timeout: d.timeout,
+                    tls: None,
                 });
                 dmz_keys.push(format!("service[{}].accept", s.name));
             }

@@ -287,6 +287,7 @@ async fn dial_and_park(service: &ReverseService, index: usize) -> Result<(), Dia
             OwnedConn::new(stream, buf),
             target,
             service.connect_timeout,
+            None,
         )
         .map_err(|_| rejected("every worker queue is full"))
 }

@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sallyport_dataplane::leg::Leg;
 use sallyport_dataplane::metrics::WorkerStats;
 use sallyport_dataplane::relay::{Engine, Tunnel, TunnelState};
 use sallyport_dataplane::sys;
@@ -38,7 +39,10 @@ fn transfer(splice: bool, msg: usize) -> Duration {
     };
     let stats = WorkerStats::new(0);
     let mut tunnel = Tunnel::new(
-        [OwnedFd::from(leg0), OwnedFd::from(leg1)],
+        [
+            Leg::plain(OwnedFd::from(leg0)),
+            Leg::plain(OwnedFd::from(leg1)),
+        ],
         [Vec::new(), Vec::new()],
         [engine(), engine()],
     );

@@ -6,16 +6,38 @@
 
 use std::net::TcpStream;
 
-/// A connected socket and the bytes read from it that no layer has consumed yet.
-#[derive(Debug)]
+/// A connected socket, its TLS session if it has one, and the (plaintext) bytes read from it
+/// that no layer has consumed yet.
 pub struct OwnedConn {
     pub stream: TcpStream,
-    /// Bytes read from `stream` past the last handshake message, in arrival order.
+    /// Bytes read from `stream` past the last handshake message, in arrival order. For a TLS
+    /// connection these are decrypted bytes; undecrypted ones stay inside `tls`.
     pub leftover: Vec<u8>,
+    /// The TLS session on `stream`, handshake complete, when the connection speaks TLS.
+    pub tls: Option<Box<rustls::Connection>>,
 }
 
 impl OwnedConn {
     pub fn new(stream: TcpStream, leftover: Vec<u8>) -> OwnedConn {
-        OwnedConn { stream, leftover }
+        OwnedConn {
+            stream,
+            leftover,
+            tls: None,
+        }
+    }
+
+    pub fn with_tls(mut self, tls: rustls::Connection) -> OwnedConn {
+        self.tls = Some(Box::new(tls));
+        self
+    }
+}
+
+impl std::fmt::Debug for OwnedConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedConn")
+            .field("stream", &self.stream)
+            .field("leftover", &self.leftover.len())
+            .field("tls", &self.tls.is_some())
+            .finish()
     }
 }

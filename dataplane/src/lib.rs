@@ -19,6 +19,7 @@ macro_rules! dp_debug {
 }
 
 pub mod handoff;
+pub mod leg;
 pub mod metrics;
 pub mod relay;
 pub mod sys;
@@ -60,13 +61,29 @@ pub struct RelayConfig {
     pub busy_poll: Duration,
 }
 
+/// TLS on a public listener (`tls://`): clients complete a handshake before they are paired.
+#[derive(Clone)]
+pub struct PublicTls {
+    pub config: Arc<rustls::ServerConfig>,
+    /// A client that has not completed its handshake by then is closed.
+    pub handshake_timeout: Duration,
+}
+
+/// TLS toward the back-end (`connect = "tls://…"` on the internal side).
+#[derive(Clone)]
+pub struct TargetTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
 /// A public service served by prepared connections (DMZ side).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct PublicService {
     pub name: String,
     pub listen: SocketAddr,
     /// Longest a client waits for a prepared connection before it is reset.
     pub timeout: Duration,
+    pub tls: Option<PublicTls>,
 }
 
 /// What became of a reverse leg parked by the internal side ([`Dataplane::park_reverse`]).
@@ -173,6 +190,7 @@ impl Dataplane {
         }
         let peers = Arc::new(peers);
         let timeouts: Vec<Duration> = config.services.iter().map(|s| s.timeout).collect();
+        let tls: Vec<Option<PublicTls>> = config.services.iter().map(|s| s.tls.clone()).collect();
         let pinning: Vec<usize> = config.cores.clone().unwrap_or_default();
         let mut threads = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -185,6 +203,7 @@ impl Dataplane {
                 stats: Arc::clone(&peers[id].stats),
                 listeners,
                 timeouts: timeouts.clone(),
+                tls: tls.clone(),
                 relay: config.relay,
                 reverse_events: config.reverse_events.clone(),
             };
@@ -284,6 +303,7 @@ impl Dataplane {
         conn: OwnedConn,
         target: SocketAddr,
         connect_timeout: Duration,
+        target_tls: Option<TargetTls>,
     ) -> Result<(), OwnedConn> {
         let n = self.peers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -292,6 +312,7 @@ impl Dataplane {
             conn,
             target,
             connect_timeout,
+            target_tls,
         };
         for k in 0..n {
             match self.peers[(start + k) % n].send(msg) {

@@ -21,6 +21,7 @@ pub mod names {
     pub const TUNNEL_CLOSES: &str = "sallyport_tunnel_closes_total";
     pub const SPLICE_FALLBACKS: &str = "sallyport_splice_fallbacks_total";
     pub const HANDSHAKE_FAILURES: &str = "sallyport_handshake_failures_total";
+    pub const TLS_FAILURES: &str = "sallyport_public_tls_failures_total";
     pub const RECONNECTS: &str = "sallyport_reverse_dials_total";
 }
 
@@ -94,6 +95,8 @@ pub struct ServiceStats {
     pub refused: [AtomicU64; 2],
     pub prepared_lost: AtomicU64,
     pub stolen: AtomicU64,
+    /// Public clients whose TLS handshake failed or timed out.
+    pub tls_failures: AtomicU64,
 }
 
 /// Everything one worker counts.
@@ -155,6 +158,7 @@ pub struct ServiceSnapshot {
     pub refused: [u64; 2],
     pub prepared_lost: u64,
     pub stolen: u64,
+    pub tls_failures: u64,
 }
 
 /// Totals across workers at one moment.
@@ -192,6 +196,7 @@ impl Snapshot {
                 }
                 total.prepared_lost += load(&s.prepared_lost);
                 total.stolen += load(&s.stolen);
+                total.tls_failures += load(&s.tls_failures);
             }
             snap.tunnels_active += w.tunnels_active.load(Ordering::Relaxed);
             snap.tunnels_total += load(&w.tunnels_total);

@@ -3,8 +3,8 @@
 //! A [`Tunnel`] has two legs and two [`Flow`]s (leg 0 → leg 1 is upstream, toward the
 //! back-end; leg 1 → leg 0 is downstream). Each flow first writes its prefix (bytes that
 //! belong on the wire before any relayed byte: a SOCKS reply, or bytes read past a handshake),
-//! then moves bytes with splice(2) through its own pipe, or with read/send through a pooled
-//! buffer when no pipe could be had. Half-close: EOF on a flow's source, once its pipe or
+//! then moves bytes with splice(2) through its own pipe (plain legs), or through a pooled
+//! buffer when no pipe could be had or a leg speaks TLS (see `leg`). Half-close: EOF on a flow's source, once its pipe or
 //! buffer is empty, shuts down writing on its destination; the other flow keeps going.
 //! Backpressure: a flow reads only into an empty pipe or buffer, so a slow reader stops its
 //! peer's reads and memory per tunnel is bounded by two pipes or two buffers.
@@ -14,8 +14,9 @@
 //! See `LIFECYCLE.md` beside this file.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
+use crate::leg::Leg;
 use crate::metrics::{Direction, WorkerStats};
 use crate::sys::{self, Pipe};
 
@@ -86,10 +87,11 @@ impl Flow {
         }
     }
 
-    /// Writes held bytes to `dst`. Ok(true) when all were written, Ok(false) when `dst` is full.
-    fn flush(&mut self, dst: BorrowedFd<'_>, stats: &WorkerStats) -> io::Result<bool> {
+    /// Writes held bytes to `dst`. Ok(true) when all were written (for TLS: and every
+    /// record is on the wire), Ok(false) when `dst` is full.
+    fn flush(&mut self, dst: &mut Leg, stats: &WorkerStats) -> io::Result<bool> {
         while self.prefix_sent < self.prefix.len() {
-            match sys::send(dst, &self.prefix[self.prefix_sent..]) {
+            match dst.write(&self.prefix[self.prefix_sent..]) {
                 Ok(n) => {
                     self.prefix_sent += n;
                     stats.add_bytes(self.dir, n);
@@ -104,10 +106,10 @@ impl Flow {
         }
         loop {
             let written = match &mut self.engine {
-                Engine::Copy { start, end, .. } if start == end => return Ok(true),
+                Engine::Copy { start, end, .. } if start == end => return dst.flush_tls(),
                 Engine::Splice { pending: 0, .. } => return Ok(true),
                 Engine::Copy { buf, start, end } => {
-                    let res = sys::send(dst, &buf[*start..*end]);
+                    let res = dst.write(&buf[*start..*end]);
                     if let Ok(n) = res {
                         *start += n;
                         if start == end {
@@ -117,7 +119,7 @@ impl Flow {
                     res
                 }
                 Engine::Splice { pipe, pending } => {
-                    let res = sys::splice(pipe.read.as_fd(), dst, *pending);
+                    let res = sys::splice(pipe.read.as_fd(), dst.fd(), *pending);
                     if let Ok(n) = res {
                         *pending -= n;
                     }
@@ -134,18 +136,19 @@ impl Flow {
     }
 
     /// Reads once from `src` into the (empty) pipe or buffer. Ok(false) when nothing was there.
-    fn fill(&mut self, src: BorrowedFd<'_>) -> io::Result<bool> {
+    fn fill(&mut self, src: &mut Leg) -> io::Result<bool> {
         debug_assert_eq!(self.engine.pending(), 0);
         let res = match &mut self.engine {
             Engine::Copy { buf, start, end } => {
-                let res = sys::read(src, buf);
+                let res = src.read(buf);
                 if let Ok(n) = res {
                     (*start, *end) = (0, n);
                 }
                 res
             }
             Engine::Splice { pipe, pending } => {
-                let res = sys::splice(src, pipe.write.as_fd(), pipe.capacity);
+                debug_assert!(!src.is_tls(), "TLS legs never splice");
+                let res = sys::splice(src.fd(), pipe.write.as_fd(), pipe.capacity);
                 if let Ok(n) = res {
                     *pending = n;
                 }
@@ -164,12 +167,7 @@ impl Flow {
     }
 
     /// Moves bytes until the source is empty or the destination is full.
-    fn pump(
-        &mut self,
-        src: BorrowedFd<'_>,
-        dst: BorrowedFd<'_>,
-        stats: &WorkerStats,
-    ) -> io::Result<()> {
+    fn pump(&mut self, src: &mut Leg, dst: &mut Leg, stats: &WorkerStats) -> io::Result<()> {
         if self.shut {
             return Ok(());
         }
@@ -181,22 +179,17 @@ impl Flow {
             self.blocked_on_write = false;
             if self.src_eof {
                 // Everything read has been delivered: propagate the half-close.
-                sys::shutdown_write(dst).or_else(ignore_not_connected)?;
-                self.shut = true;
+                if dst.shutdown_write()? {
+                    self.shut = true;
+                } else {
+                    self.blocked_on_write = true;
+                }
                 return Ok(());
             }
             if !self.fill(src)? {
                 return Ok(());
             }
         }
-    }
-}
-
-fn ignore_not_connected(e: io::Error) -> io::Result<()> {
-    if e.kind() == io::ErrorKind::NotConnected {
-        Ok(())
-    } else {
-        Err(e)
     }
 }
 
@@ -211,14 +204,15 @@ pub enum TunnelState {
 
 /// Two legs and the two flows between them.
 pub struct Tunnel {
-    legs: [OwnedFd; 2],
+    legs: [Leg; 2],
     flows: [Flow; 2],
 }
 
 impl Tunnel {
     /// `legs[0]` faces the client side (its bytes go upstream), `legs[1]` the back-end side.
     /// `prefixes[i]` is written to the destination of flow `i` before anything it relays.
-    pub fn new(legs: [OwnedFd; 2], prefixes: [Vec<u8>; 2], engines: [Engine; 2]) -> Tunnel {
+    /// A TLS leg needs buffer engines on both flows (the worker chooses them).
+    pub fn new(legs: [Leg; 2], prefixes: [Vec<u8>; 2], engines: [Engine; 2]) -> Tunnel {
         let [up_prefix, down_prefix] = prefixes;
         let [up_engine, down_engine] = engines;
         Tunnel {
@@ -231,11 +225,12 @@ impl Tunnel {
     }
 
     pub fn leg(&self, i: usize) -> BorrowedFd<'_> {
-        self.legs[i].as_fd()
+        self.legs[i].fd()
     }
 
     fn pump_flow(&mut self, i: usize, stats: &WorkerStats) -> io::Result<()> {
-        let (src, dst) = (self.legs[i].as_fd(), self.legs[1 - i].as_fd());
+        let [leg0, leg1] = &mut self.legs;
+        let (src, dst) = if i == 0 { (leg0, leg1) } else { (leg1, leg0) };
         self.flows[i].pump(src, dst, stats)
     }
 
@@ -257,8 +252,14 @@ impl Tunnel {
             self.pump_flow(leg, stats)?;
         }
         let other = 1 - leg;
-        if writable && (all || self.flows[other].blocked_on_write) {
-            self.pump_flow(other, stats)?;
+        if writable {
+            // TLS records of the leg's own (handshake, key update answers) go out first.
+            if self.legs[leg].wants_write() {
+                self.legs[leg].flush_tls()?;
+            }
+            if all || self.flows[other].blocked_on_write {
+                self.pump_flow(other, stats)?;
+            }
         }
         Ok(if self.flows.iter().all(|f| f.shut) {
             TunnelState::Finished
@@ -268,7 +269,7 @@ impl Tunnel {
     }
 
     /// Takes the tunnel apart: its legs, and each flow's engine with the bytes it still held.
-    pub fn into_parts(self) -> ([OwnedFd; 2], [Engine; 2]) {
+    pub fn into_parts(self) -> ([Leg; 2], [Engine; 2]) {
         let [up, down] = self.flows;
         (self.legs, [up.engine, down.engine])
     }
@@ -280,6 +281,7 @@ mod tests {
     use crate::sys::tests::socket_pair;
     use std::io::{Read, Write};
     use std::net::Shutdown;
+    use std::os::fd::OwnedFd;
     use std::time::{Duration, Instant};
 
     fn engine(splice: bool) -> Engine {
@@ -300,7 +302,10 @@ mod tests {
         }
         let stats = WorkerStats::new(0);
         let mut tunnel = Tunnel::new(
-            [OwnedFd::from(leg0), OwnedFd::from(leg1)],
+            [
+                Leg::plain(OwnedFd::from(leg0)),
+                Leg::plain(OwnedFd::from(leg1)),
+            ],
             [b"HELLO".to_vec(), Vec::new()],
             [engine(splice), engine(splice)],
         );
@@ -358,7 +363,10 @@ mod tests {
         drop(client);
         let stats = WorkerStats::new(0);
         let mut tunnel = Tunnel::new(
-            [OwnedFd::from(leg0), OwnedFd::from(leg1)],
+            [
+                Leg::plain(OwnedFd::from(leg0)),
+                Leg::plain(OwnedFd::from(leg1)),
+            ],
             [Vec::new(), Vec::new()],
             [engine(true), engine(true)],
         );

@@ -19,11 +19,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::handoff::OwnedConn;
+use crate::leg::Leg;
 use crate::metrics::{CloseReason, RefusalReason, WorkerStats};
 use crate::relay::{Engine, Tunnel, TunnelState};
 use crate::sys::{self, Completion, Pipe, Ring};
 use crate::wire::socks5;
-use crate::{RelayConfig, RelayMode, ReverseEvent, ReverseEvents, ReverseOutcome};
+use crate::{
+    PublicTls, RelayConfig, RelayMode, ReverseEvent, ReverseEvents, ReverseOutcome, TargetTls,
+};
 
 /// Messages a worker accepts from the control thread and from other workers.
 pub(crate) enum Msg {
@@ -38,6 +41,7 @@ pub(crate) enum Msg {
         conn: OwnedConn,
         target: SocketAddr,
         connect_timeout: Duration,
+        target_tls: Option<TargetTls>,
     },
     /// Close everything and return.
     Shutdown,
@@ -72,6 +76,7 @@ const TAG_LEG1: u64 = 5;
 const TAG_CANCEL: u64 = 6;
 const TAG_REVERSE: u64 = 7;
 const TAG_CONNECT: u64 = 8;
+const TAG_HANDSHAKE: u64 = 9;
 const GEN_MASK: u32 = 0x00ff_ffff;
 
 fn user_data(tag: u64, gen: u32, index: u32) -> u64 {
@@ -86,9 +91,11 @@ enum Entry {
     /// Back-end connect in progress for a paired reverse leg.
     Connecting(Box<Connecting>),
     Free,
+    /// A public client's TLS handshake in progress (DMZ side, `tls://` services).
+    Handshake(Box<Handshake>),
     /// A prepared connection parked at the DMZ side.
     Parked {
-        fd: OwnedFd,
+        leg: Leg,
         service: usize,
     },
     /// A reverse leg parked by the internal side, waiting for the second BIND reply.
@@ -96,10 +103,17 @@ enum Entry {
     Tunnel(Box<Tunnel>),
 }
 
+struct Handshake {
+    leg: Leg,
+    addr: SocketAddr,
+    service: usize,
+}
+
 struct ReverseLeg {
-    fd: OwnedFd,
+    leg: Leg,
     service: usize,
     target: SocketAddr,
+    target_tls: Option<TargetTls>,
     connect_timeout: Duration,
     /// Bytes read and not yet parsed (at most one reply plus what came with it).
     buf: Vec<u8>,
@@ -107,8 +121,9 @@ struct ReverseLeg {
 }
 
 struct Connecting {
-    dmz: OwnedFd,
+    dmz: Leg,
     target: OwnedFd,
+    target_tls: Option<TargetTls>,
     service: usize,
     /// Client bytes that came with the second reply: the back-end gets them first.
     leftover: Vec<u8>,
@@ -157,13 +172,14 @@ impl Slots {
 }
 
 struct Waiter {
-    client: OwnedFd,
+    client: Leg,
     addr: SocketAddr,
     deadline: Instant,
 }
 
 struct LocalService {
     timeout: Duration,
+    tls: Option<PublicTls>,
     /// Parked prepared connections: (slot, generation), oldest first. Entries whose slot
     /// moved on are skipped when popped.
     pool: VecDeque<(u32, u32)>,
@@ -178,6 +194,7 @@ pub(crate) struct WorkerSetup {
     pub stats: Arc<WorkerStats>,
     pub listeners: Vec<TcpListener>,
     pub timeouts: Vec<Duration>,
+    pub tls: Vec<Option<PublicTls>>,
     pub relay: RelayConfig,
     pub reverse_events: Option<ReverseEvents>,
 }
@@ -197,9 +214,11 @@ pub(crate) struct Worker {
     relay: RelayConfig,
     stopping: bool,
     refusal_log: RefusalLog,
+    handshake_log: HandshakeLog,
     reverse_events: Option<ReverseEvents>,
-    /// Back-end connect deadlines: (deadline, slot, generation), earliest first.
-    connect_deadlines: BinaryHeap<std::cmp::Reverse<(Instant, u32, u32)>>,
+    /// Deadlines of back-end connects and TLS handshakes: (deadline, slot, generation),
+    /// earliest first; an entry whose slot moved on is skipped.
+    deadlines: BinaryHeap<std::cmp::Reverse<(Instant, u32, u32)>>,
 }
 
 /// Logs refused clients at most once per [`REFUSAL_LOG_EVERY`] per worker, with a count of the
@@ -232,6 +251,37 @@ impl RefusalLog {
     }
 }
 
+/// Logs failed public TLS handshakes at most once per second per worker, with a count of the
+/// ones not logged.
+#[derive(Default)]
+struct HandshakeLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl HandshakeLog {
+    fn note_failure(
+        &mut self,
+        now: Instant,
+        core: usize,
+        service: usize,
+        client: SocketAddr,
+        reason: &str,
+    ) {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_EVERY)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::info!(core, service, %client, also_failed = self.suppressed,
+            "TLS handshake with a public client failed: {reason}");
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
 /// Most pipes (and buffers) a worker keeps for reuse.
 const POOL_KEEP: usize = 256;
 /// Most messages a worker takes from its queue per wake-up, so one burst cannot starve I/O.
@@ -242,8 +292,10 @@ impl Worker {
         let services = setup
             .timeouts
             .iter()
-            .map(|&timeout| LocalService {
+            .zip(setup.tls)
+            .map(|(&timeout, tls)| LocalService {
                 timeout,
+                tls,
                 pool: VecDeque::new(),
                 waiting: VecDeque::new(),
             })
@@ -269,8 +321,9 @@ impl Worker {
                 last: None,
                 suppressed: 0,
             },
+            handshake_log: HandshakeLog::default(),
             reverse_events: setup.reverse_events,
-            connect_deadlines: BinaryHeap::new(),
+            deadlines: BinaryHeap::new(),
         }
     }
 
@@ -311,7 +364,7 @@ impl Worker {
             }
             spinning = !busy_poll.is_zero() && now.duration_since(last_activity) < busy_poll;
             self.expire_waiters(now);
-            self.expire_connects(now);
+            self.expire_deadlines(now);
         }
         self.close_all();
         Ok(())
@@ -354,6 +407,7 @@ impl Worker {
             TAG_PARKED => self.on_parked_event(index, gen, c)?,
             TAG_REVERSE => self.on_reverse_event(index, gen, c)?,
             TAG_CONNECT => self.on_connect_event(index, gen, c),
+            TAG_HANDSHAKE => self.on_handshake_event(index, gen, c),
             TAG_LEG0 | TAG_LEG1 => {
                 let leg = (tag - TAG_LEG0) as usize;
                 self.on_leg_event(index, gen, leg, c)?;
@@ -374,7 +428,8 @@ impl Worker {
                     conn,
                     target,
                     connect_timeout,
-                } => self.park_reverse(service, conn, target, connect_timeout),
+                    target_tls,
+                } => self.park_reverse(service, conn, target, connect_timeout, target_tls),
                 Msg::Shutdown => self.stopping = true,
             }
         }
@@ -392,6 +447,25 @@ impl Worker {
             Ok(addr) => addr,
             Err(_) => return, // Gone before we looked at it.
         };
+        match &self.services[service].tls {
+            Some(tls) => match rustls::ServerConnection::new(Arc::clone(&tls.config)) {
+                Ok(conn) => {
+                    let leg = Leg::tls(client, Box::new(conn.into()));
+                    let deadline = Instant::now() + tls.handshake_timeout;
+                    self.start_handshake(service, leg, addr, deadline);
+                }
+                Err(e) => {
+                    tracing::warn!(core = self.id, service, error = %e, "cannot start a TLS session");
+                }
+            },
+            None => self.on_ready_client(service, Leg::plain(client), addr),
+        }
+    }
+
+    /// A public client that can be paired (plain, or its TLS handshake done).
+    fn on_ready_client(&mut self, service: usize, client: Leg, addr: SocketAddr) {
+        let all_stats = Arc::clone(&self.stats);
+        let stats = &all_stats.services[service];
         if let Some(prepared) = self.pop_prepared(service) {
             self.start_paired(client, addr, prepared);
             return;
@@ -426,13 +500,15 @@ impl Worker {
     }
 
     fn give_prepared(&mut self, service: usize, to: usize) {
-        let Some(fd) = self.pop_prepared(service) else {
+        let Some(leg) = self.pop_prepared(service) else {
             return;
         };
         self.stats.services[service].stolen.fetch_add(1, relaxed());
+        let (fd, tls) = leg.into_parts();
         let conn = OwnedConn {
             stream: TcpStream::from(fd),
             leftover: Vec::new(),
+            tls,
         };
         if let Err(Msg::Prepared { conn, .. }) =
             self.peers[to].send(Msg::Prepared { service, conn })
@@ -442,9 +518,9 @@ impl Worker {
     }
 
     /// Takes the oldest live prepared connection of `service`, stopping its poll.
-    fn pop_prepared(&mut self, service: usize) -> Option<OwnedFd> {
+    fn pop_prepared(&mut self, service: usize) -> Option<Leg> {
         while let Some((index, gen)) = self.services[service].pool.pop_front() {
-            if let Some(Entry::Parked { fd, .. }) = self.slots.remove(index, gen) {
+            if let Some(Entry::Parked { leg, .. }) = self.slots.remove(index, gen) {
                 self.stats.services[service]
                     .prepared
                     .fetch_sub(1, relaxed());
@@ -452,7 +528,7 @@ impl Worker {
                     user_data(TAG_PARKED, gen, index),
                     user_data(TAG_CANCEL, 0, 0),
                 );
-                return Some(fd);
+                return Some(leg);
             }
         }
         None
@@ -470,13 +546,14 @@ impl Worker {
         if sys::prepare_stream(fd.as_fd(), self.relay.stream).is_err() {
             return;
         }
+        let leg = Leg::from_parts(fd, conn.tls);
         if let Some(waiter) = self.services[service].waiting.pop_front() {
             self.stats.services[service].waiting.fetch_sub(1, relaxed());
-            self.start_paired(waiter.client, waiter.addr, fd);
+            self.start_paired(waiter.client, waiter.addr, leg);
             return;
         }
-        let raw = fd.as_raw_fd();
-        let (index, gen) = self.slots.insert(Entry::Parked { fd, service });
+        let raw = leg.fd().as_raw_fd();
+        let (index, gen) = self.slots.insert(Entry::Parked { leg, service });
         if self
             .ring
             .poll_multi(raw, sys::POLL_PARKED, user_data(TAG_PARKED, gen, index))
@@ -495,19 +572,19 @@ impl Worker {
     fn on_parked_event(&mut self, index: u32, gen: u32, c: Completion) -> std::io::Result<()> {
         if c.result < 0 {
             // Cancelled (taken for a tunnel) or failed: re-arm only if still parked.
-            if let Some(Entry::Parked { fd, .. }) = self.slots.get_mut(index, gen) {
-                let raw = fd.as_raw_fd();
+            if let Some(Entry::Parked { leg, .. }) = self.slots.get_mut(index, gen) {
+                let raw = leg.fd().as_raw_fd();
                 self.ring
                     .poll_multi(raw, sys::POLL_PARKED, user_data(TAG_PARKED, gen, index))?;
             }
             return Ok(());
         }
-        if let Some(Entry::Parked { fd, service }) = self.slots.remove(index, gen) {
+        if let Some(Entry::Parked { leg, service }) = self.slots.remove(index, gen) {
             let stats = &self.stats.services[service];
             stats.prepared.fetch_sub(1, relaxed());
             stats.prepared_lost.fetch_add(1, relaxed());
-            if sys::readable_bytes(fd.as_fd()).unwrap_or(0) > 0 {
-                sys::set_reset_on_close(fd.as_fd());
+            if sys::readable_bytes(leg.fd()).unwrap_or(0) > 0 {
+                sys::set_reset_on_close(leg.fd());
             }
             if c.more {
                 self.ring.cancel(
@@ -515,21 +592,79 @@ impl Worker {
                     user_data(TAG_CANCEL, 0, 0),
                 )?;
             }
-            drop(fd);
+            drop(leg);
         }
         Ok(())
     }
 
     /// Pairs a public client with a prepared connection: the second BIND reply (BND = the
     /// client's address) goes down the prepared connection ahead of the client's bytes.
-    fn start_paired(&mut self, client: OwnedFd, addr: SocketAddr, prepared: OwnedFd) {
+    fn start_paired(&mut self, client: Leg, addr: SocketAddr, prepared: Leg) {
         let mut reply = Vec::with_capacity(22);
         socks5::encode_reply(socks5::rep::SUCCEEDED, addr, &mut reply);
         self.start_tunnel([client, prepared], [reply, Vec::new()]);
     }
 
-    fn engine(&mut self) -> Engine {
-        if self.relay.mode == RelayMode::Splice {
+    /// Starts a public client's TLS handshake; it is paired once the handshake completes.
+    fn start_handshake(&mut self, service: usize, leg: Leg, addr: SocketAddr, deadline: Instant) {
+        let raw = leg.fd().as_raw_fd();
+        let handshake = Box::new(Handshake { leg, addr, service });
+        let (index, gen) = self.slots.insert(Entry::Handshake(handshake));
+        let ud = user_data(TAG_HANDSHAKE, gen, index);
+        if self.ring.poll_multi(raw, sys::POLL_TUNNEL, ud).is_err() {
+            self.slots.remove(index, gen);
+            return;
+        }
+        self.deadlines
+            .push(std::cmp::Reverse((deadline, index, gen)));
+    }
+
+    fn on_handshake_event(&mut self, index: u32, gen: u32, c: Completion) {
+        if c.result < 0 {
+            return; // Cancelled: the slot has moved on.
+        }
+        let Some(Entry::Handshake(h)) = self.slots.get_mut(index, gen) else {
+            return;
+        };
+        let result = h.leg.handshake();
+        match result {
+            Ok(false) if c.more => {}
+            Ok(false) => {
+                let raw = h.leg.fd().as_raw_fd();
+                let ud = user_data(TAG_HANDSHAKE, gen, index);
+                if self.ring.poll_multi(raw, sys::POLL_TUNNEL, ud).is_err() {
+                    self.end_handshake(index, gen, Err("cannot poll".into()));
+                }
+            }
+            Ok(true) => self.end_handshake(index, gen, Ok(())),
+            Err(e) => self.end_handshake(index, gen, Err(e.to_string())),
+        }
+    }
+
+    /// Ends a public TLS handshake: pair the client, or count and log why it failed.
+    fn end_handshake(&mut self, index: u32, gen: u32, result: Result<(), String>) {
+        let Some(Entry::Handshake(h)) = self.slots.remove(index, gen) else {
+            return;
+        };
+        let _ = self.ring.cancel(
+            user_data(TAG_HANDSHAKE, gen, index),
+            user_data(TAG_CANCEL, 0, 0),
+        );
+        let Handshake { leg, addr, service } = *h;
+        match result {
+            Ok(()) => self.on_ready_client(service, leg, addr),
+            Err(reason) => {
+                self.stats.services[service]
+                    .tls_failures
+                    .fetch_add(1, relaxed());
+                self.handshake_log
+                    .note_failure(Instant::now(), self.id, service, addr, &reason);
+            }
+        }
+    }
+
+    fn engine(&mut self, may_splice: bool) -> Engine {
+        if may_splice && self.relay.mode == RelayMode::Splice {
             if let Some(pipe) = self.pipes.pop() {
                 return Engine::splice(pipe);
             }
@@ -547,17 +682,19 @@ impl Worker {
         Engine::copy(buf)
     }
 
-    fn start_tunnel(&mut self, legs: [OwnedFd; 2], prefixes: [Vec<u8>; 2]) {
+    fn start_tunnel(&mut self, legs: [Leg; 2], prefixes: [Vec<u8>; 2]) {
         for leg in &legs {
-            if sys::prepare_stream(leg.as_fd(), self.relay.stream).is_err() {
+            if sys::prepare_stream(leg.fd(), self.relay.stream).is_err() {
                 for l in &legs {
-                    sys::set_reset_on_close(l.as_fd());
+                    sys::set_reset_on_close(l.fd());
                 }
                 return;
             }
         }
-        let engines = [self.engine(), self.engine()];
-        let raws: [RawFd; 2] = [legs[0].as_raw_fd(), legs[1].as_raw_fd()];
+        // TLS bytes must pass through userspace: splice only between two plain legs.
+        let plain = !legs.iter().any(Leg::is_tls);
+        let engines = [self.engine(plain), self.engine(plain)];
+        let raws: [RawFd; 2] = [legs[0].fd().as_raw_fd(), legs[1].fd().as_raw_fd()];
         let tunnel = Box::new(Tunnel::new(legs, prefixes, engines));
         let (index, gen) = self.slots.insert(Entry::Tunnel(tunnel));
         self.stats.tunnel_opened();
@@ -618,7 +755,7 @@ impl Worker {
         let (legs, engines) = tunnel.into_parts();
         if reason != CloseReason::Completed {
             for leg in &legs {
-                sys::set_reset_on_close(leg.as_fd());
+                sys::set_reset_on_close(leg.fd());
             }
         }
         drop(legs);
@@ -652,8 +789,10 @@ impl Worker {
         conn: OwnedConn,
         target: SocketAddr,
         connect_timeout: Duration,
+        target_tls: Option<TargetTls>,
     ) {
         let fd = OwnedFd::from(conn.stream);
+        let tls = conn.tls;
         // The control thread's buffer is usually empty: free it there and start with none, so
         // a long-parked leg pins no memory of the control thread's allocator arena.
         let buf = if conn.leftover.is_empty() {
@@ -662,14 +801,15 @@ impl Worker {
             conn.leftover
         };
         let leg = Box::new(ReverseLeg {
-            fd,
+            leg: Leg::from_parts(fd, tls),
             service,
             target,
+            target_tls,
             connect_timeout,
             buf,
             parked_at: Instant::now(),
         });
-        if sys::prepare_stream(leg.fd.as_fd(), self.relay.stream).is_err() {
+        if sys::prepare_stream(leg.leg.fd(), self.relay.stream).is_err() {
             self.emit(
                 service,
                 ReverseOutcome::Lost {
@@ -683,7 +823,7 @@ impl Worker {
             Ok(None) => {}
             Ok(Some(_)) | Err(_) => return self.on_second_reply(leg),
         }
-        let raw = leg.fd.as_raw_fd();
+        let raw = leg.leg.fd().as_raw_fd();
         let (index, gen) = self.slots.insert(Entry::Reverse(leg));
         let ud = user_data(TAG_REVERSE, gen, index);
         if self.ring.poll_multi(raw, sys::POLL_PARKED, ud).is_err() {
@@ -701,7 +841,7 @@ impl Worker {
         let Some(Entry::Reverse(leg)) = self.slots.get_mut(index, gen) else {
             return Ok(());
         };
-        let raw = leg.fd.as_raw_fd();
+        let raw = leg.leg.fd().as_raw_fd();
         let ud = user_data(TAG_REVERSE, gen, index);
         let mut ended = c.result < 0 && c.result != -libc::ECANCELED;
         if c.result >= 0 {
@@ -713,7 +853,7 @@ impl Worker {
                     Ok(None) => {}
                     Ok(Some(_)) | Err(_) => break,
                 }
-                match sys::read(leg.fd.as_fd(), &mut chunk) {
+                match leg.leg.read(&mut chunk) {
                     Ok(0) => {
                         ended = true;
                         break;
@@ -756,7 +896,7 @@ impl Worker {
                 reply
             }
             _ => {
-                sys::set_reset_on_close(leg.fd.as_fd());
+                sys::set_reset_on_close(leg.leg.fd());
                 let parked = leg.parked_at.elapsed();
                 self.emit(service, ReverseOutcome::Lost { parked });
                 return;
@@ -766,14 +906,25 @@ impl Worker {
         crate::dp_debug!(core = self.id, service, client = %reply.host, "paired; connecting to the back-end");
         let _ = reply;
         let leftover = std::mem::take(&mut leg.buf);
-        match sys::connect_nonblocking(leg.target) {
-            Ok((target, true)) => self.start_tunnel([leg.fd, target], [leftover, Vec::new()]),
+        let ReverseLeg {
+            leg: dmz,
+            target,
+            target_tls,
+            connect_timeout,
+            ..
+        } = *leg;
+        match sys::connect_nonblocking(target) {
+            Ok((target, true)) => {
+                let target = target_leg(target, target_tls.as_ref());
+                self.start_tunnel([dmz, target], [leftover, Vec::new()])
+            }
             Ok((target, false)) => {
-                let deadline = Instant::now() + leg.connect_timeout;
+                let deadline = Instant::now() + connect_timeout;
                 let raw = target.as_raw_fd();
                 let connecting = Box::new(Connecting {
-                    dmz: leg.fd,
+                    dmz,
                     target,
+                    target_tls,
                     service,
                     leftover,
                 });
@@ -783,11 +934,11 @@ impl Worker {
                     self.fail_connect(index, gen, None);
                     return;
                 }
-                self.connect_deadlines
+                self.deadlines
                     .push(std::cmp::Reverse((deadline, index, gen)));
             }
             Err(e) => {
-                sys::set_reset_on_close(leg.fd.as_fd());
+                sys::set_reset_on_close(dmz.fd());
                 let errno = e.raw_os_error();
                 self.emit(service, ReverseOutcome::BackendFailed { errno });
             }
@@ -813,9 +964,11 @@ impl Worker {
                 let Connecting {
                     dmz,
                     target,
+                    target_tls,
                     leftover,
                     ..
                 } = *conn;
+                let target = target_leg(target, target_tls.as_ref());
                 self.start_tunnel([dmz, target], [leftover, Vec::new()]);
             }
             Ok(Some(e)) | Err(e) => self.fail_connect(index, gen, e.raw_os_error()),
@@ -831,19 +984,24 @@ impl Worker {
             user_data(TAG_CONNECT, gen, index),
             user_data(TAG_CANCEL, 0, 0),
         );
-        sys::set_reset_on_close(conn.dmz.as_fd());
+        sys::set_reset_on_close(conn.dmz.fd());
         self.emit(conn.service, ReverseOutcome::BackendFailed { errno });
     }
 
-    fn expire_connects(&mut self, now: Instant) {
-        while let Some(std::cmp::Reverse((deadline, index, gen))) =
-            self.connect_deadlines.peek().copied()
-        {
+    /// Back-end connects and TLS handshakes that ran out of time.
+    fn expire_deadlines(&mut self, now: Instant) {
+        while let Some(std::cmp::Reverse((deadline, index, gen))) = self.deadlines.peek().copied() {
             if deadline > now {
                 break;
             }
-            self.connect_deadlines.pop();
-            self.fail_connect(index, gen, None);
+            self.deadlines.pop();
+            match self.slots.get_mut(index, gen) {
+                Some(Entry::Connecting(_)) => self.fail_connect(index, gen, None),
+                Some(Entry::Handshake(_)) => {
+                    self.end_handshake(index, gen, Err("TLS handshake timed out".to_string()))
+                }
+                _ => {}
+            }
         }
     }
 
@@ -852,7 +1010,7 @@ impl Worker {
             .services
             .iter()
             .filter_map(|s| s.waiting.front().map(|w| w.deadline));
-        let connecting = self.connect_deadlines.peek().map(|d| d.0 .0);
+        let connecting = self.deadlines.peek().map(|d| d.0 .0);
         waiting.chain(connecting).min()
     }
 
@@ -864,7 +1022,7 @@ impl Worker {
                 let Some(waiter) = local.waiting.pop_front() else {
                     break;
                 };
-                sys::set_reset_on_close(waiter.client.as_fd());
+                sys::set_reset_on_close(waiter.client.fd());
                 self.stats.services[service].waiting.fetch_sub(1, relaxed());
                 self.stats.refused(service, RefusalReason::NoPrepared);
                 self.refusal_log.note(now, self.id, service, waiter.addr);
@@ -875,7 +1033,7 @@ impl Worker {
     fn close_all(&mut self) {
         for (service, local) in self.services.iter_mut().enumerate() {
             for waiter in local.waiting.drain(..) {
-                sys::set_reset_on_close(waiter.client.as_fd());
+                sys::set_reset_on_close(waiter.client.fd());
                 self.stats.services[service].waiting.fetch_sub(1, relaxed());
                 self.stats.refused(service, RefusalReason::Shutdown);
             }
@@ -891,13 +1049,25 @@ impl Worker {
                         .fetch_sub(1, relaxed());
                     self.slots.remove(index, gen);
                 }
-                Entry::Reverse(_) | Entry::Connecting(_) => {
+                Entry::Reverse(_) | Entry::Connecting(_) | Entry::Handshake(_) => {
                     self.slots.remove(index, gen);
                 }
                 Entry::Free => {}
             }
         }
         self.listeners.clear();
+    }
+}
+
+/// The back-end leg: TLS client when the service connects with `tls://`.
+fn target_leg(fd: OwnedFd, tls: Option<&TargetTls>) -> Leg {
+    let Some(tls) = tls else {
+        return Leg::plain(fd);
+    };
+    match rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone()) {
+        Ok(conn) => Leg::tls(fd, Box::new(conn.into())),
+        // Only fails on an invalid configuration; the relay then fails the tunnel at once.
+        Err(_) => Leg::plain(fd),
     }
 }
 

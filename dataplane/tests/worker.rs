@@ -31,6 +31,7 @@ fn start(workers: usize, mode: RelayMode, timeout: Duration) -> Dataplane {
             name: "echo".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             timeout,
+            tls: None,
         }],
     })
     .expect("data plane starts")
@@ -242,6 +243,7 @@ fn reverse_leg_connects_the_back_end_and_delivers_leftover_first() {
         OwnedConn::new(leg, Vec::new()),
         backend.local_addr().unwrap(),
         Duration::from_secs(5),
+        None,
     )
     .unwrap();
     // The DMZ pairs it: the second reply and the client's first bytes in one segment.
@@ -281,6 +283,7 @@ fn reverse_leg_whose_back_end_refuses_is_reset() {
         OwnedConn::new(leg, second_reply("203.0.113.5:1")),
         closed,
         Duration::from_secs(5),
+        None,
     )
     .unwrap();
     assert_eq!(
@@ -316,6 +319,7 @@ fn reverse_leg_closed_by_the_dmz_is_lost() {
         OwnedConn::new(leg, Vec::new()),
         target,
         Duration::from_secs(1),
+        None,
     )
     .unwrap();
     drop(dmz);
@@ -353,6 +357,7 @@ fn busy_port_is_a_listen_error() {
             name: "busy".into(),
             listen: other.service_addr(0),
             timeout: Duration::from_secs(1),
+            tls: None,
         }],
     })
     .err()
