@@ -1,0 +1,267 @@
+//! TLS legs through the real data plane: a public `tls://` listener whose clients finish their
+//! handshake in the worker, bytes that ride with the handshake's last flight, a stalled
+//! handshake that times out without disturbing others, and a TLS back-end on the internal side.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use sallyport_dataplane::sys::{RingSetup, StreamOptions};
+use sallyport_dataplane::wire::socks5;
+use sallyport_dataplane::{
+    Dataplane, DataplaneConfig, OwnedConn, PublicService, PublicTls, RelayConfig, RelayMode,
+    ReverseEvent, ReverseEvents, ReverseOutcome, TargetTls,
+};
+
+struct Pki {
+    ca: CertificateDer<'static>,
+    cert: CertificateDer<'static>,
+    key: PrivatePkcs8KeyDer<'static>,
+}
+
+fn pki() -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    Pki {
+        ca: ca.der().clone(),
+        cert: cert.der().clone(),
+        key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+    }
+}
+
+fn server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
+    Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![pki.cert.clone()],
+                PrivateKeyDer::Pkcs8(pki.key.clone_key()),
+            )
+            .unwrap(),
+    )
+}
+
+fn client_config(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.clone()).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn relay() -> RelayConfig {
+    RelayConfig {
+        mode: RelayMode::Splice,
+        pipe_size: 1 << 16,
+        buffer_size: 16 << 10,
+        stream: StreamOptions::default(),
+        busy_poll: Duration::ZERO,
+    }
+}
+
+fn start_public(pki: &Pki, handshake_timeout: Duration) -> Dataplane {
+    Dataplane::start(DataplaneConfig {
+        workers: 1,
+        cores: None,
+        relay: relay(),
+        ring: RingSetup::DeferTaskrun,
+        services: vec![PublicService {
+            name: "secure".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            timeout: Duration::from_secs(5),
+            tls: Some(PublicTls {
+                config: server_config(pki),
+                handshake_timeout,
+            }),
+        }],
+        reverse_events: None,
+    })
+    .expect("data plane starts")
+}
+
+fn prepared_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let internal = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (dmz_side, _) = listener.accept().unwrap();
+    (dmz_side, internal)
+}
+
+fn tls_client(
+    pki: &Pki,
+    addr: SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let conn = rustls::ClientConnection::new(
+        client_config(pki),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+#[test]
+fn tls_client_is_relayed_to_a_plain_prepared_connection() {
+    let pki = pki();
+    let dp = start_public(&pki, Duration::from_secs(5));
+    let (dmz_side, mut internal) = prepared_pair();
+    dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
+
+    let mut client = tls_client(&pki, dp.service_addr(0));
+    // The first write completes the handshake and sends the data right behind the client's
+    // Finished: the worker must deliver it after the second BIND reply, not drop it.
+    client.write_all(b"hello through tls").unwrap();
+    let mut head = vec![0u8; 10 + 17];
+    internal.read_exact(&mut head).unwrap();
+    let (reply, used) = socks5::parse_reply(&head).unwrap().unwrap();
+    assert_eq!(reply.rep, socks5::rep::SUCCEEDED);
+    assert_eq!(&head[used..], b"hello through tls");
+
+    // 2 MiB each way, then half-close from the client.
+    let up: Vec<u8> = (0..2u32 << 20).map(|i| (i % 241) as u8).collect();
+    let expected_up = up.clone();
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; expected_up.len()];
+        internal.read_exact(&mut got).unwrap();
+        assert!(got == expected_up, "upstream differs");
+        internal.write_all(&got).unwrap();
+        internal.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        internal.read_to_end(&mut rest).unwrap();
+        rest
+    });
+    client.write_all(&up).unwrap();
+    let mut back = vec![0u8; up.len()];
+    client.read_exact(&mut back).unwrap();
+    assert!(back == up, "downstream differs");
+    // The prepared side closed: the client sees a clean TLS end (close_notify).
+    let mut tail = Vec::new();
+    client.read_to_end(&mut tail).unwrap();
+    assert!(tail.is_empty());
+    client.conn.send_close_notify();
+    client.flush().unwrap();
+    client.sock.shutdown(Shutdown::Write).unwrap();
+    assert!(reader.join().unwrap().is_empty());
+}
+
+#[test]
+fn stalled_handshake_times_out_without_blocking_others() {
+    let pki = pki();
+    let dp = start_public(&pki, Duration::from_millis(300));
+    // A client that connects and says nothing.
+    let mut stalled = TcpStream::connect(dp.service_addr(0)).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Meanwhile a good client is served.
+    let (dmz_side, mut internal) = prepared_pair();
+    dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
+    let mut good = tls_client(&pki, dp.service_addr(0));
+    good.write_all(b"ok?").unwrap();
+    let mut head = vec![0u8; 13];
+    internal.read_exact(&mut head).unwrap();
+    assert_eq!(&head[10..], b"ok?");
+    // The stalled one is closed after its timeout.
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    match stalled.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("expected the stalled client to be closed, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dp.snapshot().services[0].tls_failures == 0 {
+        assert!(Instant::now() < deadline, "tls failure not counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn plain_client_on_a_tls_listener_fails_its_handshake() {
+    let pki = pki();
+    let dp = start_public(&pki, Duration::from_secs(5));
+    let mut plain = TcpStream::connect(dp.service_addr(0)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf); // An alert, then close (or reset).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dp.snapshot().services[0].tls_failures == 0 {
+        assert!(Instant::now() < deadline, "tls failure not counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(dp.snapshot().tunnels_total, 0);
+}
+
+#[test]
+fn reverse_leg_reaches_a_tls_back_end() {
+    let pki = pki();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let events: ReverseEvents = Arc::new(move |e: ReverseEvent| {
+        let _ = tx.lock().unwrap().send(e);
+    });
+    let dp = Dataplane::start(DataplaneConfig {
+        workers: 1,
+        cores: None,
+        relay: relay(),
+        ring: RingSetup::DeferTaskrun,
+        services: Vec::new(),
+        reverse_events: Some(events),
+    })
+    .unwrap();
+    // A TLS echo back-end.
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let config = server_config(&pki);
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = backend.accept().unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut buf = [0u8; 11];
+        tls.read_exact(&mut buf).unwrap();
+        tls.write_all(&buf).unwrap();
+        tls.flush().unwrap();
+        buf
+    });
+    let (leg, mut dmz) = prepared_pair();
+    let target_tls = TargetTls {
+        config: client_config(&pki),
+        server_name: ServerName::try_from("localhost").unwrap(),
+    };
+    dp.park_reverse(
+        0,
+        OwnedConn::new(leg, Vec::new()),
+        backend_addr,
+        Duration::from_secs(5),
+        Some(target_tls),
+    )
+    .unwrap();
+    let mut segment = Vec::new();
+    socks5::encode_reply(0, "198.51.100.1:1000".parse().unwrap(), &mut segment);
+    segment.extend_from_slice(b"hello ");
+    dmz.write_all(&segment).unwrap();
+    dmz.write_all(b"tls").unwrap();
+    dmz.write_all(b"!!").unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap().outcome,
+        ReverseOutcome::Paired
+    );
+    assert_eq!(&server.join().unwrap(), b"hello tls!!");
+    dmz.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut back = [0u8; 11];
+    dmz.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"hello tls!!");
+}
