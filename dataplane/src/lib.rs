@@ -35,7 +35,7 @@ use std::time::Duration;
 
 pub use handoff::OwnedConn;
 use metrics::{Snapshot, WorkerStats};
-use worker::{Msg, Peer, Worker, WorkerSetup};
+use worker::{Msg, Peer, ReverseHandoff, Worker, WorkerSetup};
 
 /// How a plain tunnel moves its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,13 +307,13 @@ impl Dataplane {
     ) -> Result<(), OwnedConn> {
         let n = self.peers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut msg = Msg::Reverse {
+        let mut msg = Msg::Reverse(Box::new(ReverseHandoff {
             service,
             conn,
             target,
             connect_timeout,
             target_tls,
-        };
+        }));
         for k in 0..n {
             match self.peers[(start + k) % n].send(msg) {
                 Ok(()) => return Ok(()),
@@ -321,7 +321,7 @@ impl Dataplane {
             }
         }
         match msg {
-            Msg::Reverse { conn, .. } => Err(conn),
+            Msg::Reverse(handoff) => Err(handoff.conn),
             _ => unreachable!("the message given back is the one sent"),
         }
     }
