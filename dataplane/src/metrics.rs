@@ -97,6 +97,8 @@ pub struct ServiceStats {
     pub stolen: AtomicU64,
     /// Public clients whose TLS handshake failed or timed out.
     pub tls_failures: AtomicU64,
+    /// Forwarding services: clients reset because the upstream refused or did not answer.
+    pub upstream_failures: AtomicU64,
 }
 
 /// Everything one worker counts.
@@ -159,6 +161,7 @@ pub struct ServiceSnapshot {
     pub prepared_lost: u64,
     pub stolen: u64,
     pub tls_failures: u64,
+    pub upstream_failures: u64,
 }
 
 /// Totals across workers at one moment.
@@ -197,6 +200,7 @@ impl Snapshot {
                 total.prepared_lost += load(&s.prepared_lost);
                 total.stolen += load(&s.stolen);
                 total.tls_failures += load(&s.tls_failures);
+                total.upstream_failures += load(&s.upstream_failures);
             }
             snap.tunnels_active += w.tunnels_active.load(Ordering::Relaxed);
             snap.tunnels_total += load(&w.tunnels_total);

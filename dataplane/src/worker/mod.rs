@@ -10,6 +10,7 @@
 //! This module does not negotiate SOCKS (the control thread does) and does not move bytes
 //! itself (see `relay`). The states are in `LIFECYCLE.md` beside this file.
 
+mod connect;
 mod public;
 mod reverse;
 
@@ -123,11 +124,28 @@ struct ReverseLeg {
     parked_at: Instant,
 }
 
+/// Where a back-end leg connects.
+pub(crate) struct Upstream {
+    pub addr: SocketAddr,
+    pub tls: Option<TargetTls>,
+    pub connect_timeout: Duration,
+}
+
+/// Who asked for an upstream connect, to report its failure.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Origin {
+    /// A forwarding public service (index).
+    Forward(usize),
+    /// A reverse leg of the internal side (reverse service index).
+    Reverse(usize),
+}
+
 struct Connecting {
-    dmz: Leg,
+    /// The leg waiting for its peer (the paired DMZ leg, or a public client).
+    from: Leg,
     target: OwnedFd,
     target_tls: Option<TargetTls>,
-    service: usize,
+    origin: Origin,
     /// Client bytes that came with the second reply: the back-end gets them first.
     leftover: Vec<u8>,
 }
@@ -218,6 +236,7 @@ pub(crate) struct Worker {
     stopping: bool,
     refusal_log: LogLimiter,
     handshake_log: LogLimiter,
+    upstream_log: LogLimiter,
     reverse_events: Option<ReverseEvents>,
     /// Deadlines of back-end connects and TLS handshakes: (deadline, slot, generation),
     /// earliest first; an entry whose slot moved on is skipped.
@@ -283,6 +302,7 @@ impl Worker {
             stopping: false,
             refusal_log: LogLimiter::default(),
             handshake_log: LogLimiter::default(),
+            upstream_log: LogLimiter::default(),
             reverse_events: setup.reverse_events,
             deadlines: BinaryHeap::new(),
         }

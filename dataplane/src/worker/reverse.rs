@@ -3,7 +3,6 @@
 //! Outcomes go back to the control thread's pool keeper as [`ReverseEvent`]s.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -149,90 +148,11 @@ impl Worker {
             connect_timeout,
             ..
         } = leg;
-        match sys::connect_nonblocking(target) {
-            Ok((target, true)) => {
-                let target = target_leg(target, target_tls.as_ref());
-                self.start_tunnel([dmz, target], [leftover, Vec::new()])
-            }
-            Ok((target, false)) => {
-                let deadline = Instant::now() + connect_timeout;
-                let raw = target.as_raw_fd();
-                let connecting = Box::new(Connecting {
-                    dmz,
-                    target,
-                    target_tls,
-                    service,
-                    leftover,
-                });
-                let (index, gen) = self.slots.insert(Entry::Connecting(connecting));
-                let ud = user_data(TAG_CONNECT, gen, index);
-                if self.ring.poll_multi(raw, sys::POLL_CONNECT, ud).is_err() {
-                    self.fail_connect(index, gen, None);
-                    return;
-                }
-                self.deadlines
-                    .push(std::cmp::Reverse((deadline, index, gen)));
-            }
-            Err(e) => {
-                sys::set_reset_on_close(dmz.fd());
-                let errno = e.raw_os_error();
-                self.emit(service, ReverseOutcome::BackendFailed { errno });
-            }
-        }
-    }
-
-    pub(super) fn on_connect_event(&mut self, index: u32, gen: u32, c: Completion) {
-        if c.result < 0 {
-            return; // Cancelled: the slot has moved on.
-        }
-        let Some(Entry::Connecting(conn)) = self.slots.get_mut(index, gen) else {
-            return;
+        let upstream = Upstream {
+            addr: target,
+            tls: target_tls,
+            connect_timeout,
         };
-        match sys::socket_error(conn.target.as_fd()) {
-            Ok(None) => {
-                let Some(Entry::Connecting(conn)) = self.slots.remove(index, gen) else {
-                    return;
-                };
-                let _ = self.ring.cancel(
-                    user_data(TAG_CONNECT, gen, index),
-                    user_data(TAG_CANCEL, 0, 0),
-                );
-                let Connecting {
-                    dmz,
-                    target,
-                    target_tls,
-                    leftover,
-                    ..
-                } = *conn;
-                let target = target_leg(target, target_tls.as_ref());
-                self.start_tunnel([dmz, target], [leftover, Vec::new()]);
-            }
-            Ok(Some(e)) | Err(e) => self.fail_connect(index, gen, e.raw_os_error()),
-        }
-    }
-
-    /// The back-end refused or did not answer: reset the DMZ leg so the client learns at once.
-    pub(super) fn fail_connect(&mut self, index: u32, gen: u32, errno: Option<i32>) {
-        let Some(Entry::Connecting(conn)) = self.slots.remove(index, gen) else {
-            return;
-        };
-        let _ = self.ring.cancel(
-            user_data(TAG_CONNECT, gen, index),
-            user_data(TAG_CANCEL, 0, 0),
-        );
-        sys::set_reset_on_close(conn.dmz.fd());
-        self.emit(conn.service, ReverseOutcome::BackendFailed { errno });
-    }
-}
-
-/// The back-end leg: TLS client when the service connects with `tls://`.
-fn target_leg(fd: OwnedFd, tls: Option<&TargetTls>) -> Leg {
-    let Some(tls) = tls else {
-        return Leg::plain(fd);
-    };
-    match rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone()) {
-        Ok(conn) => Leg::tls(fd, Box::new(conn.into())),
-        // Only fails on an invalid configuration; the relay then fails the tunnel at once.
-        Err(_) => Leg::plain(fd),
+        self.connect_upstream(dmz, leftover, &upstream, Origin::Reverse(service));
     }
 }
