@@ -155,6 +155,7 @@ impl Gateway {
                     listen: d.listen,
                     timeout: d.timeout,
                     tls: None,
+                    upstream: None,
                 });
                 dmz_keys.push(format!("service[{}].accept", s.name));
             }

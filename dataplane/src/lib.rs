@@ -76,7 +76,18 @@ pub struct TargetTls {
     pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
-/// A public service served by prepared connections (DMZ side).
+/// Where a back-end leg connects: the internal side's back-end after pairing, or a forwarding
+/// service's upstream.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub tls: Option<TargetTls>,
+    pub connect_timeout: Duration,
+}
+
+/// A public service: served by prepared connections (DMZ side), or, with `upstream`, by a
+/// connection of its own to that upstream per client (forwarding; a refused upstream resets
+/// the client, so it sees what the real server said).
 #[derive(Clone)]
 pub struct PublicService {
     pub name: String,
@@ -84,6 +95,7 @@ pub struct PublicService {
     /// Longest a client waits for a prepared connection before it is reset.
     pub timeout: Duration,
     pub tls: Option<PublicTls>,
+    pub upstream: Option<Upstream>,
 }
 
 /// What became of a reverse leg parked by the internal side ([`Dataplane::park_reverse`]).
@@ -191,6 +203,8 @@ impl Dataplane {
         let peers = Arc::new(peers);
         let timeouts: Vec<Duration> = config.services.iter().map(|s| s.timeout).collect();
         let tls: Vec<Option<PublicTls>> = config.services.iter().map(|s| s.tls.clone()).collect();
+        let upstreams: Vec<Option<Upstream>> =
+            config.services.iter().map(|s| s.upstream.clone()).collect();
         let pinning: Vec<usize> = config.cores.clone().unwrap_or_default();
         let mut threads = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -204,6 +218,7 @@ impl Dataplane {
                 listeners,
                 timeouts: timeouts.clone(),
                 tls: tls.clone(),
+                upstreams: upstreams.clone(),
                 relay: config.relay,
                 reverse_events: config.reverse_events.clone(),
             };

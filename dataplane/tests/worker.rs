@@ -10,7 +10,7 @@ use sallyport_dataplane::sys::{RingSetup, StreamOptions};
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{
     Dataplane, DataplaneConfig, OwnedConn, PublicService, RelayConfig, RelayMode, ReverseEvent,
-    ReverseEvents, ReverseOutcome,
+    ReverseEvents, ReverseOutcome, Upstream,
 };
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -32,6 +32,7 @@ fn start(workers: usize, mode: RelayMode, timeout: Duration) -> Dataplane {
             listen: "127.0.0.1:0".parse().unwrap(),
             timeout,
             tls: None,
+            upstream: None,
         }],
     })
     .expect("data plane starts")
@@ -358,9 +359,72 @@ fn busy_port_is_a_listen_error() {
             listen: other.service_addr(0),
             timeout: Duration::from_secs(1),
             tls: None,
+            upstream: None,
         }],
     })
     .err()
     .expect("port in use");
     assert!(err.to_string().contains("service busy"), "{err}");
+}
+
+fn start_forward(upstream: SocketAddr) -> Dataplane {
+    Dataplane::start(DataplaneConfig {
+        workers: 1,
+        cores: None,
+        relay: RelayConfig {
+            mode: RelayMode::Splice,
+            pipe_size: 1 << 16,
+            buffer_size: 1 << 14,
+            stream: StreamOptions::default(),
+            busy_poll: Duration::ZERO,
+        },
+        ring: RingSetup::DeferTaskrun,
+        services: vec![PublicService {
+            name: "forward".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            timeout: Duration::from_secs(1),
+            tls: None,
+            upstream: Some(Upstream {
+                addr: upstream,
+                tls: None,
+                connect_timeout: Duration::from_secs(2),
+            }),
+        }],
+        reverse_events: None,
+    })
+    .expect("data plane starts")
+}
+
+#[test]
+fn forwarding_service_connects_its_own_upstream() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dp = start_forward(upstream.local_addr().unwrap());
+    let mut client = TcpStream::connect(dp.service_addr(0)).unwrap();
+    client.write_all(b"ping").unwrap();
+    let (mut server, _) = upstream.accept().unwrap();
+    let mut got = [0u8; 4];
+    server.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    server.write_all(b"pong").unwrap();
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"pong");
+}
+
+#[test]
+fn forwarding_service_mirrors_a_refused_upstream_as_a_reset() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dp = start_forward(closed);
+    let mut client = TcpStream::connect(dp.service_addr(0)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 4];
+    let err = client.read(&mut buf).expect_err("reset");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    wait_until("failure counted", || {
+        dp.snapshot().services[0].upstream_failures == 1
+    });
 }

@@ -27,7 +27,7 @@ use crate::leg::Leg;
 use crate::metrics::{CloseReason, RefusalReason, WorkerStats};
 use crate::relay::{Engine, Tunnel, TunnelState};
 use crate::sys::{self, Completion, Pipe, Ring};
-use crate::{PublicTls, RelayConfig, RelayMode, ReverseEvents, TargetTls};
+use crate::{PublicTls, RelayConfig, RelayMode, ReverseEvents, TargetTls, Upstream};
 
 /// Messages a worker accepts from the control thread and from other workers.
 pub(crate) enum Msg {
@@ -124,13 +124,6 @@ struct ReverseLeg {
     parked_at: Instant,
 }
 
-/// Where a back-end leg connects.
-pub(crate) struct Upstream {
-    pub addr: SocketAddr,
-    pub tls: Option<TargetTls>,
-    pub connect_timeout: Duration,
-}
-
 /// Who asked for an upstream connect, to report its failure.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Origin {
@@ -201,6 +194,9 @@ struct Waiter {
 struct LocalService {
     timeout: Duration,
     tls: Option<PublicTls>,
+    /// Forwarding service: each client gets its own connection to this upstream instead of a
+    /// prepared connection.
+    upstream: Option<Upstream>,
     /// Parked prepared connections: (slot, generation), oldest first. Entries whose slot
     /// moved on are skipped when popped.
     pool: VecDeque<(u32, u32)>,
@@ -216,6 +212,7 @@ pub(crate) struct WorkerSetup {
     pub listeners: Vec<TcpListener>,
     pub timeouts: Vec<Duration>,
     pub tls: Vec<Option<PublicTls>>,
+    pub upstreams: Vec<Option<Upstream>>,
     pub relay: RelayConfig,
     pub reverse_events: Option<ReverseEvents>,
 }
@@ -276,9 +273,11 @@ impl Worker {
             .timeouts
             .iter()
             .zip(setup.tls)
-            .map(|(&timeout, tls)| LocalService {
+            .zip(setup.upstreams)
+            .map(|((&timeout, tls), upstream)| LocalService {
                 timeout,
                 tls,
+                upstream,
                 pool: VecDeque::new(),
                 waiting: VecDeque::new(),
             })

@@ -40,6 +40,9 @@ impl Worker {
 
     /// A public client that can be paired (plain, or its TLS handshake done).
     pub(super) fn on_ready_client(&mut self, service: usize, client: Leg, addr: SocketAddr) {
+        if let Some(upstream) = self.services[service].upstream.clone() {
+            return self.connect_upstream(client, Vec::new(), &upstream, Origin::Forward(service));
+        }
         let all_stats = Arc::clone(&self.stats);
         let stats = &all_stats.services[service];
         if let Some(prepared) = self.pop_prepared(service) {
