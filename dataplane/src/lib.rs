@@ -83,6 +83,36 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub tls: Option<TargetTls>,
     pub connect_timeout: Duration,
+    /// Speak WebSocket to the upstream (`ws://`, `wss://` with `tls`).
+    pub ws: Option<UpstreamWs>,
+}
+
+/// A WebSocket connector: the request's `Host` and path, limits, keepalive.
+#[derive(Clone)]
+pub struct UpstreamWs {
+    pub host: String,
+    pub path: String,
+    pub max_message: usize,
+    /// Ping after this long without a byte from the peer; close if the ping is not answered
+    /// (by anything) within as long again.
+    pub ping: Option<Duration>,
+}
+
+/// A WebSocket listener (`ws://`, `wss://` with `tls`): services on one address are routed by
+/// request path.
+#[derive(Clone)]
+pub struct PublicWs {
+    /// Request path this service answers, e.g. `/echo` (query strings are ignored).
+    pub path: String,
+    /// Allowed `Origin` values; empty: any (or none).
+    pub origins: Vec<String>,
+    /// Subprotocols this service accepts; the first the client offers is chosen.
+    pub protocols: Vec<String>,
+    pub max_message: usize,
+    /// See [`UpstreamWs::ping`].
+    pub ping: Option<Duration>,
+    /// Longest a client may take to send its upgrade request.
+    pub handshake_timeout: Duration,
 }
 
 /// A public service: served by prepared connections (DMZ side), or, with `upstream`, by a
@@ -95,6 +125,7 @@ pub struct PublicService {
     /// Longest a client waits for a prepared connection before it is reset.
     pub timeout: Duration,
     pub tls: Option<PublicTls>,
+    pub ws: Option<PublicWs>,
     pub upstream: Option<Upstream>,
 }
 
@@ -172,24 +203,40 @@ impl Dataplane {
     /// workers and waits until each has its ring.
     pub fn start(config: DataplaneConfig) -> Result<Dataplane, StartError> {
         let workers = config.workers.max(1);
-        // listeners[w][s]: worker w's listener for service s.
+        // Services on the same non-zero address that all speak WebSocket share one listener
+        // and are told apart by request path; every other service has a listener of its own.
+        let mut groups: Vec<(SocketAddr, Vec<usize>)> = Vec::new();
+        for (i, service) in config.services.iter().enumerate() {
+            let shared = service.ws.is_some() && service.listen.port() != 0;
+            match groups.iter_mut().find(|(addr, members)| {
+                shared && *addr == service.listen && config.services[members[0]].ws.is_some()
+            }) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((service.listen, vec![i])),
+            }
+        }
+        // listeners[w][g]: worker w's listener for group g.
         let mut listeners: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
-        let mut addrs = Vec::new();
-        for service in &config.services {
+        let mut addrs = vec![SocketAddr::from(([0, 0, 0, 0], 0)); config.services.len()];
+        for (listen, members) in &groups {
+            let service = &config.services[members[0]];
             let listen_err = |source| StartError::Listen {
                 service: service.name.clone(),
-                addr: service.listen,
+                addr: *listen,
                 source,
             };
-            sys::probe_exclusive(service.listen).map_err(listen_err)?;
-            let first = sys::reuseport_listener(service.listen).map_err(listen_err)?;
+            sys::probe_exclusive(*listen).map_err(listen_err)?;
+            let first = sys::reuseport_listener(*listen).map_err(listen_err)?;
             let bound = first.local_addr().map_err(listen_err)?;
             listeners[0].push(first);
             for per_worker in listeners.iter_mut().skip(1) {
                 per_worker.push(sys::reuseport_listener(bound).map_err(listen_err)?);
             }
-            addrs.push(bound);
+            for &m in members {
+                addrs[m] = bound;
+            }
         }
+        let groups: Vec<Vec<usize>> = groups.into_iter().map(|(_, members)| members).collect();
         let services = config.services.len();
         let mut receivers = Vec::new();
         let mut peers = Vec::new();
@@ -201,10 +248,6 @@ impl Dataplane {
             receivers.push(rx);
         }
         let peers = Arc::new(peers);
-        let timeouts: Vec<Duration> = config.services.iter().map(|s| s.timeout).collect();
-        let tls: Vec<Option<PublicTls>> = config.services.iter().map(|s| s.tls.clone()).collect();
-        let upstreams: Vec<Option<Upstream>> =
-            config.services.iter().map(|s| s.upstream.clone()).collect();
         let pinning: Vec<usize> = config.cores.clone().unwrap_or_default();
         let mut threads = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -216,9 +259,8 @@ impl Dataplane {
                 peers: Arc::clone(&peers),
                 stats: Arc::clone(&peers[id].stats),
                 listeners,
-                timeouts: timeouts.clone(),
-                tls: tls.clone(),
-                upstreams: upstreams.clone(),
+                groups: groups.clone(),
+                services: config.services.clone(),
                 relay: config.relay,
                 reverse_events: config.reverse_events.clone(),
             };

@@ -99,6 +99,8 @@ pub struct ServiceStats {
     pub tls_failures: AtomicU64,
     /// Forwarding services: clients reset because the upstream refused or did not answer.
     pub upstream_failures: AtomicU64,
+    /// WebSocket listeners: upgrade requests answered with an HTTP error (404, 400, 426, 431…).
+    pub ws_rejects: AtomicU64,
 }
 
 /// Everything one worker counts.
@@ -162,6 +164,7 @@ pub struct ServiceSnapshot {
     pub stolen: u64,
     pub tls_failures: u64,
     pub upstream_failures: u64,
+    pub ws_rejects: u64,
 }
 
 /// Totals across workers at one moment.
@@ -201,6 +204,7 @@ impl Snapshot {
                 total.stolen += load(&s.stolen);
                 total.tls_failures += load(&s.tls_failures);
                 total.upstream_failures += load(&s.upstream_failures);
+                total.ws_rejects += load(&s.ws_rejects);
             }
             snap.tunnels_active += w.tunnels_active.load(Ordering::Relaxed);
             snap.tunnels_total += load(&w.tunnels_total);

@@ -268,6 +268,18 @@ impl Tunnel {
         })
     }
 
+    /// Runs both legs' WebSocket keepalive (see [`Leg::keepalive`]); the next time to look, or
+    /// `None` when neither leg has one. An error means a peer stopped answering.
+    pub fn keepalive(&mut self, now: std::time::Instant) -> io::Result<Option<std::time::Instant>> {
+        let mut next = None;
+        for leg in &mut self.legs {
+            if let Some(at) = leg.keepalive(now)? {
+                next = Some(next.map_or(at, |n: std::time::Instant| n.min(at)));
+            }
+        }
+        Ok(next)
+    }
+
     /// Takes the tunnel apart: its legs, and each flow's engine with the bytes it still held.
     pub fn into_parts(self) -> ([Leg; 2], [Engine; 2]) {
         let [up, down] = self.flows;

@@ -356,6 +356,21 @@ pub fn socket_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
     socket2::SockRef::from(&fd).take_error()
 }
 
+/// Eight bytes from the kernel's random source (getrandom(2)); WebSocket keys and masks.
+pub fn random_u64() -> u64 {
+    let mut value = 0u64;
+    // SAFETY: getrandom writes at most 8 bytes into `value`, which lives for the call.
+    let n = unsafe { libc::getrandom((&mut value as *mut u64).cast(), 8, 0) };
+    if n != 8 {
+        // Never expected after boot; fall back to the clock so a key is still unpredictable
+        // enough for masking (which only defeats cache poisoning by intermediaries).
+        value = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64);
+    }
+    value
+}
+
 /// An eventfd a worker polls to learn that its queue has messages.
 pub fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; a non-negative result is a new descriptor we own.

@@ -82,6 +82,7 @@ fn start_public(pki: &Pki, handshake_timeout: Duration) -> Dataplane {
                 config: server_config(pki),
                 handshake_timeout,
             }),
+            ws: None,
             upstream: None,
         }],
         reverse_events: None,

@@ -32,6 +32,7 @@ fn start(workers: usize, mode: RelayMode, timeout: Duration) -> Dataplane {
             listen: "127.0.0.1:0".parse().unwrap(),
             timeout,
             tls: None,
+            ws: None,
             upstream: None,
         }],
     })
@@ -359,6 +360,7 @@ fn busy_port_is_a_listen_error() {
             listen: other.service_addr(0),
             timeout: Duration::from_secs(1),
             tls: None,
+            ws: None,
             upstream: None,
         }],
     })
@@ -384,10 +386,12 @@ fn start_forward(upstream: SocketAddr) -> Dataplane {
             listen: "127.0.0.1:0".parse().unwrap(),
             timeout: Duration::from_secs(1),
             tls: None,
+            ws: None,
             upstream: Some(Upstream {
                 addr: upstream,
                 tls: None,
                 connect_timeout: Duration::from_secs(2),
+                ws: None,
             }),
         }],
         reverse_events: None,

@@ -6,4 +6,6 @@
 //! reads a clock, touches the environment or panics on peer bytes; sockets, timeouts and metrics
 //! belong to the callers.
 
+pub mod http;
 pub mod socks5;
+pub mod ws;

@@ -30,11 +30,11 @@ impl Worker {
                 let Connecting {
                     from,
                     target,
-                    target_tls,
+                    upstream,
                     leftover,
                     ..
                 } = *conn;
-                let target = target_leg(target, target_tls.as_ref());
+                let target = target_leg(target, &upstream);
                 self.start_tunnel([from, target], [leftover, Vec::new()]);
             }
             Ok(Some(e)) | Err(e) => self.fail_connect(index, gen, e.raw_os_error()),
@@ -89,7 +89,7 @@ impl Worker {
     ) {
         match sys::connect_nonblocking(upstream.addr) {
             Ok((target, true)) => {
-                let target = target_leg(target, upstream.tls.as_ref());
+                let target = target_leg(target, upstream);
                 self.start_tunnel([from, target], [leftover, Vec::new()])
             }
             Ok((target, false)) => {
@@ -98,7 +98,7 @@ impl Worker {
                 let connecting = Box::new(Connecting {
                     from,
                     target,
-                    target_tls: upstream.tls.clone(),
+                    upstream: upstream.clone(),
                     origin,
                     leftover,
                 });
@@ -116,14 +116,21 @@ impl Worker {
     }
 }
 
-/// The back-end leg: TLS client when the service connects with `tls://`.
-fn target_leg(fd: OwnedFd, tls: Option<&TargetTls>) -> Leg {
-    let Some(tls) = tls else {
-        return Leg::plain(fd);
+/// The back-end leg: a TLS client for `tls://` and `wss://`, then a WebSocket client for
+/// `ws://` and `wss://` (its upgrade request queued; its handshakes run inside the tunnel).
+fn target_leg(fd: OwnedFd, upstream: &Upstream) -> Leg {
+    let mut leg = match &upstream.tls {
+        None => Leg::plain(fd),
+        Some(tls) => {
+            match rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone()) {
+                Ok(conn) => Leg::tls(fd, Box::new(conn.into())),
+                // Only fails on an invalid configuration; the tunnel then fails at once.
+                Err(_) => Leg::plain(fd),
+            }
+        }
     };
-    match rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone()) {
-        Ok(conn) => Leg::tls(fd, Box::new(conn.into())),
-        // Only fails on an invalid configuration; the relay then fails the tunnel at once.
-        Err(_) => Leg::plain(fd),
+    if let Some(ws) = &upstream.ws {
+        leg.upgrade_client(&ws.host, &ws.path, ws.max_message, ws.ping);
     }
+    leg
 }

@@ -27,7 +27,7 @@ use crate::leg::Leg;
 use crate::metrics::{CloseReason, RefusalReason, WorkerStats};
 use crate::relay::{Engine, Tunnel, TunnelState};
 use crate::sys::{self, Completion, Pipe, Ring};
-use crate::{PublicTls, RelayConfig, RelayMode, ReverseEvents, TargetTls, Upstream};
+use crate::{PublicTls, PublicWs, RelayConfig, RelayMode, ReverseEvents, TargetTls, Upstream};
 
 /// Messages a worker accepts from the control thread and from other workers.
 pub(crate) enum Msg {
@@ -110,7 +110,15 @@ enum Entry {
 struct Handshake {
     leg: Leg,
     addr: SocketAddr,
-    service: usize,
+    /// The listener group the client came in on (its service is known after routing).
+    group: usize,
+    stage: HandshakeStage,
+}
+
+enum HandshakeStage {
+    /// HTTP upgrade request bytes so far (WebSocket listeners).
+    Http(Vec<u8>),
+    Tls,
 }
 
 struct ReverseLeg {
@@ -137,7 +145,7 @@ struct Connecting {
     /// The leg waiting for its peer (the paired DMZ leg, or a public client).
     from: Leg,
     target: OwnedFd,
-    target_tls: Option<TargetTls>,
+    upstream: Upstream,
     origin: Origin,
     /// Client bytes that came with the second reply: the back-end gets them first.
     leftover: Vec<u8>,
@@ -194,6 +202,7 @@ struct Waiter {
 struct LocalService {
     timeout: Duration,
     tls: Option<PublicTls>,
+    ws: Option<PublicWs>,
     /// Forwarding service: each client gets its own connection to this upstream instead of a
     /// prepared connection.
     upstream: Option<Upstream>,
@@ -209,10 +218,11 @@ pub(crate) struct WorkerSetup {
     pub wake: Arc<OwnedFd>,
     pub peers: Arc<Vec<Peer>>,
     pub stats: Arc<WorkerStats>,
+    /// One listener per group of services sharing an address.
     pub listeners: Vec<TcpListener>,
-    pub timeouts: Vec<Duration>,
-    pub tls: Vec<Option<PublicTls>>,
-    pub upstreams: Vec<Option<Upstream>>,
+    /// The services (indexes) of each listener's group.
+    pub groups: Vec<Vec<usize>>,
+    pub services: Vec<crate::PublicService>,
     pub relay: RelayConfig,
     pub reverse_events: Option<ReverseEvents>,
 }
@@ -225,6 +235,7 @@ pub(crate) struct Worker {
     peers: Arc<Vec<Peer>>,
     stats: Arc<WorkerStats>,
     listeners: Vec<TcpListener>,
+    groups: Vec<Vec<usize>>,
     services: Vec<LocalService>,
     slots: Slots,
     pipes: Vec<Pipe>,
@@ -270,14 +281,13 @@ const MSG_BATCH: usize = 1024;
 impl Worker {
     pub fn new(setup: WorkerSetup, ring: Ring) -> Worker {
         let services = setup
-            .timeouts
-            .iter()
-            .zip(setup.tls)
-            .zip(setup.upstreams)
-            .map(|((&timeout, tls), upstream)| LocalService {
-                timeout,
-                tls,
-                upstream,
+            .services
+            .into_iter()
+            .map(|s| LocalService {
+                timeout: s.timeout,
+                tls: s.tls,
+                ws: s.ws,
+                upstream: s.upstream,
                 pool: VecDeque::new(),
                 waiting: VecDeque::new(),
             })
@@ -290,6 +300,7 @@ impl Worker {
             peers: setup.peers,
             stats: setup.stats,
             listeners: setup.listeners,
+            groups: setup.groups,
             services,
             slots: Slots {
                 slots: Vec::new(),
@@ -350,10 +361,10 @@ impl Worker {
         Ok(())
     }
 
-    fn arm_accept(&mut self, service: usize) -> std::io::Result<()> {
-        let fd = self.listeners[service].as_raw_fd();
+    fn arm_accept(&mut self, group: usize) -> std::io::Result<()> {
+        let fd = self.listeners[group].as_raw_fd();
         self.ring
-            .accept_multi(fd, user_data(TAG_ACCEPT, 0, service as u32))
+            .accept_multi(fd, user_data(TAG_ACCEPT, 0, group as u32))
     }
 
     fn on_completion(&mut self, c: Completion) -> std::io::Result<()> {
@@ -371,17 +382,17 @@ impl Worker {
                 self.drain_queue();
             }
             TAG_ACCEPT => {
-                let service = index as usize;
+                let group = index as usize;
                 if c.result >= 0 {
                     // SAFETY (ownership): a non-negative accept result is a new descriptor
                     // that only this completion names.
                     let fd = owned_from_accept(c.result);
-                    self.on_client(service, fd);
+                    self.on_client(group, fd);
                 } else if c.result != -libc::ECANCELED {
-                    tracing::warn!(core = self.id, service, errno = -c.result, "accept failed");
+                    tracing::warn!(core = self.id, group, errno = -c.result, "accept failed");
                 }
                 if !c.more && !self.stopping {
-                    self.arm_accept(service)?;
+                    self.arm_accept(group)?;
                 }
             }
             TAG_PARKED => self.on_parked_event(index, gen, c)?,
@@ -451,6 +462,11 @@ impl Worker {
             if self.ring.poll_multi(raw, sys::POLL_TUNNEL, ud).is_err() {
                 self.close_tunnel(index, gen, CloseReason::Error);
                 return;
+            }
+        }
+        if let Some(Entry::Tunnel(tunnel)) = self.slots.get_mut(index, gen) {
+            if let Ok(Some(at)) = tunnel.keepalive(Instant::now()) {
+                self.deadlines.push(std::cmp::Reverse((at, index, gen)));
             }
         }
         // Deliver the prefixes (and anything already buffered) now rather than one event later.
@@ -533,9 +549,12 @@ impl Worker {
             self.deadlines.pop();
             match self.slots.get_mut(index, gen) {
                 Some(Entry::Connecting(_)) => self.fail_connect(index, gen, None),
-                Some(Entry::Handshake(_)) => {
-                    self.end_handshake(index, gen, Err("TLS handshake timed out".to_string()))
-                }
+                Some(Entry::Handshake(_)) => self.end_handshake(index, gen, public::Step::Wait),
+                Some(Entry::Tunnel(tunnel)) => match tunnel.keepalive(now) {
+                    Ok(Some(at)) => self.deadlines.push(std::cmp::Reverse((at, index, gen))),
+                    Ok(None) => {}
+                    Err(_) => self.close_tunnel(index, gen, CloseReason::Error),
+                },
                 _ => {}
             }
         }

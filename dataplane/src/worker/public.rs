@@ -10,36 +10,104 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::*;
-use crate::wire::socks5;
+use crate::wire::{http, socks5};
+
+/// How far a public client's handshake got.
+pub(super) enum Step {
+    /// Complete: pair it with (or forward it for) this service.
+    Done(usize),
+    Failed(Failure),
+    /// Wait for the socket.
+    Wait,
+}
+
+/// An HTTP answer that refuses an upgrade.
+pub(super) struct Refusal {
+    status: u16,
+    reason: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+}
+
+impl From<&http::HttpError> for Refusal {
+    fn from(e: &http::HttpError) -> Refusal {
+        Refusal {
+            status: e.status(),
+            reason: e.reason(),
+            headers: e.extra_headers(),
+        }
+    }
+}
+
+const NOT_FOUND: Refusal = Refusal {
+    status: 404,
+    reason: "Not Found",
+    headers: &[],
+};
+
+const FORBIDDEN: Refusal = Refusal {
+    status: 403,
+    reason: "Forbidden",
+    headers: &[],
+};
+
+/// Why a public client's handshake failed.
+pub(super) enum Failure {
+    /// The upgrade request was refused with this response (the detail goes to the log).
+    Http(Refusal, String),
+    /// TLS failed, timed out, or the client left.
+    Tls(String),
+}
 
 impl Worker {
-    pub(super) fn on_client(&mut self, service: usize, client: OwnedFd) {
-        let all_stats = Arc::clone(&self.stats);
-        let stats = &all_stats.services[service];
-        stats.accepted.fetch_add(1, relaxed());
+    pub(super) fn on_client(&mut self, group: usize, client: OwnedFd) {
+        let first = self.groups[group][0];
         let addr = match sys::prepare_stream(client.as_fd(), self.relay.stream)
             .and_then(|()| sys::peer_addr(client.as_fd()))
         {
             Ok(addr) => addr,
             Err(_) => return, // Gone before we looked at it.
         };
-        match &self.services[service].tls {
+        let local = &self.services[first];
+        let ws_timeout = local.ws.as_ref().map(|w| w.handshake_timeout);
+        let (leg, stage, timeout) = match &local.tls {
             Some(tls) => match rustls::ServerConnection::new(Arc::clone(&tls.config)) {
-                Ok(conn) => {
-                    let leg = Leg::tls(client, Box::new(conn.into()));
-                    let deadline = Instant::now() + tls.handshake_timeout;
-                    self.start_handshake(service, leg, addr, deadline);
-                }
+                Ok(conn) => (
+                    Leg::tls(client, Box::new(conn.into())),
+                    HandshakeStage::Tls,
+                    tls.handshake_timeout,
+                ),
                 Err(e) => {
-                    tracing::warn!(core = self.id, service, error = %e, "cannot start a TLS session");
+                    tracing::warn!(core = self.id, service = first, error = %e, "cannot start a TLS session");
+                    return;
                 }
             },
-            None => self.on_ready_client(service, Leg::plain(client), addr),
+            None => match ws_timeout {
+                Some(timeout) => (Leg::plain(client), HandshakeStage::Http(Vec::new()), timeout),
+                None => return self.on_ready_client(first, Leg::plain(client), addr),
+            },
+        };
+        let raw = leg.fd().as_raw_fd();
+        let handshake = Box::new(Handshake {
+            leg,
+            addr,
+            group,
+            stage,
+        });
+        let (index, gen) = self.slots.insert(Entry::Handshake(handshake));
+        let ud = user_data(TAG_HANDSHAKE, gen, index);
+        if self.ring.poll_multi(raw, sys::POLL_TUNNEL, ud).is_err() {
+            self.slots.remove(index, gen);
+            return;
         }
+        self.deadlines
+            .push(std::cmp::Reverse((Instant::now() + timeout, index, gen)));
     }
 
     /// A public client that can be paired (plain, or its TLS handshake done).
     pub(super) fn on_ready_client(&mut self, service: usize, client: Leg, addr: SocketAddr) {
+        self.stats.services[service]
+            .accepted
+            .fetch_add(1, relaxed());
         if let Some(upstream) = self.services[service].upstream.clone() {
             return self.connect_upstream(client, Vec::new(), &upstream, Origin::Forward(service));
         }
@@ -189,26 +257,6 @@ impl Worker {
         self.start_tunnel([client, prepared], [reply, Vec::new()]);
     }
 
-    /// Starts a public client's TLS handshake; it is paired once the handshake completes.
-    pub(super) fn start_handshake(
-        &mut self,
-        service: usize,
-        leg: Leg,
-        addr: SocketAddr,
-        deadline: Instant,
-    ) {
-        let raw = leg.fd().as_raw_fd();
-        let handshake = Box::new(Handshake { leg, addr, service });
-        let (index, gen) = self.slots.insert(Entry::Handshake(handshake));
-        let ud = user_data(TAG_HANDSHAKE, gen, index);
-        if self.ring.poll_multi(raw, sys::POLL_TUNNEL, ud).is_err() {
-            self.slots.remove(index, gen);
-            return;
-        }
-        self.deadlines
-            .push(std::cmp::Reverse((deadline, index, gen)));
-    }
-
     pub(super) fn on_handshake_event(&mut self, index: u32, gen: u32, c: Completion) {
         if c.result < 0 {
             return; // Cancelled: the slot has moved on.
@@ -216,23 +264,95 @@ impl Worker {
         let Some(Entry::Handshake(h)) = self.slots.get_mut(index, gen) else {
             return;
         };
-        let result = h.leg.handshake();
-        match result {
-            Ok(false) if c.more => {}
-            Ok(false) => {
+        let step = match h.stage {
+            HandshakeStage::Tls => match h.leg.handshake() {
+                Ok(true) if self.services[self.groups[h.group][0]].ws.is_some() => {
+                    h.stage = HandshakeStage::Http(Vec::new());
+                    self.http_step(index, gen)
+                }
+                Ok(true) => Step::Done(self.groups[h.group][0]),
+                Ok(false) => Step::Wait,
+                Err(e) => Step::Failed(Failure::Tls(e.to_string())),
+            },
+            HandshakeStage::Http(_) => self.http_step(index, gen),
+        };
+        match step {
+            Step::Wait if c.more => {}
+            Step::Wait => {
+                let Some(Entry::Handshake(h)) = self.slots.get_mut(index, gen) else {
+                    return;
+                };
                 let raw = h.leg.fd().as_raw_fd();
                 let ud = user_data(TAG_HANDSHAKE, gen, index);
                 if self.ring.poll_multi(raw, sys::POLL_TUNNEL, ud).is_err() {
-                    self.end_handshake(index, gen, Err("cannot poll".into()));
+                    self.end_handshake(index, gen, Step::Failed(Failure::Tls("cannot poll".into())));
                 }
             }
-            Ok(true) => self.end_handshake(index, gen, Ok(())),
-            Err(e) => self.end_handshake(index, gen, Err(e.to_string())),
+            done => self.end_handshake(index, gen, done),
         }
     }
 
-    /// Ends a public TLS handshake: pair the client, or count and log why it failed.
-    pub(super) fn end_handshake(&mut self, index: u32, gen: u32, result: Result<(), String>) {
+    /// Reads the upgrade request as far as it has come and answers it: a routed service with
+    /// its 101 queued, or an HTTP error response queued before the close.
+    fn http_step(&mut self, index: u32, gen: u32) -> Step {
+        let Some(Entry::Handshake(h)) = self.slots.get_mut(index, gen) else {
+            return Step::Wait;
+        };
+        let HandshakeStage::Http(buf) = &mut h.stage else {
+            return Step::Wait;
+        };
+        let limits = http::RequestLimits::default();
+        let mut chunk = [0u8; 2048];
+        loop {
+            match http::parse_upgrade_request(buf, &limits) {
+                Ok(None) => {}
+                Ok(Some((request, used))) => {
+                    let members = &self.groups[h.group];
+                    let path = request.path.split('?').next().unwrap_or("");
+                    let routed = members.iter().copied().find(|&m| {
+                        self.services[m].ws.as_ref().is_some_and(|w| w.path == path)
+                    });
+                    let Some(service) = routed else {
+                        let detail = format!("no service at path {path:?}");
+                        return Step::Failed(Failure::Http(NOT_FOUND, detail));
+                    };
+                    let Some(ws) = self.services[service].ws.as_ref() else {
+                        return Step::Wait;
+                    };
+                    if !ws.origins.is_empty()
+                        && !request.origin.as_ref().is_some_and(|o| ws.origins.contains(o))
+                    {
+                        let origin = request.origin.clone().unwrap_or_default();
+                        let detail = format!("origin {origin:?} not allowed");
+                        return Step::Failed(Failure::Http(FORBIDDEN, detail));
+                    }
+                    let protocol = request
+                        .protocols
+                        .iter()
+                        .find(|p| ws.protocols.contains(p))
+                        .map(String::as_str);
+                    let mut response = Vec::with_capacity(256);
+                    http::encode_switching_protocols(&request.key, protocol, &mut response);
+                    let leftover = buf.split_off(used);
+                    let (max_message, ping) = (ws.max_message, ws.ping);
+                    return match h.leg.upgrade_server(response, &leftover, max_message, ping) {
+                        Ok(()) => Step::Done(service),
+                        Err(e) => Step::Failed(Failure::Tls(e.to_string())),
+                    };
+                }
+                Err(e) => return Step::Failed(Failure::Http((&e).into(), e.to_string())),
+            }
+            match h.leg.read(&mut chunk) {
+                Ok(0) => return Step::Failed(Failure::Tls("closed during the upgrade".into())),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Step::Wait,
+                Err(e) => return Step::Failed(Failure::Tls(e.to_string())),
+            }
+        }
+    }
+
+    /// Ends a public client's handshake: ready for pairing, or answered, counted and closed.
+    pub(super) fn end_handshake(&mut self, index: u32, gen: u32, step: Step) {
         let Some(Entry::Handshake(h)) = self.slots.remove(index, gen) else {
             return;
         };
@@ -240,18 +360,36 @@ impl Worker {
             user_data(TAG_HANDSHAKE, gen, index),
             user_data(TAG_CANCEL, 0, 0),
         );
-        let Handshake { leg, addr, service } = *h;
-        match result {
-            Ok(()) => self.on_ready_client(service, leg, addr),
-            Err(reason) => {
-                self.stats.services[service]
-                    .tls_failures
-                    .fetch_add(1, relaxed());
-                if let Some(also_failed) = self.handshake_log.allow(Instant::now()) {
-                    tracing::info!(core = self.id, service, client = %addr, also_failed,
-                        "TLS handshake with a public client failed: {reason}");
-                }
+        let Handshake {
+            mut leg,
+            addr,
+            group,
+            ..
+        } = *h;
+        let first = self.groups[group][0];
+        let failure = match step {
+            Step::Done(service) => return self.on_ready_client(service, leg, addr),
+            Step::Wait => Failure::Tls("handshake timed out".into()),
+            Step::Failed(f) => f,
+        };
+        let stats = &self.stats.services[first];
+        let reason = match failure {
+            Failure::Http(r, detail) => {
+                stats.ws_rejects.fetch_add(1, relaxed());
+                let mut response = Vec::with_capacity(256);
+                http::encode_error_response(r.status, r.reason, r.headers, &mut response);
+                let _ = leg.write(&response);
+                let _ = leg.shutdown_write();
+                format!("HTTP {} {}: {detail}", r.status, r.reason)
             }
+            Failure::Tls(reason) => {
+                stats.tls_failures.fetch_add(1, relaxed());
+                reason
+            }
+        };
+        if let Some(also_failed) = self.handshake_log.allow(Instant::now()) {
+            tracing::info!(core = self.id, service = first, client = %addr, also_failed,
+                "handshake with a public client failed: {reason}");
         }
     }
 

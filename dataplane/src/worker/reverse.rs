@@ -152,6 +152,7 @@ impl Worker {
             addr: target,
             tls: target_tls,
             connect_timeout,
+            ws: None,
         };
         self.connect_upstream(dmz, leftover, &upstream, Origin::Reverse(service));
     }
