@@ -256,6 +256,11 @@ impl Leg {
         self.ws.is_some()
     }
 
+    /// The leg's bytes must pass through userspace (TLS or WebSocket): no splice.
+    pub fn needs_userspace(&self) -> bool {
+        self.tls.is_some() || self.ws.is_some()
+    }
+
     /// Server side of a WebSocket upgrade: `response` (the 101) goes out first; `leftover` is
     /// what the client sent after its request head (its first frames, wire rule 1).
     pub fn upgrade_server(
@@ -335,7 +340,8 @@ impl Leg {
         let fd = self.fd.as_fd();
         if let Some(layer) = self.ws.as_mut() {
             while layer.outbound_pos < layer.outbound.len() {
-                match transport_write(fd, self.tls.as_mut(), &layer.outbound[layer.outbound_pos..]) {
+                match transport_write(fd, self.tls.as_mut(), &layer.outbound[layer.outbound_pos..])
+                {
                     Ok(n) => layer.outbound_pos += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                     Err(e) => return Err(e),
@@ -445,7 +451,13 @@ impl Leg {
         }
         let take = data.len().min(WS_MAX_FRAME);
         let mask = layer.mask();
-        ws::encode_frame(ws::OpCode::Binary, true, &data[..take], mask, &mut layer.outbound);
+        ws::encode_frame(
+            ws::OpCode::Binary,
+            true,
+            &data[..take],
+            mask,
+            &mut layer.outbound,
+        );
         self.flush_tls()?;
         Ok(take)
     }

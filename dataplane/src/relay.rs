@@ -147,7 +147,7 @@ impl Flow {
                 res
             }
             Engine::Splice { pipe, pending } => {
-                debug_assert!(!src.is_tls(), "TLS legs never splice");
+                debug_assert!(!src.needs_userspace(), "TLS and WebSocket legs never splice");
                 let res = sys::splice(src.fd(), pipe.write.as_fd(), pipe.capacity);
                 if let Ok(n) = res {
                     *pending = n;

@@ -27,15 +27,20 @@
 //! - `Err(e)`: the peer broke the protocol. The decoder stays failed and returns `e` again on
 //!   every later call; send a Close with `e.close_code()` and stop reading.
 //!
-//! Data frames never pass through an internal buffer: their payload bytes are unmasked straight
-//! from `input` onto the end of the caller's `payload` vector (one copy fused with the unmask,
-//! no per-frame allocation), and each such chunk is reported as [`Event::Data`] with its length.
-//! A chunk is the part of one frame's payload present in this `input`, so a message of any size
-//! streams through without being buffered whole: a relay passes its outbound buffer as
-//! `payload`, appends every chunk of the read to it, and writes it once. For the receiving
-//! server the copy is unavoidable anyway (the payload must be unmasked); a receiving client
-//! whose frames are unmasked could write the bytes straight out of its receive buffer, which
-//! `payload` also makes possible: the chunk is `input[n - len..n]` when the event is `Data`.
+//! Data frames never pass through an internal buffer, and their payload is reported in chunks:
+//! a chunk is the part of one frame's payload present in this `input`, reported as
+//! [`Event::Data`] with its length, so a message of any size streams through without being
+//! buffered whole and without per-frame allocation. Two ways to receive the chunk:
+//!
+//! - [`Decoder::decode`] unmasks it straight from `input` onto the end of the caller's
+//!   `payload` vector (one copy, fused with the unmask). A relay passes its outbound buffer as
+//!   `payload`, decodes every frame of a read into it and writes it with one call.
+//! - [`Decoder::decode_in_place`] takes `input` mutably, unmasks the chunk where it lies and
+//!   copies nothing: the chunk is `input[n - len..n]`. A relay writes the chunks of one read
+//!   straight from its receive buffer (vectored write), which is zero-copy in userspace for
+//!   either role.
+//!
+//! The two may be mixed on one decoder (the choice is per call).
 //!
 //! Control frames (Ping, Pong, Close) may arrive between the fragments of a message; their
 //! payload is collected inside the decoder and returned whole, once per frame. After a Close
@@ -158,8 +163,9 @@ pub enum Event {
     /// A Close frame. `code` is `None` for an empty payload; a present code is valid
     /// ([`is_valid_close_code`]) and `reason` is valid UTF-8 (possibly empty).
     Close { code: Option<u16>, reason: String },
-    /// `len` bytes of message payload (possibly 0, for an empty frame) were appended, unmasked,
-    /// to the caller's `payload` vector. `fin` is true on the chunk that ends the message.
+    /// `len` bytes of message payload (possibly 0, for an empty frame), unmasked: appended to
+    /// the caller's `payload` vector ([`Decoder::decode`]) or the last `len` bytes consumed
+    /// ([`Decoder::decode_in_place`]). `fin` is true on the chunk that ends the message.
     Data {
         kind: MessageKind,
         len: usize,
@@ -416,6 +422,15 @@ struct Frame {
     kind: MessageKind,
 }
 
+/// Where a data chunk starts in the input of a decoding step, and how to unmask it.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    start: usize,
+    mask: Option<[u8; 4]>,
+    /// Mask phase of the chunk's first byte.
+    phase: usize,
+}
+
 /// Incremental frame decoder for one direction of one connection. See the module docs for the
 /// calling convention.
 #[derive(Debug, Clone)]
@@ -488,21 +503,48 @@ impl Decoder {
         input: &[u8],
         payload: &mut Vec<u8>,
     ) -> Result<(usize, Option<Event>), WsError> {
+        let (n, event, chunk) = self.step(input)?;
+        if let Some(c) = chunk {
+            append_unmasked(payload, &input[c.start..n], c.mask, c.phase);
+        }
+        Ok((n, event))
+    }
+
+    /// Like [`Decoder::decode`], but data payload is unmasked where it lies and not copied: on
+    /// `Ok((n, Some(Event::Data { len, .. })))` the payload chunk is `input[n - len..n]`. Other
+    /// bytes of `input[..n]` (headers, control frames) are left as they were. For a relay that
+    /// writes payload straight from its receive buffer (with `writev` over the chunks of one
+    /// read, or after compacting them).
+    pub fn decode_in_place(&mut self, input: &mut [u8]) -> Result<(usize, Option<Event>), WsError> {
+        let (n, event, chunk) = self.step(input)?;
+        if let Some(Chunk {
+            start,
+            mask: Some(mask),
+            phase,
+        }) = chunk
+        {
+            apply_mask(&mut input[start..n], mask, phase);
+        }
+        Ok((n, event))
+    }
+
+    /// One step of either decoding call: the result, and for a `Data` event where its payload
+    /// chunk starts in `input` (it ends at the consumed count) and how to unmask it.
+    fn step(&mut self, input: &[u8]) -> Result<(usize, Option<Event>, Option<Chunk>), WsError> {
         if let Some(e) = self.failed {
             return Err(e);
         }
-        let result = self.decode_inner(input, payload);
+        let result = self.step_inner(input);
         if let Err(e) = result {
             self.failed = Some(e);
         }
         result
     }
 
-    fn decode_inner(
+    fn step_inner(
         &mut self,
         input: &[u8],
-        payload: &mut Vec<u8>,
-    ) -> Result<(usize, Option<Event>), WsError> {
+    ) -> Result<(usize, Option<Event>, Option<Chunk>), WsError> {
         let mut used = 0;
         loop {
             match self.stage {
@@ -510,38 +552,36 @@ impl Decoder {
                     return if input.len() > used {
                         Err(WsError::FrameAfterClose)
                     } else {
-                        Ok((used, None))
+                        Ok((used, None, None))
                     };
                 }
                 Stage::Header => {
                     used += self.read_header(&input[used..])?;
                     if self.stage == Stage::Header {
                         debug_assert_eq!(used, input.len());
-                        return Ok((used, None));
+                        return Ok((used, None, None));
                     }
                 }
                 Stage::Payload => {
-                    let avail = &input[used..];
-                    let n = usize::try_from(self.frame.remaining)
-                        .map_or(avail.len(), |r| r.min(avail.len()));
-                    let chunk = &avail[..n];
+                    let start = used;
+                    let avail = input.len() - start;
+                    let n = usize::try_from(self.frame.remaining).map_or(avail, |r| r.min(avail));
                     used += n;
                     self.frame.remaining -= n as u64;
                     let done = self.frame.remaining == 0;
                     let (mask, phase) = (self.frame.mask, self.frame.phase);
                     self.frame.phase = (phase + n % 4) % 4;
                     if self.frame.opcode.is_control() {
-                        append_unmasked(&mut self.control, chunk, mask, phase);
+                        append_unmasked(&mut self.control, &input[start..used], mask, phase);
                         if !done {
-                            return Ok((used, None));
+                            return Ok((used, None, None));
                         }
                         self.stage = Stage::Header;
-                        return Ok((used, Some(self.control_event()?)));
+                        return Ok((used, Some(self.control_event()?), None));
                     }
                     if !done && n == 0 {
-                        return Ok((used, None));
+                        return Ok((used, None, None));
                     }
-                    append_unmasked(payload, chunk, mask, phase);
                     if done {
                         self.stage = Stage::Header;
                     }
@@ -550,7 +590,8 @@ impl Decoder {
                         len: n,
                         fin: done && self.frame.fin,
                     };
-                    return Ok((used, Some(event)));
+                    let chunk = Chunk { start, mask, phase };
+                    return Ok((used, Some(event), Some(chunk)));
                 }
             }
         }
@@ -780,6 +821,8 @@ mod tests {
     /// checking the calling convention on every call.
     fn run(role: Role, max_message: usize, chunks: &[&[u8]]) -> Run {
         let mut dec = Decoder::new(role, max_message);
+        // Fed the same bytes through `decode_in_place`; must agree on every call.
+        let mut in_place = Decoder::new(role, max_message);
         let mut payload = Vec::new();
         let mut seen = Vec::new();
         for chunk in chunks {
@@ -787,7 +830,14 @@ mod tests {
             loop {
                 let rest = &chunk[pos..];
                 let before = payload.len();
-                match dec.decode(rest, &mut payload) {
+                let result = dec.decode(rest, &mut payload);
+                let mut copy = rest.to_vec();
+                let other = in_place.decode_in_place(&mut copy);
+                assert_eq!(result, other, "decode and decode_in_place disagree");
+                if let Ok((n, Some(Event::Data { len, .. }))) = result {
+                    assert_eq!(copy[n - len..n], payload[before..], "in-place chunk");
+                }
+                match result {
                     Err(e) => {
                         // Sticky, and nothing more is appended.
                         assert_eq!(dec.decode(rest, &mut payload), Err(e));

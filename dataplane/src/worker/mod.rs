@@ -450,8 +450,8 @@ impl Worker {
                 return;
             }
         }
-        // TLS bytes must pass through userspace: splice only between two plain legs.
-        let plain = !legs.iter().any(Leg::is_tls);
+        // TLS and WebSocket bytes pass through userspace: splice only between plain legs.
+        let plain = !legs.iter().any(Leg::needs_userspace);
         let engines = [self.engine(plain), self.engine(plain)];
         let raws: [RawFd; 2] = [legs[0].fd().as_raw_fd(), legs[1].fd().as_raw_fd()];
         let tunnel = Box::new(Tunnel::new(legs, prefixes, engines));

@@ -82,7 +82,11 @@ impl Worker {
                 }
             },
             None => match ws_timeout {
-                Some(timeout) => (Leg::plain(client), HandshakeStage::Http(Vec::new()), timeout),
+                Some(timeout) => (
+                    Leg::plain(client),
+                    HandshakeStage::Http(Vec::new()),
+                    timeout,
+                ),
                 None => return self.on_ready_client(first, Leg::plain(client), addr),
             },
         };
@@ -285,7 +289,11 @@ impl Worker {
                 let raw = h.leg.fd().as_raw_fd();
                 let ud = user_data(TAG_HANDSHAKE, gen, index);
                 if self.ring.poll_multi(raw, sys::POLL_TUNNEL, ud).is_err() {
-                    self.end_handshake(index, gen, Step::Failed(Failure::Tls("cannot poll".into())));
+                    self.end_handshake(
+                        index,
+                        gen,
+                        Step::Failed(Failure::Tls("cannot poll".into())),
+                    );
                 }
             }
             done => self.end_handshake(index, gen, done),
@@ -309,9 +317,10 @@ impl Worker {
                 Ok(Some((request, used))) => {
                     let members = &self.groups[h.group];
                     let path = request.path.split('?').next().unwrap_or("");
-                    let routed = members.iter().copied().find(|&m| {
-                        self.services[m].ws.as_ref().is_some_and(|w| w.path == path)
-                    });
+                    let routed = members
+                        .iter()
+                        .copied()
+                        .find(|&m| self.services[m].ws.as_ref().is_some_and(|w| w.path == path));
                     let Some(service) = routed else {
                         let detail = format!("no service at path {path:?}");
                         return Step::Failed(Failure::Http(NOT_FOUND, detail));
@@ -320,7 +329,10 @@ impl Worker {
                         return Step::Wait;
                     };
                     if !ws.origins.is_empty()
-                        && !request.origin.as_ref().is_some_and(|o| ws.origins.contains(o))
+                        && !request
+                            .origin
+                            .as_ref()
+                            .is_some_and(|o| ws.origins.contains(o))
                     {
                         let origin = request.origin.clone().unwrap_or_default();
                         let detail = format!("origin {origin:?} not allowed");
