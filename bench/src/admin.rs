@@ -62,8 +62,16 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         thread::spawn(move || {
             let (mut s, _) = listener.accept().expect("accept");
+            // Read the whole request head first: closing with unread bytes would reset the
+            // connection and could discard the response before the client reads it.
+            let mut head = Vec::new();
             let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
             s.write_all(response.as_bytes()).expect("write");
         });
         addr
