@@ -6,19 +6,28 @@
 //! default". Every error is a [`ConfigError`] naming the file, the key and the reason, e.g.
 //! `dmz.toml: service[echo].accept: missing port in "dmz.example.net"; expected HOST:PORT`.
 //!
-//! What it does not do: open sockets, resolve host names, read certificates or watch the file for
-//! changes. A port that cannot be bound is reported by the gateway at start-up, not here.
+//! Certificates and keys named by `tls` and `connect_tls` tables are read here, at parse time
+//! (relative paths are relative to the config file's directory), and turned into rustls
+//! configurations by [`crate::tls`]; a missing, unreadable or garbled file, or a key that does not
+//! match its certificate, is a [`ConfigError`] naming the key:
+//! `dmz.toml: reverse.tls.cert: cannot read "dmz.pem": No such file or directory`.
+//!
+//! What it does not do: open sockets, resolve host names or watch the file for changes. A port
+//! that cannot be bound is reported by the gateway at start-up, not here.
 //!
 //! Key paths in messages: `gateway.workers`, `reverse.listen`, `service[echo].accept`. A service is
 //! named by its `name` when that name is valid and not a duplicate, otherwise by its position,
 //! counting `[[service]]` tables from 1 in file order (`service[2].accept`).
 //!
 //! Roles are given by the URI schemes of a service:
-//! - DMZ service: `accept = "tcp://IP:PORT"`, `connect = "reverse://BINDNAME"`;
-//! - internal service: `accept = "reverse://HOST:PORT/BINDNAME"`, `connect = "tcp://HOST:PORT"`.
+//! - DMZ service: `accept = "tcp://IP:PORT"` or `"tls://IP:PORT"` (with a `tls` table),
+//!   `connect = "reverse://BINDNAME"`;
+//! - internal service: `accept = "reverse://HOST:PORT/BINDNAME"` (optional `tls` table: the
+//!   reverse leg to the DMZ), `connect = "tcp://HOST:PORT"` or `"tls://HOST:PORT"` (with a
+//!   `connect_tls` table).
 //!
-//! Not yet supported, accepted by the parser but rejected by validation with a clear message:
-//! `tls` keys and the `tls://`, `ws://` and `wss://` schemes.
+//! Not yet supported, rejected by validation with a clear message: the `ws://` and `wss://`
+//! schemes.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,8 +36,12 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
 use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::Deserialize;
+
+use crate::tls::ServerRole as TlsServerRole;
+pub use crate::tls::{TlsClient, TlsServer};
 
 /// Default `timeout` of a DMZ service: the longest a client waits for a prepared connection.
 /// Refilling a pool takes one round trip to the internal gateway, so two seconds covers a refill
@@ -62,6 +75,14 @@ pub const DEFAULT_PIPE_SIZE: usize = 1 << 20;
 /// not). 64 KiB matches the default pipe capacity, so both relays move similar chunks per call,
 /// and keeps a tunnel's two buffers at 128 KiB.
 pub const DEFAULT_BUFFER_SIZE: usize = 64 << 10;
+
+/// Default `handshake_timeout` of a `tls://` public listener: the longest a client's TLS
+/// handshake may take before it is closed. A real client needs two round trips; five seconds
+/// covers a slow mobile link while bounding what a silent or slow-loris client can hold.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest ALPN protocol name in bytes (RFC 7301: one length byte).
+pub const MAX_ALPN_LEN: usize = 255;
 
 /// Default `connect_timeout` of an internal service: the longest a connect to the back-end may
 /// take. The back-end is in the same trusted network, so a connect that takes five seconds is to
@@ -102,8 +123,6 @@ pub const MAX_CREDENTIAL_LEN: usize = 255;
 /// Longest accepted duration. Nothing in a gateway waits a day; the bound also keeps
 /// `Instant + duration` far from overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
-
-const TLS_UNSUPPORTED: &str = "TLS is not yet supported by this build (planned); remove the key";
 
 // ---------------------------------------------------------------------------------------------
 // Validated configuration
@@ -203,8 +222,11 @@ impl fmt::Display for RelayMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReverseConfig {
     pub listen: SocketAddr,
-    /// Longest a SOCKS5 negotiation may take.
+    /// Longest the TLS handshake (when `tls` is set) plus the SOCKS5 negotiation may take.
     pub handshake_timeout: Duration,
+    /// TLS on the reverse endpoint; with `client_ca`, internal gateways must present a client
+    /// certificate signed by it (mutual TLS).
+    pub tls: Option<TlsServer>,
 }
 
 /// One `[[service]]`.
@@ -225,11 +247,15 @@ pub enum ServiceRole {
     Internal(InternalService),
 }
 
-/// accept = "tcp://IP:PORT", connect = "reverse://BINDNAME"
+/// accept = "tcp://IP:PORT" or "tls://IP:PORT", connect = "reverse://BINDNAME"
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DmzService {
     /// Public listener.
     pub listen: SocketAddr,
+    /// `tls://`: public clients complete a TLS handshake with this before they are paired.
+    pub tls: Option<TlsServer>,
+    /// Longest a public client's TLS handshake may take (`tls://` only).
+    pub handshake_timeout: Duration,
     /// Served by prepared connections bound under this name.
     pub bind_name: String,
     /// Longest a client waits for a prepared connection.
@@ -238,7 +264,7 @@ pub struct DmzService {
     pub credentials: Option<Credentials>,
 }
 
-/// accept = "reverse://HOST:PORT/BINDNAME", connect = "tcp://HOST:PORT"
+/// accept = "reverse://HOST:PORT/BINDNAME", connect = "tcp://HOST:PORT" or "tls://HOST:PORT"
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InternalService {
     /// The DMZ's reverse endpoint this gateway dials out to.
@@ -255,6 +281,11 @@ pub struct InternalService {
     pub connect_timeout: Duration,
     /// Sent to the DMZ (RFC 1929); `None`: no authentication.
     pub credentials: Option<Credentials>,
+    /// TLS on the reverse leg to the DMZ (`tls`): verifies the DMZ's certificate and presents
+    /// ours. The handshake runs within `connect_timeout`.
+    pub tls: Option<TlsClient>,
+    /// TLS to the back-end (`connect = "tls://…"`, `connect_tls`).
+    pub target_tls: Option<TlsClient>,
 }
 
 /// A host name or IP literal with a port; not resolved here.
@@ -347,11 +378,20 @@ impl Config {
         Config::try_from(raw)
     }
 
-    /// One line per service, "name: accept -> connect" (used by `sallyport check` and the start-up banner).
+    /// One line per service, "name: accept -> connect" (used by `sallyport check` and the
+    /// start-up banner), followed by " (tls)" when the service's reverse leg (DMZ to internal
+    /// gateway) runs over TLS.
     pub fn describe(&self) -> Vec<String> {
         self.services
             .iter()
-            .map(|s| format!("{}: {} -> {}", s.name, s.accept, s.connect))
+            .map(|s| {
+                let reverse_tls = match &s.role {
+                    ServiceRole::Dmz(_) => self.reverse.as_ref().is_some_and(|r| r.tls.is_some()),
+                    ServiceRole::Internal(i) => i.tls.is_some(),
+                };
+                let suffix = if reverse_tls { " (tls)" } else { "" };
+                format!("{}: {} -> {}{suffix}", s.name, s.accept, s.connect)
+            })
             .collect()
     }
 }
@@ -401,8 +441,7 @@ pub struct RawGateway {
 pub struct RawReverse {
     pub listen: Option<String>,
     pub handshake_timeout: Option<RawDuration>,
-    /// Any value; rejected in validation until TLS is supported.
-    pub tls: Option<toml::Value>,
+    pub tls: Option<RawTls>,
 }
 
 /// `[[service]]` as written.
@@ -418,8 +457,44 @@ pub struct RawService {
     pub connect_timeout: Option<RawDuration>,
     pub user: Option<String>,
     pub password: Option<Secret>,
-    /// Any value; rejected in validation until TLS is supported.
-    pub tls: Option<toml::Value>,
+    /// DMZ: the `tls://` listener's certificate; internal: the reverse leg to the DMZ.
+    pub tls: Option<RawTls>,
+    /// Internal, `connect = "tls://…"`: TLS to the back-end.
+    pub connect_tls: Option<RawTls>,
+    /// DMZ, `accept = "tls://…"`: longest a public client's TLS handshake may take.
+    pub handshake_timeout: Option<RawDuration>,
+}
+
+/// A `tls` or `connect_tls` table as written. Which keys are valid depends on where it is
+/// (checked in validation): servers take `cert`, `key`, `client_ca` (and `alpn` on a public
+/// listener); clients take `ca`, `cert`, `key`, `server_name`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    /// A path, never the key itself.
+    pub key: Option<String>,
+    pub client_ca: Option<String>,
+    pub alpn: Option<Vec<String>>,
+    pub ca: Option<String>,
+    pub server_name: Option<String>,
+}
+
+impl RawTls {
+    /// The keys present, in a fixed order.
+    fn present(&self) -> Vec<&'static str> {
+        [
+            ("cert", self.cert.is_some()),
+            ("key", self.key.is_some()),
+            ("client_ca", self.client_ca.is_some()),
+            ("alpn", self.alpn.is_some()),
+            ("ca", self.ca.is_some()),
+            ("server_name", self.server_name.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, present)| present.then_some(k))
+        .collect()
+    }
 }
 
 /// A byte size as written: an integer, or a string such as `"1MiB"`, `"256KiB"`, `"4096"`.
@@ -490,6 +565,14 @@ impl Check {
             file: self.file.clone(),
             key: key.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// A path from the file: relative ones are relative to the config file's directory.
+    fn path(&self, written: &str) -> PathBuf {
+        match self.file.parent() {
+            Some(dir) => dir.join(written),
+            None => PathBuf::from(written),
         }
     }
 
@@ -692,9 +775,6 @@ fn size_in(
 }
 
 fn validate_reverse(check: &Check, raw: RawReverse) -> Result<ReverseConfig, ConfigError> {
-    if raw.tls.is_some() {
-        return Err(check.fail("reverse.tls", TLS_UNSUPPORTED));
-    }
     let listen = match raw.listen.as_deref() {
         None => {
             return Err(check.fail(
@@ -709,10 +789,149 @@ fn validate_reverse(check: &Check, raw: RawReverse) -> Result<ReverseConfig, Con
         raw.handshake_timeout.as_ref(),
         DEFAULT_HANDSHAKE_TIMEOUT,
     )?;
+    let tls = raw
+        .tls
+        .map(|t| validate_tls_server(check, "reverse.tls", t, TlsServerRole::Reverse))
+        .transpose()?;
     Ok(ReverseConfig {
         listen,
         handshake_timeout,
+        tls,
     })
+}
+
+/// A required path key of a `tls` table: present and not empty.
+fn tls_path(
+    check: &Check,
+    prefix: &str,
+    field: &str,
+    value: Option<String>,
+    example: &str,
+) -> Result<PathBuf, ConfigError> {
+    match value.as_deref() {
+        None => Err(check.fail(
+            format!("{prefix}.{field}"),
+            format!("missing; e.g. {prefix} = {{ {example} }}"),
+        )),
+        Some("") => Err(check.fail(format!("{prefix}.{field}"), "must not be empty")),
+        Some(path) => Ok(check.path(path)),
+    }
+}
+
+/// Rejects keys of a `tls` table that do not belong where it is.
+fn tls_allowed(
+    check: &Check,
+    prefix: &str,
+    raw: &RawTls,
+    allowed: &[&str],
+    what: &str,
+) -> Result<(), ConfigError> {
+    if let Some(field) = raw.present().into_iter().find(|f| !allowed.contains(f)) {
+        return Err(check.fail(
+            format!("{prefix}.{field}"),
+            format!(
+                "not a setting of {what} (allowed: {}); remove the key",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `[reverse] tls` or a `tls://` listener's `tls`: reads the files and builds the rustls server.
+fn validate_tls_server(
+    check: &Check,
+    prefix: &str,
+    raw: RawTls,
+    role: TlsServerRole,
+) -> Result<TlsServer, ConfigError> {
+    let (allowed, what): (&[&str], &str) = match role {
+        TlsServerRole::Reverse => (
+            &["cert", "key", "client_ca"],
+            "the reverse endpoint's TLS (ALPN applies to tls:// public listeners only)",
+        ),
+        TlsServerRole::Public => (
+            &["cert", "key", "client_ca", "alpn"],
+            "a tls:// listener (ca and server_name are client settings of internal services)",
+        ),
+    };
+    tls_allowed(check, prefix, &raw, allowed, what)?;
+    let example = "cert = \"dmz.pem\", key = \"dmz.key\"";
+    let cert = tls_path(check, prefix, "cert", raw.cert, example)?;
+    let key = tls_path(check, prefix, "key", raw.key, example)?;
+    let client_ca = match raw.client_ca {
+        None => None,
+        Some(ca) => Some(tls_path(check, prefix, "client_ca", Some(ca), example)?),
+    };
+    let alpn = raw.alpn.unwrap_or_default();
+    for protocol in &alpn {
+        if !(1..=MAX_ALPN_LEN).contains(&protocol.len()) {
+            return Err(check.fail(
+                format!("{prefix}.alpn"),
+                format!(
+                    "protocol names are 1 to {MAX_ALPN_LEN} bytes (RFC 7301), got {:?}",
+                    protocol
+                ),
+            ));
+        }
+    }
+    TlsServer::load(&cert, &key, client_ca.as_deref(), &alpn, role)
+        .map_err(|e| check.fail(format!("{prefix}.{}", e.field.key()), e.reason))
+}
+
+/// An internal service's `tls` (reverse leg) or `connect_tls` (back-end): reads the files and
+/// builds the rustls client. `server_name` defaults to `default_host`.
+fn validate_tls_client(
+    check: &Check,
+    prefix: &str,
+    raw: RawTls,
+    default_host: &str,
+    what: &str,
+) -> Result<TlsClient, ConfigError> {
+    tls_allowed(
+        check,
+        prefix,
+        &raw,
+        &["ca", "cert", "key", "server_name"],
+        what,
+    )?;
+    let example = "ca = \"ca.pem\", cert = \"internal.pem\", key = \"internal.key\"";
+    let ca = tls_path(check, prefix, "ca", raw.ca, example)?;
+    let identity = match (raw.cert, raw.key) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(check.fail(
+                format!("{prefix}.key"),
+                "missing; cert is set, so the key of that certificate is needed too (set both or neither)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(check.fail(
+                format!("{prefix}.cert"),
+                "missing; key is set, so its certificate is needed too (set both or neither)",
+            ))
+        }
+        (Some(cert), Some(key)) => Some((
+            tls_path(check, prefix, "cert", Some(cert), example)?,
+            tls_path(check, prefix, "key", Some(key), example)?,
+        )),
+    };
+    let name = raw.server_name.unwrap_or_else(|| default_host.to_string());
+    let server_name = ServerName::try_from(name.clone())
+        .ok()
+        .filter(|_| !name.is_empty() && name.is_ascii())
+        .ok_or_else(|| {
+            check.fail(
+                format!("{prefix}.server_name"),
+                format!("\"{name}\" is not a DNS name or IP address"),
+            )
+        })?;
+    TlsClient::load(
+        &ca,
+        identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        server_name,
+    )
+    .map_err(|e| check.fail(format!("{prefix}.{}", e.field.key()), e.reason))
 }
 
 /// URI schemes this build serves.
@@ -720,6 +939,17 @@ fn validate_reverse(check: &Check, raw: RawReverse) -> Result<ReverseConfig, Con
 enum Scheme {
     Reverse,
     Tcp,
+    Tls,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Reverse => "reverse",
+            Scheme::Tcp => "tcp",
+            Scheme::Tls => "tls",
+        }
+    }
 }
 
 fn validate_service(
@@ -741,9 +971,6 @@ fn validate_service(
             name
         }
     };
-    if raw.tls.is_some() {
-        return Err(check.fail(key("tls"), TLS_UNSUPPORTED));
-    }
     let accept = raw.accept.ok_or_else(|| {
         check.fail(
             key("accept"),
@@ -766,11 +993,12 @@ fn validate_service(
     let credentials = validate_credentials(check, prefix, raw.user, raw.password)?;
 
     let role = match (accept_scheme, connect_scheme) {
-        (Scheme::Tcp, Scheme::Reverse) => {
+        (Scheme::Tcp | Scheme::Tls, Scheme::Reverse) => {
             for (field, present) in [
                 ("prepared", raw.prepared.is_some()),
                 ("retry_max", raw.retry_max.is_some()),
                 ("connect_timeout", raw.connect_timeout.is_some()),
+                ("connect_tls", raw.connect_tls.is_some()),
             ] {
                 if present {
                     return Err(check.fail(
@@ -782,18 +1010,56 @@ fn validate_service(
                     ));
                 }
             }
-            let listen = parse_tcp_listen(accept_rest).map_err(|r| check.fail(key("accept"), r))?;
+            let listen = parse_listen_uri(accept_scheme, accept_rest)
+                .map_err(|r| check.fail(key("accept"), r))?;
             let bind_name =
                 parse_dmz_bind_name(connect_rest).map_err(|r| check.fail(key("connect"), r))?;
             let timeout = check.duration(&key("timeout"), raw.timeout.as_ref(), DEFAULT_TIMEOUT)?;
+            let (tls, handshake_timeout) = if accept_scheme == Scheme::Tls {
+                let handshake_timeout = check.duration(
+                    &key("handshake_timeout"),
+                    raw.handshake_timeout.as_ref(),
+                    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+                )?;
+                let Some(raw_tls) = raw.tls else {
+                    return Err(check.fail(
+                        key("tls"),
+                        format!(
+                            "missing; accept = \"{accept}\" needs the listener's certificate, \
+                             e.g. tls = {{ cert = \"dmz.pem\", key = \"dmz.key\" }}"
+                        ),
+                    ));
+                };
+                let tls =
+                    validate_tls_server(check, &key("tls"), raw_tls, TlsServerRole::Public)?;
+                (Some(tls), handshake_timeout)
+            } else {
+                if raw.tls.is_some() {
+                    return Err(check.fail(
+                        key("tls"),
+                        "a tls table on a DMZ service is the certificate of a tls:// listener, but \
+                         accept is tcp://; use accept = \"tls://IP:PORT\" or remove tls \
+                         (TLS toward internal gateways is [reverse] tls)",
+                    ));
+                }
+                if raw.handshake_timeout.is_some() {
+                    return Err(check.fail(
+                        key("handshake_timeout"),
+                        "handshake_timeout applies only to tls:// listeners; this one is tcp://; remove the key",
+                    ));
+                }
+                (None, DEFAULT_TLS_HANDSHAKE_TIMEOUT)
+            };
             ServiceRole::Dmz(DmzService {
                 listen,
+                tls,
+                handshake_timeout,
                 bind_name,
                 timeout,
                 credentials,
             })
         }
-        (Scheme::Reverse, Scheme::Tcp) => {
+        (Scheme::Reverse, Scheme::Tcp | Scheme::Tls) => {
             if raw.timeout.is_some() {
                 return Err(check.fail(
                     key("timeout"),
@@ -801,9 +1067,17 @@ fn validate_service(
                      this is an internal service; for the back-end connect limit use connect_timeout",
                 ));
             }
+            if raw.handshake_timeout.is_some() {
+                return Err(check.fail(
+                    key("handshake_timeout"),
+                    "handshake_timeout applies only to DMZ services with accept = \"tls://...\"; \
+                     an internal service's TLS handshakes run within connect_timeout",
+                ));
+            }
             let (dmz, bind_name) =
                 parse_reverse_accept(accept_rest).map_err(|r| check.fail(key("accept"), r))?;
-            let target = parse_tcp_target(connect_rest).map_err(|r| check.fail(key("connect"), r))?;
+            let target = parse_target_uri(connect_scheme, connect_rest)
+                .map_err(|r| check.fail(key("connect"), r))?;
             let prepared = match raw.prepared {
                 None => DEFAULT_PREPARED,
                 Some(n) => match usize::try_from(n) {
@@ -823,6 +1097,45 @@ fn validate_service(
                 raw.connect_timeout.as_ref(),
                 DEFAULT_CONNECT_TIMEOUT,
             )?;
+            let tls = raw
+                .tls
+                .map(|t| {
+                    validate_tls_client(
+                        check,
+                        &key("tls"),
+                        t,
+                        &dmz.host,
+                        "an internal service's tls (the reverse leg to the DMZ)",
+                    )
+                })
+                .transpose()?;
+            let target_tls = match (connect_scheme, raw.connect_tls) {
+                (Scheme::Tls, Some(t)) => Some(validate_tls_client(
+                    check,
+                    &key("connect_tls"),
+                    t,
+                    &target.host,
+                    "connect_tls (TLS to the back-end)",
+                )?),
+                (Scheme::Tls, None) => {
+                    return Err(check.fail(
+                        key("connect_tls"),
+                        format!(
+                            "missing; connect = \"{connect}\" needs the back-end's CA, e.g. \
+                             connect_tls = {{ ca = \"backend-ca.pem\" }} (server_name defaults to \"{}\")",
+                            target.host
+                        ),
+                    ))
+                }
+                (_, Some(_)) => {
+                    return Err(check.fail(
+                        key("connect_tls"),
+                        "connect_tls applies only to connect = \"tls://HOST:PORT\"; this connect is tcp://; \
+                         use tls:// or remove connect_tls (the reverse leg's TLS is tls)",
+                    ))
+                }
+                (_, None) => None,
+            };
             ServiceRole::Internal(InternalService {
                 dmz,
                 bind_name,
@@ -831,19 +1144,30 @@ fn validate_service(
                 retry_max,
                 connect_timeout,
                 credentials,
+                tls,
+                target_tls,
             })
         }
-        (Scheme::Tcp, Scheme::Tcp) => {
+        (Scheme::Tcp | Scheme::Tls, Scheme::Tcp | Scheme::Tls) => {
             return Err(check.fail(
                 key("connect"),
-                "plain TCP forwarding (tcp:// -> tcp://) is not supported; use reverse:// on one side",
+                if (accept_scheme, connect_scheme) == (Scheme::Tcp, Scheme::Tcp) {
+                    "plain TCP forwarding (tcp:// -> tcp://) is not supported; use reverse:// on one side"
+                        .to_string()
+                } else {
+                    format!(
+                        "forwarding ({}:// -> {}://) is not supported; use reverse:// on one side",
+                        accept_scheme.as_str(),
+                        connect_scheme.as_str()
+                    )
+                },
             ))
         }
         (Scheme::Reverse, Scheme::Reverse) => {
             return Err(check.fail(
                 key("connect"),
-                "reverse:// on both sides is not supported; a DMZ service is tcp:// -> reverse://NAME, \
-                 an internal service is reverse://HOST:PORT/NAME -> tcp://HOST:PORT",
+                "reverse:// on both sides is not supported; a DMZ service is tcp:// (or tls://) -> reverse://NAME, \
+                 an internal service is reverse://HOST:PORT/NAME -> tcp:// (or tls://) HOST:PORT",
             ))
         }
     };
@@ -1016,34 +1340,37 @@ fn split_scheme(uri: &str) -> Result<(Scheme, &str), String> {
     };
     match scheme.to_ascii_lowercase().as_str() {
         "tcp" => Ok((Scheme::Tcp, rest)),
+        "tls" => Ok((Scheme::Tls, rest)),
         "reverse" => Ok((Scheme::Reverse, rest)),
-        "tls" | "ws" | "wss" => Err(format!(
-            "scheme {}:// is not yet supported by this build (planned); use tcp:// or reverse://",
+        "ws" | "wss" => Err(format!(
+            "scheme {}:// is not yet supported by this build (planned); use tcp://, tls:// or reverse://",
             scheme.to_ascii_lowercase()
         )),
         _ => Err(format!(
-            "unknown scheme \"{scheme}://\" in \"{uri}\"; expected tcp:// or reverse://"
+            "unknown scheme \"{scheme}://\" in \"{uri}\"; expected tcp://, tls:// or reverse://"
         )),
     }
 }
 
-/// `tcp://IP:PORT` of a DMZ service's public listener.
-fn parse_tcp_listen(rest: &str) -> Result<SocketAddr, String> {
+/// `tcp://IP:PORT` or `tls://IP:PORT` of a DMZ service's public listener.
+fn parse_listen_uri(scheme: Scheme, rest: &str) -> Result<SocketAddr, String> {
     if let Some(i) = rest.find('/') {
         return Err(format!(
-            "unexpected path \"{}\"; expected tcp://IP:PORT",
-            &rest[i..]
+            "unexpected path \"{}\"; expected {}://IP:PORT",
+            &rest[i..],
+            scheme.as_str()
         ));
     }
     parse_listen_addr(rest)
 }
 
-/// `tcp://HOST:PORT` of an internal service's back-end.
-fn parse_tcp_target(rest: &str) -> Result<HostPort, String> {
+/// `tcp://HOST:PORT` or `tls://HOST:PORT` of an internal service's back-end.
+fn parse_target_uri(scheme: Scheme, rest: &str) -> Result<HostPort, String> {
     if let Some(i) = rest.find('/') {
         return Err(format!(
-            "unexpected path \"{}\"; expected tcp://HOST:PORT",
-            &rest[i..]
+            "unexpected path \"{}\"; expected {}://HOST:PORT",
+            &rest[i..],
+            scheme.as_str()
         ));
     }
     parse_host_port(rest)
@@ -1415,6 +1742,7 @@ mod tests {
             reverse: Some(ReverseConfig {
                 listen: "0.0.0.0:1080".parse().unwrap(),
                 handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+                tls: None,
             }),
             services: vec![ServiceConfig {
                 name: "echo".to_string(),
@@ -1422,6 +1750,8 @@ mod tests {
                 connect: "reverse://echo".to_string(),
                 role: ServiceRole::Dmz(DmzService {
                     listen: "0.0.0.0:9000".parse().unwrap(),
+                    tls: None,
+                    handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
                     bind_name: "echo".to_string(),
                     timeout: Duration::from_secs(2),
                     credentials: None,
@@ -1457,6 +1787,8 @@ mod tests {
                     retry_max: Duration::from_secs(1),
                     connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                     credentials: None,
+                    tls: None,
+                    target_tls: None,
                 }),
             }],
         };
@@ -1792,7 +2124,7 @@ mod tests {
             parse_listen_addr("0.0.0.0:0"),
             Ok("0.0.0.0:0".parse().unwrap())
         );
-        assert!(parse_tcp_listen("0.0.0.0:80/")
+        assert!(parse_listen_uri(Scheme::Tcp, "0.0.0.0:80/")
             .unwrap_err()
             .contains("path"));
     }
@@ -1826,5 +2158,328 @@ mod tests {
         ));
         assert!(matches!(config.services[0].role, ServiceRole::Dmz(_)));
         assert!(matches!(config.services[1].role, ServiceRole::Internal(_)));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // TLS: certificates generated into a temporary directory by the `sallyport certs` code.
+    // -----------------------------------------------------------------------------------------
+
+    /// A fresh directory holding `sallyport certs` output (CA, dmz, internal).
+    fn cert_dir(tag: &str) -> PathBuf {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sallyport-config-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let certs = crate::tls::dev_certs("dmz.example.net", 30).unwrap();
+        crate::tls::write_dev_certs(&dir, &certs, false).unwrap();
+        dir
+    }
+
+    /// Parses `text` as if it were `dir/test.toml` (relative paths resolve against `dir`).
+    fn parse_in(dir: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse(&dir.join("test.toml"), text)
+    }
+
+    const DMZ_TLS: &str = r#"
+        [reverse]
+        listen = "127.0.0.1:0"
+        tls = { cert = "dmz.pem", key = "dmz.key", client_ca = "ca.pem" }
+        [[service]]
+        name = "echo"
+        accept = "tls://127.0.0.1:0"
+        connect = "reverse://echo"
+        tls = { cert = "dmz.pem", key = "dmz.key", alpn = ["h2", "http/1.1"] }
+        handshake_timeout = "3s"
+    "#;
+
+    const INTERNAL_TLS: &str = r#"
+        [[service]]
+        name = "echo"
+        accept = "reverse://dmz.example.net:1080/echo"
+        connect = "tls://backend.internal:8443"
+        tls = { ca = "ca.pem", cert = "internal.pem", key = "internal.key" }
+        connect_tls = { ca = "ca.pem", server_name = "10.0.0.5" }
+    "#;
+
+    #[test]
+    fn tls_configs_parse() {
+        let dir = cert_dir("ok");
+        let config = parse_in(&dir, DMZ_TLS).unwrap_or_else(|e| panic!("{e}"));
+        let reverse_tls = config.reverse.as_ref().unwrap().tls.as_ref().unwrap();
+        assert_eq!(reverse_tls.cert, dir.join("dmz.pem"));
+        assert_eq!(reverse_tls.client_ca, Some(dir.join("ca.pem")));
+        assert!(reverse_tls.mutual());
+        assert_eq!(reverse_tls.config.send_tls13_tickets, 0);
+        let d = dmz(&config, 0);
+        let public = d.tls.as_ref().unwrap();
+        assert_eq!(public.alpn, ["h2", "http/1.1"]);
+        assert_eq!(
+            public.config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert!(!public.mutual());
+        assert_eq!(d.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(
+            config.describe(),
+            ["echo: tls://127.0.0.1:0 -> reverse://echo (tls)"]
+        );
+
+        let config = parse_in(&dir, INTERNAL_TLS).unwrap_or_else(|e| panic!("{e}"));
+        let i = internal(&config, 0);
+        let tls = i.tls.as_ref().unwrap();
+        // server_name defaults to the DMZ host of the URI.
+        assert_eq!(tls.server_name.to_str(), "dmz.example.net");
+        assert_eq!(tls.cert, Some(dir.join("internal.pem")));
+        let target_tls = i.target_tls.as_ref().unwrap();
+        assert_eq!(target_tls.server_name.to_str(), "10.0.0.5");
+        assert_eq!(target_tls.cert, None);
+        assert_eq!(i.target.to_string(), "backend.internal:8443");
+        assert_eq!(
+            config.describe(),
+            ["echo: reverse://dmz.example.net:1080/echo -> tls://backend.internal:8443 (tls)"]
+        );
+
+        // Absolute paths are used as written; connect_tls server_name defaults to the host.
+        let mut abs = INTERNAL_TLS.replace(", server_name = \"10.0.0.5\"", "");
+        for name in ["ca.pem", "internal.pem", "internal.key"] {
+            abs = abs.replace(&format!("\"{name}\""), &format!("{:?}", dir.join(name)));
+        }
+        let config = Config::parse(Path::new("elsewhere/test.toml"), &abs).unwrap();
+        let i = internal(&config, 0);
+        assert_eq!(i.tls.as_ref().unwrap().ca, dir.join("ca.pem"));
+        assert_eq!(
+            i.target_tls.as_ref().unwrap().server_name.to_str(),
+            "backend.internal"
+        );
+        // Without a client certificate (a DMZ without client_ca).
+        let config = parse_in(
+            &dir,
+            &INTERNAL_MIN.replace(
+                "connect = ",
+                "tls = { ca = \"ca.pem\", server_name = \"127.0.0.1\" }\nconnect = ",
+            ),
+        )
+        .unwrap();
+        let tls = internal(&config, 0).tls.as_ref().unwrap();
+        assert_eq!((tls.cert.as_ref(), tls.key.as_ref()), (None, None));
+        assert_eq!(tls.server_name.to_str(), "127.0.0.1");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tls_file_errors_name_the_key() {
+        let dir = cert_dir("files");
+        let err = parse_in(&dir, &DMZ_TLS.replacen("\"dmz.pem\"", "\"nope.pem\"", 1)).unwrap_err();
+        assert_eq!(err.key, "reverse.tls.cert");
+        assert_eq!(
+            err.reason,
+            format!(
+                "cannot read \"{}\": No such file or directory",
+                dir.join("nope.pem").display()
+            )
+        );
+        // Relative to the config file's directory: "dmz.toml: ... \"dmz.pem\"".
+        let err = Config::parse(
+            Path::new("dmz.toml"),
+            &DMZ_TLS.replacen("\"dmz.pem\"", "\"does-not-exist.pem\"", 1),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "dmz.toml: reverse.tls.cert: cannot read \"does-not-exist.pem\": No such file or directory"
+        );
+
+        std::fs::write(
+            dir.join("garbage.pem"),
+            "-----BEGIN CERTIFICATE-----\n!!!\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("junk.txt"), "not pem at all\n").unwrap();
+        let err =
+            parse_in(&dir, &DMZ_TLS.replacen("\"dmz.pem\"", "\"garbage.pem\"", 1)).unwrap_err();
+        assert_eq!(err.key, "reverse.tls.cert");
+        assert!(err.reason.contains("garbage.pem"), "{}", err.reason);
+        let err = parse_in(&dir, &DMZ_TLS.replacen("\"dmz.key\"", "\"junk.txt\"", 1)).unwrap_err();
+        assert_eq!(err.key, "reverse.tls.key");
+        assert!(err.reason.contains("no private key"), "{}", err.reason);
+        let err = parse_in(&dir, &DMZ_TLS.replace("\"ca.pem\"", "\"junk.txt\"")).unwrap_err();
+        assert_eq!(err.key, "reverse.tls.client_ca");
+
+        // A key that belongs to another certificate.
+        let err = parse_in(
+            &dir,
+            &DMZ_TLS.replacen("\"dmz.key\"", "\"internal.key\"", 1),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "reverse.tls.key");
+        assert!(err.reason.contains("does not match"), "{}", err.reason);
+        let service_tls = DMZ_TLS.replace(
+            "tls = { cert = \"dmz.pem\", key = \"dmz.key\", alpn",
+            "tls = { cert = \"dmz.pem\", key = \"ca.key\", alpn",
+        );
+        let err = parse_in(&dir, &service_tls).unwrap_err();
+        assert_eq!(err.key, "service[echo].tls.key");
+        let err = parse_in(
+            &dir,
+            &INTERNAL_TLS.replace("\"internal.key\"", "\"dmz.key\""),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "service[echo].tls.key");
+        assert!(err.reason.contains("does not match"), "{}", err.reason);
+        let err = parse_in(
+            &dir,
+            &INTERNAL_TLS.replace(
+                "connect_tls = { ca = \"ca.pem\"",
+                "connect_tls = { ca = \"no.pem\"",
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "service[echo].connect_tls.ca");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tls_tables_must_fit_the_scheme_and_role() {
+        let dir = cert_dir("shape");
+        let service_tls_line =
+            "\n        tls = { cert = \"dmz.pem\", key = \"dmz.key\", alpn = [\"h2\", \"http/1.1\"] }";
+        let connect_tls_line =
+            "\n        connect_tls = { ca = \"ca.pem\", server_name = \"10.0.0.5\" }";
+        let cases = [
+            // accept = tls:// without a tls table.
+            (DMZ_TLS.replace(service_tls_line, ""), "service[echo].tls"),
+            // A tls table on a tcp:// listener.
+            (
+                DMZ_TLS.replace("accept = \"tls://", "accept = \"tcp://"),
+                "service[echo].tls",
+            ),
+            // connect_tls without connect = tls://.
+            (
+                INTERNAL_TLS.replace("connect = \"tls://", "connect = \"tcp://"),
+                "service[echo].connect_tls",
+            ),
+            // connect = tls:// without connect_tls.
+            (
+                INTERNAL_TLS.replace(connect_tls_line, ""),
+                "service[echo].connect_tls",
+            ),
+        ];
+        for (text, key) in &cases {
+            let err = parse_in(&dir, text).unwrap_err();
+            assert_eq!(&err.key, key, "{err}");
+        }
+        let plain_dmz = DMZ_TLS
+            .replace("accept = \"tls://", "accept = \"tcp://")
+            .replace(service_tls_line, "");
+        assert_eq!(
+            parse_in(&dir, &plain_dmz).unwrap_err().key,
+            "service[echo].handshake_timeout"
+        );
+        let err = parse_in(
+            &dir,
+            &INTERNAL_TLS.replace("connect_tls", "handshake_timeout = \"1s\"\nconnect_tls"),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "service[echo].handshake_timeout");
+
+        let bad = |text: &str| parse_in(&dir, text).unwrap_err();
+        // Keys that belong elsewhere.
+        let err = bad(&DMZ_TLS.replace("client_ca = \"ca.pem\"", "alpn = [\"h2\"]"));
+        assert_eq!(err.key, "reverse.tls.alpn");
+        let err = bad(&DMZ_TLS.replace("client_ca = \"ca.pem\"", "ca = \"ca.pem\""));
+        assert_eq!(err.key, "reverse.tls.ca");
+        let err = bad(&INTERNAL_TLS.replace(
+            "key = \"internal.key\"",
+            "key = \"internal.key\", client_ca = \"ca.pem\"",
+        ));
+        assert_eq!(err.key, "service[echo].tls.client_ca");
+        // Required keys and pairs.
+        let err = bad(&DMZ_TLS.replace("key = \"dmz.key\", client_ca", "client_ca"));
+        assert_eq!(err.key, "reverse.tls.key");
+        assert!(err.reason.starts_with("missing"), "{}", err.reason);
+        let err = bad(&INTERNAL_TLS.replace(", key = \"internal.key\"", ""));
+        assert_eq!(err.key, "service[echo].tls.key");
+        let err = bad(&INTERNAL_TLS.replace("ca = \"ca.pem\", cert", "cert"));
+        assert_eq!(err.key, "service[echo].tls.ca");
+        let err = bad(
+            &INTERNAL_TLS.replace("server_name = \"10.0.0.5\"", "server_name = \"not a name\"")
+        );
+        assert_eq!(err.key, "service[echo].connect_tls.server_name");
+        let err = bad(&DMZ_TLS.replace("\"h2\", ", "\"\", "));
+        assert_eq!(err.key, "service[echo].tls.alpn");
+        let err = bad(&DMZ_TLS.replace(
+            "cert = \"dmz.pem\", key = \"dmz.key\", client_ca",
+            "cert = \"\", key = \"dmz.key\", client_ca",
+        ));
+        assert_eq!(err.key, "reverse.tls.cert");
+        // Unknown keys are schema errors.
+        let err = bad(&DMZ_TLS.replace("client_ca =", "client_cert ="));
+        assert_eq!(err.key, "reverse.tls");
+        assert!(
+            err.reason.contains("unknown field `client_cert`"),
+            "{}",
+            err.reason
+        );
+        // Still not supported.
+        let err = bad(&DMZ_TLS.replace("accept = \"tls://", "accept = \"wss://"));
+        assert!(err.reason.contains("not yet supported"), "{}", err.reason);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tls_debug_shows_paths_never_keys() {
+        let dir = cert_dir("debug");
+        let text = format!(
+            "{DMZ_TLS}\nuser = \"gw\"\npassword = \"s3cr3t-pa55\"\n{}",
+            INTERNAL_TLS.replace("\"echo\"", "\"up\"")
+        );
+        let config = parse_in(&dir, &text).unwrap_or_else(|e| panic!("{e}"));
+        let debug = format!("{config:?} {config:#?}");
+        for key in ["dmz.key", "internal.key"] {
+            let pem = std::fs::read_to_string(dir.join(key)).unwrap();
+            for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+                assert!(!debug.contains(line), "{key} material in Debug output");
+            }
+        }
+        assert!(!debug.contains("PRIVATE KEY"));
+        assert!(!debug.contains("s3cr3t-pa55"));
+        assert!(debug.contains("MASKED"));
+        assert!(debug.contains("dmz.key"), "the key's path is shown");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tls_examples_load_with_generated_certs() {
+        // examples/tls/*.toml name certs/… next to them; `sallyport certs --out
+        // examples/tls/certs` makes them. Here the certs go to a temp dir and the examples are
+        // copied beside them.
+        let src = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tls"));
+        let dir =
+            std::env::temp_dir().join(format!("sallyport-tls-examples-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let certs = crate::tls::dev_certs("localhost", 30).unwrap();
+        crate::tls::write_dev_certs(&dir.join("certs"), &certs, false).unwrap();
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(src).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let copy = dir.join(path.file_name().unwrap());
+            std::fs::copy(&path, &copy).unwrap();
+            let config = Config::load(&copy).unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                config.describe().iter().all(|l| l.ends_with(" (tls)")),
+                "{:?}",
+                config.describe()
+            );
+            loaded += 1;
+        }
+        assert!(loaded >= 2, "only {loaded} TLS examples");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

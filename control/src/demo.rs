@@ -4,10 +4,16 @@
 //!
 //! It proves the path works end to end on this machine and gives a first figure; it is not a
 //! benchmark (`sallyport-bench` is: separate processes, CPU per process, more modes).
+//!
+//! With `--tls` the reverse leg runs over mutual TLS, with development certificates made by the
+//! `sallyport certs` code in a temporary directory (removed afterwards). The public listener
+//! stays plain TCP: the bench load generators speak plain TCP only.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
 
 use sallyport_bench::backend::EchoServer;
 use sallyport_bench::load::{self, BulkResult, BulkSpec, LatencySummary, RrSpec};
@@ -16,9 +22,10 @@ use sallyport_bench::report;
 use crate::config::{
     Config, DmzService, GatewayConfig, HostPort, InternalService, RelayMode, ReverseConfig,
     ServiceConfig, ServiceRole, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_RETRY_MAX, DEFAULT_TIMEOUT,
+    DEFAULT_RETRY_MAX, DEFAULT_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
 };
 use crate::gateway::Gateway;
+use crate::tls::{self, ServerRole, TlsClient, TlsServer};
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
@@ -28,6 +35,8 @@ pub struct DemoOptions {
     pub prepared: usize,
     pub bulk_bytes: u64,
     pub rr_requests: u64,
+    /// Mutual TLS on the reverse leg.
+    pub tls: bool,
 }
 
 impl Default for DemoOptions {
@@ -38,6 +47,7 @@ impl Default for DemoOptions {
             prepared: 8,
             bulk_bytes: 512 << 20,
             rr_requests: 20_000,
+            tls: false,
         }
     }
 }
@@ -99,6 +109,44 @@ fn thread_cpu_seconds(prefix: &str) -> f64 {
     ticks as f64 / 100.0 // USER_HZ is 100 on Linux.
 }
 
+/// A temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Development certificates in a fresh temporary directory, loaded as the DMZ's reverse
+/// endpoint (client certificate required) and the internal gateway's client for `dmz_ip`.
+fn demo_tls(dmz_ip: std::net::IpAddr) -> anyhow::Result<(TempDir, TlsServer, TlsClient)> {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("sallyport-demo-certs-{}", std::process::id())));
+    let certs = tls::dev_certs(tls::DEFAULT_DMZ_NAME, 1)?;
+    tls::write_dev_certs(&dir.0, &certs, true)?;
+    let file = |name: &str| dir.0.join(name);
+    let load = |e: tls::LoadError| anyhow::anyhow!("{}: {e}", e.field.key());
+    let server = TlsServer::load(
+        &file(tls::DMZ_CERT),
+        &file(tls::DMZ_KEY),
+        Some(&file(tls::CA_CERT)),
+        &[],
+        ServerRole::Reverse,
+    )
+    .map_err(load)?;
+    let client = TlsClient::load(
+        &file(tls::CA_CERT),
+        Some((
+            Path::new(&file(tls::INTERNAL_CERT)),
+            Path::new(&file(tls::INTERNAL_KEY)),
+        )),
+        ServerName::from(dmz_ip),
+    )
+    .map_err(load)?;
+    Ok((dir, server, client))
+}
+
 struct Measured {
     bulk: BulkResult,
     cpu_s_per_gb: Option<f64>,
@@ -141,12 +189,19 @@ fn measure(
 pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let echo = EchoServer::start(loopback())?;
+    let (_cert_dir, server_tls, client_tls) = if options.tls {
+        let (dir, server, client) = demo_tls(loopback().ip())?;
+        (Some(dir), Some(server), Some(client))
+    } else {
+        (None, None, None)
+    };
     let dmz = Gateway::start(&gateway_config(
         "dmz",
         options,
         Some(ReverseConfig {
             listen: loopback(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            tls: server_tls,
         }),
         ServiceConfig {
             name: SERVICE.to_string(),
@@ -157,6 +212,8 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
                 bind_name: SERVICE.to_string(),
                 timeout: DEFAULT_TIMEOUT,
                 credentials: None,
+                tls: None,
+                handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             }),
         },
     ))?;
@@ -186,10 +243,16 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
                 retry_max: DEFAULT_RETRY_MAX,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 credentials: None,
+                tls: client_tls,
+                target_tls: None,
             }),
         },
     ))?;
-    println!("sallyport demo: echo back-end {} <- internal gateway ==SOCKS5 BIND==> DMZ reverse {reverse}, public {public}", echo.addr());
+    if options.tls {
+        println!("sallyport demo: echo back-end {} <- internal gateway ==SOCKS5 BIND over mutual TLS==> DMZ reverse {reverse}, public {public} (plain TCP: the load generators speak plain TCP)", echo.addr());
+    } else {
+        println!("sallyport demo: echo back-end {} <- internal gateway ==SOCKS5 BIND==> DMZ reverse {reverse}, public {public}", echo.addr());
+    }
     println!(
         "  {} worker(s) per gateway, relay {}, {} prepared connections",
         options.workers, options.relay, options.prepared

@@ -1,13 +1,17 @@
 //! The DMZ's reverse endpoint: the SOCKS5 server internal gateways dial into.
 //!
-//! Each connection is negotiated here on the control thread (no-auth or RFC 1929 user/password,
-//! then BIND with DST.ADDR = the service's bind name). On success the first BIND reply carries
+//! Each connection is negotiated here on the control thread: the TLS handshake first when
+//! `[reverse] tls` is set (tokio-rustls; with `client_ca` a client certificate signed by that CA
+//! is required), then SOCKS5 (no-auth or RFC 1929 user/password, then BIND with DST.ADDR = the
+//! service's bind name), all within `handshake_timeout`. On success the first BIND reply carries
 //! the service's public address and the connection, now a *prepared connection*, is handed to
-//! a data-plane worker to be parked; the worker sends the second reply when it pairs it with a
-//! public client. Anything else gets the matching SOCKS reply and is closed, and counted.
+//! a data-plane worker to be parked, with its TLS session; the worker sends the second reply
+//! when it pairs it with a public client. Anything else gets the matching SOCKS reply (or TLS
+//! alert) and is closed, counted and logged with the reason.
 //!
 //! This module does not relay bytes and does not keep parked connections.
 
+use std::io::Read;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,8 +19,10 @@ use std::time::Duration;
 
 use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
 use sallyport_dataplane::{Dataplane, OwnedConn};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use crate::socks_io::{self, ReadError};
 use crate::stats::{ControlStats, HandshakeFailure};
@@ -37,7 +43,10 @@ pub struct BindTarget {
 /// Everything the reverse endpoint needs.
 pub struct ReverseEndpoint {
     pub targets: Vec<BindTarget>,
+    /// Longest the TLS handshake plus the SOCKS5 negotiation may take.
     pub handshake_timeout: Duration,
+    /// TLS on the reverse endpoint (`[reverse] tls`).
+    pub tls: Option<TlsAcceptor>,
     pub dataplane: Arc<Dataplane>,
     pub stats: Arc<ControlStats>,
 }
@@ -83,20 +92,13 @@ fn fail(why: HandshakeFailure, detail: impl Into<String>) -> Failure {
     }
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, endpoint: &ReverseEndpoint) {
-    let negotiated =
-        tokio::time::timeout(endpoint.handshake_timeout, negotiate(&mut stream, endpoint)).await;
-    let outcome = match negotiated {
-        Err(_) => Err(fail(
-            HandshakeFailure::Timeout,
-            format!(
-                "no complete SOCKS5 BIND within {:?}",
-                endpoint.handshake_timeout
-            ),
-        )),
-        Ok(result) => result,
+async fn handle(stream: TcpStream, peer: SocketAddr, endpoint: &ReverseEndpoint) {
+    let deadline = Instant::now() + endpoint.handshake_timeout;
+    let parked = match &endpoint.tls {
+        None => handle_plain(stream, deadline, endpoint).await,
+        Some(acceptor) => handle_tls(acceptor, stream, deadline, endpoint).await,
     };
-    let (target, leftover) = match outcome {
+    let (target, conn) = match parked {
         Ok(ok) => ok,
         Err(f) => {
             endpoint.stats.failed(f.why);
@@ -104,23 +106,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, endpoint: &ReverseEndpo
             return;
         }
     };
-    if !leftover.is_empty() {
-        endpoint.stats.failed(HandshakeFailure::Malformed);
-        tracing::info!(%peer, reason = "malformed", "reverse: bytes after BIND before pairing");
-        return;
-    }
-    let std_stream = match stream.into_std() {
-        Ok(s) => s,
-        Err(e) => {
-            endpoint.stats.failed(HandshakeFailure::Closed);
-            tracing::info!(%peer, error = %e, "reverse: cannot take the socket");
-            return;
-        }
-    };
-    match endpoint
-        .dataplane
-        .park(target.index, OwnedConn::new(std_stream, leftover))
-    {
+    match endpoint.dataplane.park(target.index, conn) {
         Ok(()) => {
             endpoint
                 .stats
@@ -134,8 +120,97 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, endpoint: &ReverseEndpo
     }
 }
 
-async fn read_message<T>(
-    stream: &mut TcpStream,
+/// What `handle` parks: the service and the connection.
+type Prepared<'e> = (&'e BindTarget, OwnedConn);
+
+fn timed_out(endpoint: &ReverseEndpoint, what: &str) -> Failure {
+    fail(
+        HandshakeFailure::Timeout,
+        format!("no complete {what} within {:?}", endpoint.handshake_timeout),
+    )
+}
+
+/// A prepared connection is silent until it is paired: bytes after the BIND request are a
+/// protocol error, not something to hand on.
+fn no_leftover(leftover: &[u8]) -> Result<(), Failure> {
+    if leftover.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(
+            HandshakeFailure::Malformed,
+            format!("{} bytes after BIND before pairing", leftover.len()),
+        ))
+    }
+}
+
+fn into_std(stream: TcpStream) -> Result<std::net::TcpStream, Failure> {
+    stream.into_std().map_err(|e| {
+        fail(
+            HandshakeFailure::Closed,
+            format!("cannot take the socket: {e}"),
+        )
+    })
+}
+
+async fn handle_plain(
+    mut stream: TcpStream,
+    deadline: Instant,
+    endpoint: &ReverseEndpoint,
+) -> Result<Prepared<'_>, Failure> {
+    let (target, leftover) = tokio::time::timeout_at(deadline, negotiate(&mut stream, endpoint))
+        .await
+        .map_err(|_| timed_out(endpoint, "SOCKS5 BIND"))??;
+    no_leftover(&leftover)?;
+    Ok((target, OwnedConn::new(into_std(stream)?, leftover)))
+}
+
+async fn handle_tls<'e>(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    deadline: Instant,
+    endpoint: &'e ReverseEndpoint,
+) -> Result<Prepared<'e>, Failure> {
+    let mut tls = tokio::time::timeout_at(deadline, acceptor.accept(stream))
+        .await
+        .map_err(|_| timed_out(endpoint, "TLS handshake"))?
+        .map_err(|e| {
+            fail(
+                HandshakeFailure::Tls,
+                format!("TLS handshake failed: {}", crate::tls::io_reason(&e)),
+            )
+        })?;
+    // `send` flushes: the first reply is on the wire before the session changes hands.
+    let (target, leftover) = tokio::time::timeout_at(deadline, negotiate(&mut tls, endpoint))
+        .await
+        .map_err(|_| timed_out(endpoint, "SOCKS5 BIND over TLS"))??;
+    no_leftover(&leftover)?;
+    let (tcp, mut session) = tls.into_inner();
+    // Plaintext rustls decrypted but nobody read is part of the stream too; a prepared
+    // connection has none (records not yet decrypted stay in the session for the worker).
+    let mut extra = [0u8; 64];
+    match session.reader().read(&mut extra) {
+        Ok(0) => {
+            return Err(fail(
+                HandshakeFailure::Closed,
+                "peer closed the TLS session right after BIND",
+            ))
+        }
+        Ok(n) => no_leftover(&extra[..n])?,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => {
+            return Err(fail(
+                HandshakeFailure::Closed,
+                format!("TLS session ended right after BIND: {e}"),
+            ))
+        }
+    }
+    let conn =
+        OwnedConn::new(into_std(tcp)?, leftover).with_tls(rustls::Connection::Server(session));
+    Ok((target, conn))
+}
+
+async fn read_message<S: AsyncRead + Unpin, T>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     parse: fn(&[u8]) -> Parsed<T>,
     what: &str,
@@ -144,18 +219,36 @@ async fn read_message<T>(
         .await
         .map_err(|e| match e {
             ReadError::Closed(detail) => fail(HandshakeFailure::Closed, detail),
+            ReadError::Malformed(_) if socks_io::looks_like_tls(buf) => fail(
+                HandshakeFailure::Malformed,
+                "the peer speaks TLS, but [reverse] has no tls (or the peer's tls is set by mistake)",
+            ),
             ReadError::Malformed(detail) => fail(HandshakeFailure::Malformed, detail),
+            ReadError::Tls(detail) => fail(HandshakeFailure::Tls, detail),
         })
 }
 
-async fn send(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), Failure> {
+fn write_failure(e: &std::io::Error) -> Failure {
+    match crate::tls::rustls_error(e) {
+        Some(_) => fail(HandshakeFailure::Tls, crate::tls::io_reason(e)),
+        None => fail(HandshakeFailure::Closed, format!("write failed: {e}")),
+    }
+}
+
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<(), Failure> {
+    // flush: over TLS the records may still sit in rustls after write_all.
     stream
         .write_all(bytes)
         .await
-        .map_err(|e| fail(HandshakeFailure::Closed, format!("write failed: {e}")))
+        .map_err(|e| write_failure(&e))?;
+    stream.flush().await.map_err(|e| write_failure(&e))
 }
 
-async fn reply(stream: &mut TcpStream, rep: u8, addr: SocketAddr) -> Result<(), Failure> {
+async fn reply<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    rep: u8,
+    addr: SocketAddr,
+) -> Result<(), Failure> {
     let mut out = Vec::with_capacity(22);
     socks5::encode_reply(rep, addr, &mut out);
     send(stream, &out).await
@@ -165,8 +258,8 @@ fn unspecified() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 0))
 }
 
-async fn negotiate<'e>(
-    stream: &mut TcpStream,
+async fn negotiate<'e, S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     endpoint: &'e ReverseEndpoint,
 ) -> Result<(&'e BindTarget, Vec<u8>), Failure> {
     let mut buf = Vec::with_capacity(64);

@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use sallyport_dataplane::wire::socks5;
-use sallyport_dataplane::{Dataplane, DataplaneConfig, PublicService, RelayConfig, StartError};
+use sallyport_dataplane::{
+    Dataplane, DataplaneConfig, PublicService, PublicTls, RelayConfig, StartError, TargetTls,
+};
 use serde_json::Value;
 
 use crate::config::{Config, RelayMode, RingSetup, ServiceRole};
 use crate::dmz::{BindTarget, ReverseEndpoint};
-use crate::internal::ReverseService;
+use crate::internal::{ReverseService, ReverseTls};
 use crate::stats::{self, ControlStats, InternalStats, ServiceView};
 
 /// Why a gateway could not start. `Config` errors name the file and key (exit 2); `Runtime`
@@ -154,7 +156,11 @@ impl Gateway {
                     name: s.name.clone(),
                     listen: d.listen,
                     timeout: d.timeout,
-                    tls: None,
+                    tls: d.tls.as_ref().map(|t| PublicTls {
+                        config: Arc::clone(&t.config),
+                        handshake_timeout: d.handshake_timeout,
+                    }),
+                    ws: None,
                     upstream: None,
                 });
                 dmz_keys.push(format!("service[{}].accept", s.name));
@@ -236,6 +242,14 @@ impl Gateway {
                         retry_max: i.retry_max,
                         connect_timeout: i.connect_timeout,
                         credentials: i.credentials.clone(),
+                        tls: i.tls.as_ref().map(|t| ReverseTls {
+                            connector: tokio_rustls::TlsConnector::from(Arc::clone(&t.config)),
+                            server_name: t.server_name.clone(),
+                        }),
+                        target_tls: i.target_tls.as_ref().map(|t| TargetTls {
+                            config: Arc::clone(&t.config),
+                            server_name: t.server_name.clone(),
+                        }),
                         stats: Arc::clone(&stats),
                         dataplane: Arc::clone(&dataplane),
                     });
@@ -259,7 +273,12 @@ impl Gateway {
             tracing::info!(service = %name, %addr, workers = dataplane.workers(), "public listener open");
         }
         if let Some(addr) = reverse_addr {
-            tracing::info!(%addr, "reverse endpoint (SOCKS5 BIND) open");
+            let tls = match config.reverse.as_ref().and_then(|r| r.tls.as_ref()) {
+                None => "off",
+                Some(t) if t.mutual() => "mutual (client certificate required)",
+                Some(_) => "on (no client certificate)",
+            };
+            tracing::info!(%addr, tls, "reverse endpoint (SOCKS5 BIND) open");
         }
         if let Some(addr) = admin_addr {
             tracing::info!(%addr, "admin endpoint open (GET /metrics, /stats)");
@@ -268,6 +287,10 @@ impl Gateway {
         let endpoint = config.reverse.as_ref().map(|r| ReverseEndpoint {
             targets,
             handshake_timeout: r.handshake_timeout,
+            tls: r
+                .tls
+                .as_ref()
+                .map(|t| tokio_rustls::TlsAcceptor::from(Arc::clone(&t.config))),
             dataplane: Arc::clone(&dataplane),
             stats: Arc::clone(&control_stats),
         });

@@ -2,26 +2,31 @@
 //! SOCKS5 BIND connections parked at the DMZ, refill one the moment one is used or lost, and
 //! back off 100 ms, 200 ms, 400 ms … up to `retry_max` while the DMZ cannot be reached.
 //!
-//! The control thread only dials: connect, SOCKS5 negotiation, BIND, first reply. Then the
-//! connection is handed to a data-plane worker, which parks it (a few dozen bytes, no task),
+//! The control thread only dials: connect, TLS handshake when the service has `tls` (verifying
+//! the DMZ's certificate, presenting ours; tokio-rustls, so other dials go on meanwhile), SOCKS5
+//! negotiation, BIND, first reply. Then the connection (with its TLS session) is handed to a
+//! data-plane worker, which parks it (a few dozen bytes, no task),
 //! waits for the DMZ's second BIND reply, connects to the back-end and relays. The worker
 //! reports what became of each leg ([`ReverseEvent`]); the pool keeper here counts and refills.
 //! This module listens on nothing. States: `LIFECYCLE.md`.
 
+use std::io::Read;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
 use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
-use sallyport_dataplane::{Dataplane, OwnedConn, ReverseEvent, ReverseOutcome};
-use tokio::io::AsyncWriteExt;
+use sallyport_dataplane::{Dataplane, OwnedConn, ReverseEvent, ReverseOutcome, TargetTls};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio_rustls::TlsConnector;
 
 use crate::config::{Credentials, HostPort};
-use crate::socks_io;
+use crate::socks_io::{self, ReadError};
 use crate::stats::{DialResult, InternalStats};
 
 /// First retry delay after a failed dial.
@@ -73,8 +78,18 @@ pub struct ReverseService {
     pub retry_max: Duration,
     pub connect_timeout: Duration,
     pub credentials: Option<Credentials>,
+    /// TLS on the reverse leg to the DMZ.
+    pub tls: Option<ReverseTls>,
+    /// TLS to the back-end (`connect = "tls://…"`), done by the worker.
+    pub target_tls: Option<TargetTls>,
     pub stats: Arc<InternalStats>,
     pub dataplane: Arc<Dataplane>,
+}
+
+/// The reverse leg's TLS client: verifies the DMZ as `server_name`, presents our certificate.
+pub struct ReverseTls {
+    pub connector: TlsConnector,
+    pub server_name: ServerName<'static>,
 }
 
 /// Why a dial did not give a prepared connection.
@@ -88,6 +103,24 @@ fn rejected(detail: impl Into<String>) -> DialError {
     DialError {
         result: DialResult::Rejected,
         detail: detail.into(),
+    }
+}
+
+fn tls_failed(detail: impl Into<String>) -> DialError {
+    DialError {
+        result: DialResult::TlsFailed,
+        detail: detail.into(),
+    }
+}
+
+/// A failed write: a TLS failure when rustls says so.
+fn write_failed(e: &std::io::Error) -> DialError {
+    match crate::tls::rustls_error(e) {
+        Some(_) => tls_failed(format!(
+            "TLS with the DMZ failed: {}",
+            crate::tls::io_reason(e)
+        )),
+        None => rejected(format!("write failed: {e}")),
     }
 }
 
@@ -255,21 +288,26 @@ fn on_event(pool: &mut Pool, outcome: ReverseOutcome) {
     }
 }
 
-async fn read_message<T>(
-    stream: &mut TcpStream,
+async fn read_message<S: AsyncRead + Unpin, T>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     parse: fn(&[u8]) -> Parsed<T>,
     what: &str,
-) -> Result<T, String> {
+) -> Result<T, DialError> {
     socks_io::read_message(stream, buf, parse, what)
         .await
-        .map_err(|e| format!("{e} (from the DMZ)"))
-}
-
-/// A connection with the first BIND reply received.
-struct Parked {
-    stream: TcpStream,
-    buf: Vec<u8>,
+        .map_err(|e| match e {
+            // E.g. the DMZ rejected our certificate: TLS 1.3 tells the client after its side
+            // of the handshake is done, with an alert on the first read.
+            ReadError::Tls(reason) => tls_failed(format!("TLS with the DMZ failed: {reason}")),
+            ReadError::Malformed(_) if socks_io::looks_like_tls(buf) => rejected(
+                "the DMZ answered with TLS: its reverse endpoint has [reverse] tls, so this \
+                 service needs tls = { ca = ... } too",
+            ),
+            ReadError::Closed(_) | ReadError::Malformed(_) => {
+                rejected(format!("{e} (from the DMZ)"))
+            }
+        })
 }
 
 /// Resolves the back-end, dials the DMZ, and hands the prepared connection to a worker.
@@ -278,16 +316,15 @@ async fn dial_and_park(service: &ReverseService, index: usize) -> Result<(), Dia
         result: DialResult::TargetUnresolved,
         detail,
     })?;
-    let Parked { stream, buf } = dial(service).await?;
-    let stream = stream.into_std().map_err(|e| rejected(e.to_string()))?;
+    let conn = dial(service).await?;
     service
         .dataplane
         .park_reverse(
             index,
-            OwnedConn::new(stream, buf),
+            conn,
             target,
             service.connect_timeout,
-            None,
+            service.target_tls.clone(),
         )
         .map_err(|_| rejected("every worker queue is full"))
 }
@@ -303,8 +340,9 @@ async fn resolve(target: &HostPort) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("back-end {target} resolves to no address"))
 }
 
-/// Connects to the DMZ, negotiates, sends BIND and waits for the first reply.
-async fn dial(service: &ReverseService) -> Result<Parked, DialError> {
+/// Connects to the DMZ (and completes TLS when configured), negotiates, sends BIND and waits
+/// for the first reply. The connection carries whatever was read after that reply.
+async fn dial(service: &ReverseService) -> Result<OwnedConn, DialError> {
     let addr = (service.dmz.host.as_str(), service.dmz.port);
     let connect = tokio::time::timeout(service.connect_timeout, TcpStream::connect(addr)).await;
     let mut stream = match connect {
@@ -323,10 +361,53 @@ async fn dial(service: &ReverseService) -> Result<Parked, DialError> {
         }
     };
     let _ = stream.set_nodelay(true);
-    let handshake = tokio::time::timeout(service.connect_timeout, negotiate(service, &mut stream));
-    match handshake.await {
-        Ok(Ok(buf)) => Ok(Parked { stream, buf }),
-        Ok(Err(e)) => Err(e),
+    let into_std = |s: TcpStream| s.into_std().map_err(|e| rejected(e.to_string()));
+    let Some(tls) = &service.tls else {
+        let buf = negotiate_within(service, &mut stream).await?;
+        return Ok(OwnedConn::new(into_std(stream)?, buf));
+    };
+    let handshake = tokio::time::timeout(
+        service.connect_timeout,
+        tls.connector.connect(tls.server_name.clone(), stream),
+    );
+    let mut stream = match handshake.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(tls_failed(format!(
+                "TLS handshake with the DMZ failed: {}",
+                crate::tls::io_reason(&e)
+            )))
+        }
+        Err(_) => {
+            return Err(tls_failed(format!(
+                "TLS handshake with the DMZ took longer than {:?}",
+                service.connect_timeout
+            )))
+        }
+    };
+    let mut buf = negotiate_within(service, &mut stream).await?;
+    let (tcp, mut session) = stream.into_inner();
+    // Plaintext rustls already decrypted (the second reply, if the DMZ paired this leg at once)
+    // belongs after the first reply: move it into the hand-off's leftover bytes, where the
+    // worker looks first. Undecrypted records stay in the session.
+    let mut chunk = [0u8; 64];
+    loop {
+        match session.reader().read(&mut chunk) {
+            Ok(0) => break, // close_notify: the worker sees the end on its first read.
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break, // WouldBlock: nothing more yet; anything else the worker sees too.
+        }
+    }
+    Ok(OwnedConn::new(into_std(tcp)?, buf).with_tls(rustls::Connection::Client(session)))
+}
+
+/// `negotiate` within the service's `connect_timeout`.
+async fn negotiate_within<S: AsyncRead + AsyncWrite + Unpin>(
+    service: &ReverseService,
+    stream: &mut S,
+) -> Result<Vec<u8>, DialError> {
+    match tokio::time::timeout(service.connect_timeout, negotiate(service, stream)).await {
+        Ok(result) => result,
         Err(_) => Err(rejected(format!(
             "SOCKS5 negotiation took longer than {:?}",
             service.connect_timeout
@@ -334,7 +415,10 @@ async fn dial(service: &ReverseService) -> Result<Parked, DialError> {
     }
 }
 
-async fn negotiate(service: &ReverseService, stream: &mut TcpStream) -> Result<Vec<u8>, DialError> {
+async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    service: &ReverseService,
+    stream: &mut S,
+) -> Result<Vec<u8>, DialError> {
     let creds = service.credentials.as_ref().map(|c| socks5::Credentials {
         user: c.user.as_bytes().to_vec(),
         password: c.password.expose().as_bytes().to_vec(),
@@ -354,8 +438,9 @@ async fn negotiate(service: &ReverseService, stream: &mut TcpStream) -> Result<V
     let host = Host::Domain(service.bind_name.clone());
     socks5::encode_request(Command::Bind, &host, 0, &mut out)
         .map_err(|e| rejected(e.to_string()))?;
-    let io = |e: std::io::Error| rejected(format!("write failed: {e}"));
-    stream.write_all(&out).await.map_err(io)?;
+    stream.write_all(&out).await.map_err(|e| write_failed(&e))?;
+    // Over TLS the records may still sit in rustls after write_all.
+    stream.flush().await.map_err(|e| write_failed(&e))?;
 
     let mut buf = Vec::with_capacity(64);
     let chosen = read_message(
@@ -364,8 +449,7 @@ async fn negotiate(service: &ReverseService, stream: &mut TcpStream) -> Result<V
         socks5::parse_method_choice,
         "method choice",
     )
-    .await
-    .map_err(rejected)?;
+    .await?;
     if chosen != method.to_byte() {
         return Err(rejected(format!(
             "DMZ refused authentication method {:#04x} (answered {chosen:#04x})",
@@ -379,15 +463,12 @@ async fn negotiate(service: &ReverseService, stream: &mut TcpStream) -> Result<V
             socks5::parse_userpass_status,
             "auth status",
         )
-        .await
-        .map_err(rejected)?;
+        .await?;
         if !ok {
             return Err(rejected("DMZ rejected the user/password"));
         }
     }
-    let first = read_message(stream, &mut buf, socks5::parse_reply, "first BIND reply")
-        .await
-        .map_err(rejected)?;
+    let first = read_message(stream, &mut buf, socks5::parse_reply, "first BIND reply").await?;
     if first.rep != socks5::rep::SUCCEEDED {
         return Err(rejected(format!(
             "DMZ refused BIND for {:?} (REP {:#04x}{})",

@@ -1,6 +1,7 @@
 //! sallyport's control side: configuration, the gateway assembly (data plane + control
-//! thread), the SOCKS5 reverse endpoint (DMZ), the reverse pools (internal gateway), the
-//! admin endpoint, and the `demo` topology. The `sallyport` binary is a thin CLI over it.
+//! thread), the SOCKS5 reverse endpoint (DMZ), the reverse pools (internal gateway), TLS
+//! settings and development certificates (`tls`), the admin endpoint, and the `demo`
+//! topology. The `sallyport` binary is a thin CLI over it.
 //!
 //! No `unsafe` here: every system call goes through `sallyport_dataplane::sys`.
 #![forbid(unsafe_code)]
@@ -13,3 +14,4 @@ pub mod gateway;
 pub mod internal;
 pub mod socks_io;
 pub mod stats;
+pub mod tls;

@@ -1,4 +1,4 @@
-//! The `sallyport` binary: `run`, `check`, `demo`. Exit codes: 0 success, 2 usage or
+//! The `sallyport` binary: `run`, `check`, `demo`, `certs`. Exit codes: 0 success, 2 usage or
 //! configuration error, 1 runtime failure.
 #![forbid(unsafe_code)]
 
@@ -11,12 +11,13 @@ use clap::{Parser, Subcommand};
 use sallyport::config::{Config, RelayMode};
 use sallyport::demo::{self, DemoOptions};
 use sallyport::gateway::{Gateway, StartupError};
+use sallyport::tls::{self, CertsError};
 
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (git ",
     env!("SALLYPORT_GIT_SHA"),
-    "; features: io_uring, splice relay, socks5 bind)"
+    "; features: io_uring, splice relay, socks5 bind, tls (rustls))"
 );
 
 /// Reverse-connection gateway: the trusted side dials out, nothing dials in.
@@ -54,6 +55,28 @@ enum Command {
         /// Request/response round trips per path.
         #[arg(long, default_value_t = 20_000)]
         requests: u64,
+        /// Run the reverse leg over mutual TLS (development certificates in a temporary
+        /// directory). The public listener stays plain TCP: the load generators speak TCP.
+        #[arg(long)]
+        tls: bool,
+    },
+    /// Generate development certificates: a CA (ca.pem, ca.key), a DMZ server certificate
+    /// (dmz.pem, dmz.key) and an internal gateway client certificate (internal.pem,
+    /// internal.key), and print the config lines that use them.
+    Certs {
+        /// Directory to write the six files into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Name internal gateways dial the DMZ by (DNS name or IP); the DMZ certificate is
+        /// also valid for localhost, 127.0.0.1 and ::1.
+        #[arg(long, value_name = "NAME", default_value = tls::DEFAULT_DMZ_NAME)]
+        dmz_name: String,
+        /// Days the certificates are valid.
+        #[arg(long, value_name = "N", default_value_t = tls::DEFAULT_CERT_DAYS)]
+        days: u32,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -86,11 +109,18 @@ fn main() -> ExitCode {
             init_logging();
             run(&config)
         }
+        Command::Certs {
+            out,
+            dmz_name,
+            days,
+            force,
+        } => certs(&out, &dmz_name, days, force),
         Command::Demo {
             workers,
             relay,
             bulk_mib,
             requests,
+            tls,
         } => {
             if workers == 0 || bulk_mib == 0 || requests == 0 {
                 eprintln!("error: --workers, --bulk-mib and --requests must be at least 1");
@@ -111,6 +141,7 @@ fn main() -> ExitCode {
                 },
                 bulk_bytes: bulk_mib << 20,
                 rr_requests: requests,
+                tls,
                 ..DemoOptions::default()
             };
             match demo::run(&options) {
@@ -122,6 +153,46 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `sallyport certs`: writes the files, prints what they are and the config lines using them.
+fn certs(out: &std::path::Path, dmz_name: &str, days: u32, force: bool) -> ExitCode {
+    let result =
+        tls::dev_certs(dmz_name, days).and_then(|certs| tls::write_dev_certs(out, &certs, force));
+    match result {
+        Ok(()) => {}
+        Err(e @ (CertsError::Usage(_) | CertsError::Exists(_))) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let dir = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
+    println!(
+        "wrote development certificates to {} (valid {days} days; keys mode 0600):",
+        dir.display()
+    );
+    println!(
+        "  {:<28} development CA; ca.key signs certificates: keep it off both gateways",
+        format!("{}, {}", tls::CA_CERT, tls::CA_KEY)
+    );
+    println!(
+        "  {:<28} DMZ server certificate for {}",
+        format!("{}, {}", tls::DMZ_CERT, tls::DMZ_KEY),
+        tls::dmz_names(dmz_name).join(", ")
+    );
+    println!(
+        "  {:<28} internal gateway client certificate (clientAuth)",
+        format!("{}, {}", tls::INTERNAL_CERT, tls::INTERNAL_KEY)
+    );
+    println!();
+    print!("{}", tls::config_lines(&dir, dmz_name));
+    println!();
+    println!("For development and tests only: in production use certificates from your own CA.");
+    ExitCode::SUCCESS
 }
 
 fn run(path: &std::path::Path) -> ExitCode {

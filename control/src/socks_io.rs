@@ -1,12 +1,12 @@
-//! Reads whole SOCKS5 messages from a tokio stream with the sans-IO parsers of
-//! `sallyport_dataplane::wire::socks5`, keeping whatever follows a message in the caller's
-//! buffer (wire rule 1). Shared by the DMZ's server side and the internal gateway's client side.
+//! Reads whole SOCKS5 messages from a tokio stream (plain TCP, or TLS through tokio-rustls) with
+//! the sans-IO parsers of `sallyport_dataplane::wire::socks5`, keeping whatever follows a message
+//! in the caller's buffer (wire rule 1). Shared by the DMZ's server side and the internal
+//! gateway's client side.
 //!
 //! It decides nothing about the protocol's flow; callers map the errors to their own counters.
 
 use sallyport_dataplane::wire::socks5::Parsed;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Most unparsed bytes a message may take. The longest SOCKS5 message is 513 bytes (RFC 1929
 /// with 255-byte user and password); more than this is a wrong protocol or an attack.
@@ -22,11 +22,14 @@ pub enum ReadError {
     Closed(String),
     /// The bytes are not a valid message (or too many of them).
     Malformed(String),
+    /// The TLS session failed (a bad record, or an alert from the peer, e.g. it rejected our
+    /// certificate after the handshake looked complete on our side).
+    Tls(String),
 }
 
 /// Reads until `parse` yields a message; `what` names it in errors ("greeting").
-pub async fn read_message<T>(
-    stream: &mut TcpStream,
+pub async fn read_message<S: AsyncRead + Unpin, T>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     parse: fn(&[u8]) -> Parsed<T>,
     what: &str,
@@ -54,6 +57,9 @@ pub async fn read_message<T>(
                 )))
             }
             Ok(_) => {}
+            Err(e) if crate::tls::rustls_error(&e).is_some() => {
+                return Err(ReadError::Tls(crate::tls::io_reason(&e)))
+            }
             Err(e) => {
                 return Err(ReadError::Closed(format!(
                     "read failed during the SOCKS5 {what}: {e}"
@@ -63,10 +69,16 @@ pub async fn read_message<T>(
     }
 }
 
+/// Whether `bytes` start like a TLS record (handshake or alert, version 3.x): the peer speaks
+/// TLS where SOCKS5 was expected.
+pub fn looks_like_tls(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 0x03, ..])
+}
+
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReadError::Closed(s) | ReadError::Malformed(s) => f.write_str(s),
+            ReadError::Closed(s) | ReadError::Malformed(s) | ReadError::Tls(s) => f.write_str(s),
         }
     }
 }

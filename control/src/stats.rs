@@ -18,18 +18,21 @@ pub enum HandshakeFailure {
     NoAcceptableMethod,
     QueueFull,
     Timeout,
+    /// The TLS handshake failed: no, an untrusted or an expired client certificate, not TLS…
+    Tls,
     UnknownService,
     UnsupportedCommand,
 }
 
 impl HandshakeFailure {
-    pub const ALL: [HandshakeFailure; 8] = [
+    pub const ALL: [HandshakeFailure; 9] = [
         Self::AuthFailed,
         Self::Closed,
         Self::Malformed,
         Self::NoAcceptableMethod,
         Self::QueueFull,
         Self::Timeout,
+        Self::Tls,
         Self::UnknownService,
         Self::UnsupportedCommand,
     ];
@@ -42,6 +45,7 @@ impl HandshakeFailure {
             Self::NoAcceptableMethod => "no_acceptable_method",
             Self::QueueFull => "queue_full",
             Self::Timeout => "timeout",
+            Self::Tls => "tls",
             Self::UnknownService => "unknown_service",
             Self::UnsupportedCommand => "unsupported_command",
         }
@@ -59,14 +63,17 @@ pub enum DialResult {
     Rejected,
     /// The back-end's name did not resolve; no dial was made.
     TargetUnresolved,
+    /// The TLS handshake with the DMZ failed, or the DMZ rejected our certificate.
+    TlsFailed,
 }
 
 impl DialResult {
-    pub const ALL: [DialResult; 4] = [
+    pub const ALL: [DialResult; 5] = [
         Self::ConnectFailed,
         Self::Parked,
         Self::Rejected,
         Self::TargetUnresolved,
+        Self::TlsFailed,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -74,6 +81,7 @@ impl DialResult {
             Self::Parked => "parked",
             Self::Rejected => "rejected",
             Self::TargetUnresolved => "target_unresolved",
+            Self::TlsFailed => "tls_failed",
         }
     }
 }
@@ -83,7 +91,7 @@ impl DialResult {
 pub struct InternalStats {
     /// Prepared connections parked at the DMZ right now.
     pub parked: AtomicI64,
-    pub dials: [AtomicU64; 4],
+    pub dials: [AtomicU64; 5],
     /// Paired by the DMZ and handed to a worker.
     pub tunnels: AtomicU64,
     /// Paired, but the back-end refused or timed out: the tunnel was closed at once.
@@ -105,7 +113,7 @@ impl InternalStats {
 /// Counters owned by the control thread.
 #[derive(Debug, Default)]
 pub struct ControlStats {
-    pub handshake_failures: [AtomicU64; 8],
+    pub handshake_failures: [AtomicU64; 9],
     pub prepared_accepted: AtomicU64,
 }
 
@@ -161,6 +169,7 @@ pub fn to_json(
                         "refused": refused,
                         "prepared_lost": d.prepared_lost,
                         "prepared_stolen": d.stolen,
+                        "tls_failures": d.tls_failures,
                     }),
                 )
             }
@@ -338,9 +347,21 @@ pub fn to_prometheus(
             );
         }
         p.family(
+            names::TLS_FAILURES,
+            "counter",
+            "Public clients of tls:// listeners whose TLS handshake failed or timed out.",
+        );
+        for (name, i) in &dmz {
+            p.sample(
+                names::TLS_FAILURES,
+                &[("service", name)],
+                snap.services[*i].tls_failures,
+            );
+        }
+        p.family(
             names::HANDSHAKE_FAILURES,
             "counter",
-            "SOCKS5 negotiations on the reverse listener that failed, by reason.",
+            "Negotiations on the reverse listener (TLS handshake, SOCKS5) that failed, by reason.",
         );
         for (reason, n) in HandshakeFailure::ALL
             .iter()
@@ -423,6 +444,7 @@ mod tests {
             services: vec![ServiceSnapshot {
                 prepared: 4,
                 refused: [2, 0],
+                tls_failures: 5,
                 ..Default::default()
             }],
             tunnels_total: 9,
@@ -431,9 +453,11 @@ mod tests {
         };
         let control = ControlStats::default();
         control.failed(HandshakeFailure::UnknownService);
+        control.failed(HandshakeFailure::Tls);
         let internal = InternalStats::default();
         internal.parked.store(3, Ordering::Relaxed);
         internal.dialed(DialResult::Parked);
+        internal.dialed(DialResult::TlsFailed);
         let views = [
             ServiceView::Dmz {
                 name: "echo",
@@ -450,6 +474,9 @@ mod tests {
         assert_eq!(j["services"]["db"]["prepared"], 3);
         assert_eq!(j["services"]["db"]["dials"]["parked"], 1);
         assert_eq!(j["handshake_failures"]["unknown_service"], 1);
+        assert_eq!(j["handshake_failures"]["tls"], 1);
+        assert_eq!(j["services"]["echo"]["tls_failures"], 5);
+        assert_eq!(j["services"]["db"]["dials"]["tls_failed"], 1);
         let text = to_prometheus(&views, &snap, &control);
         assert!(text.contains("sallyport_prepared_connections{service=\"echo\"} 4\n"));
         assert!(text.contains("sallyport_prepared_connections{service=\"db\"} 3\n"));
@@ -458,5 +485,9 @@ mod tests {
             text.contains("sallyport_refusals_total{service=\"echo\",reason=\"no_prepared\"} 2\n")
         );
         assert!(text.contains("sallyport_tunnels_total 9\n"));
+        assert!(text.contains("sallyport_handshake_failures_total{reason=\"tls\"} 1\n"));
+        assert!(text.contains("sallyport_public_tls_failures_total{service=\"echo\"} 5\n"));
+        assert!(text
+            .contains("sallyport_reverse_dials_total{service=\"db\",result=\"tls_failed\"} 1\n"));
     }
 }

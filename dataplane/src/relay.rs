@@ -147,7 +147,10 @@ impl Flow {
                 res
             }
             Engine::Splice { pipe, pending } => {
-                debug_assert!(!src.needs_userspace(), "TLS and WebSocket legs never splice");
+                debug_assert!(
+                    !src.needs_userspace(),
+                    "TLS and WebSocket legs never splice"
+                );
                 let res = sys::splice(src.fd(), pipe.write.as_fd(), pipe.capacity);
                 if let Ok(n) = res {
                     *pending = n;
@@ -248,10 +251,15 @@ impl Tunnel {
         let writable = all || bits & !sys::POLLIN != 0;
         // Readable leg: the flow it feeds. Writable leg: the flow that writes into it, but
         // only when that flow is waiting for room (a socket is nearly always writable).
+        let other = 1 - leg;
         if readable {
             self.pump_flow(leg, stats)?;
+            // Reading a TLS or WebSocket leg can unblock writes into it (a handshake finished,
+            // the 101 came back) without any POLLOUT: a data wake-up reports POLLIN only.
+            if self.legs[leg].needs_userspace() && self.flows[other].blocked_on_write {
+                self.pump_flow(other, stats)?;
+            }
         }
-        let other = 1 - leg;
         if writable {
             // TLS records of the leg's own (handshake, key update answers) go out first.
             if self.legs[leg].wants_write() {

@@ -327,7 +327,14 @@ fn virtual_private_connection_tcp_over_websocket() {
         writer.shutdown(std::net::Shutdown::Write).unwrap();
     });
     let mut back = Vec::new();
-    client.read_to_end(&mut back).unwrap();
+    if let Err(e) = client.read_to_end(&mut back) {
+        panic!(
+            "VPC stalled ({e}) after {} bytes back\nA: {:?}\nB: {:?}",
+            back.len(),
+            a.snapshot(),
+            b.snapshot()
+        );
+    }
     w.join().unwrap();
     assert_eq!(back.len(), expected.len());
     assert!(back == expected, "bytes differ across the VPC");

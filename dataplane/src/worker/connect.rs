@@ -68,7 +68,7 @@ impl Worker {
                     );
                     tracing::info!(
                         core = self.id,
-                        service,
+                        service = %self.services[service].name,
                         also_failed,
                         "upstream unreachable ({why}); client reset"
                     );

@@ -200,6 +200,8 @@ struct Waiter {
 }
 
 struct LocalService {
+    /// The service's name, for log lines.
+    name: String,
     timeout: Duration,
     tls: Option<PublicTls>,
     ws: Option<PublicWs>,
@@ -284,6 +286,7 @@ impl Worker {
             .services
             .into_iter()
             .map(|s| LocalService {
+                name: s.name,
                 timeout: s.timeout,
                 tls: s.tls,
                 ws: s.ws,

@@ -77,7 +77,7 @@ impl Worker {
                     tls.handshake_timeout,
                 ),
                 Err(e) => {
-                    tracing::warn!(core = self.id, service = first, error = %e, "cannot start a TLS session");
+                    tracing::warn!(core = self.id, service = %local.name, error = %e, "cannot start a TLS session");
                     return;
                 }
             },
@@ -400,7 +400,7 @@ impl Worker {
             }
         };
         if let Some(also_failed) = self.handshake_log.allow(Instant::now()) {
-            tracing::info!(core = self.id, service = first, client = %addr, also_failed,
+            tracing::info!(core = self.id, service = %self.services[first].name, client = %addr, also_failed,
                 "handshake with a public client failed: {reason}");
         }
     }
@@ -417,7 +417,7 @@ impl Worker {
                 self.stats.services[service].waiting.fetch_sub(1, relaxed());
                 self.stats.refused(service, RefusalReason::NoPrepared);
                 if let Some(also_refused) = self.refusal_log.allow(now) {
-                    tracing::info!(core = self.id, service, client = %waiter.addr, also_refused,
+                    tracing::info!(core = self.id, service = %local.name, client = %waiter.addr, also_refused,
                         "client reset: no prepared connection within the service's timeout");
                 }
             }

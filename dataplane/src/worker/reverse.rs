@@ -58,8 +58,24 @@ impl Worker {
             Ok(Some(_)) | Err(_) => return self.on_second_reply(*leg),
         }
         let raw = leg.leg.fd().as_raw_fd();
+        let tls = leg.leg.is_tls();
         let (index, gen) = self.slots.insert(Entry::Reverse(leg));
         let ud = user_data(TAG_REVERSE, gen, index);
+        if tls {
+            // Records the control thread read but did not decrypt may already hold the second
+            // reply: no socket event would announce them, so look now.
+            let now = Completion {
+                user_data: ud,
+                result: sys::POLLIN as i32,
+                more: true,
+            };
+            if self.on_reverse_event(index, gen, now).is_err() {
+                return;
+            }
+            if !matches!(self.slots.get_mut(index, gen), Some(Entry::Reverse(_))) {
+                return; // Already paired or lost.
+            }
+        }
         if self.ring.poll_multi(raw, sys::POLL_PARKED, ud).is_err() {
             self.slots.remove(index, gen);
             self.emit(

@@ -1,0 +1,363 @@
+//! TLS end to end, in one process on loopback: a DMZ gateway with mutual TLS on its reverse
+//! endpoint and a `tls://` public listener, internal gateways with good and bad certificates,
+//! an echo back-end, and a rustls client as the public client.
+//!
+//! Certificates come from the `sallyport certs` code (`sallyport::tls::DevCa`), written to a
+//! temporary directory per test. Waits poll a condition with a deadline; nothing sleeps to wait.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use sallyport::config::Config;
+use sallyport::gateway::Gateway;
+use sallyport::tls::{CertRole, DevCa};
+use sallyport_bench::backend::EchoServer;
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Everything the control threads log, for checking the reasons they give.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The process-wide log capture (gateway threads log through the global subscriber).
+fn logs() -> &'static Logs {
+    static LOGS: OnceLock<Logs> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        logs
+    })
+}
+
+fn logged(text: &str) -> bool {
+    String::from_utf8_lossy(&logs().0.lock().unwrap()).contains(text)
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !done() {
+        if Instant::now() >= end {
+            let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+            let tail: Vec<&str> = text.lines().rev().take(12).collect();
+            panic!(
+                "timed out waiting for {what}; last log lines (newest first):\n{}",
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A temporary directory with a CA, the DMZ's certificate and several internal identities.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(tag: &str) -> Pki {
+        let dir =
+            std::env::temp_dir().join(format!("sallyport-tls-e2e-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pki = Pki { dir };
+        let ca = DevCa::new(30).unwrap();
+        let other = DevCa::new(30).unwrap();
+        pki.write("ca.pem", &ca.cert_pem());
+        pki.write("other-ca.pem", &other.cert_pem());
+        let names = ["localhost".to_string(), "127.0.0.1".to_string()];
+        let dmz = ca.issue(CertRole::Server, "dmz", &names, -1, 30).unwrap();
+        pki.write("dmz.pem", &dmz.cert_pem);
+        pki.write("dmz.key", &dmz.key_pem);
+        let client = |ca: &DevCa, name: &str, from: i64, until: i64| {
+            let issued = ca
+                .issue(
+                    CertRole::Client,
+                    name,
+                    &["internal".to_string()],
+                    from,
+                    until,
+                )
+                .unwrap();
+            pki.write(&format!("{name}.pem"), &issued.cert_pem);
+            pki.write(&format!("{name}.key"), &issued.key_pem);
+        };
+        client(&ca, "good", -1, 30);
+        client(&ca, "expired", -10, -1);
+        client(&other, "stranger", -1, 30);
+        pki
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.join(name), text).unwrap();
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(dir: &Path, name: &str, text: &str) -> Gateway {
+    let config = Config::parse(&dir.join(name), text).unwrap_or_else(|e| panic!("{e}"));
+    Gateway::start(&config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn dmz(pki: &Pki) -> Gateway {
+    logs();
+    let text = r#"
+        [gateway]
+        workers = 1
+        cores = []
+        [reverse]
+        listen = "127.0.0.1:0"
+        handshake_timeout = "2s"
+        tls = { cert = "dmz.pem", key = "dmz.key", client_ca = "ca.pem" }
+        [[service]]
+        name = "echo"
+        accept = "tls://127.0.0.1:0"
+        tls = { cert = "dmz.pem", key = "dmz.key", alpn = ["echo/1"] }
+        connect = "reverse://echo"
+        "#;
+    start(&pki.dir, "dmz.toml", text)
+}
+
+/// An internal gateway for `dmz` whose reverse leg uses `tls` (a TOML inline table or "").
+fn internal(pki: &Pki, dmz: &Gateway, echo: SocketAddr, tls: &str) -> Gateway {
+    let reverse = dmz.reverse_addr.unwrap();
+    let text = format!(
+        r#"
+        [gateway]
+        workers = 1
+        cores = []
+        [[service]]
+        name = "echo"
+        accept = "reverse://{reverse}/echo"
+        connect = "tcp://{echo}"
+        prepared = 2
+        retry_max = "200ms"
+        {tls}
+        "#
+    );
+    start(&pki.dir, "internal.toml", &text)
+}
+
+fn stats(g: &Gateway) -> Value {
+    g.stats().json()
+}
+
+fn tls_failures(dmz: &Gateway) -> u64 {
+    stats(dmz)["handshake_failures"]["tls"].as_u64().unwrap()
+}
+
+/// A public client: TLS to `public` (trusting `ca`, ALPN "echo/1"), 200 kB echoed.
+fn tls_echo(ca: &Path, public: SocketAddr, round: u8) {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"echo/1".to_vec()];
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    let tcp = TcpStream::connect(public).unwrap();
+    tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let payload: Vec<u8> = (0..200_000u32)
+        .map(|i| ((i % 251) as u8).wrapping_add(round))
+        .collect();
+    tls.write_all(&payload).unwrap();
+    let mut got = vec![0u8; payload.len()];
+    tls.read_exact(&mut got).unwrap();
+    assert!(got == payload, "round {round}: echo differs");
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"echo/1"[..]));
+}
+
+#[test]
+fn client_waiting_before_the_pool_exists_is_paired_at_once() {
+    // The DMZ pairs the first prepared connection the moment it parks: the second BIND reply
+    // follows the first at once and may reach the internal gateway in the same TLS read.
+    let pki = Pki::new("waiting");
+    let echo = EchoServer::start(loopback()).unwrap();
+    let dmz = dmz(&pki);
+    let public = dmz.public[0].1;
+    let ca = pki.dir.join("ca.pem");
+    let client = std::thread::spawn(move || tls_echo(&ca, public, 7));
+    wait_for("the client to wait", || {
+        stats(&dmz)["services"]["echo"]["waiting"] == 1
+    });
+    let internal = internal(
+        &pki,
+        &dmz,
+        echo.addr(),
+        "tls = { ca = \"ca.pem\", cert = \"good.pem\", key = \"good.key\" }",
+    );
+    client.join().unwrap();
+    wait_for("the pool to fill", || {
+        dmz.stats().prepared("echo") == Some(2)
+    });
+    internal.shutdown();
+    dmz.shutdown();
+}
+
+#[test]
+fn mutual_tls_reverse_leg_and_tls_listener_relay() {
+    let pki = Pki::new("ok");
+    let echo = EchoServer::start(loopback()).unwrap();
+    let dmz = dmz(&pki);
+    let internal = internal(
+        &pki,
+        &dmz,
+        echo.addr(),
+        "tls = { ca = \"ca.pem\", cert = \"good.pem\", key = \"good.key\", server_name = \"localhost\" }",
+    );
+    wait_for("2 prepared connections over mutual TLS", || {
+        dmz.stats().prepared("echo") == Some(2)
+    });
+    assert_eq!(internal.stats().prepared("echo"), Some(2));
+
+    // A public TLS client through the tls:// listener, twice (the pool refills).
+    let public = dmz.public[0].1;
+    for round in 0..2 {
+        tls_echo(&pki.dir.join("ca.pem"), public, round);
+        wait_for("the pool to refill", || {
+            dmz.stats().prepared("echo") == Some(2)
+        });
+    }
+    let s = stats(&dmz);
+    assert_eq!(s["handshake_failures"]["tls"], 0, "{s}");
+    assert_eq!(s["services"]["echo"]["tls_failures"], 0, "{s}");
+
+    // A public client that is not TLS is counted per service, in /stats and /metrics.
+    let mut plain = TcpStream::connect(public).unwrap();
+    plain.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    plain.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = plain.read(&mut [0u8; 64]);
+    wait_for("a public TLS failure", || {
+        stats(&dmz)["services"]["echo"]["tls_failures"] == 1
+    });
+    assert!(dmz
+        .stats()
+        .prometheus()
+        .contains("sallyport_public_tls_failures_total{service=\"echo\"} 1\n"));
+    internal.shutdown();
+    dmz.shutdown();
+}
+
+#[test]
+fn bad_reverse_legs_are_refused_counted_logged_and_never_parked() {
+    let pki = Pki::new("bad");
+    let echo = EchoServer::start(loopback()).unwrap();
+    let dmz = dmz(&pki);
+    // (reverse-leg tls table, DMZ's reason, internal gateway's reason)
+    let cases = [
+        (
+            "tls = { ca = \"ca.pem\" }".to_string(),
+            "client presented no certificate",
+            "the peer requires a client certificate and we sent none",
+        ),
+        (
+            // Signed by a CA that is not (or no longer: revoked by removal) in client_ca.
+            "tls = { ca = \"ca.pem\", cert = \"stranger.pem\", key = \"stranger.key\" }".to_string(),
+            "certificate signed by an unknown CA",
+            "the peer does not trust our certificate's CA",
+        ),
+        (
+            "tls = { ca = \"ca.pem\", cert = \"expired.pem\", key = \"expired.key\" }".to_string(),
+            "certificate expired",
+            "the peer says our certificate expired",
+        ),
+        (
+            // The internal gateway does not trust the DMZ's CA.
+            "tls = { ca = \"other-ca.pem\", cert = \"good.pem\", key = \"good.key\" }".to_string(),
+            "the peer does not trust our certificate's CA",
+            "certificate signed by an unknown CA",
+        ),
+        (
+            "tls = { ca = \"ca.pem\", cert = \"good.pem\", key = \"good.key\", server_name = \"wrong.example\" }"
+                .to_string(),
+            "the peer rejected our certificate (alert BadCertificate)",
+            "server name mismatch: expected \"wrong.example\"",
+        ),
+        (
+            // No TLS at all toward a TLS endpoint.
+            String::new(),
+            "the peer does not speak TLS",
+            "the DMZ answered with TLS",
+        ),
+    ];
+    for (tls, dmz_reason, internal_reason) in &cases {
+        let before = tls_failures(&dmz);
+        let internal = internal(&pki, &dmz, echo.addr(), tls);
+        wait_for(&format!("DMZ TLS failures to grow ({tls})"), || {
+            tls_failures(&dmz) > before
+        });
+        wait_for(&format!("internal dial failure ({tls})"), || {
+            let dials = &stats(&internal)["services"]["echo"]["dials"];
+            dials["tls_failed"].as_u64().unwrap() + dials["rejected"].as_u64().unwrap() > 0
+        });
+        wait_for(&format!("DMZ log line {dmz_reason:?}"), || {
+            logged(&format!("reverse: TLS handshake failed: {dmz_reason}"))
+        });
+        wait_for(&format!("internal log line {internal_reason:?}"), || {
+            logged(internal_reason)
+        });
+        let s = stats(&dmz);
+        assert_eq!(s["services"]["echo"]["prepared"], 0, "{tls}: {s}");
+        assert_eq!(s["prepared_accepted"], 0, "{tls}: {s}");
+        assert_eq!(internal.stats().prepared("echo"), Some(0), "{tls}");
+        internal.shutdown();
+    }
+    assert!(dmz
+        .stats()
+        .prometheus()
+        .contains("sallyport_handshake_failures_total{reason=\"tls\"} "));
+    dmz.shutdown();
+}
+
+#[test]
+fn tls_handshake_that_never_completes_times_out() {
+    let pki = Pki::new("slow");
+    let dmz = dmz(&pki);
+    // Connect and say nothing: the handshake timeout (2s) closes it.
+    let mut silent = TcpStream::connect(dmz.reverse_addr.unwrap()).unwrap();
+    silent.set_read_timeout(Some(DEADLINE)).unwrap();
+    let n = silent.read(&mut [0u8; 16]).unwrap_or(0);
+    assert_eq!(n, 0, "the DMZ closes a silent peer");
+    wait_for("a handshake timeout", || {
+        stats(&dmz)["handshake_failures"]["timeout"] == 1
+    });
+    assert!(logged("no complete TLS handshake within 2s"));
+    dmz.shutdown();
+}
