@@ -62,6 +62,19 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// The cores a demo gateway's workers are pinned to: the two gateways share this process
+/// (and the host with the load generator), so each gets its own half of the cores rather than
+/// both starting at core 0 (see tuning.md, "Two gateways on one host").
+fn demo_cores(second: bool) -> Vec<usize> {
+    let cores = sallyport_dataplane::sys::available_cores();
+    let half = (cores / 2).max(1);
+    if second && cores > 1 {
+        (half..cores).collect()
+    } else {
+        (0..half).collect()
+    }
+}
+
 fn gateway_config(
     name: &str,
     options: &DemoOptions,
@@ -73,6 +86,7 @@ fn gateway_config(
         gateway: GatewayConfig {
             workers: options.workers,
             relay: options.relay,
+            cores: Some(demo_cores(reverse.is_none())),
             ..GatewayConfig::default()
         },
         reverse,
