@@ -371,6 +371,14 @@ pub fn random_u64() -> u64 {
     value
 }
 
+/// Whether this kernel offers kernel TLS (the `tls` upper-layer protocol), which would let a
+/// TLS leg be spliced after the handshake. Read from `/proc/sys/net/ipv4/tcp_available_ulp`.
+pub fn kernel_tls_available() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
+        .map(|ulps| ulps.split_whitespace().any(|u| u == "tls"))
+        .unwrap_or(false)
+}
+
 /// An eventfd a worker polls to learn that its queue has messages.
 pub fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; a non-negative result is a new descriptor we own.
