@@ -2,17 +2,19 @@
 //! handshake in the worker, bytes that ride with the handshake's last flight, a stalled
 //! handshake that times out without disturbing others, and a TLS back-end on the internal side.
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::prepared_pair;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use sallyport_dataplane::sys::{RingSetup, StreamOptions};
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{
-    Dataplane, DataplaneConfig, OwnedConn, PublicService, PublicTls, RelayConfig, RelayMode,
-    ReverseEvent, ReverseEvents, ReverseOutcome, TargetTls,
+    Dataplane, OwnedConn, PublicService, PublicTls, RelayMode, ReverseEvent, ReverseEvents,
+    ReverseOutcome, TargetTls,
 };
 
 struct Pki {
@@ -58,43 +60,15 @@ fn client_config(pki: &Pki) -> Arc<rustls::ClientConfig> {
     )
 }
 
-fn relay() -> RelayConfig {
-    RelayConfig {
-        mode: RelayMode::Splice,
-        pipe_size: 1 << 16,
-        buffer_size: 16 << 10,
-        stream: StreamOptions::default(),
-        busy_poll: Duration::ZERO,
-    }
-}
-
 fn start_public(pki: &Pki, handshake_timeout: Duration) -> Dataplane {
-    Dataplane::start(DataplaneConfig {
-        workers: 1,
-        cores: None,
-        relay: relay(),
-        ring: RingSetup::DeferTaskrun,
-        services: vec![PublicService {
-            name: "secure".into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            timeout: Duration::from_secs(5),
-            tls: Some(PublicTls {
-                config: server_config(pki),
-                handshake_timeout,
-            }),
-            ws: None,
-            upstream: None,
-        }],
-        reverse_events: None,
-    })
-    .expect("data plane starts")
-}
-
-fn prepared_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let internal = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (dmz_side, _) = listener.accept().unwrap();
-    (dmz_side, internal)
+    let service = PublicService {
+        tls: Some(PublicTls {
+            config: server_config(pki),
+            handshake_timeout,
+        }),
+        ..common::plain_service("secure", Duration::from_secs(5))
+    };
+    common::start(1, RelayMode::Splice, vec![service], None)
 }
 
 fn tls_client(
@@ -215,15 +189,7 @@ fn reverse_leg_reaches_a_tls_back_end() {
     let events: ReverseEvents = Arc::new(move |e: ReverseEvent| {
         let _ = tx.lock().unwrap().send(e);
     });
-    let dp = Dataplane::start(DataplaneConfig {
-        workers: 1,
-        cores: None,
-        relay: relay(),
-        ring: RingSetup::DeferTaskrun,
-        services: Vec::new(),
-        reverse_events: Some(events),
-    })
-    .unwrap();
+    let dp = common::start(1, RelayMode::Splice, Vec::new(), Some(events));
     // A TLS echo back-end.
     let backend = TcpListener::bind("127.0.0.1:0").unwrap();
     let backend_addr = backend.local_addr().unwrap();

@@ -2,58 +2,22 @@
 //! real public clients on 127.0.0.1:0, both relay engines, stealing between workers, the
 //! timeout reset, and no descriptor left behind once tunnels close.
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sallyport_dataplane::sys::{RingSetup, StreamOptions};
+use common::{plain_service, prepared_pair, wait_until};
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{
-    Dataplane, DataplaneConfig, OwnedConn, PublicService, RelayConfig, RelayMode, ReverseEvent,
-    ReverseEvents, ReverseOutcome, Upstream,
+    Dataplane, OwnedConn, PublicService, RelayMode, ReverseEvent, ReverseEvents, ReverseOutcome,
+    Upstream,
 };
-use std::sync::{mpsc, Arc, Mutex};
 
 fn start(workers: usize, mode: RelayMode, timeout: Duration) -> Dataplane {
-    Dataplane::start(DataplaneConfig {
-        workers,
-        cores: None,
-        relay: RelayConfig {
-            mode,
-            pipe_size: 256 << 10,
-            buffer_size: 16 << 10,
-            stream: StreamOptions::default(),
-            busy_poll: Duration::ZERO,
-        },
-        ring: RingSetup::DeferTaskrun,
-        reverse_events: None,
-        services: vec![PublicService {
-            name: "echo".into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            timeout,
-            tls: None,
-            ws: None,
-            upstream: None,
-        }],
-    })
-    .expect("data plane starts")
-}
-
-/// A connected pair: the first end is handed to the data plane as a prepared connection, the
-/// second plays the internal gateway.
-fn prepared_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let internal = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (dmz_side, _) = listener.accept().unwrap();
-    (dmz_side, internal)
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::start(workers, mode, vec![plain_service("echo", timeout)], None)
 }
 
 fn open_fds() -> usize {
@@ -211,21 +175,7 @@ fn start_with_events() -> (Dataplane, mpsc::Receiver<ReverseEvent>) {
     let events: ReverseEvents = Arc::new(move |event| {
         let _ = tx.lock().unwrap().send(event);
     });
-    let dp = Dataplane::start(DataplaneConfig {
-        workers: 1,
-        cores: None,
-        relay: RelayConfig {
-            mode: RelayMode::Copy,
-            pipe_size: 1 << 16,
-            buffer_size: 1 << 14,
-            stream: StreamOptions::default(),
-            busy_poll: Duration::ZERO,
-        },
-        ring: RingSetup::DeferTaskrun,
-        services: Vec::new(),
-        reverse_events: Some(events),
-    })
-    .expect("data plane starts");
+    let dp = common::start(1, RelayMode::Copy, Vec::new(), Some(events));
     (dp, rx)
 }
 
@@ -343,60 +293,25 @@ fn libc_econnrefused() -> i32 {
 fn busy_port_is_a_listen_error() {
     // Even a second SO_REUSEPORT group on the same port is refused, not silently shared.
     let other = start(1, RelayMode::Splice, Duration::from_secs(1));
-    let err = Dataplane::start(DataplaneConfig {
-        workers: 1,
-        cores: None,
-        relay: RelayConfig {
-            mode: RelayMode::Splice,
-            pipe_size: 1 << 16,
-            buffer_size: 1 << 14,
-            stream: StreamOptions::default(),
-            busy_poll: Duration::ZERO,
-        },
-        ring: RingSetup::DeferTaskrun,
-        reverse_events: None,
-        services: vec![PublicService {
-            name: "busy".into(),
-            listen: other.service_addr(0),
-            timeout: Duration::from_secs(1),
-            tls: None,
-            ws: None,
-            upstream: None,
-        }],
-    })
-    .err()
-    .expect("port in use");
+    let mut busy = plain_service("busy", Duration::from_secs(1));
+    busy.listen = other.service_addr(0);
+    let err = Dataplane::start(common::config(1, RelayMode::Splice, vec![busy], None))
+        .err()
+        .expect("port in use");
     assert!(err.to_string().contains("service busy"), "{err}");
 }
 
 fn start_forward(upstream: SocketAddr) -> Dataplane {
-    Dataplane::start(DataplaneConfig {
-        workers: 1,
-        cores: None,
-        relay: RelayConfig {
-            mode: RelayMode::Splice,
-            pipe_size: 1 << 16,
-            buffer_size: 1 << 14,
-            stream: StreamOptions::default(),
-            busy_poll: Duration::ZERO,
-        },
-        ring: RingSetup::DeferTaskrun,
-        services: vec![PublicService {
-            name: "forward".into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            timeout: Duration::from_secs(1),
+    let service = PublicService {
+        upstream: Some(Upstream {
+            addr: upstream,
             tls: None,
+            connect_timeout: Duration::from_secs(2),
             ws: None,
-            upstream: Some(Upstream {
-                addr: upstream,
-                tls: None,
-                connect_timeout: Duration::from_secs(2),
-                ws: None,
-            }),
-        }],
-        reverse_events: None,
-    })
-    .expect("data plane starts")
+        }),
+        ..plain_service("forward", Duration::from_secs(1))
+    };
+    common::start(1, RelayMode::Splice, vec![service], None)
 }
 
 #[test]

@@ -3,26 +3,17 @@
 //! (TCP → WebSocket → TCP), and keepalive. The clients here speak the protocol with the
 //! crate's own sans-IO codecs over blocking sockets.
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use sallyport_dataplane::sys::{RingSetup, StreamOptions};
+use common::prepared_pair;
 use sallyport_dataplane::wire::{http, socks5, ws};
 use sallyport_dataplane::{
-    Dataplane, DataplaneConfig, OwnedConn, PublicService, PublicWs, RelayConfig, RelayMode,
-    Upstream, UpstreamWs,
+    Dataplane, OwnedConn, PublicService, PublicWs, RelayMode, Upstream, UpstreamWs,
 };
-
-fn relay() -> RelayConfig {
-    RelayConfig {
-        mode: RelayMode::Splice,
-        pipe_size: 1 << 16,
-        buffer_size: 16 << 10,
-        stream: StreamOptions::default(),
-        busy_poll: Duration::ZERO,
-    }
-}
 
 fn public_ws(path: &str, ping: Option<Duration>) -> PublicWs {
     PublicWs {
@@ -52,30 +43,12 @@ fn service(
 }
 
 fn start(services: Vec<PublicService>) -> Dataplane {
-    Dataplane::start(DataplaneConfig {
-        workers: 1,
-        cores: None,
-        relay: relay(),
-        ring: RingSetup::DeferTaskrun,
-        services,
-        reverse_events: None,
-    })
-    .expect("data plane starts")
+    common::start(1, RelayMode::Splice, services, None)
 }
 
 fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
-}
-
-fn prepared_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let internal = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (dmz_side, _) = listener.accept().unwrap();
-    internal
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    (dmz_side, internal)
 }
 
 /// A blocking WebSocket client over the crate's codecs.

@@ -1,0 +1,80 @@
+//! Helpers shared by the data plane's integration tests: configurations, a socket pair that
+//! stands in for a prepared connection, and bounded waiting.
+#![allow(dead_code)] // Each test file uses its own subset.
+
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use sallyport_dataplane::sys::{RingSetup, StreamOptions};
+use sallyport_dataplane::{
+    Dataplane, DataplaneConfig, PublicService, RelayConfig, RelayMode, ReverseEvents,
+};
+
+/// Small buffers and pipes, so short tests still cross many fills.
+pub fn relay(mode: RelayMode) -> RelayConfig {
+    RelayConfig {
+        mode,
+        pipe_size: 256 << 10,
+        buffer_size: 16 << 10,
+        stream: StreamOptions::default(),
+        busy_poll: Duration::ZERO,
+    }
+}
+
+pub fn config(
+    workers: usize,
+    mode: RelayMode,
+    services: Vec<PublicService>,
+    reverse_events: Option<ReverseEvents>,
+) -> DataplaneConfig {
+    DataplaneConfig {
+        workers,
+        cores: None,
+        relay: relay(mode),
+        ring: RingSetup::DeferTaskrun,
+        services,
+        reverse_events,
+    }
+}
+
+pub fn start(
+    workers: usize,
+    mode: RelayMode,
+    services: Vec<PublicService>,
+    reverse_events: Option<ReverseEvents>,
+) -> Dataplane {
+    Dataplane::start(config(workers, mode, services, reverse_events)).expect("data plane starts")
+}
+
+/// A plain public service on 127.0.0.1:0 served by prepared connections.
+pub fn plain_service(name: &str, timeout: Duration) -> PublicService {
+    PublicService {
+        name: name.to_string(),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        timeout,
+        tls: None,
+        ws: None,
+        upstream: None,
+    }
+}
+
+/// A connected pair: the first end is handed to the data plane (as a prepared connection or
+/// a reverse leg), the second plays the other gateway.
+pub fn prepared_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let other = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (ours, _) = listener.accept().expect("accept");
+    other
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    (ours, other)
+}
+
+/// Polls `cond` every 5 ms for at most 10 s.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
