@@ -4,6 +4,8 @@
 //! latency into an HdrHistogram, closed loop or open loop at a fixed rate (latency counted from the
 //! intended send time, so a stalled path cannot hide its queueing: no coordinated omission);
 //! [`cps`] opens short-lived connections (connect, one round trip, close) and counts them per second.
+//! [`bulk_tls`] and [`rr_tls`] are the same loads over TLS (rustls, see [`TlsTarget`]): the
+//! handshake happens right after connecting, before the clock starts.
 //!
 //! Each load is bounded by a count and by a time limit. When the limit passes, a watchdog shuts the
 //! sockets down so every thread returns; nothing here waits on a peer forever. These functions do not
@@ -19,8 +21,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rand::{RngCore, SeedableRng};
+use rustls::pki_types::ServerName;
 
 use crate::report::ratio;
+use crate::tls::{self, Inbound};
 
 /// One connection: the usual single-stream figure; raise it to find the multi-core ceiling.
 pub const DEFAULT_CONNECTIONS: usize = 1;
@@ -52,6 +56,16 @@ const PATTERN_SEED: u64 = 0x5a11_7907_b0a7_5eed;
 const SPIN_WINDOW: Duration = Duration::from_micros(100);
 /// Longest single sleep of an open-loop sender, so a halt is noticed promptly.
 const SLEEP_SLICE: Duration = Duration::from_millis(10);
+/// Longest `poll` of a TLS bulk connection before it looks at the stop flag again.
+const POLL_SLICE: Duration = Duration::from_millis(50);
+
+/// Where the TLS loads ([`bulk_tls`], [`rr_tls`]) connect: the client configuration (trusted
+/// CAs, protocol versions) and the name the server's certificate must be valid for.
+#[derive(Debug, Clone)]
+pub struct TlsTarget {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: ServerName<'static>,
+}
 
 /// What [`bulk`] sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,13 +243,73 @@ pub fn bulk(addr: SocketAddr, spec: &BulkSpec) -> io::Result<BulkResult> {
         }
     }
     drop(tx);
+    finish_bulk(spec, deadline, start, &rx, &crew, handles)
+}
 
+/// [`bulk`] over TLS: each connection completes a TLS handshake with `tls` right after
+/// connecting (before the clock starts), then one thread per connection drives its rustls
+/// session (a session cannot be split between a writer and a reader thread): it encrypts the
+/// pattern, writes records, reads records, decrypts and verifies the echo. When everything was
+/// sent it sends close_notify and shuts its write side down; the run ends at the echo's
+/// close_notify (or EOF). Errors and the time limit behave as in [`bulk`]; a failed handshake is
+/// an `Err` naming the connection.
+pub fn bulk_tls(addr: SocketAddr, spec: &BulkSpec, tls: &TlsTarget) -> io::Result<BulkResult> {
+    if spec.connections == 0 || spec.write_size == 0 {
+        return Err(invalid_input(
+            "bulk needs at least 1 connection and a write size of at least 1",
+        ));
+    }
+    let deadline = deadline_after(spec.time_limit);
+    let sessions = connect_all_tls(addr, spec.connections, deadline, false, tls)?;
+    let pattern = Arc::new(Pattern::new(spec.write_size.max(READ_BUFFER)));
+    let mut crew = Crew::new();
+    for (_, sock) in &sessions {
+        crew.sockets.push(sock.try_clone()?);
+    }
+    let (tx, rx) = mpsc::channel::<BulkEvent>();
+    let start = Instant::now();
+    let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(sessions.len());
+    for (conn, (session, sock)) in sessions.into_iter().enumerate() {
+        let job = BulkJob {
+            conn,
+            pattern: Arc::clone(&pattern),
+            offset: pattern.start(conn),
+            bytes: spec.bytes_per_connection,
+            stop: Arc::clone(&crew.stop),
+            events: tx.clone(),
+        };
+        let write_size = spec.write_size;
+        match spawn(format!("bulk-tls-{conn}"), move || {
+            job.run_tls(session, sock, write_size)
+        }) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                crew.halt();
+                join_all(handles);
+                return Err(e);
+            }
+        }
+    }
+    drop(tx);
+    finish_bulk(spec, deadline, start, &rx, &crew, handles)
+}
+
+/// Collects the bulk threads' reports until every connection is done, the time limit passes or
+/// one fails; then stops the rest and sums up.
+fn finish_bulk(
+    spec: &BulkSpec,
+    deadline: Instant,
+    start: Instant,
+    rx: &Receiver<BulkEvent>,
+    crew: &Crew,
+    handles: Vec<JoinHandle<()>>,
+) -> io::Result<BulkResult> {
     let mut bytes = 0u64;
     let mut failure = None;
     let mut done = 0usize;
     let mut timed_out = false;
     while done < spec.connections {
-        match recv_until(&rx, deadline) {
+        match recv_until(rx, deadline) {
             Ok(BulkEvent::Read {
                 bytes: b, result, ..
             }) => {
@@ -289,6 +363,31 @@ pub fn bulk(addr: SocketAddr, spec: &BulkSpec) -> io::Result<BulkResult> {
 /// the request, and records the latency. A socket error, a short read or a wrong reply is an `Err`
 /// naming the connection. Reaching the time limit just ends the run with fewer requests.
 pub fn rr(addr: SocketAddr, spec: &RrSpec) -> io::Result<RrResult> {
+    check_rr(spec)?;
+    let deadline = deadline_after(spec.time_limit);
+    let streams = connect_all(addr, spec.connections, deadline, true)?;
+    let conns = streams
+        .into_iter()
+        .map(|s| Ok((s.try_clone()?, s)))
+        .collect::<io::Result<Vec<_>>>()?;
+    run_rr(spec, deadline, conns)
+}
+
+/// [`rr`] over TLS: each connection (with `TCP_NODELAY`) completes a TLS handshake with `tls`
+/// right after connecting, before the clock starts; each request and reply is then one TLS
+/// record each way. Errors as in [`rr`]; a failed handshake is an `Err` naming the connection.
+pub fn rr_tls(addr: SocketAddr, spec: &RrSpec, tls: &TlsTarget) -> io::Result<RrResult> {
+    check_rr(spec)?;
+    let deadline = deadline_after(spec.time_limit);
+    let sessions = connect_all_tls(addr, spec.connections, deadline, true, tls)?;
+    let conns = sessions
+        .into_iter()
+        .map(|(session, sock)| Ok((sock.try_clone()?, rustls::StreamOwned::new(session, sock))))
+        .collect::<io::Result<Vec<_>>>()?;
+    run_rr(spec, deadline, conns)
+}
+
+fn check_rr(spec: &RrSpec) -> io::Result<()> {
     if spec.connections == 0 || spec.size == 0 {
         return Err(invalid_input(
             "rr needs at least 1 connection and a size of at least 1 byte",
@@ -301,11 +400,20 @@ pub fn rr(addr: SocketAddr, spec: &RrSpec) -> io::Result<RrResult> {
             ));
         }
     }
-    let deadline = deadline_after(spec.time_limit);
-    let streams = connect_all(addr, spec.connections, deadline, true)?;
+    Ok(())
+}
+
+/// Runs the rr jobs over `conns`: (a handle to the socket, for halting; the stream to use).
+fn run_rr<S: Read + Write + Send + 'static>(
+    spec: &RrSpec,
+    deadline: Instant,
+    conns: Vec<(TcpStream, S)>,
+) -> io::Result<RrResult> {
     let mut crew = Crew::new();
-    for stream in &streams {
-        crew.sockets.push(stream.try_clone()?);
+    let mut streams = Vec::with_capacity(conns.len());
+    for (socket, stream) in conns {
+        crew.sockets.push(socket);
+        streams.push(stream);
     }
 
     let (tx, rx) = mpsc::channel::<RrEvent>();
@@ -685,7 +793,7 @@ impl BulkJob {
 
     fn read_all(&self, stream: &mut TcpStream, received: &mut u64) -> io::Result<()> {
         let mut buf = vec![0u8; READ_BUFFER];
-        let mut pos = self.offset;
+        let mut verify = Verifier::new(self);
         loop {
             let n = match stream.read(&mut buf) {
                 Ok(0) => break,
@@ -693,33 +801,159 @@ impl BulkJob {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(named(self.conn, "read", e)),
             };
-            if *received + n as u64 > self.bytes {
-                let msg = format!("echo returned more than the {} bytes sent", self.bytes);
-                return Err(named(
-                    self.conn,
-                    "verify",
-                    io::Error::new(ErrorKind::InvalidData, msg),
-                ));
-            }
-            let got = &buf[..n];
-            let want = self.pattern.window(pos, n);
-            if got != want {
-                let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
-                let msg = format!(
-                    "echoed byte {} differs from what was sent",
-                    *received + at as u64
-                );
-                return Err(named(
-                    self.conn,
-                    "verify",
-                    io::Error::new(ErrorKind::InvalidData, msg),
-                ));
-            }
-            *received += n as u64;
-            pos = advance(pos, n);
+            let checked = verify.check(&buf[..n]);
+            *received = verify.received;
+            checked?;
         }
-        if *received < self.bytes {
-            let msg = format!("echo closed after {} of {} bytes", *received, self.bytes);
+        verify.finish()
+    }
+
+    /// One connection of [`bulk_tls`]: drive the session, then report like [`BulkJob::read`].
+    fn run_tls(self, session: rustls::ClientConnection, sock: TcpStream, write_size: usize) {
+        let mut received = 0u64;
+        let result = self.pump_tls(session, &sock, write_size, &mut received);
+        let failed = result.is_err();
+        // The receiver only goes away after every thread is joined.
+        let _ = self.events.send(BulkEvent::Read {
+            bytes: received,
+            result,
+        });
+        if failed {
+            let _ = sock.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn pump_tls(
+        &self,
+        session: rustls::ClientConnection,
+        sock: &TcpStream,
+        write_size: usize,
+        received: &mut u64,
+    ) -> io::Result<()> {
+        let conn = self.conn;
+        let mut session = rustls::Connection::Client(session);
+        session.set_buffer_limit(Some(tls::TLS_BUFFER_LIMIT.max(write_size)));
+        sock.set_nonblocking(true)
+            .map_err(|e| named(conn, "set non-blocking", e))?;
+        let mut verify = Verifier::new(self);
+        let mut wire = vec![0u8; READ_BUFFER];
+        let mut plain = vec![0u8; READ_BUFFER];
+        let mut pos = self.offset;
+        let mut sent = 0u64;
+        let mut close_queued = false;
+        let mut shut = false;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                let e = io::Error::new(ErrorKind::Interrupted, "stopped");
+                return Err(named(conn, "bulk", e));
+            }
+            let mut progress = false;
+            while sent < self.bytes {
+                // `write_size` fits in usize, so the min does too.
+                let n = (self.bytes - sent).min(write_size as u64) as usize;
+                let k = session
+                    .writer()
+                    .write(self.pattern.window(pos, n))
+                    .map_err(|e| named(conn, "encrypt", e))?;
+                if k == 0 {
+                    break;
+                }
+                sent += k as u64;
+                pos = advance(pos, k);
+                progress = true;
+            }
+            if sent == self.bytes && !close_queued {
+                session.send_close_notify();
+                close_queued = true;
+            }
+            let (wrote, drained) =
+                tls::pump_out(&mut session, sock).map_err(|e| named(conn, "write", e))?;
+            progress |= wrote;
+            if close_queued && drained && !shut {
+                sock.shutdown(Shutdown::Write)
+                    .map_err(|e| named(conn, "shutdown", e))?;
+                shut = true;
+            }
+            let inbound = tls::pump_in(&mut session, sock, &mut wire, &mut plain, |chunk| {
+                verify.check(chunk)
+            });
+            *received = verify.received;
+            match inbound {
+                Ok(Inbound::Idle) => {}
+                Ok(Inbound::Data) => progress = true,
+                Ok(Inbound::End) => return verify.finish(),
+                Err(e) if verify.failed => return Err(e),
+                Err(e) => return Err(named(conn, "read", e)),
+            }
+            if !progress {
+                tls::wait(sock, true, session.wants_write(), POLL_SLICE)
+                    .map_err(|e| named(conn, "poll", e))?;
+            }
+        }
+    }
+}
+
+/// Checks echoed bytes against the pattern as they arrive.
+struct Verifier<'a> {
+    conn: usize,
+    pattern: &'a Pattern,
+    pos: usize,
+    bytes: u64,
+    received: u64,
+    /// A check failed (its error is already named).
+    failed: bool,
+}
+
+impl<'a> Verifier<'a> {
+    fn new(job: &'a BulkJob) -> Verifier<'a> {
+        Verifier {
+            conn: job.conn,
+            pattern: &job.pattern,
+            pos: job.offset,
+            bytes: job.bytes,
+            received: 0,
+            failed: false,
+        }
+    }
+
+    /// `got` (at most the pattern's `extra` bytes) is the next part of the echo.
+    fn check(&mut self, got: &[u8]) -> io::Result<()> {
+        let n = got.len();
+        if self.received + n as u64 > self.bytes {
+            self.failed = true;
+            let msg = format!("echo returned more than the {} bytes sent", self.bytes);
+            return Err(named(
+                self.conn,
+                "verify",
+                io::Error::new(ErrorKind::InvalidData, msg),
+            ));
+        }
+        let want = self.pattern.window(self.pos, n);
+        if got != want {
+            self.failed = true;
+            let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+            let msg = format!(
+                "echoed byte {} differs from what was sent",
+                self.received + at as u64
+            );
+            return Err(named(
+                self.conn,
+                "verify",
+                io::Error::new(ErrorKind::InvalidData, msg),
+            ));
+        }
+        self.received += n as u64;
+        self.pos = advance(self.pos, n);
+        Ok(())
+    }
+
+    /// The echo ended: everything must have come back.
+    fn finish(&self) -> io::Result<()> {
+        if self.received < self.bytes {
+            let msg = format!(
+                "echo closed after {} of {} bytes",
+                self.received, self.bytes
+            );
             return Err(named(
                 self.conn,
                 "read",
@@ -753,7 +987,11 @@ struct RrJob {
 }
 
 impl RrJob {
-    fn run(&self, mut stream: TcpStream, histogram: &mut Histogram<u64>) -> io::Result<()> {
+    fn run<S: Read + Write>(
+        &self,
+        mut stream: S,
+        histogram: &mut Histogram<u64>,
+    ) -> io::Result<()> {
         let mut request: Vec<u8> = (0..self.size)
             .map(|i| (i as u64).wrapping_mul(31).wrapping_add(self.conn as u64) as u8)
             .collect();
@@ -869,6 +1107,53 @@ fn connect_all(
         streams.push(stream);
     }
     Ok(streams)
+}
+
+/// [`connect_all`], then a TLS handshake on each connection within the time left.
+fn connect_all_tls(
+    addr: SocketAddr,
+    connections: usize,
+    deadline: Instant,
+    nodelay: bool,
+    tls: &TlsTarget,
+) -> io::Result<Vec<(rustls::ClientConnection, TcpStream)>> {
+    let streams = connect_all(addr, connections, deadline, nodelay)?;
+    let mut sessions = Vec::with_capacity(streams.len());
+    for (conn, mut sock) in streams.into_iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let e = io::Error::new(
+                ErrorKind::TimedOut,
+                "time limit reached before the handshake",
+            );
+            return Err(named(conn, "TLS handshake", e));
+        }
+        let mut session =
+            rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone())
+                .map_err(|e| named(conn, "TLS session", io::Error::other(e)))?;
+        client_handshake(&mut session, &mut sock, left)
+            .map_err(|e| named(conn, "TLS handshake", e))?;
+        sessions.push((session, sock));
+    }
+    Ok(sessions)
+}
+
+/// Blocking handshake within `limit`; the socket is left without timeouts.
+fn client_handshake(
+    session: &mut rustls::ClientConnection,
+    sock: &mut TcpStream,
+    limit: Duration,
+) -> io::Result<()> {
+    sock.set_read_timeout(Some(limit))?;
+    sock.set_write_timeout(Some(limit))?;
+    while session.is_handshaking() {
+        session.complete_io(sock)?;
+    }
+    while session.wants_write() {
+        session.write_tls(sock)?;
+    }
+    sock.set_read_timeout(None)?;
+    sock.set_write_timeout(None)
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {

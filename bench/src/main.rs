@@ -6,6 +6,9 @@
 //! (drop guards, a SIGINT/SIGTERM handler, and PR_SET_PDEATHSIG in each child). `bulk --target` and
 //! `rr --target` drive an existing echo path instead and start nothing; `echo` runs a back-end.
 //!
+//! `bulk --tls` and `rr --tls` compare plain direct, a bare rustls connection (`tls-direct`) and
+//! sallyport with a `tls://` public listener and a mutual-TLS reverse leg.
+//!
 //! Output: a table on stdout, progress on stderr, and optionally `--json`, `--hdr` and `--plot`.
 //! Exit status: 0 on success, 1 on a runtime failure (including a load that did not finish),
 //! 2 on usage errors.
@@ -23,6 +26,7 @@ use sallyport_bench::backend::EchoServer;
 use sallyport_bench::load::{self, BulkSpec, CpsSpec, RrSpec};
 use sallyport_bench::modes::{self, Common, FleetSpec, Outcome};
 use sallyport_bench::procs::{self, Progress};
+use sallyport_bench::tls::TlsSetup;
 use sallyport_bench::topology::{self, GatewayOptions, PathKind};
 use sallyport_bench::{host, plot, report};
 
@@ -88,8 +92,9 @@ struct GatewayArgs {
 /// Which paths to compare.
 #[derive(Debug, clap::Args)]
 struct PathArgs {
-    /// Comma-separated paths: direct, sallyport, haproxy, socat, rathole
-    /// [default: direct, sallyport and every peer found on PATH].
+    /// Comma-separated paths: direct, tls-direct (with --tls), sallyport, haproxy, socat, rathole
+    /// [default: direct, sallyport and every peer found on PATH; with --tls: direct, tls-direct,
+    /// sallyport].
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     paths: Option<Vec<PathKind>>,
     /// Prepared connections kept parked by the internal gateway [default: 16; cps: 64].
@@ -113,6 +118,10 @@ struct BulkArgs {
     /// Bytes per write call [default: 256 KiB; 64 KiB with --target].
     #[arg(long, value_parser = parse_positive)]
     write_size: Option<usize>,
+    /// TLS: sallyport with a tls:// public listener and a mutual-TLS reverse leg, the load
+    /// speaking TLS to it, beside plain direct and a bare rustls connection (tls-direct).
+    #[arg(long, conflicts_with = "target")]
+    tls: bool,
     /// Give up on a run after this many seconds.
     #[arg(long, default_value = "60", value_parser = parse_seconds)]
     time_limit: Duration,
@@ -141,6 +150,10 @@ struct RrArgs {
     /// closed loop when absent.
     #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
+    /// TLS: sallyport with a tls:// public listener and a mutual-TLS reverse leg, the load
+    /// speaking TLS to it, beside plain direct and a bare rustls connection (tls-direct).
+    #[arg(long, conflicts_with = "target")]
+    tls: bool,
     /// Give up on a run after this many seconds.
     #[arg(long, default_value = "60", value_parser = parse_seconds)]
     time_limit: Duration,
@@ -250,23 +263,45 @@ fn gateway_options(args: &GatewayArgs, prepared: usize, needed: bool) -> Result<
         pipe_size: args.pipe_size.clone(),
         prepared,
         extra: args.gateway_options.clone(),
+        tls: None,
     })
 }
 
-fn common(args: &PathArgs, default_prepared: usize, progress: &mut Progress) -> Result<Common> {
-    let (paths, notes) = modes::resolve_paths(args.paths.as_deref());
-    for note in notes {
-        progress.note(&note);
-    }
+/// The paths and gateway options of a comparing mode; with `tls`, also the certificates
+/// (`sallyport certs` into a scratch directory).
+fn common(
+    args: &PathArgs,
+    default_prepared: usize,
+    tls: bool,
+    progress: &mut Progress,
+) -> Result<Common> {
+    let paths = if tls {
+        modes::resolve_tls_paths(args.paths.as_deref())?
+    } else {
+        let (paths, notes) = modes::resolve_paths(args.paths.as_deref());
+        for note in notes {
+            progress.note(&note);
+        }
+        if paths.contains(&PathKind::TlsDirect) {
+            bail!("path tls-direct needs --tls (bulk and rr only)");
+        }
+        paths
+    };
     if paths.is_empty() {
         bail!("none of the requested paths can run here");
     }
-    let needed = paths.contains(&PathKind::Sallyport);
-    let gateway = gateway_options(
+    // With --tls the binary also makes the certificates.
+    let needed = tls || paths.contains(&PathKind::Sallyport);
+    let mut gateway = gateway_options(
         &args.gateway,
         args.prepared.unwrap_or(default_prepared),
         needed,
     )?;
+    if tls {
+        progress.show("making TLS certificates (sallyport certs)");
+        let setup = TlsSetup::generate(&gateway.binary).context("making TLS certificates")?;
+        gateway.tls = Some(std::sync::Arc::new(setup));
+    }
     Ok(Common { paths, gateway })
 }
 
@@ -290,7 +325,7 @@ fn bulk(args: BulkArgs) -> Result<()> {
         return bulk_target(target, &spec, args.json.as_deref());
     }
     let mut progress = Progress::new();
-    let common = common(&args.paths, DEFAULT_PREPARED, &mut progress)?;
+    let common = common(&args.paths, DEFAULT_PREPARED, args.tls, &mut progress)?;
     let outcome = modes::bulk(&common, &spec, &mut progress)?;
     finish(outcome, args.json.as_deref(), None, None, "")
 }
@@ -307,10 +342,11 @@ fn rr(args: RrArgs) -> Result<()> {
         return rr_target(target, &spec, args.json.as_deref(), args.hdr.as_deref());
     }
     let mut progress = Progress::new();
-    let common = common(&args.paths, DEFAULT_PREPARED, &mut progress)?;
+    let common = common(&args.paths, DEFAULT_PREPARED, args.tls, &mut progress)?;
     let outcome = modes::rr(&common, &spec, &mut progress)?;
     let title = format!(
-        "Request/response latency: {} B, {} connection(s), {}",
+        "Request/response latency{}: {} B, {} connection(s), {}",
+        if args.tls { " (TLS)" } else { "" },
         spec.size,
         spec.connections,
         match spec.rate_per_sec {
@@ -335,7 +371,7 @@ fn cps(args: CpsArgs) -> Result<()> {
         time_limit: args.time_limit,
     };
     let mut progress = Progress::new();
-    let common = common(&args.paths, DEFAULT_CPS_PREPARED, &mut progress)?;
+    let common = common(&args.paths, DEFAULT_CPS_PREPARED, false, &mut progress)?;
     let outcome = modes::cps(&common, &spec, &mut progress)?;
     finish(outcome, args.json.as_deref(), None, None, "")
 }
@@ -382,7 +418,7 @@ fn finish(
             .histograms
             .iter()
             .map(|(kind, histogram)| plot::Series {
-                name: kind.name(),
+                name: kind.label(),
                 histogram,
             })
             .collect();

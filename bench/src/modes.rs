@@ -4,7 +4,8 @@
 //!
 //! Every path is measured right after a `direct` run against the same echo back-end, and its row
 //! carries the ratio to that run: on a shared, noisy machine only ratios taken seconds apart are
-//! comparable. The modes return an [`Outcome`] (human text, a JSON document, histograms); writing
+//! comparable. With `--tls` (bulk, rr) each TLS path is also measured right after a `tls-direct`
+//! run (the load against a rustls echo server in this process) and carries that ratio too. The modes return an [`Outcome`] (human text, a JSON document, histograms); writing
 //! files and choosing exit codes is the binary's job.
 
 use std::collections::BTreeMap;
@@ -56,7 +57,32 @@ pub struct Outcome {
 pub struct Common {
     /// Paths to measure, in order; peers already checked to be installed.
     pub paths: Vec<PathKind>,
+    /// With `gateway.tls` set (`--tls`), the load speaks TLS on tls-direct and sallyport.
     pub gateway: GatewayOptions,
+}
+
+impl Common {
+    fn tls(&self) -> bool {
+        self.gateway.tls.is_some()
+    }
+}
+
+/// The paths of a `--tls` run: `requested` (deduplicated) or direct, tls-direct, sallyport.
+/// Peers are refused: they are measured without TLS only.
+pub fn resolve_tls_paths(requested: Option<&[PathKind]>) -> Result<Vec<PathKind>> {
+    let wanted = requested.map_or_else(PathKind::tls_defaults, <[PathKind]>::to_vec);
+    let mut paths = Vec::new();
+    for p in wanted {
+        if p.program().is_some() {
+            bail!(
+                "--tls compares direct, tls-direct and sallyport; {p} is measured without TLS only"
+            );
+        }
+        if !paths.contains(&p) {
+            paths.push(p);
+        }
+    }
+    Ok(paths)
 }
 
 /// Splits `requested` (or the defaults: direct, sallyport and every installed peer) into the
@@ -84,17 +110,19 @@ pub fn resolve_paths(requested: Option<&[PathKind]>) -> (Vec<PathKind>, Vec<Stri
     (paths, notes)
 }
 
-/// One measured path and the direct run taken just before it (`None` for the direct row).
+/// One measured path and the direct run taken just before it (`None` for the direct row), and
+/// with `--tls` the tls-direct run taken just before it (`None` for direct and tls-direct rows).
 #[derive(Debug)]
 struct Row<M> {
     path: PathKind,
     m: M,
     direct: Option<M>,
+    rustls: Option<M>,
 }
 
-/// For each path other than direct: start it, measure direct, measure the path, stop it. A
-/// requested direct path becomes the first row (the first baseline run, or a run of its own when
-/// it is the only path).
+/// For each path other than direct: start it, measure direct, (with `--tls`, except for
+/// tls-direct itself: measure tls-direct,) measure the path, stop it. A requested direct path
+/// becomes the first row (the first baseline run, or a run of its own when it is the only path).
 fn compare<M: Clone>(
     mode: &str,
     common: &Common,
@@ -119,6 +147,7 @@ fn compare<M: Clone>(
             path: PathKind::Direct,
             m,
             direct: None,
+            rustls: None,
         });
     }
     for (i, &path) in others.iter().enumerate() {
@@ -141,8 +170,18 @@ fn compare<M: Clone>(
                 path: PathKind::Direct,
                 m: base.clone(),
                 direct: None,
+                rustls: None,
             });
         }
+        let rustls = if common.tls() && path != PathKind::TlsDirect {
+            progress.show(&format!("{mode}: rustls direct (baseline for {path})"));
+            let mut r = Running::start(PathKind::TlsDirect, echo.addr(), &common.gateway)?;
+            let m = measure(&mut r).context("path tls-direct")?;
+            r.stop()?;
+            Some(m)
+        } else {
+            None
+        };
         progress.show(&format!("{mode}: {path}"));
         let m = measure(&mut running).with_context(|| format!("path {path}"))?;
         running.check_alive()?;
@@ -152,6 +191,7 @@ fn compare<M: Clone>(
             path,
             m,
             direct: Some(base),
+            rustls,
         });
     }
     progress.clear();
@@ -231,10 +271,23 @@ fn header(
     let mut s = format!("sallyport-bench {mode}: {what}\n");
     if let Some(paths) = common_paths {
         let names: Vec<&str> = paths.iter().map(|p| p.name()).collect();
-        s.push_str(&format!(
-            "paths: {} (each measured right after a direct run; \"x direct\" compares the two)\n",
-            names.join(", ")
-        ));
+        if gw.tls.is_some() {
+            s.push_str(&format!(
+                "paths: {} (each measured right after a direct run and, for sallyport, a rustls direct \
+                 run; \"x direct\" and \"x rustls\" compare with them)\n",
+                names.join(", ")
+            ));
+            s.push_str(
+                "TLS: the load speaks TLS (rustls, aws-lc-rs, default versions and suites) to rustls direct \
+                 (a rustls echo server in this process) and to sallyport (tls:// public listener, mutual-TLS \
+                 reverse leg, certificates from `sallyport certs`); direct is plain TCP\n",
+            );
+        } else {
+            s.push_str(&format!(
+                "paths: {} (each measured right after a direct run; \"x direct\" compares the two)\n",
+                names.join(", ")
+            ));
+        }
     }
     let prepared = if common_paths.is_some() {
         format!("prepared {}", gw.prepared)
@@ -267,13 +320,21 @@ fn header(
 }
 
 fn gateway_json(gw: &GatewayOptions) -> Value {
-    json!({
+    let mut v = json!({
         "sallyport": gw.binary.display().to_string(),
         "workers": gw.workers,
         "relay": gw.relay.as_deref().unwrap_or("splice"),
         "pipe_size": gw.pipe_size,
         "prepared": gw.prepared,
-    })
+    });
+    if gw.tls.is_some() {
+        v["tls"] = json!({
+            "public_listener": "tls://",
+            "reverse_leg": "mutual TLS",
+            "certificates": "sallyport certs",
+        });
+    }
+    v
 }
 
 fn path_names(paths: &[PathKind]) -> Vec<&'static str> {
@@ -323,17 +384,20 @@ impl BulkMeasure {
 
 fn measure_bulk(running: &mut Running, spec: &BulkSpec) -> Result<BulkMeasure> {
     let before = running.cpu_seconds()?;
-    let result = load::bulk(running.addr, spec)?;
+    let result = match &running.tls {
+        None => load::bulk(running.addr, spec)?,
+        Some(tls) => load::bulk_tls(running.addr, spec, tls)?,
+    };
     if !running.procs.is_empty() {
         thread::sleep(CPU_SETTLE);
     }
     let after = running.cpu_seconds()?;
     running.check_alive()?;
     let cpu = running
-        .procs
-        .iter()
+        .cpu_names()
+        .into_iter()
         .zip(before.iter().zip(&after))
-        .map(|(p, (b, a))| (p.name().to_string(), (a - b).max(0.0)))
+        .map(|(name, (b, a))| (name, (a - b).max(0.0)))
         .collect();
     Ok(BulkMeasure { result, cpu })
 }
@@ -349,16 +413,17 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
         spec.write_size / 1024
     );
     let mut text = header("bulk", &what, Some(&common.paths), &common.gateway);
-    let headers = [
-        "path",
-        "GB/s",
-        "direct GB/s",
-        "x direct",
+    let tls = common.tls();
+    let mut headers = vec!["path", "GB/s", "direct GB/s", "x direct"];
+    if tls {
+        headers.extend(["rustls GB/s", "x rustls"]);
+    }
+    headers.extend([
         "front CPU-s/GB",
         "back CPU-s/GB",
         "total CPU-s/GB",
         "complete",
-    ];
+    ]);
     let opt = |v: Option<f64>| v.map_or("-".to_string(), f2);
     let mut table_rows = Vec::new();
     let mut results = Vec::new();
@@ -367,18 +432,33 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
         let m = &row.m;
         let base = row.direct.as_ref().unwrap_or(m);
         let x = ratio(m.result.gbytes_per_sec, base.result.gbytes_per_sec);
-        table_rows.push(vec![
-            row.path.to_string(),
+        let x_rustls = row
+            .rustls
+            .as_ref()
+            .map(|r| ratio(m.result.gbytes_per_sec, r.result.gbytes_per_sec));
+        let mut cells = vec![
+            row.path.label().to_string(),
             f2(m.result.gbytes_per_sec),
             f2(base.result.gbytes_per_sec),
             f2(x),
+        ];
+        if tls {
+            cells.push(opt(row.rustls.as_ref().map(|r| r.result.gbytes_per_sec)));
+            cells.push(opt(x_rustls));
+        }
+        cells.extend([
             opt(m.cpu_per_gb(0)),
             opt(m.cpu_per_gb(1)),
             opt(m.total_cpu_per_gb()),
             if m.result.complete { "yes" } else { "NO" }.to_string(),
         ]);
-        for (r, name) in [(m, row.path.name()), (base, "direct")] {
-            if !r.result.complete {
+        table_rows.push(cells);
+        let mut runs = vec![(m, row.path.name()), (base, "direct")];
+        if let Some(r) = &row.rustls {
+            runs.push((r, "tls-direct"));
+        }
+        for (r, name) in runs {
+            if !r.result.complete && !incomplete.iter().any(|n| n == name) {
                 incomplete.push(name.to_string());
             }
         }
@@ -392,7 +472,7 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
                 )
             })
             .collect();
-        results.push(json!({
+        let mut result = json!({
             "path": row.path,
             "bytes": m.result.bytes,
             "seconds": m.result.seconds,
@@ -402,7 +482,13 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
             "cpu_s_per_gb_total": m.total_cpu_per_gb(),
             "direct": base.result,
             "x_direct": x,
-        }));
+        });
+        if tls {
+            result["tls"] = json!(row.path.speaks_tls());
+            result["rustls"] = json!(row.rustls.as_ref().map(|r| &r.result));
+            result["x_rustls"] = json!(x_rustls);
+        }
+        results.push(result);
     }
     text.push_str(&report::table(&headers, &table_rows));
     push_lines(&mut text, &skipped);
@@ -412,16 +498,30 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
          crosses twice (up and down).\nfront = the public-facing process (sallyport DMZ, rathole server, \
          haproxy, socat); back = the inner one (sallyport internal, rathole client).\n",
     );
+    if tls {
+        text.push_str(
+            "rustls GB/s, x rustls: the rustls direct run just before the path (the same TLS client \
+             against the bench's own rustls echo server on loopback: the bare-rustls baseline). For \
+             rustls direct, front = that echo server's connection threads (RUSAGE_THREAD: TLS \
+             termination plus echo, per GB crossing it); for sallyport, the DMZ terminates the \
+             client's TLS and re-encrypts on the mutual-TLS reverse leg, the internal gateway \
+             decrypts and encrypts the reverse leg.\n",
+        );
+    }
+    let mut config = json!({
+        "paths": path_names(&common.paths),
+        "connections": spec.connections,
+        "bytes_per_connection": spec.bytes_per_connection,
+        "write_size": spec.write_size,
+        "time_limit_secs": spec.time_limit.as_secs_f64(),
+        "gateway": gateway_json(&common.gateway),
+    });
+    if tls {
+        config["tls"] = json!(true);
+    }
     let json = json!({
         "kind": "bulk",
-        "config": {
-            "paths": path_names(&common.paths),
-            "connections": spec.connections,
-            "bytes_per_connection": spec.bytes_per_connection,
-            "write_size": spec.write_size,
-            "time_limit_secs": spec.time_limit.as_secs_f64(),
-            "gateway": gateway_json(&common.gateway),
-        },
+        "config": config,
         "results": results,
         "skipped": skipped,
         "environment": environment_json(common.gateway.workers),
@@ -444,7 +544,10 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
 // rr
 
 fn measure_rr(running: &mut Running, spec: &RrSpec) -> Result<RrResult> {
-    let result = load::rr(running.addr, spec)?;
+    let result = match &running.tls {
+        None => load::rr(running.addr, spec)?,
+        Some(tls) => load::rr_tls(running.addr, spec, tls)?,
+    };
     running.check_alive()?;
     Ok(result)
 }
@@ -465,7 +568,8 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
         }
     );
     let mut text = header("rr", &what, Some(&common.paths), &common.gateway);
-    let headers = [
+    let tls = common.tls();
+    let mut headers = vec![
         "path",
         "requests",
         "req/s",
@@ -479,6 +583,9 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
         "p99 x direct",
         "p99.9 x direct",
     ];
+    if tls {
+        headers.extend(["p50 x rustls", "p99 x rustls", "p99.9 x rustls"]);
+    }
     let mut table_rows = Vec::new();
     let mut results = Vec::new();
     let mut histograms = Vec::new();
@@ -492,8 +599,9 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
         if row.m.requests < wanted {
             short.push(row.path.name());
         }
-        table_rows.push(vec![
-            row.path.to_string(),
+        let t = row.rustls.as_ref().map(RrResult::summary);
+        let mut cells = vec![
+            row.path.label().to_string(),
             row.m.requests.to_string(),
             format!("{:.0}", s.requests_per_sec),
             f1(s.p50_us),
@@ -505,8 +613,22 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
             f2(ratio(s.p50_us, d.p50_us)),
             f2(ratio(s.p99_us, d.p99_us)),
             f2(ratio(s.p999_us, d.p999_us)),
-        ]);
-        results.push(json!({
+        ];
+        let x_rustls = t.as_ref().map(|t| {
+            [
+                ratio(s.p50_us, t.p50_us),
+                ratio(s.p99_us, t.p99_us),
+                ratio(s.p999_us, t.p999_us),
+            ]
+        });
+        if tls {
+            match x_rustls {
+                Some(x) => cells.extend(x.map(f2)),
+                None => cells.extend(["-", "-", "-"].map(String::from)),
+            }
+        }
+        table_rows.push(cells);
+        let mut result = json!({
             "path": row.path,
             "seconds": row.m.seconds,
             "latency": s,
@@ -516,7 +638,17 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
                 "p99": ratio(s.p99_us, d.p99_us),
                 "p999": ratio(s.p999_us, d.p999_us),
             },
-        }));
+        });
+        if tls {
+            result["tls"] = json!(row.path.speaks_tls());
+            result["rustls"] = json!(t);
+            result["x_rustls"] = json!(x_rustls.map(|[p50, p99, p999]| json!({
+                "p50": p50,
+                "p99": p99,
+                "p999": p999,
+            })));
+        }
+        results.push(result);
         histograms.push((row.path, row.m.histogram.clone()));
     }
     text.push_str(&report::table(&headers, &table_rows));
@@ -525,17 +657,28 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
         "\nLatency from sending a request to having its whole reply, in microseconds (HdrHistogram, \
          3 significant digits).\n",
     );
+    if tls {
+        text.push_str(
+            "x rustls: against the rustls direct run just before the path (the same TLS client against \
+             the bench's own rustls echo server on loopback). TLS handshakes happen before the clock \
+             starts; each request and reply is one TLS record.\n",
+        );
+    }
+    let mut config = json!({
+        "paths": path_names(&common.paths),
+        "connections": spec.connections,
+        "size": spec.size,
+        "requests_per_connection": spec.requests_per_connection,
+        "rate_per_sec": spec.rate_per_sec,
+        "time_limit_secs": spec.time_limit.as_secs_f64(),
+        "gateway": gateway_json(&common.gateway),
+    });
+    if tls {
+        config["tls"] = json!(true);
+    }
     let json = json!({
         "kind": "rr",
-        "config": {
-            "paths": path_names(&common.paths),
-            "connections": spec.connections,
-            "size": spec.size,
-            "requests_per_connection": spec.requests_per_connection,
-            "rate_per_sec": spec.rate_per_sec,
-            "time_limit_secs": spec.time_limit.as_secs_f64(),
-            "gateway": gateway_json(&common.gateway),
-        },
+        "config": config,
         "results": results,
         "skipped": skipped,
         "environment": environment_json(common.gateway.workers),

@@ -1,8 +1,11 @@
 //! The paths a load can take to the echo back-end, and starting the processes each one needs:
 //!
 //! - `direct`: the client talks to the echo back-end; nothing is started.
-//! - `sallyport`: a DMZ `sallyport run` and an internal `sallyport run` (two hops, plain TCP),
-//!   started from generated configs; ready when the DMZ's `/stats` shows the pool full.
+//! - `tls-direct` (with `--tls` only): the client speaks TLS to a rustls echo server in the bench
+//!   process ([`TlsEchoServer`]), the bare-rustls baseline.
+//! - `sallyport`: a DMZ `sallyport run` and an internal `sallyport run` (two hops, plain TCP; with
+//!   `--tls` a `tls://` public listener and a mutual-TLS reverse leg), started from generated
+//!   configs; ready when the DMZ's `/stats` shows the pool full.
 //! - `haproxy`: one `mode tcp` frontend/backend (`haproxy -f CFG -db`), one hop.
 //! - `socat`: `socat TCP-LISTEN:PORT,fork TCP:ECHO`, one hop (a forked process per connection).
 //! - `rathole`: a server and a client (`rathole CFG`), two hops like sallyport.
@@ -14,6 +17,7 @@ use std::fmt;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,7 +25,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::admin;
+use crate::load::TlsTarget;
 use crate::procs::{self, free_port, Proc, Scratch};
+use crate::tls::{TlsEchoServer, TlsSetup};
 
 /// Service name used in every generated config.
 pub const SERVICE: &str = "echo";
@@ -35,6 +41,8 @@ const POLL: Duration = Duration::from_millis(20);
 #[serde(rename_all = "lowercase")]
 pub enum PathKind {
     Direct,
+    #[serde(rename = "tls-direct")]
+    TlsDirect,
     Sallyport,
     Haproxy,
     Socat,
@@ -42,9 +50,10 @@ pub enum PathKind {
 }
 
 impl PathKind {
-    /// Every path, in the order they are run by default.
-    pub const ALL: [PathKind; 5] = [
+    /// Every path, in the order they are run by default (`tls-direct` only with `--tls`).
+    pub const ALL: [PathKind; 6] = [
         PathKind::Direct,
+        PathKind::TlsDirect,
         PathKind::Sallyport,
         PathKind::Haproxy,
         PathKind::Socat,
@@ -55,6 +64,7 @@ impl PathKind {
     pub fn name(self) -> &'static str {
         match self {
             PathKind::Direct => "direct",
+            PathKind::TlsDirect => "tls-direct",
             PathKind::Sallyport => "sallyport",
             PathKind::Haproxy => "haproxy",
             PathKind::Socat => "socat",
@@ -62,20 +72,33 @@ impl PathKind {
         }
     }
 
-    /// The external program a peer path runs; `None` for direct and sallyport.
+    /// The name in tables and plots: the command-line name, except "rustls direct".
+    pub fn label(self) -> &'static str {
+        match self {
+            PathKind::TlsDirect => "rustls direct",
+            other => other.name(),
+        }
+    }
+
+    /// Whether the path can carry the TLS load (`--tls`): tls-direct and sallyport.
+    pub fn speaks_tls(self) -> bool {
+        matches!(self, PathKind::TlsDirect | PathKind::Sallyport)
+    }
+
+    /// The external program a peer path runs; `None` for direct, tls-direct and sallyport.
     pub fn program(self) -> Option<&'static str> {
         match self {
             PathKind::Haproxy => Some("haproxy"),
             PathKind::Socat => Some("socat"),
             PathKind::Rathole => Some("rathole"),
-            PathKind::Direct | PathKind::Sallyport => None,
+            PathKind::Direct | PathKind::TlsDirect | PathKind::Sallyport => None,
         }
     }
 
     /// Gateway processes on the path: 0 (direct), 1 (haproxy, socat) or 2 (sallyport, rathole).
     pub fn hops(self) -> usize {
         match self {
-            PathKind::Direct => 0,
+            PathKind::Direct | PathKind::TlsDirect => 0,
             PathKind::Haproxy | PathKind::Socat => 1,
             PathKind::Sallyport | PathKind::Rathole => 2,
         }
@@ -96,8 +119,13 @@ impl PathKind {
     pub fn defaults() -> Vec<PathKind> {
         PathKind::ALL
             .into_iter()
-            .filter(|p| p.available().is_ok())
+            .filter(|p| *p != PathKind::TlsDirect && p.available().is_ok())
             .collect()
+    }
+
+    /// The default path list with `--tls`: direct (plain), tls-direct, sallyport (TLS).
+    pub fn tls_defaults() -> Vec<PathKind> {
+        vec![PathKind::Direct, PathKind::TlsDirect, PathKind::Sallyport]
     }
 }
 
@@ -136,6 +164,9 @@ pub struct GatewayOptions {
     /// Extra `KEY = VALUE` lines for both gateways' `[gateway]` tables (TOML as written),
     /// e.g. `cores = []`, to measure a knob.
     pub extra: Vec<String>,
+    /// `--tls`: the DMZ's public listener is `tls://` and the reverse leg mutual TLS, with these
+    /// certificates; the load then speaks TLS (see [`Running::tls`]).
+    pub tls: Option<Arc<TlsSetup>>,
 }
 
 impl GatewayOptions {
@@ -160,10 +191,26 @@ impl GatewayOptions {
         s
     }
 
-    /// The DMZ config: reverse endpoint and public listener on loopback port 0.
+    /// The DMZ config: reverse endpoint and public listener on loopback port 0; with TLS,
+    /// `[reverse] tls = { cert, key, client_ca }` and a `tls://` listener with `tls = { cert, key }`.
     pub fn dmz_config(&self) -> String {
+        let (reverse_tls, scheme, service_tls) = match &self.tls {
+            None => (String::new(), "tcp", String::new()),
+            Some(t) => {
+                let f = &t.files;
+                let (cert, key) = (path_string(&f.dmz_cert), path_string(&f.dmz_key));
+                (
+                    format!(
+                        "tls = {{ cert = {cert}, key = {key}, client_ca = {} }}\n",
+                        path_string(&f.ca)
+                    ),
+                    "tls",
+                    format!("tls = {{ cert = {cert}, key = {key} }}\n"),
+                )
+            }
+        };
         format!(
-            "{}\n[reverse]\nlisten = \"127.0.0.1:0\"\n\n[[service]]\nname = \"{SERVICE}\"\naccept = \"tcp://127.0.0.1:0\"\nconnect = \"reverse://{SERVICE}\"\ntimeout = \"5s\"\n",
+            "{}\n[reverse]\nlisten = \"127.0.0.1:0\"\n{reverse_tls}\n[[service]]\nname = \"{SERVICE}\"\naccept = \"{scheme}://127.0.0.1:0\"\n{service_tls}connect = \"reverse://{SERVICE}\"\ntimeout = \"5s\"\n",
             self.gateway_section(true)
         )
     }
@@ -175,8 +222,21 @@ impl GatewayOptions {
         echo: SocketAddr,
         prepared: usize,
     ) -> String {
+        let tls = match &self.tls {
+            None => String::new(),
+            Some(t) => {
+                let f = &t.files;
+                format!(
+                    "tls = {{ ca = {}, cert = {}, key = {}, server_name = {} }}\n",
+                    path_string(&f.ca),
+                    path_string(&f.internal_cert),
+                    path_string(&f.internal_key),
+                    toml_string(crate::tls::SERVER_NAME)
+                )
+            }
+        };
         format!(
-            "{}\n[[service]]\nname = \"{SERVICE}\"\naccept = \"reverse://{reverse}/{SERVICE}\"\nconnect = \"tcp://{echo}\"\nprepared = {prepared}\nretry_max = \"200ms\"\n",
+            "{}\n[[service]]\nname = \"{SERVICE}\"\naccept = \"reverse://{reverse}/{SERVICE}\"\n{tls}connect = \"tcp://{echo}\"\nprepared = {prepared}\nretry_max = \"200ms\"\n",
             self.gateway_section(false)
         )
     }
@@ -184,6 +244,10 @@ impl GatewayOptions {
 
 fn toml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn path_string(p: &Path) -> String {
+    toml_string(&p.to_string_lossy())
 }
 
 /// One running `sallyport run` with the addresses it announced.
@@ -339,6 +403,10 @@ pub struct Running {
     pub procs: Vec<Proc>,
     /// The DMZ's admin endpoint (sallyport only).
     pub dmz_admin: Option<SocketAddr>,
+    /// Set when the load must speak TLS here (tls-direct; sallyport with `--tls`).
+    pub tls: Option<TlsTarget>,
+    /// The in-process rustls echo server (tls-direct only).
+    tls_echo: Option<TlsEchoServer>,
     /// Kept so config files and logs outlive the processes using them.
     _scratch: Scratch,
 }
@@ -347,8 +415,33 @@ impl Running {
     /// Starts `kind` in front of the echo back-end at `echo` and waits until it carries traffic.
     pub fn start(kind: PathKind, echo: SocketAddr, options: &GatewayOptions) -> Result<Running> {
         let scratch = Scratch::new().context("creating a scratch directory")?;
+        let tls = options
+            .tls
+            .as_ref()
+            .filter(|_| kind.speaks_tls())
+            .map(|t| t.client.clone());
+        if kind == PathKind::TlsDirect {
+            let Some(setup) = &options.tls else {
+                bail!("path tls-direct needs --tls");
+            };
+            let server = TlsEchoServer::start(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                Arc::clone(&setup.server),
+            )
+            .context("starting the rustls echo server")?;
+            return Ok(Running {
+                kind,
+                addr: server.addr(),
+                procs: Vec::new(),
+                dmz_admin: None,
+                tls,
+                tls_echo: Some(server),
+                _scratch: scratch,
+            });
+        }
         let started = match kind {
             PathKind::Direct => Ok((echo, Vec::new(), None)),
+            PathKind::TlsDirect => unreachable!("started above"),
             PathKind::Sallyport => start_sallyport(echo, options, &scratch),
             PathKind::Haproxy => start_haproxy(echo, &scratch),
             PathKind::Socat => start_socat(echo, &scratch),
@@ -360,19 +453,37 @@ impl Running {
             addr,
             procs,
             dmz_admin,
+            tls,
+            tls_echo: None,
             _scratch: scratch,
         })
     }
 
-    /// CPU seconds spent so far by each gateway process, in `procs` order.
+    /// What [`Running::cpu_seconds`] measures, in the same order: the gateway processes, or the
+    /// in-process rustls echo server (tls-direct).
+    pub fn cpu_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.procs.iter().map(|p| p.name().to_string()).collect();
+        if self.tls_echo.is_some() {
+            names.push("rustls-echo".to_string());
+        }
+        names
+    }
+
+    /// CPU seconds spent so far by each gateway process, in `procs` order, then by the rustls
+    /// echo server's finished connections (tls-direct).
     pub fn cpu_seconds(&self) -> Result<Vec<f64>> {
-        self.procs
+        let mut cpu = self
+            .procs
             .iter()
             .map(|p| {
                 crate::host::cpu_seconds(p.pid())
                     .with_context(|| format!("reading CPU time of {}", p.name()))
             })
-            .collect()
+            .collect::<Result<Vec<f64>>>()?;
+        if let Some(server) = &self.tls_echo {
+            cpu.push(server.cpu_seconds());
+        }
+        Ok(cpu)
     }
 
     /// Fails (with the stderr tail) if a gateway process has exited.
@@ -519,6 +630,7 @@ mod tests {
             pipe_size: Some("256KiB".to_string()),
             extra: vec!["cores = []".to_string()],
             prepared: 7,
+            tls: None,
         };
         let dmz = options.dmz_config();
         assert!(dmz.contains("workers = 2\n"));

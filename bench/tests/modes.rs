@@ -159,6 +159,106 @@ fn rr_writes_json_hdr_per_path_and_plot() {
 }
 
 #[test]
+fn bulk_tls_beside_rustls_and_direct() {
+    let json = scratch("bulk-tls.json");
+    let out = bench(&[
+        "bulk",
+        "--tls",
+        "--bytes",
+        "1048576",
+        "--json",
+        json.to_str().expect("utf8 path"),
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("x rustls"), "{text}");
+    assert!(text.contains("TLS: the load speaks TLS"), "{text}");
+    row(&text, "direct");
+    let rustls_row = row(&text, "rustls");
+    assert!(rustls_row.starts_with("rustls direct"), "{rustls_row}");
+    assert!(rustls_row.ends_with("yes"), "{rustls_row}");
+    let sallyport_row = row(&text, "sallyport");
+    assert!(sallyport_row.ends_with("yes"), "{sallyport_row}");
+    // path, GB/s, direct GB/s, x direct, rustls GB/s, x rustls, front, back, total, complete
+    let cells: Vec<&str> = sallyport_row.split_whitespace().collect();
+    assert_eq!(cells.len(), 10, "{sallyport_row}");
+    assert!(cells[4].parse::<f64>().is_ok() && cells[5].parse::<f64>().is_ok());
+    let doc = read_json(&json);
+    assert_eq!(doc["config"]["tls"], true);
+    assert!(doc["config"]["gateway"]["tls"].is_object());
+    let results = doc["results"].as_array().expect("results");
+    let paths: Vec<&str> = results
+        .iter()
+        .map(|r| r["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(paths, ["direct", "tls-direct", "sallyport"]);
+    let tls_direct = &results[1];
+    assert_eq!(tls_direct["bytes"], 1_048_576);
+    assert!(tls_direct["gateways"]["rustls-echo"]["cpu_seconds"].is_number());
+    let s = &results[2];
+    assert_eq!(s["tls"], true);
+    assert_eq!(s["bytes"], 1_048_576);
+    assert_eq!(s["rustls"]["bytes"], 1_048_576);
+    assert!(s["x_rustls"].is_number());
+    assert!(s["x_direct"].is_number());
+    assert!(s["gateways"]["dmz"]["cpu_seconds"].is_number());
+    assert!(s["gateways"]["internal"]["cpu_seconds"].is_number());
+    assert_eq!(results[0]["tls"], false);
+}
+
+#[test]
+fn rr_tls_beside_rustls_and_direct() {
+    let json = scratch("rr-tls.json");
+    let hdr = scratch("rr-tls.hdr");
+    let out = bench(&[
+        "rr",
+        "--tls",
+        "--requests",
+        "50",
+        "--json",
+        json.to_str().expect("utf8"),
+        "--hdr",
+        hdr.to_str().expect("utf8"),
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("p99 x rustls"), "{text}");
+    assert_eq!(
+        row(&text, "sallyport").split_whitespace().nth(1),
+        Some("50")
+    );
+    assert_eq!(row(&text, "rustls").split_whitespace().nth(2), Some("50"));
+    let doc = read_json(&json);
+    assert_eq!(doc["config"]["tls"], true);
+    let s = &doc["results"][2];
+    assert_eq!(s["path"], "sallyport");
+    assert_eq!(s["latency"]["requests"], 50);
+    assert_eq!(s["rustls"]["requests"], 50);
+    assert!(s["x_rustls"]["p99"].is_number());
+    for path in ["direct", "tls-direct", "sallyport"] {
+        let file = scratch(&format!("rr-tls-{path}.hdr"));
+        let text = std::fs::read_to_string(&file).expect("hdr file per path");
+        let _ = std::fs::remove_file(&file);
+        assert!(text.contains("Total count    =           50]"), "{text}");
+    }
+}
+
+#[test]
+fn tls_paths_are_checked() {
+    sallyport();
+    let run = |args: &[&str]| Command::new(BIN).args(args).output().expect("run");
+    let out = run(&["bulk", "--paths", "direct,tls-direct", "--bytes", "1024"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --tls"));
+    let out = run(&["rr", "--tls", "--paths", "direct,socat", "--requests", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without TLS"));
+    let out = run(&["rr", "--tls", "--target", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(2));
+    // tls-direct alone: certificates, the in-process rustls echo server, and nothing else.
+    let out = bench(&["bulk", "--tls", "--paths", "tls-direct", "--bytes", "65536"]);
+    assert!(row(&stdout(&out), "rustls").ends_with("yes"));
+}
+
+#[test]
 fn cps_reports_tunnels_and_pool_counters() {
     let json = scratch("cps.json");
     let out = bench(&[
