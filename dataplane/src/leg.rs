@@ -25,6 +25,17 @@ use crate::wire::{http, ws};
 
 /// Largest payload per WebSocket frame this side sends.
 const WS_MAX_FRAME: usize = 64 << 10;
+/// Socket bytes read at once for a TLS leg. rustls takes at most 4 KiB per `read_tls`; feeding
+/// it from this buffer instead of the socket makes one syscall per 64 KiB, not per 4 KiB.
+const TLS_READ_CHUNK: usize = 64 << 10;
+
+/// Ciphertext read from the socket and not yet given to rustls.
+struct TlsInput {
+    buf: Box<[u8]>,
+    pos: usize,
+    len: usize,
+}
+
 /// Bytes read from the transport per WebSocket read.
 const WS_READ_CHUNK: usize = 16 << 10;
 
@@ -43,6 +54,10 @@ impl Read for FdIo<'_> {
 impl Write for FdIo<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         sys::send(self.0, buf)
+    }
+    // rustls hands every queued record at once: one sendmsg instead of one send per record.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        sys::send_vectored(self.0, bufs)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -145,6 +160,8 @@ impl WsLayer {
 pub struct Leg {
     fd: OwnedFd,
     tls: Option<Box<rustls::Connection>>,
+    /// TLS legs: socket bytes read ahead for rustls.
+    tls_input: Option<Box<TlsInput>>,
     ws: Option<Box<WsLayer>>,
     /// close_notify queued (TLS half-close in progress).
     closing: bool,
@@ -153,11 +170,19 @@ pub struct Leg {
 fn transport_read(
     fd: BorrowedFd<'_>,
     tls: Option<&mut Box<rustls::Connection>>,
+    input: &mut Option<Box<TlsInput>>,
     buf: &mut [u8],
 ) -> io::Result<usize> {
     let Some(tls) = tls else {
         return sys::read(fd, buf);
     };
+    let input = input.get_or_insert_with(|| {
+        Box::new(TlsInput {
+            buf: vec![0u8; TLS_READ_CHUNK].into_boxed_slice(),
+            pos: 0,
+            len: 0,
+        })
+    });
     loop {
         match tls.reader().read(buf) {
             Ok(n) => return Ok(n),
@@ -166,9 +191,15 @@ fn transport_read(
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
             Err(e) => return Err(e),
         }
-        match tls.read_tls(&mut FdIo(fd)) {
+        if input.pos == input.len {
+            let n = sys::read(fd, &mut input.buf)?;
+            (input.pos, input.len) = (0, n);
+        }
+        let mut pending = &input.buf[input.pos..input.len];
+        match tls.read_tls(&mut pending) {
             Ok(0) => {} // EOF: the reader reports it on the next turn.
-            Ok(_) => {
+            Ok(n) => {
+                input.pos += n;
                 if let Err(e) = tls.process_new_packets() {
                     // Send the alert rustls queued, then fail.
                     let _ = flush(tls, fd);
@@ -203,6 +234,7 @@ impl Leg {
         Leg {
             fd,
             tls: None,
+            tls_input: None,
             ws: None,
             closing: false,
         }
@@ -213,6 +245,7 @@ impl Leg {
         Leg {
             fd,
             tls: Some(conn),
+            tls_input: None,
             ws: None,
             closing: false,
         }
@@ -361,7 +394,7 @@ impl Leg {
     /// available now.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.ws.is_none() {
-            return transport_read(self.fd.as_fd(), self.tls.as_mut(), buf);
+            return transport_read(self.fd.as_fd(), self.tls.as_mut(), &mut self.tls_input, buf);
         }
         self.ws_read(buf)
     }
@@ -384,7 +417,12 @@ impl Leg {
                 return Ok(0);
             }
             let mut chunk = [0u8; WS_READ_CHUNK];
-            let n = match transport_read(self.fd.as_fd(), self.tls.as_mut(), &mut chunk) {
+            let n = match transport_read(
+                self.fd.as_fd(),
+                self.tls.as_mut(),
+                &mut self.tls_input,
+                &mut chunk,
+            ) {
                 Ok(0) if layer.pending_upgrade.is_some() => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,

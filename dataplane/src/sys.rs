@@ -246,6 +246,19 @@ pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     })
 }
 
+/// sendmsg(2) of several buffers at once with MSG_NOSIGNAL (TLS records in one syscall).
+pub fn send_vectored(fd: BorrowedFd<'_>, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+    let iovcnt = bufs.len().min(libc::UIO_MAXIOV as usize);
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is ABI-compatible with iovec (std guarantees it on Unix); the slices outlive
+    // the call and are only read.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iovcnt as _;
+    // SAFETY: `msg` points at `iovcnt` valid iovecs for the duration of the call.
+    cvt(unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })
+}
+
 /// Shuts down the write side of a socket (sends FIN after queued bytes).
 pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write)
