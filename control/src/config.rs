@@ -12,22 +12,36 @@
 //! match its certificate, is a [`ConfigError`] naming the key:
 //! `dmz.toml: reverse.tls.cert: cannot read "dmz.pem": No such file or directory`.
 //!
-//! What it does not do: open sockets, resolve host names or watch the file for changes. A port
-//! that cannot be bound is reported by the gateway at start-up, not here.
+//! Host names of forwarding upstreams (`connect` of a service that is neither DMZ nor internal)
+//! are resolved here, once (the first address the resolver gives), so `sallyport check` catches
+//! a name that does not resolve; a failure is a [`ConfigError`] naming `service[NAME].connect`.
+//!
+//! What it does not do: open sockets, resolve the DMZ or back-end names of internal services
+//! (those are looked up at each dial, so a moved back-end is followed), or watch the file for
+//! changes. A port that cannot be bound is reported by the gateway at start-up, not here.
 //!
 //! Key paths in messages: `gateway.workers`, `reverse.listen`, `service[echo].accept`. A service is
 //! named by its `name` when that name is valid and not a duplicate, otherwise by its position,
 //! counting `[[service]]` tables from 1 in file order (`service[2].accept`).
 //!
 //! Roles are given by the URI schemes of a service:
-//! - DMZ service: `accept = "tcp://IP:PORT"` or `"tls://IP:PORT"` (with a `tls` table),
+//! - DMZ service: `accept = "tcp://IP:PORT"`, `"tls://IP:PORT"` (with a `tls` table),
+//!   `"ws://IP:PORT/PATH"` or `"wss://IP:PORT/PATH"` (with a `tls` table),
 //!   `connect = "reverse://BINDNAME"`;
 //! - internal service: `accept = "reverse://HOST:PORT/BINDNAME"` (optional `tls` table: the
 //!   reverse leg to the DMZ), `connect = "tcp://HOST:PORT"` or `"tls://HOST:PORT"` (with a
-//!   `connect_tls` table).
+//!   `connect_tls` table);
+//! - forwarding service: `accept` as a DMZ service, `connect = "tcp://HOST:PORT"`,
+//!   `"tls://HOST:PORT"`, `"ws://HOST:PORT/PATH"` or `"wss://HOST:PORT/PATH"` (`tls` and `wss`
+//!   with a `connect_tls` table): each client gets a connection of its own to the upstream. With
+//!   `tcp` on one gateway and `ws` on the other this is the virtual private connection.
 //!
-//! Not yet supported, rejected by validation with a clear message: the `ws://` and `wss://`
-//! schemes.
+//! WebSocket listeners (`ws://`, `wss://`) on the same address share one listening socket and are
+//! told apart by request path, so they need distinct paths and (for `wss://`) the same `tls`
+//! table and `handshake_timeout`.
+//!
+//! Not yet supported, rejected by validation with a clear message: `ws://` and `wss://`
+//! back-ends of internal services (`accept = "reverse://…"`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -76,17 +90,39 @@ pub const DEFAULT_PIPE_SIZE: usize = 1 << 20;
 /// and keeps a tunnel's two buffers at 128 KiB.
 pub const DEFAULT_BUFFER_SIZE: usize = 64 << 10;
 
-/// Default `handshake_timeout` of a `tls://` public listener: the longest a client's TLS
-/// handshake may take before it is closed. A real client needs two round trips; five seconds
-/// covers a slow mobile link while bounding what a silent or slow-loris client can hold.
+/// Default `handshake_timeout` of a `tls://`, `ws://` or `wss://` public listener: the longest a
+/// client's TLS handshake plus WebSocket upgrade request may take before it is closed. A real
+/// client needs two or three round trips; five seconds covers a slow mobile link while bounding
+/// what a silent or slow-loris client can hold.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default `ws_max_message`: the largest WebSocket message accepted from a peer; a larger one
+/// closes the connection (1009). The payload is a byte stream, so messages only need to be as
+/// large as a peer's writes: 16 MiB takes any browser or library default while bounding what a
+/// peer can announce. The decoder streams payload, so the limit costs no memory.
+pub const DEFAULT_WS_MAX_MESSAGE: usize = 16 << 20;
+
+/// Lower bound of `ws_max_message`: 64 KiB, the largest message a sallyport sends (one frame per
+/// write). A smaller limit would make another gateway's frames fail with 1009.
+pub const MIN_WS_MAX_MESSAGE: usize = 64 << 10;
+
+/// Upper bound of `ws_max_message`.
+pub const MAX_WS_MAX_MESSAGE: usize = 1 << 30;
+
+/// Longest WebSocket path in `accept` or `connect`, in bytes; it must fit the 8 KiB request head.
+pub const MAX_WS_PATH_LEN: usize = 1024;
+
+/// Lower bound of `ws_ping`: a keepalive more frequent than this is traffic, not a keepalive
+/// (and most likely a slip such as `"30ms"` for `"30s"`).
+pub const MIN_WS_PING: Duration = Duration::from_millis(100);
 
 /// Longest ALPN protocol name in bytes (RFC 7301: one length byte).
 pub const MAX_ALPN_LEN: usize = 255;
 
-/// Default `connect_timeout` of an internal service: the longest a connect to the back-end may
-/// take. The back-end is in the same trusted network, so a connect that takes five seconds is to
-/// a dead or filtered host; failing then frees the prepared slot for a fresh attempt.
+/// Default `connect_timeout` of an internal or forwarding service: the longest a connect to the
+/// back-end (or upstream) may take. The back-end is in the same trusted network, so a connect
+/// that takes five seconds is to a dead or filtered host; failing then frees the prepared slot
+/// for a fresh attempt, or resets the forwarded client rather than leaving it hanging.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default `[gateway] relay`: splice, which costs no userspace copy for plain TCP tunnels; the
@@ -244,17 +280,24 @@ pub struct ServiceConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceRole {
     Dmz(DmzService),
+    Forward(ForwardService),
     Internal(InternalService),
 }
 
-/// accept = "tcp://IP:PORT" or "tls://IP:PORT", connect = "reverse://BINDNAME"
+/// accept = "tcp://IP:PORT", "tls://IP:PORT", "ws://IP:PORT/PATH" or "wss://IP:PORT/PATH",
+/// connect = "reverse://BINDNAME"
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DmzService {
     /// Public listener.
     pub listen: SocketAddr,
-    /// `tls://`: public clients complete a TLS handshake with this before they are paired.
+    /// `tls://`, `wss://`: public clients complete a TLS handshake with this before they are
+    /// paired.
     pub tls: Option<TlsServer>,
-    /// Longest a public client's TLS handshake may take (`tls://` only).
+    /// `ws://`, `wss://`: public clients complete a WebSocket upgrade; the messages' payload is
+    /// the tunnel's byte stream.
+    pub ws: Option<WsAccept>,
+    /// Longest a public client's TLS handshake plus WebSocket upgrade may take (`tls://`,
+    /// `ws://`, `wss://`).
     pub handshake_timeout: Duration,
     /// Served by prepared connections bound under this name.
     pub bind_name: String,
@@ -262,6 +305,67 @@ pub struct DmzService {
     pub timeout: Duration,
     /// Required of internal gateways binding this name (RFC 1929); `None`: no authentication.
     pub credentials: Option<Credentials>,
+}
+
+/// accept as a DMZ service, connect = "tcp://HOST:PORT", "tls://HOST:PORT", "ws://HOST:PORT/PATH"
+/// or "wss://HOST:PORT/PATH": each client is relayed over a connection of its own to the
+/// upstream, made after the client is accepted (a refusal resets the client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardService {
+    /// Public listener.
+    pub listen: SocketAddr,
+    /// `tls://`, `wss://` accept: the listener's certificate.
+    pub tls: Option<TlsServer>,
+    /// `ws://`, `wss://` accept: the upgrade clients complete.
+    pub ws: Option<WsAccept>,
+    /// Longest a client's TLS handshake plus WebSocket upgrade may take.
+    pub handshake_timeout: Duration,
+    pub upstream: UpstreamConfig,
+}
+
+/// A WebSocket listener's settings (`accept = "ws://…"` or `"wss://…"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsAccept {
+    /// Request path this service answers (from the URI; `/` when it has none). Services on one
+    /// address are told apart by it; query strings are ignored when routing.
+    pub path: String,
+    /// `origins`: allowed `Origin` header values; empty: any (or none).
+    pub origins: Vec<String>,
+    /// `protocols`: subprotocols accepted; the first the client offers is chosen.
+    pub protocols: Vec<String>,
+    /// `ws_max_message`: largest message accepted from the client.
+    pub max_message: usize,
+    /// `ws_ping`: ping after this long without a byte from the client; close when nothing at
+    /// all arrives within as long again.
+    pub ping: Option<Duration>,
+}
+
+/// Where a forwarding service connects, resolved at load time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// As written in `connect`.
+    pub target: HostPort,
+    /// `target` resolved (the first address).
+    pub addr: SocketAddr,
+    /// `tls://`, `wss://` (`connect_tls`).
+    pub tls: Option<TlsClient>,
+    /// Longest the TCP connect may take.
+    pub connect_timeout: Duration,
+    /// `ws://`, `wss://`: the upgrade request sent (client frames are masked).
+    pub ws: Option<WsConnect>,
+}
+
+/// A WebSocket client leg's settings (`connect = "ws://…"` or `"wss://…"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsConnect {
+    /// `Host` header: `HOST:PORT` as written in the URI.
+    pub host: String,
+    /// Request path (from the URI; `/` when it has none), query string included.
+    pub path: String,
+    /// `ws_max_message`: largest message accepted from the upstream.
+    pub max_message: usize,
+    /// `ws_ping`: keepalive toward the upstream, as [`WsAccept::ping`].
+    pub ping: Option<Duration>,
 }
 
 /// accept = "reverse://HOST:PORT/BINDNAME", connect = "tcp://HOST:PORT" or "tls://HOST:PORT"
@@ -380,16 +484,26 @@ impl Config {
 
     /// One line per service, "name: accept -> connect" (used by `sallyport check` and the
     /// start-up banner), followed by " (tls)" when the service's reverse leg (DMZ to internal
-    /// gateway) runs over TLS.
+    /// gateway) runs over TLS, or, for a forwarding service whose upstream is a host name, by
+    /// the address it resolved to: " (resolved to 10.0.0.5:80)".
     pub fn describe(&self) -> Vec<String> {
         self.services
             .iter()
             .map(|s| {
-                let reverse_tls = match &s.role {
-                    ServiceRole::Dmz(_) => self.reverse.as_ref().is_some_and(|r| r.tls.is_some()),
-                    ServiceRole::Internal(i) => i.tls.is_some(),
+                let suffix = match &s.role {
+                    ServiceRole::Dmz(_)
+                        if self.reverse.as_ref().is_some_and(|r| r.tls.is_some()) =>
+                    {
+                        " (tls)".to_string()
+                    }
+                    ServiceRole::Internal(i) if i.tls.is_some() => " (tls)".to_string(),
+                    ServiceRole::Forward(f)
+                        if f.upstream.target.host.parse::<IpAddr>().is_err() =>
+                    {
+                        format!(" (resolved to {})", f.upstream.addr)
+                    }
+                    _ => String::new(),
                 };
-                let suffix = if reverse_tls { " (tls)" } else { "" };
                 format!("{}: {} -> {}{suffix}", s.name, s.accept, s.connect)
             })
             .collect()
@@ -461,8 +575,17 @@ pub struct RawService {
     pub tls: Option<RawTls>,
     /// Internal, `connect = "tls://…"`: TLS to the back-end.
     pub connect_tls: Option<RawTls>,
-    /// DMZ, `accept = "tls://…"`: longest a public client's TLS handshake may take.
+    /// `accept = "tls://…"`, `"ws://…"`, `"wss://…"`: longest a public client's TLS handshake
+    /// plus WebSocket upgrade may take.
     pub handshake_timeout: Option<RawDuration>,
+    /// `ws://`, `wss://` (either side): keepalive interval.
+    pub ws_ping: Option<RawDuration>,
+    /// `ws://`, `wss://` (either side): largest message accepted.
+    pub ws_max_message: Option<RawSize>,
+    /// `accept = "ws://…"`, `"wss://…"`: allowed `Origin` values.
+    pub origins: Option<Vec<String>>,
+    /// `accept = "ws://…"`, `"wss://…"`: accepted subprotocols.
+    pub protocols: Option<Vec<String>>,
 }
 
 /// A `tls` or `connect_tls` table as written. Which keys are valid depends on where it is
@@ -940,6 +1063,8 @@ enum Scheme {
     Reverse,
     Tcp,
     Tls,
+    Ws,
+    Wss,
 }
 
 impl Scheme {
@@ -948,18 +1073,50 @@ impl Scheme {
             Scheme::Reverse => "reverse",
             Scheme::Tcp => "tcp",
             Scheme::Tls => "tls",
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
         }
     }
+
+    /// TLS on the transport: `tls://`, `wss://`.
+    fn is_tls(self) -> bool {
+        matches!(self, Scheme::Tls | Scheme::Wss)
+    }
+
+    /// WebSocket: `ws://`, `wss://`.
+    fn is_ws(self) -> bool {
+        matches!(self, Scheme::Ws | Scheme::Wss)
+    }
+}
+
+/// The first of `fields` that is present: an error built by `reason` from its name.
+fn forbid(
+    check: &Check,
+    prefix: &str,
+    fields: &[(&str, bool)],
+    reason: impl Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    match fields.iter().find(|(_, present)| *present) {
+        Some((field, _)) => Err(check.fail(format!("{prefix}.{field}"), reason(field))),
+        None => Ok(()),
+    }
+}
+
+/// The WebSocket settings that apply to either side (`ws_ping`, `ws_max_message`).
+#[derive(Debug, Clone, Copy)]
+struct WsCommon {
+    max_message: usize,
+    ping: Option<Duration>,
 }
 
 fn validate_service(
     check: &Check,
     prefix: &str,
-    raw: RawService,
+    mut raw: RawService,
 ) -> Result<ServiceConfig, ConfigError> {
     let key = |field: &str| format!("{prefix}.{field}");
 
-    let name = match raw.name {
+    let name = match raw.name.take() {
         None => {
             return Err(check.fail(
                 key("name"),
@@ -971,18 +1128,19 @@ fn validate_service(
             name
         }
     };
-    let accept = raw.accept.ok_or_else(|| {
+    let accept = raw.accept.take().ok_or_else(|| {
         check.fail(
             key("accept"),
-            "missing; e.g. accept = \"tcp://0.0.0.0:9000\" (DMZ) or \
+            "missing; e.g. accept = \"tcp://0.0.0.0:9000\" (DMZ or forwarding), \
+             accept = \"ws://0.0.0.0:8080/echo\" (WebSocket) or \
              accept = \"reverse://dmz.example.net:1080/echo\" (internal)",
         )
     })?;
-    let connect = raw.connect.ok_or_else(|| {
+    let connect = raw.connect.take().ok_or_else(|| {
         check.fail(
             key("connect"),
             "missing; e.g. connect = \"reverse://echo\" (DMZ) or \
-             connect = \"tcp://10.0.0.5:7000\" (internal)",
+             connect = \"tcp://10.0.0.5:7000\" (internal or forwarding)",
         )
     })?;
     let (accept_scheme, accept_rest) =
@@ -990,76 +1148,138 @@ fn validate_service(
     let (connect_scheme, connect_rest) =
         split_scheme(&connect).map_err(|r| check.fail(key("connect"), r))?;
 
-    let credentials = validate_credentials(check, prefix, raw.user, raw.password)?;
+    // Combinations that are not served at all, before any key is looked at.
+    match (accept_scheme, connect_scheme) {
+        (Scheme::Reverse, Scheme::Reverse) => {
+            return Err(check.fail(
+                key("connect"),
+                "reverse:// on both sides is not supported; a DMZ service is tcp:// (or tls://, ws://, wss://) -> reverse://NAME, \
+                 an internal service is reverse://HOST:PORT/NAME -> tcp:// (or tls://) HOST:PORT",
+            ))
+        }
+        (Scheme::Reverse, Scheme::Ws | Scheme::Wss) => {
+            return Err(check.fail(
+                key("connect"),
+                format!(
+                    "connect = \"{}://...\" is not yet supported for reverse:// services (an internal \
+                     gateway connects its back-ends over tcp:// or tls://); use tcp:// or tls://, or \
+                     put a forwarding service (accept = \"tcp://...\", connect = \"{}://...\") in front",
+                    connect_scheme.as_str(),
+                    connect_scheme.as_str()
+                ),
+            ))
+        }
+        _ => {}
+    }
+
+    // WebSocket keys: only where a WebSocket leg is.
+    if !accept_scheme.is_ws() && !connect_scheme.is_ws() {
+        forbid(
+            check,
+            prefix,
+            &[
+                ("ws_ping", raw.ws_ping.is_some()),
+                ("ws_max_message", raw.ws_max_message.is_some()),
+            ],
+            |field| {
+                format!(
+                    "{field} applies only to WebSocket legs (accept or connect = \"ws://...\" or \"wss://...\"); \
+                     this service is {}:// -> {}://; remove the key",
+                    accept_scheme.as_str(),
+                    connect_scheme.as_str()
+                )
+            },
+        )?;
+    }
+    if !accept_scheme.is_ws() {
+        forbid(
+            check,
+            prefix,
+            &[
+                ("origins", raw.origins.is_some()),
+                ("protocols", raw.protocols.is_some()),
+            ],
+            |field| {
+                format!(
+                    "{field} applies only to WebSocket listeners (accept = \"ws://IP:PORT/PATH\" or \
+                     \"wss://...\"); this accept is {}://; remove the key",
+                    accept_scheme.as_str()
+                )
+            },
+        )?;
+    }
+    let ws_ping = match raw.ws_ping.as_ref() {
+        None => None,
+        Some(d) => {
+            let ping = check.duration(&key("ws_ping"), Some(d), Duration::ZERO)?;
+            if ping < MIN_WS_PING {
+                return Err(check.fail(
+                    key("ws_ping"),
+                    format!(
+                        "at least {MIN_WS_PING:?}: a keepalive this frequent is traffic; write e.g. \"30s\""
+                    ),
+                ));
+            }
+            Some(ping)
+        }
+    };
+    let ws = WsCommon {
+        max_message: size_in(
+            check,
+            &key("ws_max_message"),
+            raw.ws_max_message.as_ref(),
+            DEFAULT_WS_MAX_MESSAGE,
+            MIN_WS_MAX_MESSAGE,
+            MAX_WS_MAX_MESSAGE,
+        )?,
+        ping: ws_ping,
+    };
+
+    let credentials = validate_credentials(check, prefix, raw.user.take(), raw.password.take())?;
 
     let role = match (accept_scheme, connect_scheme) {
-        (Scheme::Tcp | Scheme::Tls, Scheme::Reverse) => {
-            for (field, present) in [
-                ("prepared", raw.prepared.is_some()),
-                ("retry_max", raw.retry_max.is_some()),
-                ("connect_timeout", raw.connect_timeout.is_some()),
-                ("connect_tls", raw.connect_tls.is_some()),
-            ] {
-                if present {
-                    return Err(check.fail(
-                        key(field),
-                        format!(
-                            "{field} applies only to internal services (accept = \"reverse://HOST:PORT/NAME\"); \
-                             this is a DMZ service (accept = \"tcp://...\", connect = \"reverse://...\"); remove the key"
-                        ),
-                    ));
-                }
-            }
-            let listen = parse_listen_uri(accept_scheme, accept_rest)
-                .map_err(|r| check.fail(key("accept"), r))?;
+        (_, Scheme::Reverse) => {
+            forbid(
+                check,
+                prefix,
+                &[
+                    ("prepared", raw.prepared.is_some()),
+                    ("retry_max", raw.retry_max.is_some()),
+                    ("connect_timeout", raw.connect_timeout.is_some()),
+                    ("connect_tls", raw.connect_tls.is_some()),
+                ],
+                |field| {
+                    format!(
+                        "{field} applies only to internal services (accept = \"reverse://HOST:PORT/NAME\"); \
+                         this is a DMZ service (accept = \"{}://...\", connect = \"reverse://...\"); remove the key",
+                        accept_scheme.as_str()
+                    )
+                },
+            )?;
+            let listener = validate_listener(
+                check,
+                prefix,
+                accept_scheme,
+                accept_rest,
+                &accept,
+                &mut raw,
+                ws,
+                ListenerOf::Dmz,
+            )?;
             let bind_name =
                 parse_dmz_bind_name(connect_rest).map_err(|r| check.fail(key("connect"), r))?;
             let timeout = check.duration(&key("timeout"), raw.timeout.as_ref(), DEFAULT_TIMEOUT)?;
-            let (tls, handshake_timeout) = if accept_scheme == Scheme::Tls {
-                let handshake_timeout = check.duration(
-                    &key("handshake_timeout"),
-                    raw.handshake_timeout.as_ref(),
-                    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-                )?;
-                let Some(raw_tls) = raw.tls else {
-                    return Err(check.fail(
-                        key("tls"),
-                        format!(
-                            "missing; accept = \"{accept}\" needs the listener's certificate, \
-                             e.g. tls = {{ cert = \"dmz.pem\", key = \"dmz.key\" }}"
-                        ),
-                    ));
-                };
-                let tls =
-                    validate_tls_server(check, &key("tls"), raw_tls, TlsServerRole::Public)?;
-                (Some(tls), handshake_timeout)
-            } else {
-                if raw.tls.is_some() {
-                    return Err(check.fail(
-                        key("tls"),
-                        "a tls table on a DMZ service is the certificate of a tls:// listener, but \
-                         accept is tcp://; use accept = \"tls://IP:PORT\" or remove tls \
-                         (TLS toward internal gateways is [reverse] tls)",
-                    ));
-                }
-                if raw.handshake_timeout.is_some() {
-                    return Err(check.fail(
-                        key("handshake_timeout"),
-                        "handshake_timeout applies only to tls:// listeners; this one is tcp://; remove the key",
-                    ));
-                }
-                (None, DEFAULT_TLS_HANDSHAKE_TIMEOUT)
-            };
             ServiceRole::Dmz(DmzService {
-                listen,
-                tls,
-                handshake_timeout,
+                listen: listener.listen,
+                tls: listener.tls,
+                ws: listener.ws,
+                handshake_timeout: listener.handshake_timeout,
                 bind_name,
                 timeout,
                 credentials,
             })
         }
-        (Scheme::Reverse, Scheme::Tcp | Scheme::Tls) => {
+        (Scheme::Reverse, _) => {
             if raw.timeout.is_some() {
                 return Err(check.fail(
                     key("timeout"),
@@ -1070,13 +1290,13 @@ fn validate_service(
             if raw.handshake_timeout.is_some() {
                 return Err(check.fail(
                     key("handshake_timeout"),
-                    "handshake_timeout applies only to DMZ services with accept = \"tls://...\"; \
+                    "handshake_timeout applies only to public listeners (accept = \"tls://...\", \"ws://...\", \"wss://...\"); \
                      an internal service's TLS handshakes run within connect_timeout",
                 ));
             }
             let (dmz, bind_name) =
                 parse_reverse_accept(accept_rest).map_err(|r| check.fail(key("accept"), r))?;
-            let target = parse_target_uri(connect_scheme, connect_rest)
+            let (target, _) = parse_target_uri(connect_scheme, connect_rest)
                 .map_err(|r| check.fail(key("connect"), r))?;
             let prepared = match raw.prepared {
                 None => DEFAULT_PREPARED,
@@ -1099,6 +1319,7 @@ fn validate_service(
             )?;
             let tls = raw
                 .tls
+                .take()
                 .map(|t| {
                     validate_tls_client(
                         check,
@@ -1109,33 +1330,15 @@ fn validate_service(
                     )
                 })
                 .transpose()?;
-            let target_tls = match (connect_scheme, raw.connect_tls) {
-                (Scheme::Tls, Some(t)) => Some(validate_tls_client(
-                    check,
-                    &key("connect_tls"),
-                    t,
-                    &target.host,
-                    "connect_tls (TLS to the back-end)",
-                )?),
-                (Scheme::Tls, None) => {
-                    return Err(check.fail(
-                        key("connect_tls"),
-                        format!(
-                            "missing; connect = \"{connect}\" needs the back-end's CA, e.g. \
-                             connect_tls = {{ ca = \"backend-ca.pem\" }} (server_name defaults to \"{}\")",
-                            target.host
-                        ),
-                    ))
-                }
-                (_, Some(_)) => {
-                    return Err(check.fail(
-                        key("connect_tls"),
-                        "connect_tls applies only to connect = \"tls://HOST:PORT\"; this connect is tcp://; \
-                         use tls:// or remove connect_tls (the reverse leg's TLS is tls)",
-                    ))
-                }
-                (_, None) => None,
-            };
+            let target_tls = validate_connect_tls(
+                check,
+                prefix,
+                connect_scheme,
+                &connect,
+                raw.connect_tls.take(),
+                &target,
+                " (the reverse leg's TLS is tls)",
+            )?;
             ServiceRole::Internal(InternalService {
                 dmz,
                 bind_name,
@@ -1148,27 +1351,65 @@ fn validate_service(
                 target_tls,
             })
         }
-        (Scheme::Tcp | Scheme::Tls, Scheme::Tcp | Scheme::Tls) => {
-            return Err(check.fail(
-                key("connect"),
-                if (accept_scheme, connect_scheme) == (Scheme::Tcp, Scheme::Tcp) {
-                    "plain TCP forwarding (tcp:// -> tcp://) is not supported; use reverse:// on one side"
-                        .to_string()
-                } else {
+        _ => {
+            forbid(
+                check,
+                prefix,
+                &[
+                    ("prepared", raw.prepared.is_some()),
+                    ("retry_max", raw.retry_max.is_some()),
+                ],
+                |field| {
                     format!(
-                        "forwarding ({}:// -> {}://) is not supported; use reverse:// on one side",
+                        "{field} applies only to internal services (accept = \"reverse://HOST:PORT/NAME\"); \
+                         this is a forwarding service ({}:// -> {}://), which connects upstream once per \
+                         client and keeps no prepared connections; remove the key",
                         accept_scheme.as_str(),
                         connect_scheme.as_str()
                     )
                 },
-            ))
-        }
-        (Scheme::Reverse, Scheme::Reverse) => {
-            return Err(check.fail(
-                key("connect"),
-                "reverse:// on both sides is not supported; a DMZ service is tcp:// (or tls://) -> reverse://NAME, \
-                 an internal service is reverse://HOST:PORT/NAME -> tcp:// (or tls://) HOST:PORT",
-            ))
+            )?;
+            if raw.timeout.is_some() {
+                return Err(check.fail(
+                    key("timeout"),
+                    "timeout applies only to DMZ services (connect = \"reverse://NAME\"): how long a client \
+                     waits for a prepared connection; a forwarding service connects upstream per client, \
+                     limited by connect_timeout",
+                ));
+            }
+            if credentials.is_some() {
+                return Err(check.fail(
+                    key("user"),
+                    "user and password apply only to reverse:// services (SOCKS5 authentication between \
+                     gateways); a forwarding service has no reverse leg; remove them",
+                ));
+            }
+            let listener = validate_listener(
+                check,
+                prefix,
+                accept_scheme,
+                accept_rest,
+                &accept,
+                &mut raw,
+                ws,
+                ListenerOf::Forward,
+            )?;
+            let upstream = validate_upstream(
+                check,
+                prefix,
+                connect_scheme,
+                connect_rest,
+                &connect,
+                &mut raw,
+                ws,
+            )?;
+            ServiceRole::Forward(ForwardService {
+                listen: listener.listen,
+                tls: listener.tls,
+                ws: listener.ws,
+                handshake_timeout: listener.handshake_timeout,
+                upstream,
+            })
         }
     };
     Ok(ServiceConfig {
@@ -1177,6 +1418,298 @@ fn validate_service(
         connect,
         role,
     })
+}
+
+/// A validated public listener (DMZ or forwarding service).
+struct Listener {
+    listen: SocketAddr,
+    tls: Option<TlsServer>,
+    ws: Option<WsAccept>,
+    handshake_timeout: Duration,
+}
+
+/// Whose public listener is validated (for messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListenerOf {
+    Dmz,
+    Forward,
+}
+
+impl ListenerOf {
+    fn name(self) -> &'static str {
+        match self {
+            ListenerOf::Dmz => "DMZ",
+            ListenerOf::Forward => "forwarding",
+        }
+    }
+
+    /// Where TLS on the service's other leg is configured.
+    fn other_tls(self) -> &'static str {
+        match self {
+            ListenerOf::Dmz => "TLS toward internal gateways is [reverse] tls",
+            ListenerOf::Forward => {
+                "TLS toward the upstream is connect_tls with connect = \"tls://...\""
+            }
+        }
+    }
+}
+
+/// `accept = "tcp|tls|ws|wss://…"` with its `tls`, `handshake_timeout`, `origins` and
+/// `protocols` keys.
+#[allow(clippy::too_many_arguments)]
+fn validate_listener(
+    check: &Check,
+    prefix: &str,
+    scheme: Scheme,
+    rest: &str,
+    accept: &str,
+    raw: &mut RawService,
+    ws: WsCommon,
+    of: ListenerOf,
+) -> Result<Listener, ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    let (listen, path) =
+        parse_listen_uri(scheme, rest).map_err(|r| check.fail(key("accept"), r))?;
+    let tls = match (scheme.is_tls(), raw.tls.take()) {
+        (true, None) => {
+            return Err(check.fail(
+                key("tls"),
+                format!(
+                    "missing; accept = \"{accept}\" needs the listener's certificate, \
+                     e.g. tls = {{ cert = \"dmz.pem\", key = \"dmz.key\" }}"
+                ),
+            ))
+        }
+        (true, Some(raw_tls)) => {
+            let tls = validate_tls_server(check, &key("tls"), raw_tls, TlsServerRole::Public)?;
+            if scheme == Scheme::Wss {
+                if let Some(other) = tls.alpn.iter().find(|p| *p != "http/1.1") {
+                    return Err(check.fail(
+                        key("tls.alpn"),
+                        format!(
+                            "a wss:// listener speaks HTTP/1.1 (the WebSocket upgrade of RFC 6455); \
+                             alpn may list only \"http/1.1\", got \"{other}\""
+                        ),
+                    ));
+                }
+            }
+            Some(tls)
+        }
+        (false, Some(_)) => {
+            return Err(check.fail(
+                key("tls"),
+                format!(
+                    "a tls table on a {} service is the certificate of a tls:// listener (or wss://), but \
+                     accept is {}://; use accept = \"tls://IP:PORT\" (or \"wss://IP:PORT/PATH\") or remove tls \
+                     ({})",
+                    of.name(),
+                    scheme.as_str(),
+                    of.other_tls()
+                ),
+            ))
+        }
+        (false, None) => None,
+    };
+    let handshake_timeout = if scheme == Scheme::Tcp {
+        if raw.handshake_timeout.is_some() {
+            return Err(check.fail(
+                key("handshake_timeout"),
+                "handshake_timeout applies only to tls:// listeners and WebSocket listeners \
+                 (ws://, wss://); this one is tcp://; remove the key",
+            ));
+        }
+        DEFAULT_TLS_HANDSHAKE_TIMEOUT
+    } else {
+        check.duration(
+            &key("handshake_timeout"),
+            raw.handshake_timeout.as_ref(),
+            DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        )?
+    };
+    let ws = match path {
+        None => None,
+        Some(path) => Some(WsAccept {
+            path,
+            origins: validate_origins(check, &key("origins"), raw.origins.take())?,
+            protocols: validate_protocols(check, &key("protocols"), raw.protocols.take())?,
+            max_message: ws.max_message,
+            ping: ws.ping,
+        }),
+    };
+    Ok(Listener {
+        listen,
+        tls,
+        ws,
+        handshake_timeout,
+    })
+}
+
+/// A forwarding service's `connect = "tcp|tls|ws|wss://HOST:PORT[/PATH]"` with
+/// `connect_timeout` and `connect_tls`; the host is resolved here.
+fn validate_upstream(
+    check: &Check,
+    prefix: &str,
+    scheme: Scheme,
+    rest: &str,
+    connect: &str,
+    raw: &mut RawService,
+    ws: WsCommon,
+) -> Result<UpstreamConfig, ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    let (target, path) =
+        parse_target_uri(scheme, rest).map_err(|r| check.fail(key("connect"), r))?;
+    let connect_timeout = check.duration(
+        &key("connect_timeout"),
+        raw.connect_timeout.as_ref(),
+        DEFAULT_CONNECT_TIMEOUT,
+    )?;
+    let tls = validate_connect_tls(
+        check,
+        prefix,
+        scheme,
+        connect,
+        raw.connect_tls.take(),
+        &target,
+        "",
+    )?;
+    let ws = path.map(|path| WsConnect {
+        // As written: `[::1]:80` keeps its brackets, a name keeps its case.
+        host: rest.split('/').next().unwrap_or(rest).to_string(),
+        path,
+        max_message: ws.max_message,
+        ping: ws.ping,
+    });
+    let addr = resolve_upstream(&target).map_err(|r| check.fail(key("connect"), r))?;
+    Ok(UpstreamConfig {
+        target,
+        addr,
+        tls,
+        connect_timeout,
+        ws,
+    })
+}
+
+/// The first address `target` resolves to (IP literals need no resolver).
+fn resolve_upstream(target: &HostPort) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(ip) = target.host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, target.port));
+    }
+    let mut addrs = (target.host.as_str(), target.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve upstream \"{}\": {e}", target.host))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("upstream \"{}\" resolves to no address", target.host))
+}
+
+/// `connect_tls`: required with `connect = "tls://…"` or `"wss://…"`, refused otherwise.
+fn validate_connect_tls(
+    check: &Check,
+    prefix: &str,
+    scheme: Scheme,
+    connect: &str,
+    raw: Option<RawTls>,
+    target: &HostPort,
+    hint: &str,
+) -> Result<Option<TlsClient>, ConfigError> {
+    let key = format!("{prefix}.connect_tls");
+    match (scheme.is_tls(), raw) {
+        (true, Some(t)) => Ok(Some(validate_tls_client(
+            check,
+            &key,
+            t,
+            &target.host,
+            "connect_tls (TLS to the back-end or upstream)",
+        )?)),
+        (true, None) => Err(check.fail(
+            key,
+            format!(
+                "missing; connect = \"{connect}\" needs the back-end's CA, e.g. \
+                 connect_tls = {{ ca = \"backend-ca.pem\" }} (server_name defaults to \"{}\")",
+                target.host
+            ),
+        )),
+        (false, Some(_)) => Err(check.fail(
+            key,
+            format!(
+                "connect_tls applies only to connect = \"tls://HOST:PORT\" or \"wss://HOST:PORT/PATH\"; \
+                 this connect is {}://; use tls:// (or wss://) or remove connect_tls{hint}",
+                scheme.as_str()
+            ),
+        )),
+        (false, None) => Ok(None),
+    }
+}
+
+/// `origins`: serialized origins (`https://app.example.com`, `http://localhost:8080`) or `null`,
+/// compared byte for byte with the `Origin` header browsers send.
+fn validate_origins(
+    check: &Check,
+    key: &str,
+    raw: Option<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
+    let origins = raw.unwrap_or_default();
+    for (i, origin) in origins.iter().enumerate() {
+        let reason = if origin == "null" {
+            None
+        } else if let Some((scheme, rest)) = origin.split_once("://") {
+            if scheme.is_empty() || rest.is_empty() {
+                Some("expected SCHEME://HOST[:PORT], e.g. \"https://app.example.com\"".to_string())
+            } else if rest.contains('/') {
+                Some(
+                    "an origin has no path, not even a trailing '/'; browsers send e.g. \"https://app.example.com\""
+                        .to_string(),
+                )
+            } else if origin.bytes().any(|b| !b.is_ascii_graphic()) {
+                Some("an origin is ASCII without spaces (IDN hosts in punycode)".to_string())
+            } else if origin.bytes().any(|b| b.is_ascii_uppercase()) {
+                Some(format!(
+                    "browsers send origins in lower case; write \"{}\"",
+                    origin.to_ascii_lowercase()
+                ))
+            } else {
+                None
+            }
+        } else {
+            Some(
+                "expected SCHEME://HOST[:PORT] (e.g. \"https://app.example.com\") or \"null\""
+                    .to_string(),
+            )
+        };
+        if let Some(reason) = reason {
+            return Err(check.fail(key, format!("\"{origin}\": {reason}")));
+        }
+        if origins[..i].contains(origin) {
+            return Err(check.fail(key, format!("\"{origin}\" is listed twice")));
+        }
+    }
+    Ok(origins)
+}
+
+/// `protocols`: subprotocol names, HTTP tokens (RFC 6455 §4.1, RFC 7230 §3.2.6).
+fn validate_protocols(
+    check: &Check,
+    key: &str,
+    raw: Option<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
+    let protocols = raw.unwrap_or_default();
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    for (i, protocol) in protocols.iter().enumerate() {
+        if protocol.is_empty() || !protocol.bytes().all(tchar) {
+            return Err(check.fail(
+                key,
+                format!(
+                    "\"{protocol}\" is not a subprotocol name; names are HTTP tokens: letters, digits \
+                     and !#$%&'*+-.^_`|~, no spaces or commas"
+                ),
+            ));
+        }
+        if protocols[..i].contains(protocol) {
+            return Err(check.fail(key, format!("\"{protocol}\" is listed twice")));
+        }
+    }
+    Ok(protocols)
 }
 
 fn validate_credentials(
@@ -1212,7 +1745,26 @@ fn validate_credentials(
     Ok(Some(Credentials { user, password }))
 }
 
-/// Checks that need the whole file: roles vs `[reverse]`, bind names, listener collisions.
+/// A public listener as the overlap check sees it.
+struct PublicListener<'a> {
+    scheme: &'a str,
+    tls: Option<&'a TlsServer>,
+    ws: Option<&'a WsAccept>,
+    handshake_timeout: Duration,
+}
+
+/// An address the file asks to listen on.
+struct Listening<'a> {
+    /// `gateway.admin`, `reverse.listen` or `service[NAME]`.
+    owner: String,
+    /// The key naming the address.
+    key: String,
+    addr: SocketAddr,
+    public: Option<PublicListener<'a>>,
+}
+
+/// Checks that need the whole file: roles vs `[reverse]`, bind names, listener collisions and
+/// shared WebSocket ports.
 fn cross_check(
     check: &Check,
     gateway: &GatewayConfig,
@@ -1220,40 +1772,76 @@ fn cross_check(
     services: &[ServiceConfig],
     labels: &[String],
 ) -> Result<(), ConfigError> {
-    let mut listeners: Vec<(String, SocketAddr)> = Vec::new();
+    let mut listeners: Vec<Listening<'_>> = Vec::new();
     if let Some(admin) = gateway.admin {
-        listeners.push(("gateway.admin".to_string(), admin));
+        listeners.push(Listening {
+            owner: "gateway.admin".to_string(),
+            key: "gateway.admin".to_string(),
+            addr: admin,
+            public: None,
+        });
     }
     if let Some(reverse) = reverse {
-        listeners.push(("reverse.listen".to_string(), reverse.listen));
+        listeners.push(Listening {
+            owner: "reverse.listen".to_string(),
+            key: "reverse.listen".to_string(),
+            addr: reverse.listen,
+            public: None,
+        });
     }
     let mut bind_names: HashMap<&str, &str> = HashMap::new();
     let mut has_dmz = false;
     for (service, label) in services.iter().zip(labels) {
-        let ServiceRole::Dmz(dmz) = &service.role else {
-            continue;
+        let scheme = service.accept.split("://").next().unwrap_or("");
+        let (listen, public) = match &service.role {
+            ServiceRole::Internal(_) => continue,
+            ServiceRole::Forward(f) => (
+                f.listen,
+                PublicListener {
+                    scheme,
+                    tls: f.tls.as_ref(),
+                    ws: f.ws.as_ref(),
+                    handshake_timeout: f.handshake_timeout,
+                },
+            ),
+            ServiceRole::Dmz(dmz) => {
+                has_dmz = true;
+                if reverse.is_none() {
+                    return Err(check.fail(
+                        format!("{label}.connect"),
+                        format!(
+                            "connect = \"{}\" needs a [reverse] section (where internal gateways dial in), \
+                             e.g. [reverse] listen = \"0.0.0.0:1080\"",
+                            service.connect
+                        ),
+                    ));
+                }
+                if let Some(first) = bind_names.insert(&dmz.bind_name, label) {
+                    return Err(check.fail(
+                        format!("{label}.connect"),
+                        format!(
+                            "bind name \"{}\" is already served by {first}; each DMZ service needs its own",
+                            dmz.bind_name
+                        ),
+                    ));
+                }
+                (
+                    dmz.listen,
+                    PublicListener {
+                        scheme,
+                        tls: dmz.tls.as_ref(),
+                        ws: dmz.ws.as_ref(),
+                        handshake_timeout: dmz.handshake_timeout,
+                    },
+                )
+            }
         };
-        has_dmz = true;
-        if reverse.is_none() {
-            return Err(check.fail(
-                format!("{label}.connect"),
-                format!(
-                    "connect = \"{}\" needs a [reverse] section (where internal gateways dial in), \
-                     e.g. [reverse] listen = \"0.0.0.0:1080\"",
-                    service.connect
-                ),
-            ));
-        }
-        if let Some(first) = bind_names.insert(&dmz.bind_name, label) {
-            return Err(check.fail(
-                format!("{label}.connect"),
-                format!(
-                    "bind name \"{}\" is already served by {first}; each DMZ service needs its own",
-                    dmz.bind_name
-                ),
-            ));
-        }
-        listeners.push((format!("{label}.accept"), dmz.listen));
+        listeners.push(Listening {
+            owner: label.clone(),
+            key: format!("{label}.accept"),
+            addr: listen,
+            public: Some(public),
+        });
     }
     if reverse.is_some() && !has_dmz {
         return Err(check.fail(
@@ -1262,14 +1850,112 @@ fn cross_check(
              remove [reverse] or add a DMZ service",
         ));
     }
-    for (i, (key, addr)) in listeners.iter().enumerate() {
-        if let Some((other, other_addr)) = listeners[..i].iter().find(|(_, a)| overlaps(*a, *addr))
+    for (i, this) in listeners.iter().enumerate() {
+        for other in listeners[..i]
+            .iter()
+            .filter(|o| overlaps(o.addr, this.addr))
         {
+            share_port(check, this, other)?;
+        }
+    }
+    Ok(())
+}
+
+/// Two listeners on overlapping addresses: an error, unless both are WebSocket listeners on the
+/// identical address that the data plane can serve from one socket (told apart by path).
+fn share_port(
+    check: &Check,
+    this: &Listening<'_>,
+    other: &Listening<'_>,
+) -> Result<(), ConfigError> {
+    let (addr, other_addr, owner) = (this.addr, other.addr, &other.owner);
+    let overlap = format!("address {addr} overlaps {other_addr}, already used by {owner}");
+    let (Some(a), Some(b)) = (&this.public, &other.public) else {
+        return Err(check.fail(this.key.clone(), overlap));
+    };
+    let (Some(a_ws), Some(b_ws)) = (a.ws, b.ws) else {
+        let hint = if a.ws.is_some() || b.ws.is_some() {
+            " (a ws:// or wss:// listener shares its port only with other WebSocket services, told apart by path)"
+        } else {
+            ""
+        };
+        return Err(check.fail(this.key.clone(), format!("{overlap}{hint}")));
+    };
+    if addr != other_addr {
+        return Err(check.fail(
+            this.key.clone(),
+            format!(
+                "{overlap}; WebSocket services share a port only when they name the identical address \
+                 (write {other_addr} in both)"
+            ),
+        ));
+    }
+    if a.tls.is_some() != b.tls.is_some() {
+        return Err(check.fail(
+            this.key.clone(),
+            format!(
+                "{}:// cannot share {addr} with {owner}, which is {}://: one listener either speaks TLS or not",
+                a.scheme, b.scheme
+            ),
+        ));
+    }
+    if a_ws.path == b_ws.path {
+        return Err(check.fail(
+            this.key.clone(),
+            format!(
+                "path \"{}\" on {addr} is already served by {owner}; WebSocket services sharing an \
+                 address need distinct paths",
+                a_ws.path
+            ),
+        ));
+    }
+    if let (Some(a_tls), Some(b_tls)) = (a.tls, b.tls) {
+        let show = |p: &Option<PathBuf>| {
+            p.as_ref().map_or("none".to_string(), |p| {
+                format!("{:?}", p.display().to_string())
+            })
+        };
+        let differs = [
+            (
+                "cert",
+                a_tls.cert != b_tls.cert,
+                format!("{:?}", b_tls.cert.display().to_string()),
+            ),
+            (
+                "key",
+                a_tls.key != b_tls.key,
+                format!("{:?}", b_tls.key.display().to_string()),
+            ),
+            (
+                "client_ca",
+                a_tls.client_ca != b_tls.client_ca,
+                show(&b_tls.client_ca),
+            ),
+            (
+                "alpn",
+                a_tls.alpn != b_tls.alpn,
+                format!("{:?}", b_tls.alpn),
+            ),
+        ];
+        if let Some((field, _, theirs)) = differs.into_iter().find(|(_, differs, _)| *differs) {
             return Err(check.fail(
-                key.clone(),
-                format!("address {addr} overlaps {other_addr}, already used by {other}"),
+                format!("{}.tls.{field}", this.owner),
+                format!(
+                    "services sharing wss://{addr} share one listener and its TLS settings; {field} \
+                     differs from {owner}'s ({theirs}); use the same tls table"
+                ),
             ));
         }
+    }
+    if a.handshake_timeout != b.handshake_timeout {
+        return Err(check.fail(
+            format!("{}.handshake_timeout", this.owner),
+            format!(
+                "services sharing {addr} share one listener and its handshake limit; {owner} has {:?}, \
+                 this one {:?}; set the same value (or leave both at the default)",
+                b.handshake_timeout, a.handshake_timeout
+            ),
+        ));
     }
     Ok(())
 }
@@ -1341,39 +2027,81 @@ fn split_scheme(uri: &str) -> Result<(Scheme, &str), String> {
     match scheme.to_ascii_lowercase().as_str() {
         "tcp" => Ok((Scheme::Tcp, rest)),
         "tls" => Ok((Scheme::Tls, rest)),
+        "ws" => Ok((Scheme::Ws, rest)),
+        "wss" => Ok((Scheme::Wss, rest)),
         "reverse" => Ok((Scheme::Reverse, rest)),
-        "ws" | "wss" => Err(format!(
-            "scheme {}:// is not yet supported by this build (planned); use tcp://, tls:// or reverse://",
-            scheme.to_ascii_lowercase()
-        )),
         _ => Err(format!(
-            "unknown scheme \"{scheme}://\" in \"{uri}\"; expected tcp://, tls:// or reverse://"
+            "unknown scheme \"{scheme}://\" in \"{uri}\"; expected tcp://, tls://, ws://, wss:// or reverse://"
         )),
     }
 }
 
-/// `tcp://IP:PORT` or `tls://IP:PORT` of a DMZ service's public listener.
-fn parse_listen_uri(scheme: Scheme, rest: &str) -> Result<SocketAddr, String> {
-    if let Some(i) = rest.find('/') {
-        return Err(format!(
-            "unexpected path \"{}\"; expected {}://IP:PORT",
-            &rest[i..],
-            scheme.as_str()
-        ));
+/// Splits `ADDRESS[/PATH]`: the path (from the first `/`) only for `ws://` and `wss://`, where
+/// it defaults to `/`; `form` is the expected shape for messages (`IP:PORT`, `HOST:PORT`).
+fn split_path<'a>(
+    scheme: Scheme,
+    rest: &'a str,
+    form: &str,
+    routing: bool,
+) -> Result<(&'a str, Option<String>), String> {
+    let (addr, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
+    };
+    if !scheme.is_ws() {
+        if let Some(path) = path {
+            return Err(format!(
+                "unexpected path \"{path}\"; expected {}://{form} (paths belong to ws:// and wss://)",
+                scheme.as_str()
+            ));
+        }
+        return Ok((addr, None));
     }
-    parse_listen_addr(rest)
+    let path = path.unwrap_or("/");
+    validate_ws_path(path, routing)?;
+    Ok((addr, Some(path.to_string())))
 }
 
-/// `tcp://HOST:PORT` or `tls://HOST:PORT` of an internal service's back-end.
-fn parse_target_uri(scheme: Scheme, rest: &str) -> Result<HostPort, String> {
-    if let Some(i) = rest.find('/') {
+/// A WebSocket request path as sent on the wire: visible ASCII, no fragment; a listener's
+/// (`routing`) also has no query string, since routing ignores it.
+fn validate_ws_path(path: &str, routing: bool) -> Result<(), String> {
+    if path.len() > MAX_WS_PATH_LEN {
         return Err(format!(
-            "unexpected path \"{}\"; expected {}://HOST:PORT",
-            &rest[i..],
-            scheme.as_str()
+            "path is {} bytes long; the limit is {MAX_WS_PATH_LEN}",
+            path.len()
         ));
     }
-    parse_host_port(rest)
+    if let Some(c) = path.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "invalid character {c:?} in path \"{path}\"; write it percent-encoded as clients send it"
+        ));
+    }
+    if path.contains('#') {
+        return Err(format!(
+            "path \"{path}\" has a fragment ('#'); clients never send one"
+        ));
+    }
+    if routing && path.contains('?') {
+        return Err(format!(
+            "path \"{path}\" has a query string; a listener is routed by path alone \
+             (queries are ignored), so write the path without '?...'"
+        ));
+    }
+    Ok(())
+}
+
+/// `tcp://IP:PORT`, `tls://IP:PORT`, `ws://IP:PORT[/PATH]` or `wss://IP:PORT[/PATH]` of a
+/// public listener; the path (ws, wss) defaults to `/`.
+fn parse_listen_uri(scheme: Scheme, rest: &str) -> Result<(SocketAddr, Option<String>), String> {
+    let (addr, path) = split_path(scheme, rest, "IP:PORT", true)?;
+    Ok((parse_listen_addr(addr)?, path))
+}
+
+/// `tcp://HOST:PORT`, `tls://HOST:PORT`, `ws://HOST:PORT[/PATH]` or `wss://HOST:PORT[/PATH]` of
+/// a back-end or upstream; the path (ws, wss) defaults to `/`.
+fn parse_target_uri(scheme: Scheme, rest: &str) -> Result<(HostPort, Option<String>), String> {
+    let (addr, path) = split_path(scheme, rest, "HOST:PORT", false)?;
+    Ok((parse_host_port(addr)?, path))
 }
 
 /// `reverse://BINDNAME` of a DMZ service.
@@ -1751,6 +2479,7 @@ mod tests {
                 role: ServiceRole::Dmz(DmzService {
                     listen: "0.0.0.0:9000".parse().unwrap(),
                     tls: None,
+                    ws: None,
                     handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
                     bind_name: "echo".to_string(),
                     timeout: Duration::from_secs(2),
@@ -1798,11 +2527,19 @@ mod tests {
     #[test]
     fn examples_load_from_disk() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
-        for name in ["dmz.toml", "internal.toml"] {
-            let path = Path::new(dir).join(name);
-            if let Err(e) = Config::load(&path) {
-                panic!("{e}");
+        let mut loaded = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                if let Err(e) = Config::load(&path) {
+                    panic!("{e}");
+                }
+                loaded.push(path.file_name().unwrap().to_string_lossy().into_owned());
             }
+        }
+        loaded.sort();
+        for name in ["dmz.toml", "internal.toml", "vpc-a.toml", "vpc-b.toml"] {
+            assert!(loaded.iter().any(|l| l == name), "{name} not in {loaded:?}");
         }
     }
 
@@ -2424,9 +3161,10 @@ mod tests {
             "{}",
             err.reason
         );
-        // Still not supported.
+        // A wss:// listener speaks HTTP/1.1: ALPN may offer nothing else.
         let err = bad(&DMZ_TLS.replace("accept = \"tls://", "accept = \"wss://"));
-        assert!(err.reason.contains("not yet supported"), "{}", err.reason);
+        assert_eq!(err.key, "service[echo].tls.alpn");
+        assert!(err.reason.contains("\"h2\""), "{}", err.reason);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -2472,14 +3210,650 @@ mod tests {
             let copy = dir.join(path.file_name().unwrap());
             std::fs::copy(&path, &copy).unwrap();
             let config = Config::load(&copy).unwrap_or_else(|e| panic!("{e}"));
-            assert!(
-                config.describe().iter().all(|l| l.ends_with(" (tls)")),
-                "{:?}",
-                config.describe()
-            );
+            // Every service has TLS somewhere: on the reverse leg (" (tls)") or, for a
+            // forwarding service, on its listener or its upstream.
+            for (service, line) in config.services.iter().zip(config.describe()) {
+                let tls = match &service.role {
+                    ServiceRole::Forward(f) => f.tls.is_some() || f.upstream.tls.is_some(),
+                    _ => line.ends_with(" (tls)"),
+                };
+                assert!(tls, "{}: {line}", path.display());
+            }
             loaded += 1;
         }
-        assert!(loaded >= 2, "only {loaded} TLS examples");
+        assert!(loaded >= 4, "only {loaded} TLS examples");
+
+        // The encrypted virtual private connection: A speaks wss:// to B's wss:// listener.
+        let a = Config::load(&dir.join("vpc-a.toml")).unwrap();
+        let ServiceRole::Forward(a) = &a.services[0].role else {
+            panic!("vpc-a is a forwarding service");
+        };
+        let up = &a.upstream;
+        assert_eq!(up.addr, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(up.tls.as_ref().unwrap().server_name.to_str(), "127.0.0.1");
+        assert_eq!(up.ws.as_ref().unwrap().path, "/vpc");
+        let b = Config::load(&dir.join("vpc-b.toml")).unwrap();
+        let ServiceRole::Forward(b) = &b.services[0].role else {
+            panic!("vpc-b is a forwarding service");
+        };
+        assert!(b.tls.is_some());
+        assert_eq!(b.ws.as_ref().unwrap().path, "/vpc");
+        assert_eq!(b.listen.port(), up.addr.port());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // WebSocket listeners and forwarding services
+    // -----------------------------------------------------------------------------------------
+
+    fn forward(config: &Config, i: usize) -> &ForwardService {
+        match &config.services[i].role {
+            ServiceRole::Forward(f) => f,
+            other => panic!("expected a forwarding service, got {other:?}"),
+        }
+    }
+
+    /// A file with one `[[service]]` per `(name, accept, connect, extra lines)`.
+    fn services(list: &[(&str, &str, &str, &str)]) -> String {
+        let mut text = String::new();
+        if list
+            .iter()
+            .any(|(_, _, connect, _)| connect.starts_with("reverse://"))
+        {
+            text.push_str("[reverse]\nlisten = \"127.0.0.1:1080\"\n");
+        }
+        for (name, accept, connect, extra) in list {
+            text.push_str(&format!(
+                "[[service]]\nname = \"{name}\"\naccept = \"{accept}\"\nconnect = \"{connect}\"\n{extra}\n"
+            ));
+        }
+        text
+    }
+
+    fn one(accept: &str, connect: &str, extra: &str) -> Result<Config, ConfigError> {
+        parse(&services(&[("s", accept, connect, extra)]))
+    }
+
+    #[test]
+    fn ws_dmz_service_parses_with_defaults_and_options() {
+        let config = one("ws://127.0.0.1:8080/echo", "reverse://echo", "").unwrap();
+        let d = dmz(&config, 0);
+        assert_eq!(d.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(d.tls, None);
+        assert_eq!(d.handshake_timeout, DEFAULT_TLS_HANDSHAKE_TIMEOUT);
+        assert_eq!(
+            d.ws,
+            Some(WsAccept {
+                path: "/echo".to_string(),
+                origins: Vec::new(),
+                protocols: Vec::new(),
+                max_message: DEFAULT_WS_MAX_MESSAGE,
+                ping: None,
+            })
+        );
+        assert_eq!(DEFAULT_WS_MAX_MESSAGE, 16 << 20);
+        assert_eq!(
+            config.describe(),
+            ["s: ws://127.0.0.1:8080/echo -> reverse://echo"]
+        );
+
+        let config = one(
+            "WS://[::1]:8080/a/b.c",
+            "reverse://echo",
+            r#"
+            origins = ["https://app.example.com", "http://localhost:3000", "null"]
+            protocols = ["binary", "v2.tunnel"]
+            ws_ping = "30s"
+            ws_max_message = "1MiB"
+            handshake_timeout = "750ms"
+            timeout = "3s"
+            "#,
+        )
+        .unwrap();
+        let d = dmz(&config, 0);
+        let ws = d.ws.as_ref().unwrap();
+        assert_eq!(ws.path, "/a/b.c");
+        assert_eq!(
+            ws.origins,
+            ["https://app.example.com", "http://localhost:3000", "null"]
+        );
+        assert_eq!(ws.protocols, ["binary", "v2.tunnel"]);
+        assert_eq!(ws.ping, Some(Duration::from_secs(30)));
+        assert_eq!(ws.max_message, 1 << 20);
+        assert_eq!(d.handshake_timeout, Duration::from_millis(750));
+        assert_eq!(d.timeout, Duration::from_secs(3));
+
+        // No path, or a bare '/', is the root path.
+        for accept in ["ws://127.0.0.1:8080", "ws://127.0.0.1:8080/"] {
+            let config = one(accept, "reverse://echo", "").unwrap();
+            assert_eq!(dmz(&config, 0).ws.as_ref().unwrap().path, "/");
+        }
+    }
+
+    #[test]
+    fn forwarding_tcp_to_tcp_is_a_plain_proxy() {
+        let config = one("tcp://127.0.0.1:0", "tcp://127.0.0.1:7000", "").unwrap();
+        assert_eq!(config.reverse, None);
+        let f = forward(&config, 0);
+        assert_eq!(f.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!((f.tls.as_ref(), f.ws.as_ref()), (None, None));
+        assert_eq!(
+            f.upstream,
+            UpstreamConfig {
+                target: HostPort {
+                    host: "127.0.0.1".to_string(),
+                    port: 7000
+                },
+                addr: "127.0.0.1:7000".parse().unwrap(),
+                tls: None,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                ws: None,
+            }
+        );
+        assert_eq!(
+            config.describe(),
+            ["s: tcp://127.0.0.1:0 -> tcp://127.0.0.1:7000"]
+        );
+        let config = one(
+            "tcp://127.0.0.1:0",
+            "tcp://[::1]:7000",
+            "connect_timeout = \"250ms\"",
+        )
+        .unwrap();
+        let up = &forward(&config, 0).upstream;
+        assert_eq!(up.addr, "[::1]:7000".parse().unwrap());
+        assert_eq!(up.connect_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn forwarding_over_websocket_both_ways() {
+        // Gateway A of a VPC: TCP in, WebSocket out.
+        let config = one(
+            "tcp://127.0.0.1:50505",
+            "ws://127.0.0.1:8080/vpc",
+            "ws_ping = \"30s\"\nws_max_message = \"64KiB\"",
+        )
+        .unwrap();
+        let f = forward(&config, 0);
+        assert_eq!(f.ws, None);
+        let up = &f.upstream;
+        assert_eq!(up.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            up.ws,
+            Some(WsConnect {
+                host: "127.0.0.1:8080".to_string(),
+                path: "/vpc".to_string(),
+                max_message: 64 << 10,
+                ping: Some(Duration::from_secs(30)),
+            })
+        );
+        // The Host header is HOST:PORT as written; the path may carry a query; default path /.
+        let config = one("tcp://127.0.0.1:0", "ws://[::1]:80/t?k=v&x=1", "").unwrap();
+        let ws = forward(&config, 0).upstream.ws.clone().unwrap();
+        assert_eq!(
+            (ws.host.as_str(), ws.path.as_str()),
+            ("[::1]:80", "/t?k=v&x=1")
+        );
+        assert_eq!(ws.max_message, DEFAULT_WS_MAX_MESSAGE);
+        let config = one("tcp://127.0.0.1:0", "ws://localhost:80", "").unwrap();
+        let f = forward(&config, 0);
+        assert_eq!(f.upstream.ws.as_ref().unwrap().host, "localhost:80");
+        assert_eq!(f.upstream.ws.as_ref().unwrap().path, "/");
+        assert!(f.upstream.addr.ip().is_loopback());
+        assert_eq!(
+            config.describe(),
+            [format!(
+                "s: tcp://127.0.0.1:0 -> ws://localhost:80 (resolved to {})",
+                f.upstream.addr
+            )]
+        );
+
+        // Gateway B: WebSocket in, TCP out; ws_ping applies to the listener then.
+        let config = one(
+            "ws://127.0.0.1:8080/vpc",
+            "tcp://127.0.0.1:7000",
+            "ws_ping = \"10s\"\nprotocols = [\"tunnel\"]",
+        )
+        .unwrap();
+        let f = forward(&config, 0);
+        let ws = f.ws.as_ref().unwrap();
+        assert_eq!(
+            (ws.path.as_str(), ws.ping),
+            ("/vpc", Some(Duration::from_secs(10)))
+        );
+        assert_eq!(ws.protocols, ["tunnel"]);
+        assert_eq!(f.upstream.ws, None);
+        assert_eq!(f.handshake_timeout, DEFAULT_TLS_HANDSHAKE_TIMEOUT);
+
+        // WebSocket on both sides: the options apply to both legs.
+        let config = one(
+            "ws://127.0.0.1:8080/in",
+            "ws://127.0.0.1:9090/out",
+            "ws_ping = \"5s\"",
+        )
+        .unwrap();
+        let f = forward(&config, 0);
+        assert_eq!(f.ws.as_ref().unwrap().ping, Some(Duration::from_secs(5)));
+        assert_eq!(
+            f.upstream.ws.as_ref().unwrap().ping,
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn vpc_examples_parse_to_expected_values() {
+        let a = Config::parse(
+            Path::new("examples/vpc-a.toml"),
+            include_str!("../../examples/vpc-a.toml"),
+        )
+        .unwrap();
+        let f = forward(&a, 0);
+        assert_eq!(f.listen, "127.0.0.1:50505".parse().unwrap());
+        assert_eq!(f.upstream.addr, "127.0.0.1:8080".parse().unwrap());
+        let ws = f.upstream.ws.as_ref().unwrap();
+        assert_eq!(
+            (ws.host.as_str(), ws.path.as_str()),
+            ("127.0.0.1:8080", "/vpc")
+        );
+        assert_eq!(ws.ping, Some(Duration::from_secs(30)));
+        assert_eq!(
+            a.describe(),
+            ["vpc: tcp://127.0.0.1:50505 -> ws://127.0.0.1:8080/vpc"]
+        );
+        let b = Config::parse(
+            Path::new("examples/vpc-b.toml"),
+            include_str!("../../examples/vpc-b.toml"),
+        )
+        .unwrap();
+        let f = forward(&b, 0);
+        assert_eq!(f.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(f.ws.as_ref().unwrap().path, "/vpc");
+        assert_eq!(f.upstream.addr, "127.0.0.1:7000".parse().unwrap());
+        // B's second service shares the port, told apart by path.
+        assert_eq!(forward(&b, 1).listen, f.listen);
+        assert_eq!(forward(&b, 1).ws.as_ref().unwrap().path, "/ssh");
+        assert_eq!(
+            b.describe(),
+            [
+                "vpc: ws://127.0.0.1:8080/vpc -> tcp://127.0.0.1:7000",
+                "ssh: ws://127.0.0.1:8080/ssh -> tcp://127.0.0.1:22"
+            ]
+        );
+    }
+
+    #[test]
+    fn forwarding_upstream_must_resolve() {
+        let err = one("tcp://127.0.0.1:0", "tcp://nonexistent.invalid:80", "").unwrap_err();
+        assert_eq!(err.key, "service[s].connect");
+        assert!(
+            err.reason
+                .contains("cannot resolve upstream \"nonexistent.invalid\""),
+            "{}",
+            err.reason
+        );
+        let err = one("tcp://127.0.0.1:0", "ws://nonexistent.invalid:80/x", "").unwrap_err();
+        assert_eq!(err.key, "service[s].connect");
+        // Internal services resolve at each dial, not at load time.
+        parse_ok(&INTERNAL_MIN.replace("10.0.0.5", "nonexistent.invalid"));
+    }
+
+    #[test]
+    fn forwarding_rejects_keys_of_other_roles() {
+        let cases = [
+            ("prepared = 4", "service[s].prepared", "internal services"),
+            (
+                "retry_max = \"1s\"",
+                "service[s].retry_max",
+                "internal services",
+            ),
+            ("timeout = \"2s\"", "service[s].timeout", "connect_timeout"),
+            (
+                "user = \"gw\"\npassword = \"pw\"",
+                "service[s].user",
+                "no reverse leg",
+            ),
+            (
+                "handshake_timeout = \"1s\"",
+                "service[s].handshake_timeout",
+                "tcp://",
+            ),
+            (
+                "origins = [\"https://a.example\"]",
+                "service[s].origins",
+                "WebSocket listeners",
+            ),
+            (
+                "protocols = [\"x\"]",
+                "service[s].protocols",
+                "WebSocket listeners",
+            ),
+            (
+                "connect_tls = { ca = \"ca.pem\" }",
+                "service[s].connect_tls",
+                "applies only to",
+            ),
+            (
+                "tls = { cert = \"a.pem\", key = \"a.key\" }",
+                "service[s].tls",
+                "forwarding service",
+            ),
+        ];
+        for (extra, key, reason) in cases {
+            let err = one("tcp://127.0.0.1:0", "ws://127.0.0.1:8080/x", extra).unwrap_err();
+            assert_eq!(err.key, key, "{extra}: {err}");
+            assert!(err.reason.contains(reason), "{extra}: {err}");
+        }
+        // connect = tls:// or wss:// needs connect_tls.
+        for connect in ["tls://127.0.0.1:443", "wss://127.0.0.1:443/x"] {
+            let err = one("tcp://127.0.0.1:0", connect, "").unwrap_err();
+            assert_eq!(err.key, "service[s].connect_tls", "{err}");
+            assert!(err.reason.starts_with("missing"), "{err}");
+        }
+        // accept = tls:// or wss:// needs the listener's certificate.
+        for accept in ["tls://127.0.0.1:0", "wss://127.0.0.1:0/x"] {
+            let err = one(accept, "tcp://127.0.0.1:7000", "").unwrap_err();
+            assert_eq!(err.key, "service[s].tls", "{err}");
+        }
+        // Paths belong to WebSocket URIs only.
+        let err = one("tcp://127.0.0.1:0", "tcp://127.0.0.1:7000/x", "").unwrap_err();
+        assert_eq!(err.key, "service[s].connect");
+        assert!(err.reason.contains("unexpected path"), "{err}");
+    }
+
+    #[test]
+    fn websocket_keys_need_a_websocket_leg() {
+        for (accept, connect) in [
+            ("tcp://127.0.0.1:0", "reverse://s"),
+            ("tcp://127.0.0.1:0", "tcp://127.0.0.1:7000"),
+            ("reverse://127.0.0.1:1080/s", "tcp://127.0.0.1:7000"),
+        ] {
+            for (extra, key) in [
+                ("ws_ping = \"30s\"", "service[s].ws_ping"),
+                ("ws_max_message = \"1MiB\"", "service[s].ws_max_message"),
+            ] {
+                let err = one(accept, connect, extra).unwrap_err();
+                assert_eq!(err.key, key, "{accept} {extra}: {err}");
+                assert!(err.reason.contains("WebSocket legs"), "{err}");
+            }
+        }
+        for extra in ["origins = []", "protocols = []"] {
+            let err = one("tcp://127.0.0.1:0", "reverse://s", extra).unwrap_err();
+            assert!(err.key.starts_with("service[s]."), "{err}");
+            assert!(err.reason.contains("WebSocket listeners"), "{err}");
+        }
+        // On a DMZ service, the internal-only keys stay errors.
+        let err = one(
+            "ws://127.0.0.1:0/x",
+            "reverse://s",
+            "connect_timeout = \"1s\"",
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "service[s].connect_timeout");
+    }
+
+    #[test]
+    fn internal_services_cannot_connect_over_websocket_yet() {
+        for connect in ["ws://10.0.0.5:80/x", "wss://10.0.0.5:443/"] {
+            let err = one("reverse://127.0.0.1:1080/s", connect, "").unwrap_err();
+            assert_eq!(err.key, "service[s].connect");
+            assert!(
+                err.reason
+                    .contains("not yet supported for reverse:// services"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn websocket_values_are_checked() {
+        let bad =
+            |accept: &str, connect: &str, extra: &str| one(accept, connect, extra).unwrap_err();
+        let ws = "ws://127.0.0.1:0/x";
+        let up = "tcp://127.0.0.1:7000";
+        // ws_max_message: 64 KiB ..= 1 GiB.
+        let err = bad(ws, up, "ws_max_message = 65535");
+        assert_eq!(err.key, "service[s].ws_max_message");
+        assert!(err.reason.contains("64 KiB"), "{err}");
+        assert!(one(ws, up, "ws_max_message = 65536").is_ok());
+        assert!(one(ws, up, "ws_max_message = \"1GiB\"").is_ok());
+        assert_eq!(
+            bad(ws, up, "ws_max_message = \"2GiB\"").key,
+            "service[s].ws_max_message"
+        );
+        // ws_ping: a duration of at least 100ms.
+        let err = bad(ws, up, "ws_ping = \"30ms\"");
+        assert_eq!(err.key, "service[s].ws_ping");
+        assert!(one(ws, up, "ws_ping = \"100ms\"").is_ok());
+        assert_eq!(bad(ws, up, "ws_ping = \"0s\"").key, "service[s].ws_ping");
+        assert_eq!(bad(ws, up, "ws_ping = 30").key, "service[s].ws_ping");
+        // origins: serialized origins, as browsers send them.
+        for (origin, reason) in [
+            ("https://a.example/", "no path"),
+            ("https://A.example", "lower case"),
+            ("a.example", "SCHEME://HOST"),
+            ("https://", "SCHEME://HOST"),
+            ("https://a b", "without spaces"),
+        ] {
+            let err = bad(ws, up, &format!("origins = [\"{origin}\"]"));
+            assert_eq!(err.key, "service[s].origins", "{origin}");
+            assert!(err.reason.contains(reason), "{origin}: {err}");
+        }
+        let err = bad(
+            ws,
+            up,
+            "origins = [\"https://a.example\", \"https://a.example\"]",
+        );
+        assert!(err.reason.contains("twice"), "{err}");
+        // protocols: HTTP tokens.
+        for protocol in ["", "a b", "a,b", "\\u00e9"] {
+            let err = bad(ws, up, &format!("protocols = [\"{protocol}\"]"));
+            assert_eq!(err.key, "service[s].protocols", "{protocol:?}");
+        }
+        assert!(bad(ws, up, "protocols = [\"x\", \"x\"]")
+            .reason
+            .contains("twice"));
+        // Paths: as sent on the wire, no fragment; no query on a listener (routing ignores it).
+        for (accept, reason) in [
+            ("ws://127.0.0.1:0/a?b=1", "query string"),
+            ("ws://127.0.0.1:0/a#b", "fragment"),
+            ("ws://127.0.0.1:0/a b", "invalid character"),
+            ("ws://127.0.0.1:0/\\u00e9", "percent-encoded"),
+        ] {
+            let err = bad(accept, up, "");
+            assert_eq!(err.key, "service[s].accept", "{accept}");
+            assert!(err.reason.contains(reason), "{accept}: {err}");
+        }
+        let long = format!("ws://127.0.0.1:0/{}", "a".repeat(MAX_WS_PATH_LEN));
+        assert!(bad(&long, up, "").reason.contains("limit"));
+        let err = bad("tcp://127.0.0.1:0", "ws://127.0.0.1:80/a#b", "");
+        assert_eq!(err.key, "service[s].connect");
+        // Listen addresses stay IP literals; connect needs a port.
+        assert_eq!(bad("ws://localhost:80/x", up, "").key, "service[s].accept");
+        let err = bad("tcp://127.0.0.1:0", "ws://127.0.0.1/x", "");
+        assert_eq!(err.key, "service[s].connect");
+        assert!(err.reason.contains("missing port"), "{err}");
+        // Unknown schemes name the ones there are.
+        let err = bad("http://127.0.0.1:0", up, "");
+        assert!(err.reason.contains("ws://, wss://"), "{err}");
+    }
+
+    #[test]
+    fn websocket_services_share_a_port_by_path() {
+        // Two DMZ services and a forwarding one on one address, distinct paths: fine.
+        let config = parse(&services(&[
+            ("a", "ws://127.0.0.1:8080/a", "reverse://a", ""),
+            (
+                "b",
+                "ws://127.0.0.1:8080/b",
+                "reverse://b",
+                "ws_ping = \"5s\"",
+            ),
+            ("c", "ws://127.0.0.1:8080/", "tcp://127.0.0.1:7000", ""),
+        ]))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.services.len(), 3);
+        // Port 0 never shares (each gets its own ephemeral port), so equal paths are fine there.
+        parse(&services(&[
+            ("a", "ws://127.0.0.1:0/x", "reverse://a", ""),
+            ("b", "ws://127.0.0.1:0/x", "reverse://b", ""),
+        ]))
+        .unwrap();
+
+        let cases = [
+            // The same path twice.
+            (
+                vec![
+                    ("a", "ws://127.0.0.1:8080/x", "reverse://a", ""),
+                    ("b", "ws://127.0.0.1:8080/x", "tcp://127.0.0.1:7000", ""),
+                ],
+                "service[b].accept",
+                "path \"/x\" on 127.0.0.1:8080 is already served by service[a]",
+            ),
+            // A WebSocket listener and a plain one.
+            (
+                vec![
+                    ("a", "tcp://127.0.0.1:8080", "reverse://a", ""),
+                    ("b", "ws://127.0.0.1:8080/x", "reverse://b", ""),
+                ],
+                "service[b].accept",
+                "shares its port only with other WebSocket services",
+            ),
+            // Two plain listeners (forwarding and DMZ).
+            (
+                vec![
+                    ("a", "tcp://127.0.0.1:8080", "tcp://127.0.0.1:7000", ""),
+                    ("b", "tcp://0.0.0.0:8080", "reverse://b", ""),
+                ],
+                "service[b].accept",
+                "address 0.0.0.0:8080 overlaps 127.0.0.1:8080, already used by service[a]",
+            ),
+            // Overlapping but not identical addresses.
+            (
+                vec![
+                    ("a", "ws://0.0.0.0:8080/a", "reverse://a", ""),
+                    ("b", "ws://127.0.0.1:8080/b", "reverse://b", ""),
+                ],
+                "service[b].accept",
+                "identical address",
+            ),
+            // One handshake limit per listener.
+            (
+                vec![
+                    ("a", "ws://127.0.0.1:8080/a", "reverse://a", ""),
+                    (
+                        "b",
+                        "ws://127.0.0.1:8080/b",
+                        "reverse://b",
+                        "handshake_timeout = \"1s\"",
+                    ),
+                ],
+                "service[b].handshake_timeout",
+                "share one listener",
+            ),
+        ];
+        for (list, key, reason) in cases {
+            let err = parse(&services(&list)).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+            assert!(err.reason.contains(reason), "{err}");
+        }
+        // The admin endpoint never shares.
+        let err = parse(&format!(
+            "[gateway]\nadmin = \"127.0.0.1:8080\"\n{}",
+            services(&[("a", "ws://127.0.0.1:8080/a", "tcp://127.0.0.1:7000", "")])
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "service[a].accept");
+    }
+
+    #[test]
+    fn wss_listeners_and_upstreams() {
+        let dir = cert_dir("wss");
+        let tls = "tls = { cert = \"dmz.pem\", key = \"dmz.key\" }";
+        let parse_here = |list: &[(&str, &str, &str, &str)]| parse_in(&dir, &services(list));
+
+        // A wss:// DMZ service and a wss:// forwarding service share one port and certificate.
+        let config = parse_here(&[
+            ("a", "wss://127.0.0.1:8443/a", "reverse://a", tls),
+            (
+                "b",
+                "wss://127.0.0.1:8443/b",
+                "tcp://127.0.0.1:7000",
+                &format!("{tls}\nhandshake_timeout = \"5s\""),
+            ),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let a = dmz(&config, 0);
+        assert_eq!(a.tls.as_ref().unwrap().cert, dir.join("dmz.pem"));
+        assert_eq!(a.ws.as_ref().unwrap().path, "/a");
+        assert!(forward(&config, 1).tls.is_some());
+        // ALPN on wss:// may only offer HTTP/1.1.
+        parse_here(&[(
+            "a",
+            "wss://127.0.0.1:8443/a",
+            "reverse://a",
+            "tls = { cert = \"dmz.pem\", key = \"dmz.key\", alpn = [\"http/1.1\"] }",
+        )])
+        .unwrap();
+
+        // Sharing a wss:// port needs the same tls table.
+        let err = parse_here(&[
+            ("a", "wss://127.0.0.1:8443/a", "reverse://a", tls),
+            (
+                "b",
+                "wss://127.0.0.1:8443/b",
+                "reverse://b",
+                "tls = { cert = \"internal.pem\", key = \"internal.key\" }",
+            ),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "service[b].tls.cert", "{err}");
+        assert!(err.reason.contains("share one listener"), "{err}");
+        let err = parse_here(&[
+            ("a", "wss://127.0.0.1:8443/a", "reverse://a", tls),
+            (
+                "b",
+                "wss://127.0.0.1:8443/b",
+                "reverse://b",
+                "tls = { cert = \"dmz.pem\", key = \"dmz.key\", client_ca = \"ca.pem\" }",
+            ),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "service[b].tls.client_ca", "{err}");
+        // ws:// and wss:// cannot share a port.
+        let err = parse_here(&[
+            ("a", "wss://127.0.0.1:8443/a", "reverse://a", tls),
+            ("b", "ws://127.0.0.1:8443/b", "reverse://b", ""),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "service[b].accept", "{err}");
+        assert!(err.reason.contains("speaks TLS or not"), "{err}");
+
+        // A wss:// upstream: connect_tls verifies it (server_name defaults to the host).
+        let config = parse_here(&[(
+            "vpc",
+            "tcp://127.0.0.1:0",
+            "wss://127.0.0.1:8443/vpc",
+            "connect_tls = { ca = \"ca.pem\" }\nws_ping = \"1s\"",
+        )])
+        .unwrap();
+        let up = &forward(&config, 0).upstream;
+        assert_eq!(up.tls.as_ref().unwrap().server_name.to_str(), "127.0.0.1");
+        assert_eq!(up.ws.as_ref().unwrap().host, "127.0.0.1:8443");
+        assert_eq!(up.ws.as_ref().unwrap().ping, Some(Duration::from_secs(1)));
+        // And a tls:// upstream.
+        let config = parse_here(&[(
+            "t",
+            "tls://127.0.0.1:0",
+            "tls://127.0.0.1:8443",
+            &format!("{tls}\nconnect_tls = {{ ca = \"ca.pem\", server_name = \"localhost\" }}"),
+        )])
+        .unwrap();
+        let f = forward(&config, 0);
+        assert!(f.tls.is_some() && f.ws.is_none() && f.upstream.ws.is_none());
+        assert_eq!(
+            f.upstream.tls.as_ref().unwrap().server_name.to_str(),
+            "localhost"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -227,6 +227,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
                 timeout: DEFAULT_TIMEOUT,
                 credentials: None,
                 tls: None,
+                ws: None,
                 handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             }),
         },

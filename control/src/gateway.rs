@@ -1,5 +1,6 @@
 //! A running gateway: binds everything a configuration names (before anything starts), starts
-//! the data plane's workers, and runs the control thread (SOCKS5 reverse endpoint, reverse
+//! the data plane's workers with every public listener (DMZ and forwarding services, WebSocket
+//! ones sharing a port by path), and runs the control thread (SOCKS5 reverse endpoint, reverse
 //! pools, admin endpoint) on a single-threaded tokio runtime.
 //!
 //! The same code serves `sallyport run` and `sallyport demo` (which runs two gateways in one
@@ -12,11 +13,12 @@ use std::thread::JoinHandle;
 
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{
-    Dataplane, DataplaneConfig, PublicService, PublicTls, RelayConfig, StartError, TargetTls,
+    Dataplane, DataplaneConfig, PublicService, PublicTls, PublicWs, RelayConfig, StartError,
+    TargetTls, Upstream, UpstreamWs,
 };
 use serde_json::Value;
 
-use crate::config::{Config, RelayMode, RingSetup, ServiceRole};
+use crate::config::{Config, RelayMode, RingSetup, ServiceRole, TlsClient, TlsServer, WsAccept};
 use crate::dmz::{BindTarget, ReverseEndpoint};
 use crate::internal::{ReverseService, ReverseTls};
 use crate::stats::{self, ControlStats, InternalStats, ServiceView};
@@ -35,8 +37,11 @@ pub enum StartupError {
     Runtime(String),
 }
 
+/// A service as the stats know it: DMZ and forwarding services by their index among the data
+/// plane's public services.
 enum ServiceKind {
     Dmz(usize),
+    Forward(usize),
     Internal(Arc<InternalStats>),
 }
 
@@ -53,6 +58,10 @@ impl StatsSource {
             .iter()
             .map(|(name, kind)| match kind {
                 ServiceKind::Dmz(index) => ServiceView::Dmz {
+                    name,
+                    index: *index,
+                },
+                ServiceKind::Forward(index) => ServiceView::Forward {
                     name,
                     index: *index,
                 },
@@ -88,7 +97,8 @@ pub struct Gateway {
     /// Where internal gateways dial in (DMZ role).
     pub reverse_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
-    /// Public listeners (DMZ role): service name and bound address.
+    /// Public listeners (DMZ and forwarding services): service name and bound address, in file
+    /// order (services sharing a WebSocket port show the same address).
     pub public: Vec<(String, SocketAddr)>,
     source: Arc<StatsSource>,
     dataplane: Arc<Dataplane>,
@@ -101,6 +111,69 @@ fn bind_error(config: &Config, key: &str, addr: SocketAddr, e: std::io::Error) -
         file: config.path.display().to_string(),
         key: key.to_string(),
         reason: format!("cannot listen on {addr}: {e}"),
+    }
+}
+
+/// TLS toward a back-end or upstream, as the data plane takes it.
+fn target_tls(t: &TlsClient) -> TargetTls {
+    TargetTls {
+        config: Arc::clone(&t.config),
+        server_name: t.server_name.clone(),
+    }
+}
+
+/// The data plane's view of a DMZ or forwarding service (`None` for internal services, which
+/// listen on nothing).
+fn public_service(name: &str, role: &ServiceRole) -> Option<PublicService> {
+    let public_tls = |tls: Option<&TlsServer>, handshake_timeout| {
+        tls.map(|t| PublicTls {
+            config: Arc::clone(&t.config),
+            handshake_timeout,
+        })
+    };
+    let public_ws = |ws: Option<&WsAccept>, handshake_timeout| {
+        ws.map(|w| PublicWs {
+            path: w.path.clone(),
+            origins: w.origins.clone(),
+            protocols: w.protocols.clone(),
+            max_message: w.max_message,
+            ping: w.ping,
+            handshake_timeout,
+        })
+    };
+    match role {
+        ServiceRole::Dmz(d) => Some(PublicService {
+            name: name.to_string(),
+            listen: d.listen,
+            timeout: d.timeout,
+            tls: public_tls(d.tls.as_ref(), d.handshake_timeout),
+            ws: public_ws(d.ws.as_ref(), d.handshake_timeout),
+            upstream: None,
+        }),
+        ServiceRole::Forward(f) => {
+            let u = &f.upstream;
+            Some(PublicService {
+                name: name.to_string(),
+                listen: f.listen,
+                // Never used: a forwarding service waits for no prepared connection; its
+                // upstream connect is bounded by connect_timeout.
+                timeout: u.connect_timeout,
+                tls: public_tls(f.tls.as_ref(), f.handshake_timeout),
+                ws: public_ws(f.ws.as_ref(), f.handshake_timeout),
+                upstream: Some(Upstream {
+                    addr: u.addr,
+                    tls: u.tls.as_ref().map(target_tls),
+                    connect_timeout: u.connect_timeout,
+                    ws: u.ws.as_ref().map(|w| UpstreamWs {
+                        host: w.host.clone(),
+                        path: w.path.clone(),
+                        max_message: w.max_message,
+                        ping: w.ping,
+                    }),
+                }),
+            })
+        }
+        ServiceRole::Internal(_) => None,
     }
 }
 
@@ -148,24 +221,13 @@ impl Gateway {
         for line in config.describe() {
             tracing::info!("service {line}");
         }
-        let mut public_services = Vec::new();
-        let mut dmz_keys = Vec::new();
-        for s in &config.services {
-            if let ServiceRole::Dmz(d) = &s.role {
-                public_services.push(PublicService {
-                    name: s.name.clone(),
-                    listen: d.listen,
-                    timeout: d.timeout,
-                    tls: d.tls.as_ref().map(|t| PublicTls {
-                        config: Arc::clone(&t.config),
-                        handshake_timeout: d.handshake_timeout,
-                    }),
-                    ws: None,
-                    upstream: None,
-                });
-                dmz_keys.push(format!("service[{}].accept", s.name));
-            }
-        }
+        // The data plane's public services, in file order: DMZ and forwarding services. Their
+        // position is the index the data plane knows them by.
+        let public_services: Vec<PublicService> = config
+            .services
+            .iter()
+            .filter_map(|s| public_service(&s.name, &s.role))
+            .collect();
         let reverse_listener = match &config.reverse {
             Some(r) => Some(
                 TcpListener::bind(r.listen)
@@ -213,7 +275,7 @@ impl Gateway {
         let mut services = Vec::new();
         let mut targets = Vec::new();
         let mut pools = Vec::new();
-        let mut dmz_index = 0;
+        let mut public_index = 0;
 
         for s in &config.services {
             match &s.role {
@@ -221,15 +283,19 @@ impl Gateway {
                     targets.push(BindTarget {
                         service: s.name.clone(),
                         bind_name: d.bind_name.clone(),
-                        index: dmz_index,
-                        public: dataplane.service_addr(dmz_index),
+                        index: public_index,
+                        public: dataplane.service_addr(public_index),
                         credentials: d.credentials.as_ref().map(|c| socks5::Credentials {
                             user: c.user.as_bytes().to_vec(),
                             password: c.password.expose().as_bytes().to_vec(),
                         }),
                     });
-                    services.push((s.name.clone(), ServiceKind::Dmz(dmz_index)));
-                    dmz_index += 1;
+                    services.push((s.name.clone(), ServiceKind::Dmz(public_index)));
+                    public_index += 1;
+                }
+                ServiceRole::Forward(_) => {
+                    services.push((s.name.clone(), ServiceKind::Forward(public_index)));
+                    public_index += 1;
                 }
                 ServiceRole::Internal(i) => {
                     let stats = Arc::new(InternalStats::default());
@@ -246,10 +312,7 @@ impl Gateway {
                             connector: tokio_rustls::TlsConnector::from(Arc::clone(&t.config)),
                             server_name: t.server_name.clone(),
                         }),
-                        target_tls: i.target_tls.as_ref().map(|t| TargetTls {
-                            config: Arc::clone(&t.config),
-                            server_name: t.server_name.clone(),
-                        }),
+                        target_tls: i.target_tls.as_ref().map(target_tls),
                         stats: Arc::clone(&stats),
                         dataplane: Arc::clone(&dataplane),
                     });
@@ -257,6 +320,7 @@ impl Gateway {
                 }
             }
         }
+        debug_assert_eq!(public_index, public_services.len());
         let source = Arc::new(StatsSource {
             services,
             control: Arc::clone(&control_stats),

@@ -9,6 +9,15 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use sallyport_dataplane::metrics::{names, CloseReason, RefusalReason, Snapshot};
 use serde_json::{json, Map, Value};
 
+/// Metric names the data plane counts but does not name in `metrics::names` yet (that module
+/// belongs to the data plane crate); move them there when it is next touched.
+pub mod extra_names {
+    /// Forwarding services: clients reset because the upstream refused or did not answer.
+    pub const UPSTREAM_FAILURES: &str = "sallyport_upstream_failures_total";
+    /// WebSocket listeners: upgrade requests answered with an HTTP error (404, 400, 426, 431…).
+    pub const WS_REJECTS: &str = "sallyport_ws_rejects_total";
+}
+
 /// Why a SOCKS5 negotiation on the reverse listener ended without a prepared connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeFailure {
@@ -131,6 +140,9 @@ impl ControlStats {
 pub enum ServiceView<'a> {
     /// Public service at the DMZ: index into the data plane's services.
     Dmz { name: &'a str, index: usize },
+    /// Forwarding service (its own upstream connection per client): index into the data
+    /// plane's services.
+    Forward { name: &'a str, index: usize },
     Internal {
         name: &'a str,
         stats: &'a InternalStats,
@@ -170,6 +182,20 @@ pub fn to_json(
                         "prepared_lost": d.prepared_lost,
                         "prepared_stolen": d.stolen,
                         "tls_failures": d.tls_failures,
+                        "ws_rejects": d.ws_rejects,
+                    }),
+                )
+            }
+            ServiceView::Forward { name, index } => {
+                let f = &snap.services[*index];
+                (
+                    *name,
+                    json!({
+                        "role": "forward",
+                        "accepted": f.accepted,
+                        "upstream_failures": f.upstream_failures,
+                        "ws_rejects": f.ws_rejects,
+                        "tls_failures": f.tls_failures,
                     }),
                 )
             }
@@ -245,11 +271,16 @@ pub fn to_prometheus(
     control: &ControlStats,
 ) -> String {
     let mut p = Prom { out: String::new() };
-    p.family(
-        names::PREPARED,
-        "gauge",
-        "Prepared connections parked, per service.",
-    );
+    if services
+        .iter()
+        .any(|s| !matches!(s, ServiceView::Forward { .. }))
+    {
+        p.family(
+            names::PREPARED,
+            "gauge",
+            "Prepared connections parked, per service.",
+        );
+    }
     for s in services {
         match s {
             ServiceView::Dmz { name, index } => p.sample(
@@ -262,15 +293,86 @@ pub fn to_prometheus(
                 &[("service", name)],
                 stats.parked.load(Ordering::Relaxed),
             ),
+            ServiceView::Forward { .. } => {}
         }
     }
     let dmz: Vec<(&str, usize)> = services
         .iter()
         .filter_map(|s| match s {
             ServiceView::Dmz { name, index } => Some((*name, *index)),
+            _ => None,
+        })
+        .collect();
+    // Every service with a public listener: DMZ and forwarding, in file order.
+    let public: Vec<(&str, usize)> = services
+        .iter()
+        .filter_map(|s| match s {
+            ServiceView::Dmz { name, index } | ServiceView::Forward { name, index } => {
+                Some((*name, *index))
+            }
             ServiceView::Internal { .. } => None,
         })
         .collect();
+    let forward: Vec<(&str, usize)> = services
+        .iter()
+        .filter_map(|s| match s {
+            ServiceView::Forward { name, index } => Some((*name, *index)),
+            _ => None,
+        })
+        .collect();
+    if !public.is_empty() {
+        p.family(
+            names::CLIENTS_ACCEPTED,
+            "counter",
+            "Public clients accepted.",
+        );
+        for (name, i) in &public {
+            p.sample(
+                names::CLIENTS_ACCEPTED,
+                &[("service", name)],
+                snap.services[*i].accepted,
+            );
+        }
+        p.family(
+            names::TLS_FAILURES,
+            "counter",
+            "Public clients of tls:// and wss:// listeners whose TLS handshake failed or timed out.",
+        );
+        for (name, i) in &public {
+            p.sample(
+                names::TLS_FAILURES,
+                &[("service", name)],
+                snap.services[*i].tls_failures,
+            );
+        }
+        p.family(
+            extra_names::WS_REJECTS,
+            "counter",
+            "WebSocket upgrade requests answered with an HTTP error (404, 400, 426, 431...), counted \
+             on the first service of a shared port.",
+        );
+        for (name, i) in &public {
+            p.sample(
+                extra_names::WS_REJECTS,
+                &[("service", name)],
+                snap.services[*i].ws_rejects,
+            );
+        }
+    }
+    if !forward.is_empty() {
+        p.family(
+            extra_names::UPSTREAM_FAILURES,
+            "counter",
+            "Clients of forwarding services reset because the upstream refused or did not answer in time.",
+        );
+        for (name, i) in &forward {
+            p.sample(
+                extra_names::UPSTREAM_FAILURES,
+                &[("service", name)],
+                snap.services[*i].upstream_failures,
+            );
+        }
+    }
     if !dmz.is_empty() {
         p.family(
             names::WAITING_CLIENTS,
@@ -282,18 +384,6 @@ pub fn to_prometheus(
                 names::WAITING_CLIENTS,
                 &[("service", name)],
                 snap.services[*i].waiting,
-            );
-        }
-        p.family(
-            names::CLIENTS_ACCEPTED,
-            "counter",
-            "Public clients accepted.",
-        );
-        for (name, i) in &dmz {
-            p.sample(
-                names::CLIENTS_ACCEPTED,
-                &[("service", name)],
-                snap.services[*i].accepted,
             );
         }
         p.family(
@@ -347,18 +437,6 @@ pub fn to_prometheus(
             );
         }
         p.family(
-            names::TLS_FAILURES,
-            "counter",
-            "Public clients of tls:// listeners whose TLS handshake failed or timed out.",
-        );
-        for (name, i) in &dmz {
-            p.sample(
-                names::TLS_FAILURES,
-                &[("service", name)],
-                snap.services[*i].tls_failures,
-            );
-        }
-        p.family(
             names::HANDSHAKE_FAILURES,
             "counter",
             "Negotiations on the reverse listener (TLS handshake, SOCKS5) that failed, by reason.",
@@ -378,7 +456,7 @@ pub fn to_prometheus(
         .iter()
         .filter_map(|s| match s {
             ServiceView::Internal { name, stats } => Some((*name, *stats)),
-            ServiceView::Dmz { .. } => None,
+            _ => None,
         })
         .collect();
     if !internal.is_empty() {
@@ -489,5 +567,66 @@ mod tests {
         assert!(text.contains("sallyport_public_tls_failures_total{service=\"echo\"} 5\n"));
         assert!(text
             .contains("sallyport_reverse_dials_total{service=\"db\",result=\"tls_failed\"} 1\n"));
+    }
+
+    #[test]
+    fn forwarding_services_show_their_own_counters() {
+        let snap = Snapshot {
+            services: vec![
+                ServiceSnapshot {
+                    accepted: 7,
+                    upstream_failures: 3,
+                    ws_rejects: 2,
+                    tls_failures: 1,
+                    ..Default::default()
+                },
+                ServiceSnapshot {
+                    prepared: 1,
+                    ws_rejects: 4,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let control = ControlStats::default();
+        let views = [
+            ServiceView::Forward {
+                name: "vpc",
+                index: 0,
+            },
+            ServiceView::Dmz {
+                name: "echo",
+                index: 1,
+            },
+        ];
+        let j = to_json(&views, &snap, &control, 1);
+        assert_eq!(
+            j["services"]["vpc"],
+            json!({"role": "forward", "accepted": 7, "upstream_failures": 3, "ws_rejects": 2, "tls_failures": 1})
+        );
+        assert_eq!(j["services"]["echo"]["ws_rejects"], 4);
+        assert_eq!(j["services"]["vpc"]["prepared"], Value::Null);
+        let text = to_prometheus(&views, &snap, &control);
+        assert!(text.contains("sallyport_upstream_failures_total{service=\"vpc\"} 3\n"));
+        assert!(text.contains("sallyport_ws_rejects_total{service=\"vpc\"} 2\n"));
+        assert!(text.contains("sallyport_ws_rejects_total{service=\"echo\"} 4\n"));
+        assert!(text.contains("sallyport_clients_accepted_total{service=\"vpc\"} 7\n"));
+        assert!(text.contains("sallyport_public_tls_failures_total{service=\"vpc\"} 1\n"));
+        assert!(!text.contains("sallyport_prepared_connections{service=\"vpc\"}"));
+        assert!(!text.contains("sallyport_upstream_failures_total{service=\"echo\"}"));
+        assert!(!text.contains("sallyport_waiting_clients{service=\"vpc\"}"));
+
+        // A gateway that only forwards has no prepared-connection families at all.
+        let only = [ServiceView::Forward {
+            name: "vpc",
+            index: 0,
+        }];
+        let text = to_prometheus(&only, &snap, &control);
+        assert!(!text.contains("sallyport_prepared_connections"), "{text}");
+        assert!(
+            !text.contains("sallyport_handshake_failures_total"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE sallyport_upstream_failures_total counter\n"));
     }
 }

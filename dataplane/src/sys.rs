@@ -259,6 +259,20 @@ pub fn send_vectored(fd: BorrowedFd<'_>, bufs: &[std::io::IoSlice<'_>]) -> io::R
     cvt(unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })
 }
 
+/// Reads and discards what a socket already received (at most `limit` bytes), so that closing
+/// it sends FIN, not the RST a close with unread data would send (which could destroy bytes the
+/// peer has not read yet). Never blocks.
+pub fn discard_input(fd: BorrowedFd<'_>, limit: usize) {
+    let mut scratch = [0u8; 4096];
+    let mut total = 0;
+    while total < limit {
+        match read(fd, &mut scratch) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
+}
+
 /// Shuts down the write side of a socket (sends FIN after queued bytes).
 pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write)

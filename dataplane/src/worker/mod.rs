@@ -275,6 +275,8 @@ impl LogLimiter {
     }
 }
 
+/// Most bytes read and dropped from a finished tunnel's leg before it is closed.
+const DISCARD_ON_CLOSE: usize = 64 << 10;
 /// Most pipes (and buffers) a worker keeps for reuse.
 const POOL_KEEP: usize = 256;
 /// Most messages a worker takes from its queue per wake-up, so one burst cannot starve I/O.
@@ -520,8 +522,12 @@ impl Worker {
         // Let the kernel drop the polls' file references now, so the close below is final.
         let _ = self.ring.submit();
         let (legs, engines) = tunnel.into_parts();
-        if reason != CloseReason::Completed {
-            for leg in &legs {
+        for leg in &legs {
+            if reason == CloseReason::Completed {
+                // A peer's last records (a TLS close_notify behind a WebSocket Close) may still
+                // be unread: read them so the close is a FIN and loses nothing of the peer's.
+                sys::discard_input(leg.fd(), DISCARD_ON_CLOSE);
+            } else {
                 sys::set_reset_on_close(leg.fd());
             }
         }
