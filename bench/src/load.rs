@@ -5,7 +5,9 @@
 //! intended send time, so a stalled path cannot hide its queueing: no coordinated omission);
 //! [`cps`] opens short-lived connections (connect, one round trip, close) and counts them per second.
 //! [`bulk_tls`] and [`rr_tls`] are the same loads over TLS (rustls, see [`TlsTarget`]): the
-//! handshake happens right after connecting, before the clock starts.
+//! handshake happens right after connecting, before the clock starts. [`bulk_ws`] and [`rr_ws`]
+//! are the same loads over WebSocket (see [`WsTarget`]), framed with the sans-IO codecs of
+//! `sallyport-dataplane`: the upgrade happens right after connecting, before the clock starts.
 //!
 //! Each load is bounded by a count and by a time limit. When the limit passes, a watchdog shuts the
 //! sockets down so every thread returns; nothing here waits on a peer forever. These functions do not
@@ -22,6 +24,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rand::{RngCore, SeedableRng};
 use rustls::pki_types::ServerName;
+
+use sallyport_dataplane::wire::{http, ws};
 
 use crate::report::ratio;
 use crate::tls::{self, Inbound};
@@ -65,6 +69,21 @@ const POLL_SLICE: Duration = Duration::from_millis(50);
 pub struct TlsTarget {
     pub config: Arc<rustls::ClientConfig>,
     pub server_name: ServerName<'static>,
+}
+
+/// Largest payload of one WebSocket frame the WebSocket loads send; a longer write becomes
+/// several frames (each a message of its own), so `--write-size` stays below a gateway's
+/// `ws_max_message` (default 16 MiB).
+pub const WS_MAX_FRAME: usize = 1 << 20;
+/// Longest upgrade response head the WebSocket loads read before giving up.
+const WS_MAX_HEAD: usize = 16 * 1024;
+
+/// Where the WebSocket loads ([`bulk_ws`], [`rr_ws`]) connect: the `Host` header value and the
+/// request path of the upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsTarget {
+    pub host: String,
+    pub path: String,
 }
 
 /// What [`bulk`] sends.
@@ -195,26 +214,64 @@ pub struct LatencySummary {
 /// from what was sent, and for an EOF before everything came back. Hitting the time limit is not an
 /// error: the sockets are shut down and the result has `complete == false`.
 pub fn bulk(addr: SocketAddr, spec: &BulkSpec) -> io::Result<BulkResult> {
+    check_bulk(spec)?;
+    let deadline = deadline_after(spec.time_limit);
+    let streams = connect_all(addr, spec.connections, deadline, false)?;
+    run_split_bulk(
+        spec,
+        deadline,
+        streams.into_iter().map(|s| (s, None)).collect(),
+    )
+}
+
+/// [`bulk`] over WebSocket: each connection completes the upgrade to `target` right after
+/// connecting (before the clock starts). The writer sends each write as masked binary frames
+/// (of at most [`WS_MAX_FRAME`] bytes, a fresh random mask each) and, when everything was sent,
+/// a Close frame (1000) instead of shutting its write side down; the reader decodes the echoed
+/// frames, verifies their payload and ends at the path's Close frame. A TCP EOF without a
+/// Close frame, a Close with a status other than 1000, or a protocol error is an `Err` naming the
+/// connection; otherwise as [`bulk`]. Pings from the path are not answered (the gateways here
+/// send none: `ws_ping` is off by default).
+pub fn bulk_ws(addr: SocketAddr, spec: &BulkSpec, target: &WsTarget) -> io::Result<BulkResult> {
+    check_bulk(spec)?;
+    let deadline = deadline_after(spec.time_limit);
+    let conns = connect_all_ws(addr, spec.connections, deadline, false, target)?;
+    run_split_bulk(
+        spec,
+        deadline,
+        conns.into_iter().map(|(s, rest)| (s, Some(rest))).collect(),
+    )
+}
+
+fn check_bulk(spec: &BulkSpec) -> io::Result<()> {
     if spec.connections == 0 || spec.write_size == 0 {
         return Err(invalid_input(
             "bulk needs at least 1 connection and a write size of at least 1",
         ));
     }
-    let deadline = deadline_after(spec.time_limit);
-    let streams = connect_all(addr, spec.connections, deadline, false)?;
+    Ok(())
+}
+
+/// A writer and a reader thread per connection; `Some(bytes)` marks a WebSocket connection
+/// with the bytes that followed its upgrade response.
+fn run_split_bulk(
+    spec: &BulkSpec,
+    deadline: Instant,
+    conns: Vec<(TcpStream, Option<Vec<u8>>)>,
+) -> io::Result<BulkResult> {
     let pattern = Arc::new(Pattern::new(spec.write_size.max(READ_BUFFER)));
-    let mut pairs = Vec::with_capacity(streams.len());
+    let mut pairs = Vec::with_capacity(conns.len());
     let mut crew = Crew::new();
-    for stream in streams {
+    for (stream, ws) in conns {
         let writer = stream.try_clone()?;
         crew.sockets.push(stream.try_clone()?);
-        pairs.push((writer, stream));
+        pairs.push((writer, stream, ws));
     }
 
     let (tx, rx) = mpsc::channel::<BulkEvent>();
     let start = Instant::now();
     let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(2 * pairs.len());
-    for (conn, (writer, reader)) in pairs.into_iter().enumerate() {
+    for (conn, (writer, reader, ws)) in pairs.into_iter().enumerate() {
         let offset = pattern.start(conn);
         let job = BulkJob {
             conn,
@@ -226,12 +283,20 @@ pub fn bulk(addr: SocketAddr, spec: &BulkSpec) -> io::Result<BulkResult> {
         };
         let write_size = spec.write_size;
         let writer_job = job.clone();
+        let framed = ws.is_some();
         let spawned = spawn(format!("bulk-w-{conn}"), move || {
-            writer_job.write(writer, write_size)
+            if framed {
+                writer_job.write_ws(writer, write_size);
+            } else {
+                writer_job.write(writer, write_size);
+            }
         })
         .and_then(|w| {
             handles.push(w);
-            spawn(format!("bulk-r-{conn}"), move || job.read(reader))
+            spawn(format!("bulk-r-{conn}"), move || match ws {
+                None => job.read(reader),
+                Some(rest) => job.read_ws(reader, rest),
+            })
         });
         match spawned {
             Ok(r) => handles.push(r),
@@ -254,11 +319,7 @@ pub fn bulk(addr: SocketAddr, spec: &BulkSpec) -> io::Result<BulkResult> {
 /// close_notify (or EOF). Errors and the time limit behave as in [`bulk`]; a failed handshake is
 /// an `Err` naming the connection.
 pub fn bulk_tls(addr: SocketAddr, spec: &BulkSpec, tls: &TlsTarget) -> io::Result<BulkResult> {
-    if spec.connections == 0 || spec.write_size == 0 {
-        return Err(invalid_input(
-            "bulk needs at least 1 connection and a write size of at least 1",
-        ));
-    }
+    check_bulk(spec)?;
     let deadline = deadline_after(spec.time_limit);
     let sessions = connect_all_tls(addr, spec.connections, deadline, false, tls)?;
     let pattern = Arc::new(Pattern::new(spec.write_size.max(READ_BUFFER)));
@@ -383,6 +444,23 @@ pub fn rr_tls(addr: SocketAddr, spec: &RrSpec, tls: &TlsTarget) -> io::Result<Rr
     let conns = sessions
         .into_iter()
         .map(|(session, sock)| Ok((sock.try_clone()?, rustls::StreamOwned::new(session, sock))))
+        .collect::<io::Result<Vec<_>>>()?;
+    run_rr(spec, deadline, conns)
+}
+
+/// [`rr`] over WebSocket: each connection (with `TCP_NODELAY`) completes the upgrade to
+/// `target` right after connecting, before the clock starts; each request is then one masked
+/// binary frame and its reply is read from the echoed frames (however the path split them).
+/// Pings from the path are answered. Errors as in [`rr`]; a failed upgrade, a protocol error
+/// or a Close from the path is an `Err` naming the connection. When the run ends each
+/// connection sends a Close frame (1000) before closing.
+pub fn rr_ws(addr: SocketAddr, spec: &RrSpec, target: &WsTarget) -> io::Result<RrResult> {
+    check_rr(spec)?;
+    let deadline = deadline_after(spec.time_limit);
+    let conns = connect_all_ws(addr, spec.connections, deadline, true, target)?;
+    let conns = conns
+        .into_iter()
+        .map(|(sock, rest)| Ok((sock.try_clone()?, WsStream::new(sock, rest))))
         .collect::<io::Result<Vec<_>>>()?;
     run_rr(spec, deadline, conns)
 }
@@ -774,9 +852,58 @@ impl BulkJob {
         }
     }
 
-    fn read(self, mut stream: TcpStream) {
+    /// [`BulkJob::write`] over WebSocket: masked binary frames, then a Close frame (1000).
+    fn write_ws(self, mut stream: TcpStream, write_size: usize) {
+        let mut pos = self.offset;
+        let mut left = self.bytes;
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        let frames = write_size.div_ceil(WS_MAX_FRAME);
+        let mut out = Vec::with_capacity(write_size + frames * ws::MAX_HEADER_LEN);
+        let result = (|| {
+            while left > 0 && !self.stop.load(Ordering::Relaxed) {
+                // `write_size` fits in usize, so the min does too.
+                let n = left.min(write_size as u64) as usize;
+                out.clear();
+                for chunk in self.pattern.window(pos, n).chunks(WS_MAX_FRAME) {
+                    let mask = ws_mask(&mut rng);
+                    ws::encode_frame(ws::OpCode::Binary, true, chunk, Some(mask), &mut out);
+                }
+                stream.write_all(&out)?;
+                pos = advance(pos, n);
+                left -= n as u64;
+            }
+            out.clear();
+            let mask = ws_mask(&mut rng);
+            ws::encode_close(Some(ws::close_code::NORMAL), "", Some(mask), &mut out);
+            stream.write_all(&out)
+        })();
+        if let Err(e) = result {
+            let error = named(self.conn, "write", e);
+            // The receiver only goes away after every thread is joined.
+            let _ = self.events.send(BulkEvent::WriteFailed { error });
+        }
+    }
+
+    fn read(self, stream: TcpStream) {
+        self.read_with(stream, |job, stream, received| {
+            job.read_all(stream, received)
+        });
+    }
+
+    /// [`BulkJob::read`] over WebSocket; `rest` is what followed the upgrade response.
+    fn read_ws(self, stream: TcpStream, rest: Vec<u8>) {
+        self.read_with(stream, move |job, stream, received| {
+            job.read_all_ws(stream, rest, received)
+        });
+    }
+
+    fn read_with(
+        self,
+        mut stream: TcpStream,
+        read_all: impl FnOnce(&BulkJob, &mut TcpStream, &mut u64) -> io::Result<()>,
+    ) {
         let mut received = 0u64;
-        let result = self.read_all(&mut stream, &mut received);
+        let result = read_all(&self, &mut stream, &mut received);
         let failed = result.is_err();
         let event = BulkEvent::Read {
             bytes: received,
@@ -806,6 +933,64 @@ impl BulkJob {
             checked?;
         }
         verify.finish()
+    }
+
+    fn read_all_ws(
+        &self,
+        stream: &mut TcpStream,
+        rest: Vec<u8>,
+        received: &mut u64,
+    ) -> io::Result<()> {
+        let conn = self.conn;
+        let mut buf = rest;
+        let mut filled = buf.len();
+        buf.resize(READ_BUFFER.max(filled), 0);
+        let mut decoder = ws::Decoder::new(ws::Role::Client, usize::MAX);
+        let mut verify = Verifier::new(self);
+        loop {
+            let mut at = 0;
+            while at < filled {
+                let (used, event) = decoder
+                    .decode_in_place(&mut buf[at..filled])
+                    .map_err(|e| named(conn, "WebSocket", ws_error(e)))?;
+                at += used;
+                match event {
+                    Some(ws::Event::Data { len, .. }) => {
+                        let checked = verify.check(&buf[at - len..at]);
+                        *received = verify.received;
+                        checked?;
+                    }
+                    Some(ws::Event::Close { code, reason }) => {
+                        if code.is_some_and(|c| c != ws::close_code::NORMAL) {
+                            let msg = format!(
+                                "the path closed the WebSocket with {code:?} {reason:?} after {} of {} bytes",
+                                verify.received, self.bytes
+                            );
+                            return Err(named(
+                                conn,
+                                "read",
+                                io::Error::new(ErrorKind::ConnectionAborted, msg),
+                            ));
+                        }
+                        return verify.finish();
+                    }
+                    Some(ws::Event::Ping(_) | ws::Event::Pong(_)) | None => {}
+                }
+            }
+            filled = match stream.read(&mut buf) {
+                Ok(0) => {
+                    verify.finish()?;
+                    let e = io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "TCP closed without a WebSocket Close frame",
+                    );
+                    return Err(named(conn, "read", e));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => 0,
+                Err(e) => return Err(named(conn, "read", e)),
+            };
+        }
     }
 
     /// One connection of [`bulk_tls`]: drive the session, then report like [`BulkJob::read`].
@@ -1154,6 +1339,217 @@ fn client_handshake(
     }
     sock.set_read_timeout(None)?;
     sock.set_write_timeout(None)
+}
+
+/// [`connect_all`], then a WebSocket upgrade on each connection within the time left; each
+/// comes with the bytes that followed the `101` response (frames already sent, if any).
+fn connect_all_ws(
+    addr: SocketAddr,
+    connections: usize,
+    deadline: Instant,
+    nodelay: bool,
+    target: &WsTarget,
+) -> io::Result<Vec<(TcpStream, Vec<u8>)>> {
+    let streams = connect_all(addr, connections, deadline, nodelay)?;
+    let mut conns = Vec::with_capacity(streams.len());
+    for (conn, mut sock) in streams.into_iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let e = io::Error::new(ErrorKind::TimedOut, "time limit reached before the upgrade");
+            return Err(named(conn, "WebSocket upgrade", e));
+        }
+        let rest = ws_upgrade(&mut sock, target, left)
+            .map_err(|e| named(conn, &format!("WebSocket upgrade to {addr}"), e))?;
+        conns.push((sock, rest));
+    }
+    Ok(conns)
+}
+
+/// Blocking client handshake (RFC 6455 §4.1) within `limit`, with the `sallyport-dataplane`
+/// codecs: sends `GET PATH` with a fresh random key and no subprotocol, reads until the
+/// `101` response is complete and checked, returns what followed it. The socket is left
+/// without timeouts.
+fn ws_upgrade(sock: &mut TcpStream, target: &WsTarget, limit: Duration) -> io::Result<Vec<u8>> {
+    sock.set_read_timeout(Some(limit))?;
+    sock.set_write_timeout(Some(limit))?;
+    let mut nonce = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let key = http::generate_key(nonce);
+    let mut request = Vec::new();
+    http::encode_upgrade_request(&target.host, &target.path, &key, &[], &mut request);
+    sock.write_all(&request)?;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = sock.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "closed before answering the upgrade request",
+            ));
+        }
+        head.extend_from_slice(&chunk[..n]);
+        match http::parse_upgrade_response(&head, &key) {
+            Ok(Some((_, used))) => {
+                sock.set_read_timeout(None)?;
+                sock.set_write_timeout(None)?;
+                return Ok(head.split_off(used));
+            }
+            Ok(None) if head.len() < WS_MAX_HEAD => {}
+            Ok(None) => {
+                return Err(io::Error::new(
+                    ErrorKind::InvalidData,
+                    "upgrade response head too large",
+                ))
+            }
+            Err(e) => {
+                let status = String::from_utf8_lossy(&head);
+                let status = status.lines().next().unwrap_or("").trim().to_string();
+                return Err(io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("{e} (answer: {status:?})"),
+                ));
+            }
+        }
+    }
+}
+
+/// A fresh client mask key (RFC 6455 §5.3: unpredictable, one per frame).
+fn ws_mask(rng: &mut rand::rngs::StdRng) -> [u8; 4] {
+    rng.next_u32().to_ne_bytes()
+}
+
+fn ws_error(e: ws::WsError) -> io::Error {
+    io::Error::new(ErrorKind::InvalidData, e)
+}
+
+/// A blocking WebSocket client connection as a byte stream (for [`run_rr`]): each `write` sends
+/// one masked binary frame (at most [`WS_MAX_FRAME`] bytes of it), `read` returns decoded
+/// payload, answering pings on the way; the path's Close frame reads as EOF. Dropping it sends
+/// a Close frame (1000) unless the path closed first.
+struct WsStream {
+    sock: TcpStream,
+    decoder: ws::Decoder,
+    rng: rand::rngs::StdRng,
+    frame: Vec<u8>,
+    input: Vec<u8>,
+    in_start: usize,
+    in_end: usize,
+    payload: Vec<u8>,
+    payload_pos: usize,
+    closed: bool,
+}
+
+impl WsStream {
+    fn new(sock: TcpStream, rest: Vec<u8>) -> WsStream {
+        let mut input = rest;
+        let in_end = input.len();
+        input.resize(in_end.max(64 * 1024), 0);
+        WsStream {
+            sock,
+            decoder: ws::Decoder::new(ws::Role::Client, usize::MAX),
+            rng: rand::rngs::StdRng::from_entropy(),
+            frame: Vec::new(),
+            input,
+            in_start: 0,
+            in_end,
+            payload: Vec::new(),
+            payload_pos: 0,
+            closed: false,
+        }
+    }
+
+    fn send_control(
+        &mut self,
+        encode: impl FnOnce(Option<[u8; 4]>, &mut Vec<u8>),
+    ) -> io::Result<()> {
+        self.frame.clear();
+        encode(Some(ws_mask(&mut self.rng)), &mut self.frame);
+        self.sock.write_all(&self.frame)
+    }
+}
+
+impl Write for WsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(WS_MAX_FRAME);
+        self.frame.clear();
+        let mask = ws_mask(&mut self.rng);
+        ws::encode_frame(
+            ws::OpCode::Binary,
+            true,
+            &buf[..n],
+            Some(mask),
+            &mut self.frame,
+        );
+        self.sock.write_all(&self.frame)?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for WsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.payload_pos < self.payload.len() {
+                let k = buf.len().min(self.payload.len() - self.payload_pos);
+                buf[..k].copy_from_slice(&self.payload[self.payload_pos..self.payload_pos + k]);
+                self.payload_pos += k;
+                if self.payload_pos == self.payload.len() {
+                    self.payload.clear();
+                    self.payload_pos = 0;
+                }
+                return Ok(k);
+            }
+            if self.closed {
+                return Ok(0);
+            }
+            if self.in_start < self.in_end {
+                let (used, event) = self
+                    .decoder
+                    .decode(&self.input[self.in_start..self.in_end], &mut self.payload)
+                    .map_err(ws_error)?;
+                self.in_start += used;
+                match event {
+                    Some(ws::Event::Ping(data)) => {
+                        self.send_control(|mask, out| ws::encode_pong(&data, mask, out))?;
+                    }
+                    Some(ws::Event::Close { code, reason }) => {
+                        self.closed = true;
+                        return Err(io::Error::new(
+                            ErrorKind::ConnectionAborted,
+                            format!("the path sent a WebSocket Close ({code:?} {reason:?})"),
+                        ));
+                    }
+                    Some(ws::Event::Data { .. } | ws::Event::Pong(_)) | None => {}
+                }
+                continue;
+            }
+            let n = self.sock.read(&mut self.input)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.in_start = 0;
+            self.in_end = n;
+        }
+    }
+}
+
+impl Drop for WsStream {
+    fn drop(&mut self) {
+        if !self.closed {
+            // Best effort: a halted socket refuses it, which is fine.
+            let _ = self.sock.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = self.send_control(|mask, out| {
+                ws::encode_close(Some(ws::close_code::NORMAL), "", mask, out);
+            });
+        }
+    }
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {

@@ -6,6 +6,10 @@
 //! (drop guards, a SIGINT/SIGTERM handler, and PR_SET_PDEATHSIG in each child). `bulk --target` and
 //! `rr --target` drive an existing echo path instead and start nothing; `echo` runs a back-end.
 //!
+//! `--paths ws,vpc` adds sallyport's WebSocket transports: a `ws://` public listener that the load
+//! speaks WebSocket to, and the virtual private connection (TCP over WebSocket between two
+//! gateways).
+//!
 //! `bulk --tls` and `rr --tls` compare plain direct, a bare rustls connection (`tls-direct`) and
 //! sallyport with a `tls://` public listener and a mutual-TLS reverse leg.
 //!
@@ -92,9 +96,9 @@ struct GatewayArgs {
 /// Which paths to compare.
 #[derive(Debug, clap::Args)]
 struct PathArgs {
-    /// Comma-separated paths: direct, tls-direct (with --tls), sallyport, haproxy, socat, rathole
-    /// [default: direct, sallyport and every peer found on PATH; with --tls: direct, tls-direct,
-    /// sallyport].
+    /// Comma-separated paths: direct, tls-direct (with --tls), sallyport, ws (bulk, rr), vpc,
+    /// haproxy, socat, rathole [default: direct, sallyport and every peer found on PATH; with
+    /// --tls: direct, tls-direct, sallyport].
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     paths: Option<Vec<PathKind>>,
     /// Prepared connections kept parked by the internal gateway [default: 16; cps: 64].
@@ -291,7 +295,7 @@ fn common(
         bail!("none of the requested paths can run here");
     }
     // With --tls the binary also makes the certificates.
-    let needed = tls || paths.contains(&PathKind::Sallyport);
+    let needed = tls || paths.iter().any(|p| p.runs_sallyport());
     let mut gateway = gateway_options(
         &args.gateway,
         args.prepared.unwrap_or(default_prepared),
@@ -634,6 +638,15 @@ mod tests {
         ])
         .is_err());
         assert!(Cli::try_parse_from(["sallyport-bench", "rr", "--paths", "ssh"]).is_err());
+        let cli = Cli::try_parse_from(["sallyport-bench", "rr", "--paths", "direct,ws,vpc"])
+            .expect("parse");
+        let Command::Rr(args) = cli.command else {
+            panic!("parsed the wrong subcommand");
+        };
+        assert_eq!(
+            args.paths.paths,
+            Some(vec![PathKind::Direct, PathKind::Ws, PathKind::Vpc])
+        );
         let cli = Cli::try_parse_from(["sallyport-bench", "fleet", "--count", "10000,100000"])
             .expect("parse");
         let Command::Fleet(args) = cli.command else {

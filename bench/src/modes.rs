@@ -68,12 +68,12 @@ impl Common {
 }
 
 /// The paths of a `--tls` run: `requested` (deduplicated) or direct, tls-direct, sallyport.
-/// Peers are refused: they are measured without TLS only.
+/// Peers, ws and vpc are refused: they are measured without TLS only.
 pub fn resolve_tls_paths(requested: Option<&[PathKind]>) -> Result<Vec<PathKind>> {
     let wanted = requested.map_or_else(PathKind::tls_defaults, <[PathKind]>::to_vec);
     let mut paths = Vec::new();
     for p in wanted {
-        if p.program().is_some() {
+        if p != PathKind::Direct && !p.speaks_tls() {
             bail!(
                 "--tls compares direct, tls-direct and sallyport; {p} is measured without TLS only"
             );
@@ -288,6 +288,18 @@ fn header(
                 names.join(", ")
             ));
         }
+        if paths.contains(&PathKind::Ws) {
+            s.push_str(
+                "ws: the DMZ's public listener is ws://127.0.0.1:0/echo (reverse leg plain TCP); the load \
+                 speaks WebSocket to it (upgrade before the clock starts, one masked binary frame per write)\n",
+            );
+        }
+        if paths.contains(&PathKind::Vpc) {
+            s.push_str(
+                "vpc: plain TCP to gateway A (accept tcp://, connect ws://B/vpc), a WebSocket connection of \
+                 its own per client to gateway B (accept ws:///vpc, connect tcp:// the echo); no prepared pool\n",
+            );
+        }
     }
     let prepared = if common_paths.is_some() {
         format!("prepared {}", gw.prepared)
@@ -337,6 +349,17 @@ fn gateway_json(gw: &GatewayOptions) -> Value {
     v
 }
 
+/// What the load spoke on `path`: "tls", "websocket" or "tcp".
+fn client_protocol(path: PathKind, tls: bool) -> &'static str {
+    if tls && path.speaks_tls() {
+        "tls"
+    } else if path.speaks_ws() {
+        "websocket"
+    } else {
+        "tcp"
+    }
+}
+
 fn path_names(paths: &[PathKind]) -> Vec<&'static str> {
     paths.iter().map(|p| p.name()).collect()
 }
@@ -384,9 +407,10 @@ impl BulkMeasure {
 
 fn measure_bulk(running: &mut Running, spec: &BulkSpec) -> Result<BulkMeasure> {
     let before = running.cpu_seconds()?;
-    let result = match &running.tls {
-        None => load::bulk(running.addr, spec)?,
-        Some(tls) => load::bulk_tls(running.addr, spec, tls)?,
+    let result = match (&running.tls, &running.ws) {
+        (Some(tls), _) => load::bulk_tls(running.addr, spec, tls)?,
+        (None, Some(ws)) => load::bulk_ws(running.addr, spec, ws)?,
+        (None, None) => load::bulk(running.addr, spec)?,
     };
     if !running.procs.is_empty() {
         thread::sleep(CPU_SETTLE);
@@ -480,6 +504,7 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
             "complete": m.result.complete,
             "gateways": cpu,
             "cpu_s_per_gb_total": m.total_cpu_per_gb(),
+            "client": client_protocol(row.path, tls),
             "direct": base.result,
             "x_direct": x,
         });
@@ -495,8 +520,9 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
     text.push_str(
         "\nGB/s: bytes echoed back per second. CPU-s/GB: user+system CPU seconds of a gateway process \
          (/proc/PID/stat, all its threads and reaped children) per GB crossing it; every echoed byte \
-         crosses twice (up and down).\nfront = the public-facing process (sallyport DMZ, rathole server, \
-         haproxy, socat); back = the inner one (sallyport internal, rathole client).\n",
+         crosses twice (up and down).\nfront = the public-facing process (sallyport and ws: the DMZ; vpc: \
+         gateway A; rathole server, haproxy, socat); back = the inner one (sallyport and ws: the internal \
+         gateway; vpc: gateway B; rathole client).\n",
     );
     if tls {
         text.push_str(
@@ -544,9 +570,10 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
 // rr
 
 fn measure_rr(running: &mut Running, spec: &RrSpec) -> Result<RrResult> {
-    let result = match &running.tls {
-        None => load::rr(running.addr, spec)?,
-        Some(tls) => load::rr_tls(running.addr, spec, tls)?,
+    let result = match (&running.tls, &running.ws) {
+        (Some(tls), _) => load::rr_tls(running.addr, spec, tls)?,
+        (None, Some(ws)) => load::rr_ws(running.addr, spec, ws)?,
+        (None, None) => load::rr(running.addr, spec)?,
     };
     running.check_alive()?;
     Ok(result)
@@ -632,6 +659,7 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
             "path": row.path,
             "seconds": row.m.seconds,
             "latency": s,
+            "client": client_protocol(row.path, tls),
             "direct": d,
             "x_direct": {
                 "p50": ratio(s.p50_us, d.p50_us),
@@ -743,6 +771,9 @@ fn measure_cps(running: &mut Running, spec: &CpsSpec) -> Result<CpsMeasure> {
 
 /// `cps`: new tunnels per second (connect, one round trip, close), per path.
 pub fn cps(common: &Common, spec: &CpsSpec, progress: &mut Progress) -> Result<Outcome> {
+    if common.paths.contains(&PathKind::Ws) {
+        bail!("path ws needs the WebSocket load, which bulk and rr have; cps opens plain TCP connections (vpc works)");
+    }
     let echo = start_echo()?;
     let (rows, skipped) = compare("cps", common, &echo, progress, |r| measure_cps(r, spec))?;
     let what = format!(

@@ -6,6 +6,11 @@
 //! - `sallyport`: a DMZ `sallyport run` and an internal `sallyport run` (two hops, plain TCP; with
 //!   `--tls` a `tls://` public listener and a mutual-TLS reverse leg), started from generated
 //!   configs; ready when the DMZ's `/stats` shows the pool full.
+//! - `ws`: the same pair, but the DMZ's public listener is `ws://127.0.0.1:0/echo`; the load
+//!   speaks WebSocket to it ([`WsTarget`]).
+//! - `vpc`: the virtual private connection, two forwarding gateways: B (`accept =
+//!   "ws://127.0.0.1:0/vpc"`, `connect = "tcp://ECHO"`) started first, then A (`accept =
+//!   "tcp://127.0.0.1:0"`, `connect = "ws://B/vpc"`); the load is plain TCP to A.
 //! - `haproxy`: one `mode tcp` frontend/backend (`haproxy -f CFG -db`), one hop.
 //! - `socat`: `socat TCP-LISTEN:PORT,fork TCP:ECHO`, one hop (a forked process per connection).
 //! - `rathole`: a server and a client (`rathole CFG`), two hops like sallyport.
@@ -25,12 +30,16 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::admin;
-use crate::load::TlsTarget;
+use crate::load::{TlsTarget, WsTarget};
 use crate::procs::{self, free_port, Proc, Scratch};
 use crate::tls::{TlsEchoServer, TlsSetup};
 
 /// Service name used in every generated config.
 pub const SERVICE: &str = "echo";
+/// Request path of the `ws` path's public WebSocket listener.
+pub const WS_PATH: &str = "/echo";
+/// Request path of gateway B's WebSocket listener on the `vpc` path.
+pub const VPC_PATH: &str = "/vpc";
 /// Longest a process may take to print its ready line or open its port.
 const READY_LIMIT: Duration = Duration::from_secs(15);
 /// Poll period while waiting for a port or a pool.
@@ -44,17 +53,22 @@ pub enum PathKind {
     #[serde(rename = "tls-direct")]
     TlsDirect,
     Sallyport,
+    Ws,
+    Vpc,
     Haproxy,
     Socat,
     Rathole,
 }
 
 impl PathKind {
-    /// Every path, in the order they are run by default (`tls-direct` only with `--tls`).
-    pub const ALL: [PathKind; 6] = [
+    /// Every path, in the order they are run by default (`tls-direct` only with `--tls`; `ws`
+    /// and `vpc` only when asked for).
+    pub const ALL: [PathKind; 8] = [
         PathKind::Direct,
         PathKind::TlsDirect,
         PathKind::Sallyport,
+        PathKind::Ws,
+        PathKind::Vpc,
         PathKind::Haproxy,
         PathKind::Socat,
         PathKind::Rathole,
@@ -66,6 +80,8 @@ impl PathKind {
             PathKind::Direct => "direct",
             PathKind::TlsDirect => "tls-direct",
             PathKind::Sallyport => "sallyport",
+            PathKind::Ws => "ws",
+            PathKind::Vpc => "vpc",
             PathKind::Haproxy => "haproxy",
             PathKind::Socat => "socat",
             PathKind::Rathole => "rathole",
@@ -85,22 +101,38 @@ impl PathKind {
         matches!(self, PathKind::TlsDirect | PathKind::Sallyport)
     }
 
-    /// The external program a peer path runs; `None` for direct, tls-direct and sallyport.
+    /// Whether the load speaks WebSocket on this path (`ws` only; bulk and rr).
+    pub fn speaks_ws(self) -> bool {
+        self == PathKind::Ws
+    }
+
+    /// The external program a peer path runs; `None` for direct, tls-direct and the sallyport
+    /// paths (sallyport, ws, vpc).
     pub fn program(self) -> Option<&'static str> {
         match self {
             PathKind::Haproxy => Some("haproxy"),
             PathKind::Socat => Some("socat"),
             PathKind::Rathole => Some("rathole"),
-            PathKind::Direct | PathKind::TlsDirect | PathKind::Sallyport => None,
+            PathKind::Direct
+            | PathKind::TlsDirect
+            | PathKind::Sallyport
+            | PathKind::Ws
+            | PathKind::Vpc => None,
         }
     }
 
-    /// Gateway processes on the path: 0 (direct), 1 (haproxy, socat) or 2 (sallyport, rathole).
+    /// Whether the path runs `sallyport` processes (sallyport, ws, vpc).
+    pub fn runs_sallyport(self) -> bool {
+        matches!(self, PathKind::Sallyport | PathKind::Ws | PathKind::Vpc)
+    }
+
+    /// Gateway processes on the path: 0 (direct), 1 (haproxy, socat) or 2 (sallyport, ws, vpc,
+    /// rathole).
     pub fn hops(self) -> usize {
         match self {
             PathKind::Direct | PathKind::TlsDirect => 0,
             PathKind::Haproxy | PathKind::Socat => 1,
-            PathKind::Sallyport | PathKind::Rathole => 2,
+            PathKind::Sallyport | PathKind::Ws | PathKind::Vpc | PathKind::Rathole => 2,
         }
     }
 
@@ -115,11 +147,17 @@ impl PathKind {
         }
     }
 
+    /// Whether the path is in the default list (when found): direct, sallyport and the peers.
+    /// `tls-direct` belongs to `--tls`; `ws` and `vpc` are other transports, run on request.
+    pub fn is_default(self) -> bool {
+        !matches!(self, PathKind::TlsDirect | PathKind::Ws | PathKind::Vpc)
+    }
+
     /// The default path list: direct, sallyport, and every peer found on `$PATH`.
     pub fn defaults() -> Vec<PathKind> {
         PathKind::ALL
             .into_iter()
-            .filter(|p| *p != PathKind::TlsDirect && p.available().is_ok())
+            .filter(|p| p.is_default() && p.available().is_ok())
             .collect()
     }
 
@@ -212,6 +250,33 @@ impl GatewayOptions {
         format!(
             "{}\n[reverse]\nlisten = \"127.0.0.1:0\"\n{reverse_tls}\n[[service]]\nname = \"{SERVICE}\"\naccept = \"{scheme}://127.0.0.1:0\"\n{service_tls}connect = \"reverse://{SERVICE}\"\ntimeout = \"5s\"\n",
             self.gateway_section(true)
+        )
+    }
+
+    /// The DMZ config of the `ws` path: as [`GatewayOptions::dmz_config`] without TLS, but the
+    /// public listener is the WebSocket listener `ws://127.0.0.1:0/echo`.
+    pub fn dmz_ws_config(&self) -> String {
+        format!(
+            "{}\n[reverse]\nlisten = \"127.0.0.1:0\"\n\n[[service]]\nname = \"{SERVICE}\"\naccept = \"ws://127.0.0.1:0{WS_PATH}\"\nconnect = \"reverse://{SERVICE}\"\ntimeout = \"5s\"\n",
+            self.gateway_section(true)
+        )
+    }
+
+    /// Gateway B of the `vpc` path: a forwarding service from a WebSocket listener on loopback
+    /// port 0 (`/vpc`) to the echo back-end.
+    pub fn vpc_b_config(&self, echo: SocketAddr) -> String {
+        format!(
+            "{}\n[[service]]\nname = \"{SERVICE}\"\naccept = \"ws://127.0.0.1:0{VPC_PATH}\"\nconnect = \"tcp://{echo}\"\n",
+            self.gateway_section(false)
+        )
+    }
+
+    /// Gateway A of the `vpc` path: a forwarding service from a TCP listener on loopback port 0
+    /// to gateway B's WebSocket listener at `b`.
+    pub fn vpc_a_config(&self, b: SocketAddr) -> String {
+        format!(
+            "{}\n[[service]]\nname = \"{SERVICE}\"\naccept = \"tcp://127.0.0.1:0\"\nconnect = \"ws://{b}{VPC_PATH}\"\n",
+            self.gateway_section(false)
         )
     }
 
@@ -331,12 +396,27 @@ impl SallyportPair {
         echo: SocketAddr,
         prepared: usize,
     ) -> Result<SallyportPair> {
-        let dmz = Gateway::start(
-            &options.binary,
-            &format!("{label}dmz"),
+        SallyportPair::start_with(
+            options,
             &options.dmz_config(),
             scratch,
-        )?;
+            label,
+            echo,
+            prepared,
+        )
+    }
+
+    /// [`SallyportPair::start`] with the DMZ running `dmz_config` (e.g.
+    /// [`GatewayOptions::dmz_ws_config`]).
+    pub fn start_with(
+        options: &GatewayOptions,
+        dmz_config: &str,
+        scratch: &Scratch,
+        label: &str,
+        echo: SocketAddr,
+        prepared: usize,
+    ) -> Result<SallyportPair> {
+        let dmz = Gateway::start(&options.binary, &format!("{label}dmz"), dmz_config, scratch)?;
         let (Some(reverse), Some(public)) = (dmz.reverse, dmz.service) else {
             return Err(dmz
                 .proc
@@ -405,6 +485,8 @@ pub struct Running {
     pub dmz_admin: Option<SocketAddr>,
     /// Set when the load must speak TLS here (tls-direct; sallyport with `--tls`).
     pub tls: Option<TlsTarget>,
+    /// Set when the load must speak WebSocket here (`ws`).
+    pub ws: Option<WsTarget>,
     /// The in-process rustls echo server (tls-direct only).
     tls_echo: Option<TlsEchoServer>,
     /// Kept so config files and logs outlive the processes using them.
@@ -435,6 +517,7 @@ impl Running {
                 procs: Vec::new(),
                 dmz_admin: None,
                 tls,
+                ws: None,
                 tls_echo: Some(server),
                 _scratch: scratch,
             });
@@ -443,17 +526,24 @@ impl Running {
             PathKind::Direct => Ok((echo, Vec::new(), None)),
             PathKind::TlsDirect => unreachable!("started above"),
             PathKind::Sallyport => start_sallyport(echo, options, &scratch),
+            PathKind::Ws => start_sallyport_ws(echo, options, &scratch),
+            PathKind::Vpc => start_vpc(echo, options, &scratch),
             PathKind::Haproxy => start_haproxy(echo, &scratch),
             PathKind::Socat => start_socat(echo, &scratch),
             PathKind::Rathole => start_rathole(echo, &scratch),
         };
         let (addr, procs, dmz_admin) = started.with_context(|| format!("starting path {kind}"))?;
+        let ws = kind.speaks_ws().then(|| WsTarget {
+            host: addr.to_string(),
+            path: WS_PATH.to_string(),
+        });
         Ok(Running {
             kind,
             addr,
             procs,
             dmz_admin,
             tls,
+            ws,
             tls_echo: None,
             _scratch: scratch,
         })
@@ -516,6 +606,57 @@ fn start_sallyport(
         vec![pair.dmz.proc, pair.internal.proc],
         Some(pair.dmz.admin),
     ))
+}
+
+fn start_sallyport_ws(
+    echo: SocketAddr,
+    options: &GatewayOptions,
+    scratch: &Scratch,
+) -> Result<Started> {
+    if options.tls.is_some() {
+        bail!("path ws is measured without TLS only");
+    }
+    let mut pair = SallyportPair::start_with(
+        options,
+        &options.dmz_ws_config(),
+        scratch,
+        "",
+        echo,
+        options.prepared,
+    )?;
+    pair.wait_filled(Instant::now() + READY_LIMIT)?;
+    Ok((
+        pair.public,
+        vec![pair.dmz.proc, pair.internal.proc],
+        Some(pair.dmz.admin),
+    ))
+}
+
+/// Gateway B first (its WebSocket port comes from its `listening service` line), then gateway A
+/// pointed at it; returns A's TCP listener, processes A then B (public-facing first).
+fn start_vpc(echo: SocketAddr, options: &GatewayOptions, scratch: &Scratch) -> Result<Started> {
+    if options.tls.is_some() {
+        bail!("path vpc is measured without TLS only");
+    }
+    let b = Gateway::start(
+        &options.binary,
+        "vpc-b",
+        &options.vpc_b_config(echo),
+        scratch,
+    )?;
+    let Some(b_addr) = b.service else {
+        return Err(b.proc.failure("did not announce its WebSocket listener"));
+    };
+    let a = Gateway::start(
+        &options.binary,
+        "vpc-a",
+        &options.vpc_a_config(b_addr),
+        scratch,
+    )?;
+    let Some(a_addr) = a.service else {
+        return Err(a.proc.failure("did not announce its TCP listener"));
+    };
+    Ok((a_addr, vec![a.proc, b.proc], None))
 }
 
 fn start_haproxy(echo: SocketAddr, scratch: &Scratch) -> Result<Started> {
@@ -619,6 +760,10 @@ mod tests {
         }
         assert!("ssh".parse::<PathKind>().is_err());
         assert!(PathKind::defaults().starts_with(&[PathKind::Direct, PathKind::Sallyport]));
+        assert!(!PathKind::defaults().contains(&PathKind::Ws));
+        assert!(!PathKind::defaults().contains(&PathKind::Vpc));
+        assert_eq!(PathKind::Vpc.hops(), 2);
+        assert!(PathKind::Ws.speaks_ws() && !PathKind::Vpc.speaks_ws());
     }
 
     #[test]
@@ -638,6 +783,17 @@ mod tests {
         assert!(dmz.contains("pipe_size = \"256KiB\"\n"));
         assert!(dmz.contains("cores = []\n"));
         assert!(dmz.contains("connect = \"reverse://echo\""));
+        let ws = options.dmz_ws_config();
+        assert!(ws.contains("accept = \"ws://127.0.0.1:0/echo\""));
+        assert!(ws.contains("connect = \"reverse://echo\""));
+        assert!(ws.contains("workers = 2\n"));
+        let b = options.vpc_b_config(SocketAddr::from(([127, 0, 0, 1], 7000)));
+        assert!(b.contains("accept = \"ws://127.0.0.1:0/vpc\""));
+        assert!(b.contains("connect = \"tcp://127.0.0.1:7000\""));
+        let a = options.vpc_a_config(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert!(a.contains("accept = \"tcp://127.0.0.1:0\""));
+        assert!(a.contains("connect = \"ws://127.0.0.1:8080/vpc\""));
+        assert!(!a.contains("reverse"));
         let internal = options.internal_config(
             SocketAddr::from(([127, 0, 0, 1], 1080)),
             SocketAddr::from(([127, 0, 0, 1], 7000)),

@@ -259,6 +259,74 @@ fn tls_paths_are_checked() {
 }
 
 #[test]
+fn bulk_and_rr_over_websocket_and_vpc() {
+    let json = scratch("bulk-ws.json");
+    let out = bench(&[
+        "bulk",
+        "--paths",
+        "direct,ws,vpc",
+        "--bytes",
+        "1048576",
+        "--write-size",
+        "65536",
+        "--json",
+        json.to_str().expect("utf8 path"),
+    ]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("ws: the DMZ's public listener is ws://"),
+        "{text}"
+    );
+    row(&text, "direct");
+    for path in ["ws", "vpc"] {
+        let r = row(&text, path);
+        assert!(r.ends_with("yes"), "{r}");
+        // path, GB/s, direct GB/s, x direct, front, back, total, complete
+        assert_eq!(r.split_whitespace().count(), 8, "{r}");
+    }
+    let doc = read_json(&json);
+    let results = doc["results"].as_array().expect("results");
+    let paths: Vec<&str> = results
+        .iter()
+        .map(|r| r["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(paths, ["direct", "ws", "vpc"]);
+    let (ws, vpc) = (&results[1], &results[2]);
+    assert_eq!(ws["bytes"], 1_048_576);
+    assert_eq!(ws["client"], "websocket");
+    assert!(ws["gateways"]["dmz"]["cpu_seconds"].is_number());
+    assert!(ws["gateways"]["internal"]["cpu_seconds"].is_number());
+    assert_eq!(vpc["bytes"], 1_048_576);
+    assert_eq!(vpc["client"], "tcp");
+    assert!(vpc["gateways"]["vpc-a"]["cpu_seconds"].is_number());
+    assert!(vpc["gateways"]["vpc-b"]["cpu_seconds"].is_number());
+    assert!(vpc["x_direct"].is_number());
+
+    let out = bench(&["rr", "--paths", "ws,vpc", "--requests", "50"]);
+    let text = stdout(&out);
+    for path in ["ws", "vpc"] {
+        assert_eq!(
+            row(&text, path).split_whitespace().nth(1),
+            Some("50"),
+            "{text}"
+        );
+    }
+    assert!(row(&text, "ws").split_whitespace().count() == 12, "{text}");
+}
+
+#[test]
+fn websocket_paths_are_checked() {
+    sallyport();
+    let run = |args: &[&str]| Command::new(BIN).args(args).output().expect("run");
+    let out = run(&["bulk", "--tls", "--paths", "direct,ws", "--bytes", "1024"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without TLS"));
+    let out = run(&["cps", "--paths", "ws", "--count", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WebSocket"));
+}
+
+#[test]
 fn cps_reports_tunnels_and_pool_counters() {
     let json = scratch("cps.json");
     let out = bench(&[

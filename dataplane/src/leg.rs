@@ -191,6 +191,16 @@ fn transport_read(
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
             Err(e) => return Err(e),
         }
+        // Records already inside the session but not yet processed (read by the control
+        // thread before the hand-off) come first: no socket event would announce them.
+        match tls.process_new_packets() {
+            Ok(state) if state.plaintext_bytes_to_read() > 0 => continue,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = flush(tls, fd);
+                return Err(tls_error(e));
+            }
+        }
         if input.pos == input.len {
             let n = sys::read(fd, &mut input.buf)?;
             (input.pos, input.len) = (0, n);

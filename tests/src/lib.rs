@@ -477,3 +477,190 @@ impl Tunnel {
         )
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket and forwarding services (additions for tests/tests/ws.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// A forwarding gateway's config: admin on port 0, one service `name` that relays each client
+/// of `accept` over a connection of its own to `connect`; `extra` lines (e.g. `ws_ping`,
+/// `tls = { … }`, `connect_tls = { … }`) are appended to the service.
+pub fn forward_config(name: &str, accept: &str, connect: &str, extra: &str) -> String {
+    format!(
+        "[gateway]\nworkers = 2\nadmin = \"127.0.0.1:0\"\n\n\
+         [[service]]\nname = \"{name}\"\naccept = \"{accept}\"\nconnect = \"{connect}\"\n{extra}\n"
+    )
+}
+
+/// A DMZ config like [`dmz_config`] (splice relay, reverse endpoint on port 0) whose public
+/// service `echo` listens on `accept` (e.g. `"ws://127.0.0.1:0/echo"`); `extra` lines (e.g.
+/// `origins`, `ws_ping`, `tls = { … }`) are appended to the service.
+pub fn dmz_config_accept(accept: &str, extra: &str) -> String {
+    format!(
+        "[gateway]\nworkers = 2\nadmin = \"127.0.0.1:0\"\n\n\
+         [reverse]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[service]]\nname = \"echo\"\naccept = \"{accept}\"\nconnect = \"reverse://echo\"\n\
+         timeout = \"2s\"\n{extra}\n"
+    )
+}
+
+impl Tunnel {
+    /// Like [`Tunnel::start`], with the DMZ's config given (see [`dmz_config_accept`]): it must
+    /// have a `[reverse]` section and a service `echo` served by prepared connections bound as
+    /// `echo`. The internal gateway keeps `prepared` of them parked (splice relay).
+    pub fn start_with_dmz(dmz_config: &str, prepared: u32) -> Tunnel {
+        let echo = EchoServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("start echo");
+        let dmz = Gateway::start(dmz_config);
+        let internal = Gateway::start(&internal_config(
+            Relay::Splice,
+            dmz.reverse(),
+            echo.addr(),
+            prepared,
+            None,
+        ));
+        let n = i64::from(prepared);
+        dmz.wait_prepared("echo", n, STATE_TIMEOUT);
+        internal.wait_prepared("echo", n, STATE_TIMEOUT);
+        let public = dmz.service("echo");
+        Tunnel {
+            echo,
+            dmz,
+            internal,
+            public,
+        }
+    }
+}
+
+/// A directory written by the real `sallyport certs --out DIR`: `ca.pem`/`ca.key`,
+/// `dmz.pem`/`dmz.key` (server certificate for `localhost`, `127.0.0.1`, `::1`) and
+/// `internal.pem`/`internal.key`. Removed on drop unless a test panicked.
+pub struct DevCerts {
+    root: PathBuf,
+    dir: PathBuf,
+}
+
+impl DevCerts {
+    /// Runs `sallyport certs --out DIR` into a fresh temp dir; panics with its output on failure.
+    pub fn generate() -> DevCerts {
+        let root = temp_dir();
+        let dir = root.join("certs");
+        let out = Command::new(sallyport_bin())
+            .arg("certs")
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .expect("run sallyport certs");
+        assert!(
+            out.status.success(),
+            "sallyport certs failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        DevCerts { root, dir }
+    }
+
+    /// Absolute path of `name` (e.g. `"ca.pem"`) in the directory; panics if it is missing.
+    pub fn path(&self, name: &str) -> String {
+        let path = self.dir.join(name);
+        assert!(path.is_file(), "no {}", path.display());
+        path.display().to_string()
+    }
+
+    /// `tls = { cert, key }` of a `tls://` or `wss://` listener presenting `dmz.pem`.
+    pub fn listener_tls(&self) -> String {
+        format!(
+            "tls = {{ cert = \"{}\", key = \"{}\" }}",
+            self.path("dmz.pem"),
+            self.path("dmz.key")
+        )
+    }
+
+    /// `connect_tls = { ca, server_name = "localhost" }` of a `tls://` or `wss://` connect that
+    /// verifies `dmz.pem` against this CA.
+    pub fn connect_tls(&self) -> String {
+        format!(
+            "connect_tls = {{ ca = \"{}\", server_name = \"localhost\" }}",
+            self.path("ca.pem")
+        )
+    }
+}
+
+impl Drop for DevCerts {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// Sends `total` bytes (a whole number of MiB) of seeded random data to an echo path at `addr`
+/// in 1 MiB writes from a thread of its own, half-closes after the last one, and reads the echo
+/// to EOF at the same time. `Ok` when exactly `total` bytes came back with the sha256 of what was
+/// sent; otherwise a description of what went wrong (I/O error, byte count, checksum).
+pub fn bulk_echo(addr: SocketAddr, total: usize, seed: u64) -> Result<(), String> {
+    use rand::rngs::StdRng;
+    use rand::{RngCore, SeedableRng};
+    use sha2::{Digest, Sha256};
+    const CHUNK: usize = 1 << 20;
+
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    for r in [
+        stream.set_read_timeout(Some(IO_TIMEOUT)),
+        stream.set_write_timeout(Some(IO_TIMEOUT)),
+    ] {
+        r.map_err(|e| format!("socket options: {e}"))?;
+    }
+    let mut writer = stream
+        .try_clone()
+        .map_err(|e| format!("clone stream: {e}"))?;
+    let send = thread::spawn(move || -> io::Result<Vec<u8>> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut hash = Sha256::new();
+        let mut chunk = vec![0u8; CHUNK];
+        for _ in 0..total / CHUNK {
+            rng.fill_bytes(&mut chunk);
+            hash.update(&chunk);
+            writer.write_all(&chunk)?;
+        }
+        writer.shutdown(Shutdown::Write)?;
+        Ok(hash.finalize().to_vec())
+    });
+    let mut reader = stream;
+    let mut hash = Sha256::new();
+    let mut received = 0usize;
+    let mut buf = vec![0u8; CHUNK];
+    let read_result = loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                hash.update(&buf[..n]);
+                received += n;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    if read_result.is_err() {
+        // Unblock a writer stuck on a full window so the join below returns.
+        let _ = reader.shutdown(Shutdown::Both);
+    }
+    let sent = send
+        .join()
+        .map_err(|_| "writer thread panicked".to_string())?;
+    if let Err(e) = read_result {
+        return Err(format!(
+            "read failed after {received} of {total} bytes: {e}"
+        ));
+    }
+    let sent = sent.map_err(|e| format!("writing {total} bytes failed: {e}"))?;
+    if received != total {
+        return Err(format!("wrong byte count back: {received}, sent {total}"));
+    }
+    if hash.finalize().to_vec() != sent {
+        return Err(format!(
+            "sha256 of the {total} echoed bytes differs from what was sent"
+        ));
+    }
+    Ok(())
+}
