@@ -21,6 +21,9 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use sallyport_dataplane::wire::{http, ws};
 use sallyport_tests::{
     bulk_echo, connect, dmz_config_accept, forward_config, temp_dir, DevCerts, EchoServer, Gateway,
@@ -96,8 +99,10 @@ fn upgrade_request(host: &str, path: &str, key: &str, origin: Option<&str>) -> S
     )
 }
 
-struct WsClient {
-    tcp: TcpStream,
+/// The client side of a WebSocket connection over `S`: a `TcpStream` for `ws://`, a rustls
+/// stream for `wss://`.
+struct WsClient<S: Read + Write = TcpStream> {
+    stream: S,
     decoder: ws::Decoder,
     /// Bytes read but not yet decoded.
     pending: Vec<u8>,
@@ -107,22 +112,72 @@ struct WsClient {
     pings: usize,
 }
 
+type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+
 impl WsClient {
     /// Connects and completes the upgrade for `path`; `Err` with what came back otherwise.
     fn connect(addr: SocketAddr, path: &str, origin: Option<&str>) -> Result<WsClient, String> {
-        let mut tcp = connect(addr);
+        let tcp = connect(addr);
         tcp.set_read_timeout(Some(WS_TIMEOUT))
             .expect("set_read_timeout");
+        WsClient::upgrade(tcp, &addr.to_string(), path, origin)
+    }
+}
+
+impl WsClient<TlsStream> {
+    /// `wss://`: connects, verifies the gateway's certificate as `localhost` with `config` and
+    /// completes the upgrade. With `handshake_first` the TLS handshake completes before the
+    /// upgrade request is written (as OpenSSL-based clients do); otherwise the request is handed
+    /// to rustls before the handshake ends and leaves right behind the client's Finished.
+    fn connect_tls(
+        addr: SocketAddr,
+        path: &str,
+        config: &Arc<ClientConfig>,
+        handshake_first: bool,
+    ) -> Result<WsClient<TlsStream>, String> {
+        let tcp = connect(addr);
+        tcp.set_read_timeout(Some(WS_TIMEOUT))
+            .expect("set_read_timeout");
+        let name = ServerName::try_from("localhost").expect("server name");
+        let mut conn = ClientConnection::new(Arc::clone(config), name)
+            .map_err(|e| format!("TLS client: {e}"))?;
+        let mut tcp = tcp;
+        if handshake_first {
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp)
+                    .map_err(|e| format!("TLS handshake: {e}"))?;
+            }
+        }
+        WsClient::upgrade(StreamOwned::new(conn, tcp), &addr.to_string(), path, None)
+    }
+}
+
+impl<S: Read + Write> WsClient<S> {
+    /// Sends the upgrade request for `path` on `stream` and reads the 101.
+    fn upgrade(
+        mut stream: S,
+        host: &str,
+        path: &str,
+        origin: Option<&str>,
+    ) -> Result<WsClient<S>, String> {
         let nonce: [u8; 16] = rand::random();
         let key = http::generate_key(nonce);
-        tcp.write_all(upgrade_request(&addr.to_string(), path, &key, origin).as_bytes())
+        stream
+            .write_all(upgrade_request(host, path, &key, origin).as_bytes())
             .map_err(|e| format!("send the upgrade request: {e}"))?;
         let mut head = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
-            let n = tcp
-                .read(&mut chunk)
-                .map_err(|e| format!("read the upgrade response: {e}"))?;
+            let n = match stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => 0,
+                Err(e) => {
+                    return Err(format!(
+                        "read the upgrade response: {e}; got {:?}",
+                        String::from_utf8_lossy(&head)
+                    ))
+                }
+            };
             if n == 0 {
                 return Err(format!(
                     "closed before the 101; got {:?}",
@@ -133,7 +188,7 @@ impl WsClient {
             match http::parse_upgrade_response(&head, &key) {
                 Ok(Some((_, used))) => {
                     return Ok(WsClient {
-                        tcp,
+                        stream,
                         decoder: ws::Decoder::new(ws::Role::Client, 1 << 24),
                         pending: head[used..].to_vec(),
                         masks: u32::from_le_bytes([nonce[0], nonce[1], nonce[2], nonce[3]]) | 1,
@@ -151,6 +206,17 @@ impl WsClient {
         }
     }
 
+    /// Reads to the end of the stream; a TCP close without TLS close_notify is an end too (the
+    /// WebSocket Close is the protocol's own end).
+    fn read_rest(&mut self) -> io::Result<Vec<u8>> {
+        let mut rest = Vec::new();
+        match self.stream.read_to_end(&mut rest) {
+            Ok(_) => Ok(rest),
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(rest),
+            Err(e) => Err(e),
+        }
+    }
+
     fn mask(&mut self) -> [u8; 4] {
         self.masks = self
             .masks
@@ -164,11 +230,11 @@ impl WsClient {
         let mask = self.mask();
         let mut out = Vec::new();
         ws::encode_frame(opcode, true, payload, Some(mask), &mut out);
-        self.tcp.write_all(&out)
+        self.stream.write_all(&out)
     }
 
     fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.tcp.write_all(bytes)
+        self.stream.write_all(bytes)
     }
 
     /// The next event (data chunks appended to `data`); `Ok(None)` at EOF. A frame the gateway
@@ -191,7 +257,10 @@ impl WsClient {
                 continue;
             }
             let mut chunk = vec![0u8; 64 << 10];
-            let n = self.tcp.read(&mut chunk)?;
+            let n = match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => 0,
+                other => other?,
+            };
             if n == 0 {
                 return Ok(None);
             }
@@ -260,10 +329,9 @@ impl WsClient {
                 Err(e) => return Err(format!("waiting for Close: {e}")),
             }
         };
-        let mut rest = Vec::new();
-        match self.tcp.read_to_end(&mut rest) {
-            Ok(_) if rest.is_empty() => Ok(code),
-            Ok(_) => Err(format!("{} bytes after the Close frame", rest.len())),
+        match self.read_rest() {
+            Ok(rest) if rest.is_empty() => Ok(code),
+            Ok(rest) => Err(format!("{} bytes after the Close frame", rest.len())),
             Err(e) => Err(format!("waiting for EOF after Close: {e}")),
         }
     }
@@ -687,40 +755,56 @@ fn chromium_round_trips_messages_over_wss() {
 // 3. A third-party client library: Python's websockets
 // ---------------------------------------------------------------------------------------------
 
+/// The client script. It uses websockets' asyncio client: the threaded sync client reads in a
+/// background thread while the main thread writes, and with TLS 1.3 that races inside OpenSSL
+/// (seen here: about 1 in 50 `wss://` connections never sent its upgrade request once the
+/// server's session tickets arrived, and some closed the socket before reading the server's
+/// Close; a byte-counting proxy showed the gateway's side complete). Not a gateway fault, so
+/// not something to test here.
 const PYTHON_CLIENT: &str = r#"
-import inspect, ssl, sys
-from websockets.sync.client import connect
-uri = sys.argv[1]
-kw = {}
-if "proxy" in inspect.signature(connect).parameters:
-    kw["proxy"] = None
-if len(sys.argv) > 2:
-    kw["ssl"] = ssl.create_default_context(cafile=sys.argv[2])
-parts = [bytes(range(256)), "hello from python websockets \u2713",
-         bytes((i * 7) % 251 for i in range(150000)), "second text"]
-expected = b"".join(p.encode() if isinstance(p, str) else p for p in parts)
-ws = connect(uri, subprotocols=["tunnel"], open_timeout=10, close_timeout=10, **kw)
-print("subprotocol", ws.subprotocol)
-print("extensions", [type(e).__name__ for e in ws.protocol.extensions])
-for p in parts:
-    ws.send(p)
-got = b""
-while len(got) < len(expected):
-    m = ws.recv(timeout=20)
-    if isinstance(m, str):
-        print("FAIL text message back")
-        sys.exit(1)
-    got += m
-print("echo", "ok" if got == expected else "DIFFERS", len(got), len(expected))
-ws.close(code=1000, reason="done")
-rcvd = ws.protocol.close_rcvd
-print("close_rcvd", rcvd.code if rcvd else None)
-sys.exit(0 if got == expected else 1)
+import asyncio, inspect, ssl, sys
+import websockets
+
+async def main(uri, ca):
+    connect = websockets.connect
+    kw = {}
+    if "proxy" in inspect.signature(connect).parameters:
+        kw["proxy"] = None
+    if ca:
+        kw["ssl"] = ssl.create_default_context(cafile=ca)
+    parts = [bytes(range(256)), "hello from python websockets \u2713",
+             bytes((i * 7) % 251 for i in range(150000)), "second text"]
+    expected = b"".join(p.encode() if isinstance(p, str) else p for p in parts)
+    async with connect(uri, subprotocols=["tunnel"], open_timeout=10, close_timeout=10, **kw) as ws:
+        proto = getattr(ws, "protocol", None)
+        extensions = getattr(proto, "extensions", None)
+        if extensions is None:
+            extensions = ws.extensions
+        print("subprotocol", ws.subprotocol)
+        print("extensions", [type(e).__name__ for e in extensions])
+        for p in parts:
+            await ws.send(p)
+        got = b""
+        while len(got) < len(expected):
+            m = await asyncio.wait_for(ws.recv(), 20)
+            if isinstance(m, str):
+                print("FAIL text message back")
+                return 1
+            got += m
+        print("echo", "ok" if got == expected else "DIFFERS", len(got), len(expected))
+        await ws.close(code=1000, reason="done")
+        rcvd = getattr(proto, "close_rcvd", None) if proto is not None else None
+        if rcvd is None:
+            rcvd = getattr(ws, "close_rcvd", None)
+        print("close_rcvd", rcvd.code if rcvd else None)
+    return 0 if got == expected else 1
+
+sys.exit(asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)))
 "#;
 
 fn python_websockets(scheme: &str) {
     let ok = Command::new("python3")
-        .args(["-c", "import websockets.sync.client"])
+        .args(["-c", "import asyncio, websockets"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -814,6 +898,109 @@ fn python_websockets_client_interoperates_over_wss() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 3b. Many short connections: every upgrade answered, every close handshake completed
+// ---------------------------------------------------------------------------------------------
+
+/// Sequential short connections per scheme; enough that a fault of a few percent shows.
+const CYCLES: usize = 200;
+
+/// Wall-clock cap of the cycles (a hung upgrade costs the DMZ's 1 s handshake_timeout).
+const CYCLES_BUDGET: Duration = Duration::from_secs(20);
+
+/// A rustls client that trusts the CA of `certs` (no client certificate); with `resume`, it
+/// resumes sessions from the gateway's tickets (rustls' default), else every handshake is full.
+fn tls_client_config(certs: &DevCerts, resume: bool) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(certs.path("ca.pem")).expect("read ca.pem") {
+        roots.add(cert.expect("parse ca.pem")).expect("add CA root");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut config = config;
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    Arc::new(config)
+}
+
+/// One short connection: the upgrade, a message echoed, our Close 1000 answered by the
+/// gateway's Close 1000, then the end of the stream.
+fn cycle<S: Read + Write>(client: Result<WsClient<S>, String>) -> Result<(), String> {
+    let mut c = client.map_err(|e| format!("upgrade: {e}"))?;
+    let payload: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    c.round_trip(&[&payload])
+        .map_err(|e| format!("echo: {e}"))?;
+    match c.close() {
+        Ok(Some(1000)) => Ok(()),
+        Ok(other) => Err(format!("close: the gateway's Close carried {other:?}")),
+        Err(e) => Err(format!("close: {e}")),
+    }
+}
+
+/// [`CYCLES`] sequential connections to a DMZ `{scheme}://` listener; every one must complete.
+fn short_connections(scheme: &str) {
+    let certs = (scheme == "wss").then(DevCerts::generate);
+    let mut extra = "handshake_timeout = \"1s\"\n".to_string();
+    if let Some(c) = &certs {
+        extra.push_str(&c.listener_tls());
+    }
+    let t = Tunnel::start_with_dmz(
+        &dmz_config_accept(&format!("{scheme}://127.0.0.1:0/echo"), &extra),
+        4,
+    );
+    // wss://: every mix of session resumption and of the request's place in the handshake.
+    let configs = certs
+        .as_ref()
+        .map(|c| [tls_client_config(c, true), tls_client_config(c, false)]);
+    let start = Instant::now();
+    let mut failures = Vec::new();
+    let mut done = 0;
+    while done < CYCLES && start.elapsed() < CYCLES_BUDGET {
+        let began = Instant::now();
+        let result = match &configs {
+            None => cycle(WsClient::connect(t.public, "/echo", None)),
+            Some(configs) => cycle(WsClient::connect_tls(
+                t.public,
+                "/echo",
+                &configs[done % 2],
+                (done / 2) % 2 == 1,
+            )),
+        };
+        if let Err(e) = result {
+            failures.push(format!("#{done} after {:?}: {e}", began.elapsed()));
+        }
+        done += 1;
+    }
+    if !failures.is_empty() || done < CYCLES {
+        let stderr = t.dmz.stderr();
+        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+        panic!(
+            "{scheme}://: {} of {done} short connections failed ({CYCLES} planned, {:?} spent); first ones:\n{}\n\
+             --- DMZ stderr, last lines ---\n{}",
+            failures.len(),
+            start.elapsed(),
+            failures.iter().take(8).cloned().collect::<Vec<_>>().join("\n"),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    assert_no_panic("DMZ", &t.dmz);
+}
+
+#[test]
+fn ws_short_connections_all_upgrade_and_close_cleanly() {
+    short_connections("ws");
+}
+
+#[test]
+fn wss_short_connections_all_upgrade_and_close_cleanly() {
+    short_connections("wss");
+}
+
+// ---------------------------------------------------------------------------------------------
 // 4. Keepalive
 // ---------------------------------------------------------------------------------------------
 
@@ -893,9 +1080,8 @@ fn keepalive_closes_a_silent_client_and_spares_a_busy_one() {
     );
     // After its Close the gateway ends the TCP connection too (the peer will never answer).
     if close_code.is_some() {
-        let mut rest = Vec::new();
-        match silent.tcp.read_to_end(&mut rest) {
-            Ok(_) => assert!(rest.is_empty(), "{} bytes after the Close", rest.len()),
+        match silent.read_rest() {
+            Ok(rest) => assert!(rest.is_empty(), "{} bytes after the Close", rest.len()),
             Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
             Err(e) => panic!(
                 "TCP still open {:?} after the keepalive Close: {e}\n{}",
