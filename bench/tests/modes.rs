@@ -17,6 +17,8 @@ fn sallyport() -> &'static Path {
         let dir = Path::new(BIN).parent().expect("bench binary directory");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         let mut cmd = Command::new(cargo);
+        // Inherited, it would change the build's fingerprints (see tests/src/lib.rs).
+        cmd.env_remove("CARGO_MANIFEST_DIR");
         cmd.args(["build", "-p", "sallyport", "--bin", "sallyport"])
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
         if dir.file_name().is_some_and(|n| n == "release") {

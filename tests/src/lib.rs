@@ -41,6 +41,9 @@ pub fn sallyport_bin() -> PathBuf {
     BIN.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
+            // Inherited from the test process, it would change the build's fingerprints and
+            // make this build and the outer `cargo test` rebuild each other's dependencies.
+            .env_remove("CARGO_MANIFEST_DIR")
             .args([
                 "build",
                 "--release",

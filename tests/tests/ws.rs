@@ -1,7 +1,8 @@
 //! WebSocket end to end with the real binary: the virtual private connection (TCP carried over
 //! `ws://` and `wss://` between two `sallyport` processes), a DMZ `ws://`/`wss://` listener
 //! served by prepared connections and driven by real third-party clients (headless Chromium,
-//! Python's `websockets`), keepalive, and hostile upgrade requests and frames. Every gateway is
+//! Python's `websockets`), hundreds of short connections that must each upgrade and close
+//! cleanly, keepalive, and hostile upgrade requests and frames. Every gateway is
 //! its own `sallyport run` process, every address on loopback port 0; certificates come from
 //! `sallyport certs`.
 //!
