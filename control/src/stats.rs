@@ -9,15 +9,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use sallyport_dataplane::metrics::{names, CloseReason, RefusalReason, Snapshot};
 use serde_json::{json, Map, Value};
 
-/// Metric names the data plane counts but does not name in `metrics::names` yet (that module
-/// belongs to the data plane crate); move them there when it is next touched.
-pub mod extra_names {
-    /// Forwarding services: clients reset because the upstream refused or did not answer.
-    pub const UPSTREAM_FAILURES: &str = "sallyport_upstream_failures_total";
-    /// WebSocket listeners: upgrade requests answered with an HTTP error (404, 400, 426, 431…).
-    pub const WS_REJECTS: &str = "sallyport_ws_rejects_total";
-}
-
 /// Why a SOCKS5 negotiation on the reverse listener ended without a prepared connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeFailure {
@@ -346,14 +337,14 @@ pub fn to_prometheus(
             );
         }
         p.family(
-            extra_names::WS_REJECTS,
+            names::WS_REJECTS,
             "counter",
             "WebSocket upgrade requests answered with an HTTP error (404, 400, 426, 431...), counted \
              on the first service of a shared port.",
         );
         for (name, i) in &public {
             p.sample(
-                extra_names::WS_REJECTS,
+                names::WS_REJECTS,
                 &[("service", name)],
                 snap.services[*i].ws_rejects,
             );
@@ -361,13 +352,13 @@ pub fn to_prometheus(
     }
     if !forward.is_empty() {
         p.family(
-            extra_names::UPSTREAM_FAILURES,
+            names::UPSTREAM_FAILURES,
             "counter",
             "Clients of forwarding services reset because the upstream refused or did not answer in time.",
         );
         for (name, i) in &forward {
             p.sample(
-                extra_names::UPSTREAM_FAILURES,
+                names::UPSTREAM_FAILURES,
                 &[("service", name)],
                 snap.services[*i].upstream_failures,
             );

@@ -22,6 +22,10 @@ pub mod names {
     pub const SPLICE_FALLBACKS: &str = "sallyport_splice_fallbacks_total";
     pub const HANDSHAKE_FAILURES: &str = "sallyport_handshake_failures_total";
     pub const TLS_FAILURES: &str = "sallyport_public_tls_failures_total";
+    /// Forwarding services: clients reset because the upstream refused or did not answer.
+    pub const UPSTREAM_FAILURES: &str = "sallyport_upstream_failures_total";
+    /// WebSocket listeners: upgrade requests answered with an HTTP error (404, 400, 426, 431…).
+    pub const WS_REJECTS: &str = "sallyport_ws_rejects_total";
     pub const RECONNECTS: &str = "sallyport_reverse_dials_total";
 }
 
