@@ -403,16 +403,16 @@ impl Leg {
     /// close_notify or EOF without one; WebSocket: a Close frame); `WouldBlock` means nothing is
     /// available now.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.ws.is_none() {
-            return transport_read(self.fd.as_fd(), self.tls.as_mut(), &mut self.tls_input, buf);
-        }
-        self.ws_read(buf)
-    }
-
-    fn ws_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let invalid = |e: ws::WsError| io::Error::new(io::ErrorKind::InvalidData, e);
         loop {
-            let layer = self.ws.as_mut().expect("a WebSocket leg");
+            let Some(layer) = self.ws.as_mut() else {
+                return transport_read(
+                    self.fd.as_fd(),
+                    self.tls.as_mut(),
+                    &mut self.tls_input,
+                    buf,
+                );
+            };
             if layer.inbound_pos < layer.inbound.len() {
                 let n = buf.len().min(layer.inbound.len() - layer.inbound_pos);
                 buf[..n].copy_from_slice(&layer.inbound[layer.inbound_pos..layer.inbound_pos + n]);
@@ -490,7 +490,9 @@ impl Leg {
         if !self.flush_tls()? {
             return Err(would_block());
         }
-        let layer = self.ws.as_mut().expect("a WebSocket leg");
+        let Some(layer) = self.ws.as_mut() else {
+            return transport_write(self.fd.as_fd(), self.tls.as_mut(), data);
+        };
         if layer.pending_upgrade.is_some() {
             return Err(would_block()); // No data before the server's 101 (RFC 6455 §4.1).
         }

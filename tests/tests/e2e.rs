@@ -15,13 +15,11 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use sallyport_tests::{
-    connect, dmz_config, echo_round_trip, free_port, internal_config, Auth, EchoServer, Gateway,
-    Relay, Tunnel, STATE_TIMEOUT,
+    bulk_echo, connect, dmz_config, echo_round_trip, free_port, internal_config, Auth, EchoServer,
+    Gateway, Relay, Tunnel, STATE_TIMEOUT,
 };
-use sha2::{Digest, Sha256};
 
 const BULK_BYTES: usize = 64 << 20;
-const CHUNK: usize = 1 << 20;
 
 fn localhost0() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -48,59 +46,9 @@ fn assert_echo(t: &Tunnel, payload: &[u8]) {
 /// 64 MiB of random bytes each way through DMZ + internal, compared by sha256.
 fn bulk(relay: Relay) {
     let t = Tunnel::start(relay, "2s", 4);
-    let stream = connect(t.public);
-    let mut writer = stream.try_clone().expect("clone stream");
-    let send = thread::spawn(move || -> io::Result<Vec<u8>> {
-        let mut rng = StdRng::seed_from_u64(0x5a11_9021);
-        let mut hash = Sha256::new();
-        let mut chunk = vec![0u8; CHUNK];
-        for _ in 0..BULK_BYTES / CHUNK {
-            rng.fill_bytes(&mut chunk);
-            hash.update(&chunk);
-            writer.write_all(&chunk)?;
-        }
-        writer.shutdown(Shutdown::Write)?;
-        Ok(hash.finalize().to_vec())
-    });
-    let mut reader = stream;
-    let mut hash = Sha256::new();
-    let mut received = 0usize;
-    let mut buf = vec![0u8; CHUNK];
-    let read_result = loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break Ok(()),
-            Ok(n) => {
-                hash.update(&buf[..n]);
-                received += n;
-            }
-            Err(e) => break Err(e),
-        }
-    };
-    let sent = send.join().expect("writer thread panicked");
-    let sent = match sent {
-        Ok(h) => h,
-        Err(e) => panic!(
-            "{relay:?}: writing {BULK_BYTES} bytes failed: {e}\n{}",
-            t.logs()
-        ),
-    };
-    if let Err(e) = read_result {
-        panic!(
-            "{relay:?}: read failed after {received} of {BULK_BYTES} bytes: {e}\n{}",
-            t.logs()
-        );
+    if let Err(e) = bulk_echo(t.public, BULK_BYTES, 0x5a11_9021) {
+        panic!("{relay:?}: {e}\n{}", t.logs());
     }
-    assert_eq!(
-        received,
-        BULK_BYTES,
-        "{relay:?}: wrong byte count back\n{}",
-        t.logs()
-    );
-    assert!(
-        hash.finalize().to_vec() == sent,
-        "{relay:?}: sha256 of the echoed stream differs from what was sent\n{}",
-        t.logs()
-    );
     // The bytes went through the relay, not around it: the DMZ counted them both ways.
     let want = BULK_BYTES as u64;
     t.dmz
