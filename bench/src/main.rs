@@ -10,7 +10,8 @@
 //! speaks WebSocket to, and the virtual private connection (TCP over WebSocket between two
 //! gateways).
 //!
-//! `bulk --tls` and `rr --tls` compare plain direct, a bare rustls connection (`tls-direct`) and
+//! `bulk --tls` and `rr --tls` compare plain direct, a bare rustls connection (`tls-direct`),
+//! sallyport with a mutual-TLS reverse leg behind a plain public listener (`mtls`) and
 //! sallyport with a `tls://` public listener and a mutual-TLS reverse leg.
 //!
 //! Output: a table on stdout, progress on stderr, and optionally `--json`, `--hdr` and `--plot`.
@@ -96,9 +97,9 @@ struct GatewayArgs {
 /// Which paths to compare.
 #[derive(Debug, clap::Args)]
 struct PathArgs {
-    /// Comma-separated paths: direct, tls-direct (with --tls), sallyport, ws (bulk, rr), vpc,
-    /// haproxy, socat, rathole [default: direct, sallyport and every peer found on PATH; with
-    /// --tls: direct, tls-direct, sallyport].
+    /// Comma-separated paths: direct, tls-direct and mtls (with --tls), sallyport, ws (bulk, rr),
+    /// vpc, haproxy, socat, rathole [default: direct, sallyport and every peer found on PATH; with
+    /// --tls: direct, tls-direct, mtls, sallyport].
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     paths: Option<Vec<PathKind>>,
     /// Prepared connections kept parked by the internal gateway [default: 16; cps: 64].
@@ -122,8 +123,9 @@ struct BulkArgs {
     /// Bytes per write call [default: 256 KiB; 64 KiB with --target].
     #[arg(long, value_parser = parse_positive)]
     write_size: Option<usize>,
-    /// TLS: sallyport with a tls:// public listener and a mutual-TLS reverse leg, the load
-    /// speaking TLS to it, beside plain direct and a bare rustls connection (tls-direct).
+    /// TLS: sallyport with a mutual-TLS reverse leg, behind a plain (mtls) and a tls:// public
+    /// listener (sallyport, the load speaking TLS to it), beside plain direct and a bare rustls
+    /// connection (tls-direct).
     #[arg(long, conflicts_with = "target")]
     tls: bool,
     /// Give up on a run after this many seconds.
@@ -154,8 +156,9 @@ struct RrArgs {
     /// closed loop when absent.
     #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
-    /// TLS: sallyport with a tls:// public listener and a mutual-TLS reverse leg, the load
-    /// speaking TLS to it, beside plain direct and a bare rustls connection (tls-direct).
+    /// TLS: sallyport with a mutual-TLS reverse leg, behind a plain (mtls) and a tls:// public
+    /// listener (sallyport, the load speaking TLS to it), beside plain direct and a bare rustls
+    /// connection (tls-direct).
     #[arg(long, conflicts_with = "target")]
     tls: bool,
     /// Give up on a run after this many seconds.
@@ -286,8 +289,8 @@ fn common(
         for note in notes {
             progress.note(&note);
         }
-        if paths.contains(&PathKind::TlsDirect) {
-            bail!("path tls-direct needs --tls (bulk and rr only)");
+        if let Some(p) = paths.iter().find(|p| p.needs_tls_setup()) {
+            bail!("path {p} needs --tls (bulk and rr only)");
         }
         paths
     };

@@ -73,9 +73,9 @@ pub fn resolve_tls_paths(requested: Option<&[PathKind]>) -> Result<Vec<PathKind>
     let wanted = requested.map_or_else(PathKind::tls_defaults, <[PathKind]>::to_vec);
     let mut paths = Vec::new();
     for p in wanted {
-        if p != PathKind::Direct && !p.speaks_tls() {
+        if p != PathKind::Direct && !p.speaks_tls() && !p.needs_tls_setup() {
             bail!(
-                "--tls compares direct, tls-direct and sallyport; {p} is measured without TLS only"
+                "--tls compares direct, tls-direct, mtls and sallyport; {p} is measured without TLS only"
             );
         }
         if !paths.contains(&p) {
@@ -273,14 +273,15 @@ fn header(
         let names: Vec<&str> = paths.iter().map(|p| p.name()).collect();
         if gw.tls.is_some() {
             s.push_str(&format!(
-                "paths: {} (each measured right after a direct run and, for sallyport, a rustls direct \
-                 run; \"x direct\" and \"x rustls\" compare with them)\n",
+                "paths: {} (each measured right after a direct run and, for mtls and sallyport, a \
+                 rustls direct run; \"x direct\" and \"x rustls\" compare with them)\n",
                 names.join(", ")
             ));
             s.push_str(
                 "TLS: the load speaks TLS (rustls, aws-lc-rs, default versions and suites) to rustls direct \
                  (a rustls echo server in this process) and to sallyport (tls:// public listener, mutual-TLS \
-                 reverse leg, certificates from `sallyport certs`); direct is plain TCP\n",
+                 reverse leg, certificates from `sallyport certs`); plain TCP to direct and to mtls \
+                 (plain public listener, the same mutual-TLS reverse leg: TLS where the firewall is crossed)\n",
             );
         } else {
             s.push_str(&format!(

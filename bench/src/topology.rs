@@ -53,6 +53,7 @@ pub enum PathKind {
     #[serde(rename = "tls-direct")]
     TlsDirect,
     Sallyport,
+    Mtls,
     Ws,
     Vpc,
     Haproxy,
@@ -63,10 +64,11 @@ pub enum PathKind {
 impl PathKind {
     /// Every path, in the order they are run by default (`tls-direct` only with `--tls`; `ws`
     /// and `vpc` only when asked for).
-    pub const ALL: [PathKind; 8] = [
+    pub const ALL: [PathKind; 9] = [
         PathKind::Direct,
         PathKind::TlsDirect,
         PathKind::Sallyport,
+        PathKind::Mtls,
         PathKind::Ws,
         PathKind::Vpc,
         PathKind::Haproxy,
@@ -80,6 +82,7 @@ impl PathKind {
             PathKind::Direct => "direct",
             PathKind::TlsDirect => "tls-direct",
             PathKind::Sallyport => "sallyport",
+            PathKind::Mtls => "mtls",
             PathKind::Ws => "ws",
             PathKind::Vpc => "vpc",
             PathKind::Haproxy => "haproxy",
@@ -116,14 +119,24 @@ impl PathKind {
             PathKind::Direct
             | PathKind::TlsDirect
             | PathKind::Sallyport
+            | PathKind::Mtls
             | PathKind::Ws
             | PathKind::Vpc => None,
         }
     }
 
-    /// Whether the path runs `sallyport` processes (sallyport, ws, vpc).
+    /// Whether the path runs `sallyport` processes (sallyport, mtls, ws, vpc).
     pub fn runs_sallyport(self) -> bool {
-        matches!(self, PathKind::Sallyport | PathKind::Ws | PathKind::Vpc)
+        matches!(
+            self,
+            PathKind::Sallyport | PathKind::Mtls | PathKind::Ws | PathKind::Vpc
+        )
+    }
+
+    /// Whether the path belongs to `--tls` only: tls-direct and mtls (sallyport with a plain
+    /// public listener and a mutual-TLS reverse leg; the load speaks plain TCP to it).
+    pub fn needs_tls_setup(self) -> bool {
+        matches!(self, PathKind::TlsDirect | PathKind::Mtls)
     }
 
     /// Gateway processes on the path: 0 (direct), 1 (haproxy, socat) or 2 (sallyport, ws, vpc,
@@ -132,7 +145,11 @@ impl PathKind {
         match self {
             PathKind::Direct | PathKind::TlsDirect => 0,
             PathKind::Haproxy | PathKind::Socat => 1,
-            PathKind::Sallyport | PathKind::Ws | PathKind::Vpc | PathKind::Rathole => 2,
+            PathKind::Sallyport
+            | PathKind::Mtls
+            | PathKind::Ws
+            | PathKind::Vpc
+            | PathKind::Rathole => 2,
         }
     }
 
@@ -148,9 +165,10 @@ impl PathKind {
     }
 
     /// Whether the path is in the default list (when found): direct, sallyport and the peers.
-    /// `tls-direct` belongs to `--tls`; `ws` and `vpc` are other transports, run on request.
+    /// `tls-direct` and `mtls` belong to `--tls`; `ws` and `vpc` are other transports, run on
+    /// request.
     pub fn is_default(self) -> bool {
-        !matches!(self, PathKind::TlsDirect | PathKind::Ws | PathKind::Vpc)
+        !self.needs_tls_setup() && !matches!(self, PathKind::Ws | PathKind::Vpc)
     }
 
     /// The default path list: direct, sallyport, and every peer found on `$PATH`.
@@ -161,9 +179,15 @@ impl PathKind {
             .collect()
     }
 
-    /// The default path list with `--tls`: direct (plain), tls-direct, sallyport (TLS).
+    /// The default path list with `--tls`: direct (plain), tls-direct, mtls (TLS on the reverse
+    /// leg only), sallyport (TLS on both legs).
     pub fn tls_defaults() -> Vec<PathKind> {
-        vec![PathKind::Direct, PathKind::TlsDirect, PathKind::Sallyport]
+        vec![
+            PathKind::Direct,
+            PathKind::TlsDirect,
+            PathKind::Mtls,
+            PathKind::Sallyport,
+        ]
     }
 }
 
@@ -232,8 +256,28 @@ impl GatewayOptions {
     /// The DMZ config: reverse endpoint and public listener on loopback port 0; with TLS,
     /// `[reverse] tls = { cert, key, client_ca }` and a `tls://` listener with `tls = { cert, key }`.
     pub fn dmz_config(&self) -> String {
+        self.dmz_config_with(true)
+    }
+
+    /// The DMZ config of the `mtls` path: as [`GatewayOptions::dmz_config`], but the public
+    /// listener stays plain `tcp://`; only the reverse leg is mutual TLS.
+    pub fn dmz_mtls_config(&self) -> String {
+        self.dmz_config_with(false)
+    }
+
+    fn dmz_config_with(&self, public_tls: bool) -> String {
         let (reverse_tls, scheme, service_tls) = match &self.tls {
             None => (String::new(), "tcp", String::new()),
+            Some(t) if !public_tls => (
+                format!(
+                    "tls = {{ cert = {}, key = {}, client_ca = {} }}\n",
+                    path_string(&t.files.dmz_cert),
+                    path_string(&t.files.dmz_key),
+                    path_string(&t.files.ca)
+                ),
+                "tcp",
+                String::new(),
+            ),
             Some(t) => {
                 let f = &t.files;
                 let (cert, key) = (path_string(&f.dmz_cert), path_string(&f.dmz_key));
@@ -526,6 +570,7 @@ impl Running {
             PathKind::Direct => Ok((echo, Vec::new(), None)),
             PathKind::TlsDirect => unreachable!("started above"),
             PathKind::Sallyport => start_sallyport(echo, options, &scratch),
+            PathKind::Mtls => start_sallyport_mtls(echo, options, &scratch),
             PathKind::Ws => start_sallyport_ws(echo, options, &scratch),
             PathKind::Vpc => start_vpc(echo, options, &scratch),
             PathKind::Haproxy => start_haproxy(echo, &scratch),
@@ -599,7 +644,29 @@ fn start_sallyport(
     options: &GatewayOptions,
     scratch: &Scratch,
 ) -> Result<Started> {
-    let mut pair = SallyportPair::start(options, scratch, "", echo, options.prepared)?;
+    start_pair(echo, options, &options.dmz_config(), scratch)
+}
+
+fn start_sallyport_mtls(
+    echo: SocketAddr,
+    options: &GatewayOptions,
+    scratch: &Scratch,
+) -> Result<Started> {
+    if options.tls.is_none() {
+        bail!("path mtls needs --tls");
+    }
+    start_pair(echo, options, &options.dmz_mtls_config(), scratch)
+}
+
+/// Starts a DMZ running `dmz_config` and the internal gateway, and waits for the full pool.
+fn start_pair(
+    echo: SocketAddr,
+    options: &GatewayOptions,
+    dmz_config: &str,
+    scratch: &Scratch,
+) -> Result<Started> {
+    let mut pair =
+        SallyportPair::start_with(options, dmz_config, scratch, "", echo, options.prepared)?;
     pair.wait_filled(Instant::now() + READY_LIMIT)?;
     Ok((
         pair.public,
@@ -616,20 +683,7 @@ fn start_sallyport_ws(
     if options.tls.is_some() {
         bail!("path ws is measured without TLS only");
     }
-    let mut pair = SallyportPair::start_with(
-        options,
-        &options.dmz_ws_config(),
-        scratch,
-        "",
-        echo,
-        options.prepared,
-    )?;
-    pair.wait_filled(Instant::now() + READY_LIMIT)?;
-    Ok((
-        pair.public,
-        vec![pair.dmz.proc, pair.internal.proc],
-        Some(pair.dmz.admin),
-    ))
+    start_pair(echo, options, &options.dmz_ws_config(), scratch)
 }
 
 /// Gateway B first (its WebSocket port comes from its `listening service` line), then gateway A

@@ -183,19 +183,35 @@ fn transport_read(
             len: 0,
         })
     });
+    let mut filled = 0;
     loop {
-        match tls.reader().read(buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        match tls.reader().read(&mut buf[filled..]) {
+            // rustls returns one record's plaintext per call: fill `buf` from what is already
+            // decrypted or read ahead, so the relay writes 64 KiB at once, not 16 KiB.
+            Ok(n) if n > 0 && filled + n < buf.len() => {
+                filled += n;
+                continue;
+            }
+            Ok(n) => return Ok(filled + n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if filled > 0 && input.pos == input.len {
+                    return Ok(filled);
+                }
+            }
             // The peer closed TCP without close_notify: the end of what it sent.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
+            // Deliver what was decrypted first; the error comes back on the next call.
+            Err(_) if filled > 0 => return Ok(filled),
             Err(e) => return Err(e),
         }
         // Records already inside the session but not yet processed (read by the control
         // thread before the hand-off) come first: no socket event would announce them.
+        // rustls keeps a failed session failed, so an error here reaches the caller once the
+        // plaintext before it has been delivered.
         match tls.process_new_packets() {
             Ok(state) if state.plaintext_bytes_to_read() > 0 => continue,
             Ok(_) => {}
+            Err(_) if filled > 0 => return Ok(filled),
             Err(e) => {
                 let _ = flush(tls, fd);
                 return Err(tls_error(e));
@@ -211,6 +227,9 @@ fn transport_read(
             Ok(n) => {
                 input.pos += n;
                 if let Err(e) = tls.process_new_packets() {
+                    if filled > 0 {
+                        return Ok(filled);
+                    }
                     // Send the alert rustls queued, then fail.
                     let _ = flush(tls, fd);
                     return Err(tls_error(e));
