@@ -361,6 +361,11 @@ fn client_protocol(path: PathKind, tls: bool) -> &'static str {
     }
 }
 
+/// Whether the reverse leg was mutual TLS on `path` in a `--tls` run (mtls and sallyport).
+fn reverse_leg_tls(path: PathKind) -> bool {
+    matches!(path, PathKind::Mtls | PathKind::Sallyport)
+}
+
 fn path_names(paths: &[PathKind]) -> Vec<&'static str> {
     paths.iter().map(|p| p.name()).collect()
 }
@@ -511,6 +516,7 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
         });
         if tls {
             result["tls"] = json!(row.path.speaks_tls());
+            result["reverse_leg_tls"] = json!(reverse_leg_tls(row.path));
             result["rustls"] = json!(row.rustls.as_ref().map(|r| &r.result));
             result["x_rustls"] = json!(x_rustls);
         }
@@ -670,6 +676,7 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
         });
         if tls {
             result["tls"] = json!(row.path.speaks_tls());
+            result["reverse_leg_tls"] = json!(reverse_leg_tls(row.path));
             result["rustls"] = json!(t);
             result["x_rustls"] = json!(x_rustls.map(|[p50, p99, p999]| json!({
                 "p50": p50,

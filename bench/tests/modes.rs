@@ -192,11 +192,20 @@ fn bulk_tls_beside_rustls_and_direct() {
         .iter()
         .map(|r| r["path"].as_str().expect("path"))
         .collect();
-    assert_eq!(paths, ["direct", "tls-direct", "sallyport"]);
+    assert_eq!(paths, ["direct", "tls-direct", "mtls", "sallyport"]);
     let tls_direct = &results[1];
     assert_eq!(tls_direct["bytes"], 1_048_576);
     assert!(tls_direct["gateways"]["rustls-echo"]["cpu_seconds"].is_number());
-    let s = &results[2];
+    // mtls: the load is plain, only the reverse leg is TLS; it still carries the rustls ratio.
+    let m = &results[2];
+    assert_eq!(m["tls"], false);
+    assert_eq!(m["reverse_leg_tls"], true);
+    assert_eq!(m["bytes"], 1_048_576);
+    assert_eq!(m["rustls"]["bytes"], 1_048_576);
+    assert!(m["x_rustls"].is_number());
+    let mtls_row = row(&text, "mtls");
+    assert!(mtls_row.ends_with("yes"), "{mtls_row}");
+    let s = &results[3];
     assert_eq!(s["tls"], true);
     assert_eq!(s["bytes"], 1_048_576);
     assert_eq!(s["rustls"]["bytes"], 1_048_576);
@@ -230,12 +239,14 @@ fn rr_tls_beside_rustls_and_direct() {
     assert_eq!(row(&text, "rustls").split_whitespace().nth(2), Some("50"));
     let doc = read_json(&json);
     assert_eq!(doc["config"]["tls"], true);
-    let s = &doc["results"][2];
+    let s = &doc["results"][3];
     assert_eq!(s["path"], "sallyport");
     assert_eq!(s["latency"]["requests"], 50);
     assert_eq!(s["rustls"]["requests"], 50);
     assert!(s["x_rustls"]["p99"].is_number());
-    for path in ["direct", "tls-direct", "sallyport"] {
+    assert_eq!(doc["results"][2]["path"], "mtls");
+    assert_eq!(doc["results"][2]["latency"]["requests"], 50);
+    for path in ["direct", "tls-direct", "mtls", "sallyport"] {
         let file = scratch(&format!("rr-tls-{path}.hdr"));
         let text = std::fs::read_to_string(&file).expect("hdr file per path");
         let _ = std::fs::remove_file(&file);
@@ -247,9 +258,11 @@ fn rr_tls_beside_rustls_and_direct() {
 fn tls_paths_are_checked() {
     sallyport();
     let run = |args: &[&str]| Command::new(BIN).args(args).output().expect("run");
-    let out = run(&["bulk", "--paths", "direct,tls-direct", "--bytes", "1024"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --tls"));
+    for paths in ["direct,tls-direct", "direct,mtls"] {
+        let out = run(&["bulk", "--paths", paths, "--bytes", "1024"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("needs --tls"));
+    }
     let out = run(&["rr", "--tls", "--paths", "direct,socat", "--requests", "5"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("without TLS"));

@@ -233,3 +233,76 @@ fn reverse_leg_reaches_a_tls_back_end() {
     dmz.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"hello tls!!");
 }
+
+/// rustls hands out one record's plaintext per read; the leg gives the relay every record that
+/// has arrived in one call, so the plain side is written in large sends, not 16 KiB ones.
+#[test]
+fn a_tls_leg_returns_every_record_at_hand_in_one_read() {
+    use sallyport_dataplane::leg::Leg;
+    use std::os::fd::OwnedFd;
+
+    let pki = pki();
+    let client_config = client_config(&pki);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let payload: Vec<u8> = (0..48 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let sent = payload.clone();
+    let (written_tx, written_rx) = mpsc::channel();
+    let (close_tx, close_rx) = mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        let conn = rustls::ClientConnection::new(
+            client_config,
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+        // Three full records, all on the wire before the leg reads.
+        tls.write_all(&sent).unwrap();
+        tls.flush().unwrap();
+        written_tx.send(()).unwrap();
+        close_rx.recv().unwrap();
+        tls.conn.send_close_notify();
+        tls.flush().unwrap();
+    });
+    let (sock, _) = listener.accept().unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let conn = rustls::ServerConnection::new(server_config(&pki)).unwrap();
+    let mut leg = Leg::tls(
+        OwnedFd::from(sock),
+        Box::new(rustls::Connection::Server(conn)),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !leg.handshake().unwrap() {
+        assert!(Instant::now() < deadline, "handshake did not finish");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    written_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = loop {
+        match leg.read(&mut buf) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "no plaintext arrived");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    };
+    assert_eq!(n, payload.len(), "one read returns all three records");
+    assert!(buf[..n] == payload[..]);
+    let e = leg.read(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock);
+    // close_notify is the end of the stream.
+    close_tx.send(()).unwrap();
+    client.join().unwrap();
+    let end = loop {
+        match leg.read(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "no end of stream");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other => break other.unwrap(),
+        }
+    };
+    assert_eq!(end, 0);
+}
