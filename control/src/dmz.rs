@@ -1,8 +1,8 @@
 //! The DMZ's reverse endpoint: the SOCKS5 server internal gateways dial into.
 //!
 //! Each connection is negotiated here on the control thread: the TLS handshake first when
-//! `[reverse] tls` is set (tokio-rustls; with `client_ca` a client certificate signed by that CA
-//! is required), then SOCKS5 (no-auth or RFC 1929 user/password, then BIND with DST.ADDR = the
+//! `[reverse] tls` is set (the data plane's TLS over tokio, [`crate::tls_stream`]; with
+//! `client_ca` a client certificate signed by that CA is required), then SOCKS5 (no-auth or RFC 1929 user/password, then BIND with DST.ADDR = the
 //! service's bind name), all within `handshake_timeout`. On success the first BIND reply carries
 //! the service's public address and the connection, now a *prepared connection*, is handed to
 //! a data-plane worker to be parked, with its TLS session; the worker sends the second reply
@@ -11,21 +11,21 @@
 //!
 //! This module does not relay bytes and does not keep parked connections.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sallyport_dataplane::tls::{Handshake, Read};
 use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
 use sallyport_dataplane::{Dataplane, OwnedConn};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 
 use crate::socks_io::{self, ReadError};
 use crate::stats::{ControlStats, HandshakeFailure};
+use crate::tls_stream;
 
 /// A public service as the reverse endpoint knows it.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ pub struct ReverseEndpoint {
     /// Longest the TLS handshake plus the SOCKS5 negotiation may take.
     pub handshake_timeout: Duration,
     /// TLS on the reverse endpoint (`[reverse] tls`).
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub dataplane: Arc<Dataplane>,
     pub stats: Arc<ControlStats>,
 }
@@ -96,7 +96,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, endpoint: &ReverseEndpoint)
     let deadline = Instant::now() + endpoint.handshake_timeout;
     let parked = match &endpoint.tls {
         None => handle_plain(stream, deadline, endpoint).await,
-        Some(acceptor) => handle_tls(acceptor, stream, deadline, endpoint).await,
+        Some(config) => handle_tls(config, stream, deadline, endpoint).await,
     };
     let (target, conn) = match parked {
         Ok(ok) => ok,
@@ -165,12 +165,18 @@ async fn handle_plain(
 }
 
 async fn handle_tls<'e>(
-    acceptor: &TlsAcceptor,
+    config: &Arc<rustls::ServerConfig>,
     stream: TcpStream,
     deadline: Instant,
     endpoint: &'e ReverseEndpoint,
 ) -> Result<Prepared<'e>, Failure> {
-    let mut tls = tokio::time::timeout_at(deadline, acceptor.accept(stream))
+    let handshake = Handshake::server(Arc::clone(config)).map_err(|e| {
+        fail(
+            HandshakeFailure::Tls,
+            format!("cannot start a TLS session: {}", crate::tls::reason(&e)),
+        )
+    })?;
+    let mut tls = tokio::time::timeout_at(deadline, tls_stream::handshake(stream, handshake))
         .await
         .map_err(|_| timed_out(endpoint, "TLS handshake"))?
         .map_err(|e| {
@@ -184,28 +190,30 @@ async fn handle_tls<'e>(
         .await
         .map_err(|_| timed_out(endpoint, "SOCKS5 BIND over TLS"))??;
     no_leftover(&leftover)?;
-    let (tcp, mut session) = tls.into_inner();
-    // Plaintext rustls decrypted but nobody read is part of the stream too; a prepared
-    // connection has none (records not yet decrypted stay in the session for the worker).
+    let (tcp, mut session) = tls.into_parts();
+    // Plaintext already decrypted but nobody read is part of the stream too; a prepared
+    // connection has none (records not yet opened stay in the session for the worker).
     let mut extra = [0u8; 64];
-    match session.reader().read(&mut extra) {
-        Ok(0) => {
+    match session.read(&mut extra) {
+        Ok(Read::End) => {
             return Err(fail(
                 HandshakeFailure::Closed,
                 "peer closed the TLS session right after BIND",
             ))
         }
-        Ok(n) => no_leftover(&extra[..n])?,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok(Read::Data(n)) => no_leftover(&extra[..n])?,
+        Ok(Read::NeedInput) => {}
         Err(e) => {
             return Err(fail(
                 HandshakeFailure::Closed,
-                format!("TLS session ended right after BIND: {e}"),
+                format!(
+                    "TLS session ended right after BIND: {}",
+                    crate::tls::reason(&e)
+                ),
             ))
         }
     }
-    let conn =
-        OwnedConn::new(into_std(tcp)?, leftover).with_tls(rustls::Connection::Server(session));
+    let conn = OwnedConn::new(into_std(tcp)?, leftover).with_tls(session);
     Ok((target, conn))
 }
 

@@ -309,7 +309,7 @@ impl Gateway {
                         connect_timeout: i.connect_timeout,
                         credentials: i.credentials.clone(),
                         tls: i.tls.as_ref().map(|t| ReverseTls {
-                            connector: tokio_rustls::TlsConnector::from(Arc::clone(&t.config)),
+                            config: Arc::clone(&t.config),
                             server_name: t.server_name.clone(),
                         }),
                         target_tls: i.target_tls.as_ref().map(target_tls),
@@ -351,10 +351,7 @@ impl Gateway {
         let endpoint = config.reverse.as_ref().map(|r| ReverseEndpoint {
             targets,
             handshake_timeout: r.handshake_timeout,
-            tls: r
-                .tls
-                .as_ref()
-                .map(|t| tokio_rustls::TlsAcceptor::from(Arc::clone(&t.config))),
+            tls: r.tls.as_ref().map(|t| Arc::clone(&t.config)),
             dataplane: Arc::clone(&dataplane),
             stats: Arc::clone(&control_stats),
         });

@@ -3,14 +3,14 @@
 //! back off 100 ms, 200 ms, 400 ms … up to `retry_max` while the DMZ cannot be reached.
 //!
 //! The control thread only dials: connect, TLS handshake when the service has `tls` (verifying
-//! the DMZ's certificate, presenting ours; tokio-rustls, so other dials go on meanwhile), SOCKS5
+//! the DMZ's certificate, presenting ours; the data plane's TLS driven under tokio, so other
+//! dials go on meanwhile), SOCKS5
 //! negotiation, BIND, first reply. Then the connection (with its TLS session) is handed to a
 //! data-plane worker, which parks it (a few dozen bytes, no task),
 //! waits for the DMZ's second BIND reply, connects to the back-end and relays. The worker
 //! reports what became of each leg ([`ReverseEvent`]); the pool keeper here counts and refills.
 //! This module listens on nothing. States: `LIFECYCLE.md`.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -18,16 +18,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
+use sallyport_dataplane::tls::{Handshake, Read};
 use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
 use sallyport_dataplane::{Dataplane, OwnedConn, ReverseEvent, ReverseOutcome, TargetTls};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tokio_rustls::TlsConnector;
 
 use crate::config::{Credentials, HostPort};
 use crate::socks_io::{self, ReadError};
 use crate::stats::{DialResult, InternalStats};
+use crate::tls_stream;
 
 /// First retry delay after a failed dial.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -88,7 +89,7 @@ pub struct ReverseService {
 
 /// The reverse leg's TLS client: verifies the DMZ as `server_name`, presents our certificate.
 pub struct ReverseTls {
-    pub connector: TlsConnector,
+    pub config: Arc<rustls::ClientConfig>,
     pub server_name: ServerName<'static>,
 }
 
@@ -366,9 +367,16 @@ async fn dial(service: &ReverseService) -> Result<OwnedConn, DialError> {
         let buf = negotiate_within(service, &mut stream).await?;
         return Ok(OwnedConn::new(into_std(stream)?, buf));
     };
+    let handshake =
+        Handshake::client(Arc::clone(&tls.config), tls.server_name.clone()).map_err(|e| {
+            tls_failed(format!(
+                "cannot start a TLS session: {}",
+                crate::tls::reason(&e)
+            ))
+        })?;
     let handshake = tokio::time::timeout(
         service.connect_timeout,
-        tls.connector.connect(tls.server_name.clone(), stream),
+        tls_stream::handshake(stream, handshake),
     );
     let mut stream = match handshake.await {
         Ok(Ok(s)) => s,
@@ -386,19 +394,17 @@ async fn dial(service: &ReverseService) -> Result<OwnedConn, DialError> {
         }
     };
     let mut buf = negotiate_within(service, &mut stream).await?;
-    let (tcp, mut session) = stream.into_inner();
-    // Plaintext rustls already decrypted (the second reply, if the DMZ paired this leg at once)
+    let (tcp, mut session) = stream.into_parts();
+    // Plaintext already decrypted (the second reply, if the DMZ paired this leg at once)
     // belongs after the first reply: move it into the hand-off's leftover bytes, where the
-    // worker looks first. Undecrypted records stay in the session.
+    // worker looks first. Records not yet opened stay in the session.
     let mut chunk = [0u8; 64];
-    loop {
-        match session.reader().read(&mut chunk) {
-            Ok(0) => break, // close_notify: the worker sees the end on its first read.
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => break, // WouldBlock: nothing more yet; anything else the worker sees too.
-        }
+    // End (close_notify): the worker sees it on its first read; NeedInput: nothing more yet;
+    // an error: the worker meets it too.
+    while let Ok(Read::Data(n)) = session.read(&mut chunk) {
+        buf.extend_from_slice(&chunk[..n]);
     }
-    Ok(OwnedConn::new(into_std(tcp)?, buf).with_tls(rustls::Connection::Client(session)))
+    Ok(OwnedConn::new(into_std(tcp)?, buf).with_tls(session))
 }
 
 /// `negotiate` within the service's `connect_timeout`.

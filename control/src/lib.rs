@@ -15,3 +15,4 @@ pub mod internal;
 pub mod socks_io;
 pub mod stats;
 pub mod tls;
+pub mod tls_stream;

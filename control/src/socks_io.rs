@@ -1,4 +1,4 @@
-//! Reads whole SOCKS5 messages from a tokio stream (plain TCP, or TLS through tokio-rustls) with
+//! Reads whole SOCKS5 messages from a tokio stream (plain TCP, or TLS through `tls_stream`) with
 //! the sans-IO parsers of `sallyport_dataplane::wire::socks5`, keeping whatever follows a message
 //! in the caller's buffer (wire rule 1). Shared by the DMZ's server side and the internal
 //! gateway's client side.

@@ -13,9 +13,10 @@
 //! - [`DevCa`], [`dev_certs`], [`write_dev_certs`]: a development CA with a DMZ server and an
 //!   internal client certificate.
 //!
-//! What it does not do: handshakes (tokio-rustls in `dmz`/`internal`, the data plane for public
-//! listeners and back-ends), reloading certificates, revocation lists. Key bytes are never
-//! formatted: `Debug` shows file paths only.
+//! What it does not do: handshakes (the data plane's `tls` module, driven by `tls_stream` in
+//! `dmz`/`internal` and by the workers for public listeners and back-ends), reloading
+//! certificates, revocation lists. Key bytes are never formatted: `Debug` shows file paths
+//! only.
 
 use std::fmt;
 use std::fs;
@@ -205,6 +206,8 @@ impl TlsServer {
             .with_single_cert(chain, private_key)
             .map_err(|e| identity_error(&e, cert, key))?;
         config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        // After the handshake the data plane's record layer takes the traffic keys.
+        config.enable_secret_extraction = true;
         if role == ServerRole::Reverse {
             config.send_tls13_tickets = 0;
             config.session_storage = Arc::new(NoServerSessionStorage {});
@@ -232,7 +235,7 @@ impl TlsClient {
             .with_safe_default_protocol_versions()
             .map_err(|e| load_error(TlsField::Ca, e.to_string()))?
             .with_root_certificates(roots);
-        let config = match identity {
+        let mut config = match identity {
             Some((cert, key)) => {
                 let chain = load_certs(cert, TlsField::Cert)?;
                 let private_key = load_key(key)?;
@@ -242,6 +245,8 @@ impl TlsClient {
             }
             None => builder.with_no_client_auth(),
         };
+        // After the handshake the data plane's record layer takes the traffic keys.
+        config.enable_secret_extraction = true;
         Ok(TlsClient {
             ca: ca.to_path_buf(),
             cert: identity.map(|(c, _)| c.to_path_buf()),
@@ -375,7 +380,7 @@ fn identity_error(e: &rustls::Error, cert: &Path, key: &Path) -> LoadError {
 // Failure reasons
 // ---------------------------------------------------------------------------------------------
 
-/// The rustls error inside an I/O error from tokio-rustls, if there is one.
+/// The rustls error inside an I/O error from a TLS stream, if there is one.
 pub fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
     e.get_ref()?.downcast_ref::<rustls::Error>()
 }

@@ -11,10 +11,10 @@ use std::net::TcpStream;
 pub struct OwnedConn {
     pub stream: TcpStream,
     /// Bytes read from `stream` past the last handshake message, in arrival order. For a TLS
-    /// connection these are decrypted bytes; undecrypted ones stay inside `tls`.
+    /// connection these are decrypted bytes; records not yet opened stay inside `tls`.
     pub leftover: Vec<u8>,
-    /// The TLS session on `stream`, handshake complete, when the connection speaks TLS.
-    pub tls: Option<Box<rustls::Connection>>,
+    /// The established TLS session on `stream`, when the connection speaks TLS.
+    pub tls: Option<Box<crate::tls::Session>>,
 }
 
 impl OwnedConn {
@@ -26,7 +26,7 @@ impl OwnedConn {
         }
     }
 
-    pub fn with_tls(mut self, tls: rustls::Connection) -> OwnedConn {
+    pub fn with_tls(mut self, tls: crate::tls::Session) -> OwnedConn {
         self.tls = Some(Box::new(tls));
         self
     }

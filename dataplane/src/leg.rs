@@ -1,11 +1,11 @@
-//! One side of a tunnel: a non-blocking socket and, for a TLS leg, the rustls session on it.
+//! One side of a tunnel: a non-blocking socket and, for a TLS leg, its TLS state.
 //!
 //! [`Leg`] gives the relay one set of operations whatever the leg is: read plaintext, write
-//! plaintext, flush, half-close, and drive a handshake. For a TLS leg, reading feeds socket
-//! bytes into rustls and returns what it decrypted (bytes that arrived with the handshake's last
-//! message come out first: wire rule 1); writing hands plaintext to rustls (bounded by its
-//! buffer limit) and writes the records it produced. Nothing here waits: `WouldBlock` means
-//! "poll and call again".
+//! plaintext, flush, half-close, and drive a handshake. A TLS leg first runs a [`Handshake`]
+//! (rustls) and then an established [`Session`] (our record layer, pooled buffers): reading
+//! returns plaintext that arrived with the handshake first (wire rule 1), then every record at
+//! hand; writing seals plaintext into records and writes them in one `send`. Nothing here
+//! waits: `WouldBlock` means "poll and call again".
 //!
 //! A WebSocket leg adds RFC 6455 framing on top (of plain or TLS): `read` returns message
 //! payload (pings are answered, a Close frame is the end of the stream), `write` sends binary
@@ -13,56 +13,25 @@
 //! each way without losing queued bytes. A client leg sends its upgrade request first and holds
 //! writes until the server's 101 has come back.
 //!
-//! This is the seam kernel TLS would replace: with a kTLS socket the leg is plain again and the
-//! relay may splice it. This kernel has no `tls` ULP, so every TLS byte goes through rustls.
+//! This is the seam kernel TLS would replace: a session is traffic keys and sequence numbers,
+//! what the kernel takes; with a kTLS socket the leg is plain again and the relay may splice
+//! it. This kernel has no `tls` ULP, so every TLS byte goes through the record layer.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use crate::sys;
+use crate::tls::{Handshake, Read, Session};
 use crate::wire::{http, ws};
 
 /// Largest payload per WebSocket frame this side sends.
 const WS_MAX_FRAME: usize = 64 << 10;
-/// Socket bytes read at once for a TLS leg. rustls takes at most 4 KiB per `read_tls`; feeding
-/// it from this buffer instead of the socket makes one syscall per 64 KiB, not per 4 KiB.
-const TLS_READ_CHUNK: usize = 64 << 10;
-
-/// Ciphertext read from the socket and not yet given to rustls.
-struct TlsInput {
-    buf: Box<[u8]>,
-    pos: usize,
-    len: usize,
-}
-
 /// Bytes read from the transport per WebSocket read.
 const WS_READ_CHUNK: usize = 16 << 10;
 
-/// Most plaintext and TLS bytes rustls may hold per session before `write` stops accepting.
-pub const TLS_BUFFER_LIMIT: usize = 64 << 10;
-
-/// `Read`/`Write` over a borrowed non-blocking socket, for rustls's `read_tls`/`write_tls`.
-struct FdIo<'a>(BorrowedFd<'a>);
-
-impl Read for FdIo<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        sys::read(self.0, buf)
-    }
-}
-
-impl Write for FdIo<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        sys::send(self.0, buf)
-    }
-    // rustls hands every queued record at once: one sendmsg instead of one send per record.
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        sys::send_vectored(self.0, bufs)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+/// Bytes of a handshake flight read per `read(2)`.
+const HANDSHAKE_READ_CHUNK: usize = 16 << 10;
 
 fn would_block() -> io::Error {
     io::Error::from(io::ErrorKind::WouldBlock)
@@ -72,17 +41,130 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// Writes the records `tls` holds to `fd`: Ok(true) when none are left.
-fn flush(tls: &mut rustls::Connection, fd: BorrowedFd<'_>) -> io::Result<bool> {
-    while tls.wants_write() {
-        match tls.write_tls(&mut FdIo(fd)) {
+/// A TLS leg: handshaking, then established (exactly one of the two is set; neither once a
+/// handshake failed).
+struct Tls {
+    handshake: Option<Box<Handshake>>,
+    session: Option<Box<Session>>,
+    /// Plaintext written before the handshake was over (at most `EARLY_WRITE_LIMIT`), sealed
+    /// as soon as it is.
+    queued: Vec<u8>,
+}
+
+/// Plaintext a TLS leg takes before its handshake is over.
+const EARLY_WRITE_LIMIT: usize = 64 << 10;
+
+impl Tls {
+    fn wants_write(&self) -> bool {
+        self.handshake
+            .as_ref()
+            .is_some_and(|h| !h.outgoing().is_empty())
+            || self.session.as_ref().is_some_and(|s| s.wants_write())
+    }
+
+    fn failed() -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, "the TLS handshake failed")
+    }
+
+    /// Runs the handshake on what the socket has: Ok(true) once the session is established,
+    /// Ok(false) when waiting for the peer (or for room to send).
+    fn drive(&mut self, fd: BorrowedFd<'_>) -> io::Result<bool> {
+        loop {
+            if self.handshake.is_none() {
+                return match self.session {
+                    Some(_) => Ok(true),
+                    None => Err(Tls::failed()),
+                };
+            }
+            // The handshake's flight goes out before it waits for the peer's.
+            if !flush(self, fd)? {
+                return Ok(false);
+            }
+            let Some(handshake) = self.handshake.as_mut() else {
+                return Err(Tls::failed());
+            };
+            match handshake.advance() {
+                Ok(true) => {
+                    let Some(handshake) = self.handshake.take() else {
+                        return Err(Tls::failed());
+                    };
+                    let mut session = handshake.finish().map_err(tls_error)?;
+                    let queued = std::mem::take(&mut self.queued);
+                    session.write_all(&queued).map_err(tls_error)?;
+                    self.session = Some(Box::new(session));
+                    // The handshake's tail and the queued records: what the socket does not
+                    // take now goes with the relay's next flush.
+                    flush(self, fd)?;
+                    return Ok(true);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let _ = flush(self, fd); // The alert, if the socket takes it.
+                    self.handshake = None;
+                    return Err(tls_error(e));
+                }
+            }
+            if !handshake.outgoing().is_empty() {
+                continue;
+            }
+            let mut chunk = [0u8; HANDSHAKE_READ_CHUNK];
+            match sys::read(fd, &mut chunk) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => handshake.received(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Bytes waiting for the socket: a handshake's flight or an established session's records.
+trait Outgoing {
+    fn pending(&self) -> &[u8];
+    fn sent(&mut self, n: usize);
+}
+
+impl Outgoing for Handshake {
+    fn pending(&self) -> &[u8] {
+        self.outgoing()
+    }
+    fn sent(&mut self, n: usize) {
+        Handshake::sent(self, n);
+    }
+}
+
+impl Outgoing for Session {
+    fn pending(&self) -> &[u8] {
+        self.output()
+    }
+    fn sent(&mut self, n: usize) {
+        Session::sent(self, n);
+    }
+}
+
+/// Writes `out`'s pending bytes to `fd` (one `send` per call of the kernel's choosing): Ok(true)
+/// when nothing is left, Ok(false) when the socket is full.
+fn send_pending(out: &mut impl Outgoing, fd: BorrowedFd<'_>) -> io::Result<bool> {
+    while !out.pending().is_empty() {
+        match sys::send(fd, out.pending()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(_) => {}
+            Ok(n) => out.sent(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         }
     }
     Ok(true)
+}
+
+/// Writes what the TLS state has for the peer to `fd`: Ok(true) when nothing is left.
+fn flush(tls: &mut Tls, fd: BorrowedFd<'_>) -> io::Result<bool> {
+    if let Some(h) = tls.handshake.as_mut() {
+        return send_pending(h.as_mut(), fd);
+    }
+    match tls.session.as_mut() {
+        Some(s) => send_pending(s.as_mut(), fd),
+        None => Ok(true),
+    }
 }
 
 /// WebSocket state of a leg.
@@ -159,98 +241,51 @@ impl WsLayer {
 /// A tunnel leg.
 pub struct Leg {
     fd: OwnedFd,
-    tls: Option<Box<rustls::Connection>>,
-    /// TLS legs: socket bytes read ahead for rustls.
-    tls_input: Option<Box<TlsInput>>,
+    tls: Option<Tls>,
     ws: Option<Box<WsLayer>>,
-    /// close_notify queued (TLS half-close in progress).
-    closing: bool,
 }
 
-fn transport_read(
-    fd: BorrowedFd<'_>,
-    tls: Option<&mut Box<rustls::Connection>>,
-    input: &mut Option<Box<TlsInput>>,
-    buf: &mut [u8],
-) -> io::Result<usize> {
+fn transport_read(fd: BorrowedFd<'_>, tls: Option<&mut Tls>, buf: &mut [u8]) -> io::Result<usize> {
     let Some(tls) = tls else {
         return sys::read(fd, buf);
     };
-    let input = input.get_or_insert_with(|| {
-        Box::new(TlsInput {
-            buf: vec![0u8; TLS_READ_CHUNK].into_boxed_slice(),
-            pos: 0,
-            len: 0,
-        })
-    });
-    let mut filled = 0;
+    // Reading is what moves a handshake on (the peer's flight arrives as POLLIN).
+    if !tls.drive(fd)? {
+        return Err(would_block());
+    }
+    let Some(session) = tls.session.as_mut() else {
+        return Err(Tls::failed());
+    };
     loop {
-        match tls.reader().read(&mut buf[filled..]) {
-            // rustls returns one record's plaintext per call: fill `buf` from what is already
-            // decrypted or read ahead, so the relay writes 64 KiB at once, not 16 KiB.
-            Ok(n) if n > 0 && filled + n < buf.len() => {
-                filled += n;
-                continue;
-            }
-            Ok(n) => return Ok(filled + n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if filled > 0 && input.pos == input.len {
-                    return Ok(filled);
-                }
-            }
-            // The peer closed TCP without close_notify: the end of what it sent.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
-            // Deliver what was decrypted first; the error comes back on the next call.
-            Err(_) if filled > 0 => return Ok(filled),
-            Err(e) => return Err(e),
+        let read = session.read(buf);
+        // A key update answer sealed while reading goes out now (or with the next flush).
+        send_pending(session.as_mut(), fd)?;
+        match read.map_err(tls_error)? {
+            Read::Data(n) => return Ok(n),
+            Read::End => return Ok(0),
+            Read::NeedInput => {}
         }
-        // Records already inside the session but not yet processed (read by the control
-        // thread before the hand-off) come first: no socket event would announce them.
-        // rustls keeps a failed session failed, so an error here reaches the caller once the
-        // plaintext before it has been delivered.
-        match tls.process_new_packets() {
-            Ok(state) if state.plaintext_bytes_to_read() > 0 => continue,
-            Ok(_) => {}
-            Err(_) if filled > 0 => return Ok(filled),
-            Err(e) => {
-                let _ = flush(tls, fd);
-                return Err(tls_error(e));
-            }
-        }
-        if input.pos == input.len {
-            let n = sys::read(fd, &mut input.buf)?;
-            (input.pos, input.len) = (0, n);
-        }
-        let mut pending = &input.buf[input.pos..input.len];
-        match tls.read_tls(&mut pending) {
-            Ok(0) => {} // EOF: the reader reports it on the next turn.
-            Ok(n) => {
-                input.pos += n;
-                if let Err(e) = tls.process_new_packets() {
-                    if filled > 0 {
-                        return Ok(filled);
-                    }
-                    // Send the alert rustls queued, then fail.
-                    let _ = flush(tls, fd);
-                    return Err(tls_error(e));
-                }
-                // Post-handshake records (key updates, alerts) may want an answer.
-                flush(tls, fd)?;
-            }
-            Err(e) => return Err(e),
+        match sys::read(fd, session.input_space())? {
+            0 => session.transport_ended(),
+            n => session.received(n),
         }
     }
 }
 
-fn transport_write(
-    fd: BorrowedFd<'_>,
-    tls: Option<&mut Box<rustls::Connection>>,
-    data: &[u8],
-) -> io::Result<usize> {
+fn transport_write(fd: BorrowedFd<'_>, tls: Option<&mut Tls>, data: &[u8]) -> io::Result<usize> {
     let Some(tls) = tls else {
         return sys::send(fd, data);
     };
-    let accepted = tls.writer().write(data)?;
+    let accepted = match tls.session.as_mut() {
+        Some(session) => session.write(data).map_err(tls_error)?,
+        None if tls.handshake.is_some() => {
+            // Held until the handshake is over, like the first bytes of any TLS client.
+            let take = data.len().min(EARLY_WRITE_LIMIT - tls.queued.len());
+            tls.queued.extend_from_slice(&data[..take]);
+            take
+        }
+        None => return Err(Tls::failed()),
+    };
     flush(tls, fd)?;
     if accepted == 0 && !data.is_empty() {
         return Err(would_block());
@@ -263,28 +298,34 @@ impl Leg {
         Leg {
             fd,
             tls: None,
-            tls_input: None,
             ws: None,
-            closing: false,
         }
     }
 
-    pub fn tls(fd: OwnedFd, mut conn: Box<rustls::Connection>) -> Leg {
-        conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+    /// A TLS leg whose handshake runs here: driven by [`Leg::handshake`], or by the relay's
+    /// reads (plaintext written meanwhile waits, up to 64 KiB).
+    pub fn tls(fd: OwnedFd, handshake: Handshake) -> Leg {
         Leg {
             fd,
-            tls: Some(conn),
-            tls_input: None,
+            tls: Some(Tls {
+                handshake: Some(Box::new(handshake)),
+                session: None,
+                queued: Vec::new(),
+            }),
             ws: None,
-            closing: false,
         }
     }
 
-    /// A leg from a hand-off: TLS when a session came with it.
-    pub fn from_parts(fd: OwnedFd, tls: Option<Box<rustls::Connection>>) -> Leg {
-        match tls {
-            Some(conn) => Leg::tls(fd, conn),
-            None => Leg::plain(fd),
+    /// A leg from a hand-off: TLS when an established session came with it.
+    pub fn from_parts(fd: OwnedFd, session: Option<Box<Session>>) -> Leg {
+        Leg {
+            fd,
+            tls: session.map(|s| Tls {
+                handshake: None,
+                session: Some(s),
+                queued: Vec::new(),
+            }),
+            ws: None,
         }
     }
 
@@ -300,9 +341,41 @@ impl Leg {
         self.fd
     }
 
-    /// The socket and the TLS session, to hand the leg to another worker.
-    pub fn into_parts(self) -> (OwnedFd, Option<Box<rustls::Connection>>) {
-        (self.fd, self.tls)
+    /// The socket and the established TLS session, to hand the leg to another worker. A leg
+    /// still in its handshake is not handed on: the socket comes back shut down, so the peer
+    /// and the next owner both see a closed connection rather than plaintext.
+    pub fn into_parts(self) -> (OwnedFd, Option<Box<Session>>) {
+        match self.tls {
+            None => (self.fd, None),
+            Some(Tls {
+                session: Some(mut session),
+                ..
+            }) => {
+                session.release_idle_buffers();
+                (self.fd, Some(session))
+            }
+            Some(_) => {
+                let _ = sys::shutdown_both(self.fd.as_fd());
+                (self.fd, None)
+            }
+        }
+    }
+
+    /// Returns an established TLS session's buffers to the pool while it has nothing buffered
+    /// (a leg about to wait, e.g. parked).
+    pub fn release_idle_buffers(&mut self) {
+        if let Some(session) = self.tls.as_mut().and_then(|t| t.session.as_mut()) {
+            session.release_idle_buffers();
+        }
+    }
+
+    /// Plaintext or TLS records were received and are waiting inside the leg: no socket event
+    /// will announce them.
+    pub fn has_buffered_input(&self) -> bool {
+        self.tls
+            .as_ref()
+            .and_then(|t| t.session.as_ref())
+            .is_some_and(|s| s.has_buffered_input())
     }
 
     /// TLS records are waiting to be written to the socket.
@@ -425,12 +498,7 @@ impl Leg {
         let invalid = |e: ws::WsError| io::Error::new(io::ErrorKind::InvalidData, e);
         loop {
             let Some(layer) = self.ws.as_mut() else {
-                return transport_read(
-                    self.fd.as_fd(),
-                    self.tls.as_mut(),
-                    &mut self.tls_input,
-                    buf,
-                );
+                return transport_read(self.fd.as_fd(), self.tls.as_mut(), buf);
             };
             if layer.inbound_pos < layer.inbound.len() {
                 let n = buf.len().min(layer.inbound.len() - layer.inbound_pos);
@@ -446,12 +514,7 @@ impl Leg {
                 return Ok(0);
             }
             let mut chunk = [0u8; WS_READ_CHUNK];
-            let n = match transport_read(
-                self.fd.as_fd(),
-                self.tls.as_mut(),
-                &mut self.tls_input,
-                &mut chunk,
-            ) {
+            let n = match transport_read(self.fd.as_fd(), self.tls.as_mut(), &mut chunk) {
                 Ok(0) if layer.pending_upgrade.is_some() => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -549,9 +612,13 @@ impl Leg {
             }
         }
         if let Some(tls) = self.tls.as_mut() {
-            if !self.closing {
-                tls.send_close_notify();
-                self.closing = true;
+            // A leg still in its handshake has nothing to close_notify (its queued plaintext,
+            // if any, goes with the session first).
+            if tls.handshake.is_some() && !tls.drive(self.fd.as_fd())? {
+                return Ok(false);
+            }
+            if let Some(session) = tls.session.as_mut() {
+                session.close().map_err(tls_error)?;
             }
             if !flush(tls, self.fd.as_fd())? {
                 return Ok(false);
@@ -567,27 +634,9 @@ impl Leg {
     /// application bytes that came with it stay in the session for `read`); Ok(false) to wait
     /// for the socket. Plain legs are always complete.
     pub fn handshake(&mut self) -> io::Result<bool> {
-        loop {
-            if !self.flush_tls()? {
-                return Ok(false);
-            }
-            let Some(tls) = self.tls.as_mut() else {
-                return Ok(true);
-            };
-            if !tls.is_handshaking() {
-                return Ok(true);
-            }
-            match tls.read_tls(&mut FdIo(self.fd.as_fd())) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => {
-                    if let Err(e) = tls.process_new_packets() {
-                        let _ = flush(tls, self.fd.as_fd());
-                        return Err(tls_error(e));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            }
+        match self.tls.as_mut() {
+            Some(tls) => tls.drive(self.fd.as_fd()),
+            None => Ok(true),
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod leg;
 pub mod metrics;
 pub mod relay;
 pub mod sys;
+pub mod tls;
 pub mod wire;
 mod worker;
 

@@ -278,6 +278,11 @@ pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write)
 }
 
+/// Shuts down both directions of a socket.
+pub fn shutdown_both(fd: BorrowedFd<'_>) -> io::Result<()> {
+    socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both)
+}
+
 /// Makes the next close send RST instead of FIN: the peer sees "connection reset", never a
 /// clean end it could mistake for a complete answer.
 pub fn set_reset_on_close(fd: BorrowedFd<'_>) {

@@ -266,11 +266,8 @@ fn a_tls_leg_returns_every_record_at_hand_in_one_read() {
     });
     let (sock, _) = listener.accept().unwrap();
     sock.set_nonblocking(true).unwrap();
-    let conn = rustls::ServerConnection::new(server_config(&pki)).unwrap();
-    let mut leg = Leg::tls(
-        OwnedFd::from(sock),
-        Box::new(rustls::Connection::Server(conn)),
-    );
+    let handshake = sallyport_dataplane::tls::Handshake::server(server_config(&pki)).unwrap();
+    let mut leg = Leg::tls(OwnedFd::from(sock), handshake);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !leg.handshake().unwrap() {
         assert!(Instant::now() < deadline, "handshake did not finish");

@@ -122,10 +122,15 @@ fn target_leg(fd: OwnedFd, upstream: &Upstream) -> Leg {
     let mut leg = match &upstream.tls {
         None => Leg::plain(fd),
         Some(tls) => {
-            match rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone()) {
-                Ok(conn) => Leg::tls(fd, Box::new(conn.into())),
-                // Only fails on an invalid configuration; the tunnel then fails at once.
-                Err(_) => Leg::plain(fd),
+            match crate::tls::Handshake::client(Arc::clone(&tls.config), tls.server_name.clone()) {
+                Ok(handshake) => Leg::tls(fd, handshake),
+                // Only fails on an invalid configuration: the socket is shut down, so the
+                // tunnel fails at once instead of sending plaintext to a TLS back-end.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a TLS session with the back-end");
+                    let _ = sys::shutdown_both(fd.as_fd());
+                    Leg::plain(fd)
+                }
             }
         }
     };

@@ -70,9 +70,9 @@ impl Worker {
         let local = &self.services[first];
         let ws_timeout = local.ws.as_ref().map(|w| w.handshake_timeout);
         let (leg, stage, timeout) = match &local.tls {
-            Some(tls) => match rustls::ServerConnection::new(Arc::clone(&tls.config)) {
-                Ok(conn) => (
-                    Leg::tls(client, Box::new(conn.into())),
+            Some(tls) => match crate::tls::Handshake::server(Arc::clone(&tls.config)) {
+                Ok(handshake) => (
+                    Leg::tls(client, handshake),
                     HandshakeStage::Tls,
                     tls.handshake_timeout,
                 ),

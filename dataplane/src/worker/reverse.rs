@@ -58,7 +58,7 @@ impl Worker {
             Ok(Some(_)) | Err(_) => return self.on_second_reply(*leg),
         }
         let raw = leg.leg.fd().as_raw_fd();
-        let tls = leg.leg.is_tls();
+        let tls = leg.leg.has_buffered_input();
         let (index, gen) = self.slots.insert(Entry::Reverse(leg));
         let ud = user_data(TAG_REVERSE, gen, index);
         if tls {

@@ -1,0 +1,270 @@
+//! A TLS handshake without I/O, on rustls' unbuffered API: the caller appends the bytes it read
+//! with [`Handshake::received`], calls [`Handshake::advance`], and writes out
+//! [`Handshake::outgoing`]. Once it reports done, [`Handshake::finish`] turns the connection into
+//! an established [`Session`]: the traffic keys go to a [`RecordLayer`] (or, where a kernel has
+//! TLS, could go to the socket), and every byte that arrived past the handshake comes along:
+//! decrypted application data first (wire rule 1), then records not yet opened.
+//!
+//! Used by the control thread (reverse legs, under tokio) and by the workers (public `tls://`
+//! listeners, `tls://` back-ends, readiness-driven); the same code decides both.
+
+use std::sync::Arc;
+
+use rustls::client::UnbufferedClientConnection;
+use rustls::pki_types::ServerName;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::{ClientConfig, Error, ServerConfig};
+
+use super::record::{Kernel, RecordLayer};
+use super::Session;
+
+enum Side {
+    Client(UnbufferedClientConnection),
+    Server(UnbufferedServerConnection),
+}
+
+/// One TLS handshake in progress.
+pub struct Handshake {
+    side: Side,
+    /// Received bytes rustls has not consumed yet.
+    incoming: Vec<u8>,
+    /// Bytes to send, in order.
+    outgoing: Vec<u8>,
+    /// Application data that arrived before the handshake was over.
+    plaintext: Vec<u8>,
+    done: bool,
+    peer_closed: bool,
+}
+
+/// What one step of rustls' state machine asked for.
+enum Step {
+    Continue,
+    NeedInput,
+    Done,
+    PeerClosed,
+}
+
+impl Handshake {
+    /// The server side. The config must allow secret extraction; if it does not, a copy that
+    /// does is made for this handshake (build configs with `enable_secret_extraction = true`).
+    pub fn server(config: Arc<ServerConfig>) -> Result<Handshake, Error> {
+        let config = if config.enable_secret_extraction {
+            config
+        } else {
+            let mut copy = (*config).clone();
+            copy.enable_secret_extraction = true;
+            Arc::new(copy)
+        };
+        Ok(Handshake::new(Side::Server(
+            UnbufferedServerConnection::new(config)?,
+        )))
+    }
+
+    /// The client side, verifying the server as `name`. As for [`Handshake::server`], the
+    /// config should allow secret extraction.
+    pub fn client(
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> Result<Handshake, Error> {
+        let config = if config.enable_secret_extraction {
+            config
+        } else {
+            let mut copy = (*config).clone();
+            copy.enable_secret_extraction = true;
+            Arc::new(copy)
+        };
+        let mut handshake =
+            Handshake::new(Side::Client(UnbufferedClientConnection::new(config, name)?));
+        // The ClientHello is ready before anything is received.
+        handshake.advance()?;
+        Ok(handshake)
+    }
+
+    fn new(side: Side) -> Handshake {
+        Handshake {
+            side,
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+            plaintext: Vec::new(),
+            done: false,
+            peer_closed: false,
+        }
+    }
+
+    /// Appends bytes read from the peer.
+    pub fn received(&mut self, bytes: &[u8]) {
+        self.incoming.extend_from_slice(bytes);
+    }
+
+    /// Bytes to send now.
+    pub fn outgoing(&self) -> &[u8] {
+        &self.outgoing
+    }
+
+    /// `n` bytes of [`Handshake::outgoing`] were sent.
+    pub fn sent(&mut self, n: usize) {
+        self.outgoing.drain(..n.min(self.outgoing.len()));
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn is_handshaking(&self) -> bool {
+        match &self.side {
+            Side::Client(c) => c.is_handshaking(),
+            Side::Server(s) => s.is_handshaking(),
+        }
+    }
+
+    /// The protocol the peers agreed on with ALPN, if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match &self.side {
+            Side::Client(c) => c.alpn_protocol(),
+            Side::Server(s) => s.alpn_protocol(),
+        }
+    }
+
+    /// Runs rustls on what was received: Ok(true) once the handshake is complete (send
+    /// [`Handshake::outgoing`] still), Ok(false) when it needs more bytes from the peer. On an
+    /// error, the alert rustls wants the peer to see is in [`Handshake::outgoing`].
+    pub fn advance(&mut self) -> Result<bool, Error> {
+        while !self.done {
+            let (discard, step) = match &mut self.side {
+                Side::Client(c) => step(
+                    c.process_tls_records(&mut self.incoming),
+                    &mut self.outgoing,
+                    &mut self.plaintext,
+                ),
+                Side::Server(s) => step(
+                    s.process_tls_records(&mut self.incoming),
+                    &mut self.outgoing,
+                    &mut self.plaintext,
+                ),
+            };
+            self.incoming.drain(..discard);
+            match step {
+                Ok(Step::Continue) => {}
+                Ok(Step::NeedInput) => return Ok(false),
+                // A TLS 1.3 server may send data after its own Finished, before the client's:
+                // the handshake is over only when rustls says so.
+                Ok(Step::Done) if self.is_handshaking() => return Ok(false),
+                Ok(Step::Done) => self.done = true,
+                Ok(Step::PeerClosed) => self.peer_closed = true,
+                Err(e) => {
+                    self.queue_alerts();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// After a failure rustls still hands out the alert it queued: encode it for the peer.
+    fn queue_alerts(&mut self) {
+        for _ in 0..4 {
+            let (discard, step) = match &mut self.side {
+                Side::Client(c) => step(
+                    c.process_tls_records(&mut self.incoming),
+                    &mut self.outgoing,
+                    &mut self.plaintext,
+                ),
+                Side::Server(s) => step(
+                    s.process_tls_records(&mut self.incoming),
+                    &mut self.outgoing,
+                    &mut self.plaintext,
+                ),
+            };
+            self.incoming.drain(..discard);
+            if !matches!(step, Ok(Step::Continue)) {
+                return;
+            }
+        }
+    }
+
+    /// The established session: keys from rustls, and every byte that came past the handshake.
+    /// Call once [`Handshake::advance`] returned Ok(true).
+    pub fn finish(self) -> Result<Session, Error> {
+        if !self.done {
+            return Err(Error::HandshakeNotComplete);
+        }
+        let (secrets, kernel) = match self.side {
+            Side::Client(c) => {
+                let (s, k) = c.dangerous_into_kernel_connection()?;
+                (s, Kernel::Client(k))
+            }
+            Side::Server(s) => {
+                let (s, k) = s.dangerous_into_kernel_connection()?;
+                (s, Kernel::Server(k))
+            }
+        };
+        let records = RecordLayer::new(secrets, kernel)?;
+        Ok(Session::established(
+            records,
+            self.plaintext,
+            self.peer_closed,
+            &self.incoming,
+            self.outgoing,
+        ))
+    }
+}
+
+/// Handles one state rustls reported: encodes handshake records into `outgoing`, collects early
+/// application data into `plaintext`. Returns the bytes to discard from the input.
+fn step<Data>(
+    status: UnbufferedStatus<'_, '_, Data>,
+    outgoing: &mut Vec<u8>,
+    plaintext: &mut Vec<u8>,
+) -> (usize, Result<Step, Error>) {
+    let UnbufferedStatus { mut discard, state } = status;
+    let state = match state {
+        Ok(state) => state,
+        Err(e) => return (discard, Err(e)),
+    };
+    let step = match state {
+        ConnectionState::EncodeTlsData(mut encode) => {
+            let start = outgoing.len();
+            let mut room = 4096;
+            loop {
+                outgoing.resize(start + room, 0);
+                match encode.encode(&mut outgoing[start..]) {
+                    Ok(n) => {
+                        outgoing.truncate(start + n);
+                        break Ok(Step::Continue);
+                    }
+                    Err(EncodeError::InsufficientSize(need)) => room = need.required_size,
+                    Err(e) => {
+                        outgoing.truncate(start);
+                        break Err(Error::General(format!("TLS encoding failed: {e}")));
+                    }
+                }
+            }
+        }
+        // Everything encoded goes out, in order, before the caller waits for input again.
+        ConnectionState::TransmitTlsData(transmit) => {
+            transmit.done();
+            Ok(Step::Continue)
+        }
+        ConnectionState::BlockedHandshake => Ok(Step::NeedInput),
+        ConnectionState::WriteTraffic(_) => Ok(Step::Done),
+        ConnectionState::ReadTraffic(mut read) => loop {
+            match read.next_record() {
+                Some(Ok(record)) => {
+                    discard += record.discard;
+                    plaintext.extend_from_slice(record.payload);
+                }
+                Some(Err(e)) => break Err(e),
+                None => break Ok(Step::Continue),
+            }
+        },
+        // Servers here accept no 0-RTT data (rustls' default max_early_data_size is 0).
+        ConnectionState::ReadEarlyData(_) => {
+            Err(Error::General("unexpected TLS early data".into()))
+        }
+        ConnectionState::PeerClosed => Ok(Step::PeerClosed),
+        ConnectionState::Closed => Ok(Step::Done),
+        _ => Err(Error::General("unexpected TLS handshake state".into())),
+    };
+    (discard, step)
+}
