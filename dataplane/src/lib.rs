@@ -239,11 +239,12 @@ impl Dataplane {
         }
         let groups: Vec<Vec<usize>> = groups.into_iter().map(|(_, members)| members).collect();
         if config.services.iter().any(|s| s.tls.is_some()) {
-            // The seam for kTLS is `leg::Leg`; until it is filled, say what runs.
+            // The seam for kTLS is `tls::Session` (traffic keys and sequence numbers); until the
+            // hand-over to the kernel is written, say what runs.
             if sys::kernel_tls_available() {
-                tracing::info!("kernel TLS is available, but TLS legs are relayed through rustls in userspace (kTLS offload not implemented)");
+                tracing::info!("kernel TLS is available, but TLS records are sealed and opened in userspace (kTLS offload not implemented)");
             } else {
-                tracing::info!("no kernel TLS here (tcp_available_ulp lacks tls): TLS legs are relayed through rustls in userspace");
+                tracing::info!("no kernel TLS here (tcp_available_ulp lacks tls): TLS records are sealed and opened in userspace");
             }
         }
         let services = config.services.len();

@@ -14,6 +14,8 @@
 
 mod handshake;
 pub mod record;
+#[cfg(test)]
+mod tests;
 
 use std::cell::RefCell;
 use std::ops::Range;

@@ -180,6 +180,12 @@ impl RecordLayer {
         })
     }
 
+    /// Tests: pretend the cipher's confidentiality limit is `records` records away.
+    #[cfg(test)]
+    pub(crate) fn limit_within(&mut self, records: u64) {
+        self.tx_limit = self.tx.seq + KEY_UPDATE_MARGIN + records;
+    }
+
     pub fn is_tls13(&self) -> bool {
         self.tls13
     }

@@ -1,0 +1,446 @@
+//! The record layer against rustls itself, in memory: every cipher suite of TLS 1.3 and TLS 1.2
+//! both ways, as server and as client, key updates asked for by the peer, session tickets,
+//! application data coalesced with the handshake's last flight, close_notify, and a tampered
+//! record.
+
+use std::io::{Read as _, Write as _};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::{CipherSuite, ClientConfig, Connection, ServerConfig, SupportedProtocolVersion};
+
+use super::{Handshake, Read, Session};
+
+struct Pki {
+    ca: CertificateDer<'static>,
+    cert: CertificateDer<'static>,
+    key: PrivatePkcs8KeyDer<'static>,
+}
+
+fn make_pki() -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    Pki {
+        ca: ca.der().clone(),
+        cert: cert.der().clone(),
+        key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+    }
+}
+
+fn provider(suite: CipherSuite) -> Arc<CryptoProvider> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites.retain(|s| s.suite() == suite);
+    assert_eq!(provider.cipher_suites.len(), 1, "{suite:?}");
+    Arc::new(provider)
+}
+
+fn version(suite: CipherSuite) -> &'static SupportedProtocolVersion {
+    if format!("{suite:?}").starts_with("TLS13") {
+        &rustls::version::TLS13
+    } else {
+        &rustls::version::TLS12
+    }
+}
+
+fn server_config(pki: &Pki, suite: CipherSuite) -> Arc<ServerConfig> {
+    Arc::new(
+        ServerConfig::builder_with_provider(provider(suite))
+            .with_protocol_versions(&[version(suite)])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![pki.cert.clone()],
+                PrivateKeyDer::Pkcs8(pki.key.clone_key()),
+            )
+            .unwrap(),
+    )
+}
+
+fn client_config(pki: &Pki, suite: CipherSuite) -> Arc<ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.clone()).unwrap();
+    Arc::new(
+        ClientConfig::builder_with_provider(provider(suite))
+            .with_protocol_versions(&[version(suite)])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn name() -> ServerName<'static> {
+    ServerName::try_from("localhost").unwrap()
+}
+
+/// Gives `bytes` to the rustls peer, keeping its plaintext in `got`.
+fn feed_peer(peer: &mut Connection, mut bytes: &[u8], got: &mut Vec<u8>) {
+    while !bytes.is_empty() {
+        peer.read_tls(&mut bytes).unwrap();
+        peer.process_new_packets().unwrap();
+        drain_peer(peer, got);
+    }
+}
+
+fn drain_peer(peer: &mut Connection, got: &mut Vec<u8>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match peer.reader().read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return,
+        }
+    }
+}
+
+fn peer_output(peer: &mut Connection) -> Vec<u8> {
+    let mut out = Vec::new();
+    while peer.wants_write() {
+        peer.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+/// Runs `ours` against `peer` until both are done; returns our session.
+fn handshake(mut ours: Handshake, peer: &mut Connection) -> Session {
+    let mut early = Vec::new();
+    for _ in 0..20 {
+        let from_peer = peer_output(peer);
+        ours.received(&from_peer);
+        let done = ours.advance().unwrap();
+        let out = ours.outgoing().to_vec();
+        ours.sent(out.len());
+        feed_peer(peer, &out, &mut early);
+        if done && !peer.is_handshaking() {
+            assert!(early.is_empty());
+            return ours.finish().unwrap();
+        }
+    }
+    panic!("handshake did not finish");
+}
+
+/// Gives the session socket bytes in pieces of `piece` and collects its plaintext.
+fn feed_session(session: &mut Session, bytes: &[u8], piece: usize, got: &mut Vec<u8>) {
+    let mut buf = vec![0u8; 50_000];
+    for chunk in bytes.chunks(piece.max(1)) {
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let space = session.input_space();
+            let n = rest.len().min(space.len());
+            space[..n].copy_from_slice(&rest[..n]);
+            session.received(n);
+            rest = &rest[n..];
+            while let Read::Data(k) = session.read(&mut buf).unwrap() {
+                got.extend_from_slice(&buf[..k]);
+            }
+        }
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// `data` from the session to the peer and other data back, checking both arrive intact.
+fn exchange(session: &mut Session, peer: &mut Connection, len: usize) {
+    let up = pattern(len, 7);
+    let mut got = Vec::new();
+    let mut off = 0;
+    while off < up.len() {
+        off += session.write(&up[off..]).unwrap();
+        let out = session.output().to_vec();
+        session.sent(out.len());
+        feed_peer(peer, &out, &mut got);
+    }
+    assert!(
+        got == up,
+        "peer got {} of {} bytes intact",
+        got.len(),
+        up.len()
+    );
+
+    let down = pattern(len, 99);
+    let mut wire = Vec::new();
+    for chunk in down.chunks(10_000) {
+        peer.writer().write_all(chunk).unwrap();
+        wire.extend_from_slice(&peer_output(peer));
+    }
+    let mut back = Vec::new();
+    feed_session(session, &wire, 777, &mut back);
+    assert!(
+        back == down,
+        "session got {} of {} bytes intact",
+        back.len(),
+        down.len()
+    );
+}
+
+const SUITES: [CipherSuite; 6] = [
+    CipherSuite::TLS13_AES_128_GCM_SHA256,
+    CipherSuite::TLS13_AES_256_GCM_SHA384,
+    CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+];
+
+#[test]
+fn every_suite_both_ways_as_server_and_as_client() {
+    let pki = make_pki();
+    for suite in SUITES {
+        // Our server, a rustls client.
+        let mut peer: Connection =
+            rustls::ClientConnection::new(client_config(&pki, suite), name())
+                .unwrap()
+                .into();
+        let ours = Handshake::server(server_config(&pki, suite)).unwrap();
+        let mut session = handshake(ours, &mut peer);
+        assert_eq!(
+            session.is_tls13(),
+            format!("{suite:?}").starts_with("TLS13")
+        );
+        exchange(&mut session, &mut peer, 100_000);
+
+        // Our client, a rustls server (which sends session tickets under TLS 1.3).
+        let mut peer: Connection = rustls::ServerConnection::new(server_config(&pki, suite))
+            .unwrap()
+            .into();
+        let ours = Handshake::client(client_config(&pki, suite), name()).unwrap();
+        let mut session = handshake(ours, &mut peer);
+        exchange(&mut session, &mut peer, 70_000);
+        exchange(&mut session, &mut peer, 1);
+    }
+}
+
+#[test]
+fn key_update_asked_for_by_the_peer_is_followed_and_answered() {
+    let pki = make_pki();
+    let suite = CipherSuite::TLS13_AES_128_GCM_SHA256;
+    let mut peer: Connection = rustls::ClientConnection::new(client_config(&pki, suite), name())
+        .unwrap()
+        .into();
+    let mut session = handshake(
+        Handshake::server(server_config(&pki, suite)).unwrap(),
+        &mut peer,
+    );
+    exchange(&mut session, &mut peer, 20_000);
+    for _ in 0..3 {
+        // The peer moves to new keys and asks us to do the same: our answer goes out with our
+        // next records, which the peer can only read under its new receive keys.
+        peer.refresh_traffic_keys().unwrap();
+        exchange_peer_first(&mut session, &mut peer, 40_000);
+    }
+}
+
+/// As [`exchange`], the peer's data first (so its key update arrives before ours goes out).
+fn exchange_peer_first(session: &mut Session, peer: &mut Connection, len: usize) {
+    let down = pattern(len, 3);
+    peer.writer().write_all(&down).unwrap();
+    let wire = peer_output(peer);
+    let mut back = Vec::new();
+    feed_session(session, &wire, 4096, &mut back);
+    assert!(back == down);
+    assert!(session.wants_write(), "the key update answer is queued");
+    exchange(session, peer, len);
+}
+
+#[test]
+fn keys_are_updated_before_the_confidentiality_limit() {
+    let pki = make_pki();
+    for suite in [
+        CipherSuite::TLS13_AES_128_GCM_SHA256,
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    ] {
+        let mut peer: Connection =
+            rustls::ClientConnection::new(client_config(&pki, suite), name())
+                .unwrap()
+                .into();
+        let mut session = handshake(
+            Handshake::server(server_config(&pki, suite)).unwrap(),
+            &mut peer,
+        );
+        session.records.limit_within(3);
+        // 200 kB is 13 records: at least one key update on the way, read by rustls.
+        exchange(&mut session, &mut peer, 200_000);
+        exchange(&mut session, &mut peer, 200_000);
+    }
+    // TLS 1.2 has no key update: the session ends instead of wearing out its key.
+    let suite = CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+    let mut peer: Connection = rustls::ClientConnection::new(client_config(&pki, suite), name())
+        .unwrap()
+        .into();
+    let mut session = handshake(
+        Handshake::server(server_config(&pki, suite)).unwrap(),
+        &mut peer,
+    );
+    session.records.limit_within(0);
+    assert!(session.write(b"one record too many").is_err());
+}
+
+#[test]
+fn data_in_the_same_flight_as_the_finished_message_comes_first() {
+    let pki = make_pki();
+    let suite = CipherSuite::TLS13_AES_256_GCM_SHA384;
+    let mut peer: Connection = rustls::ClientConnection::new(client_config(&pki, suite), name())
+        .unwrap()
+        .into();
+    let mut ours = Handshake::server(server_config(&pki, suite)).unwrap();
+    // ClientHello; our flight back.
+    ours.received(&peer_output(&mut peer));
+    assert!(!ours.advance().unwrap());
+    let out = ours.outgoing().to_vec();
+    ours.sent(out.len());
+    let mut nothing = Vec::new();
+    feed_peer(&mut peer, &out, &mut nothing);
+    // The client's Finished and its first bytes, one buffer.
+    peer.writer().write_all(b"first bytes").unwrap();
+    ours.received(&peer_output(&mut peer));
+    assert!(ours.advance().unwrap());
+    let mut session = ours.finish().unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(session.read(&mut buf).unwrap(), Read::Data(11));
+    assert_eq!(&buf[..11], b"first bytes");
+    assert_eq!(session.read(&mut buf).unwrap(), Read::NeedInput);
+}
+
+#[test]
+fn close_notify_ends_the_stream_and_is_sent_on_close() {
+    let pki = make_pki();
+    let suite = CipherSuite::TLS13_AES_128_GCM_SHA256;
+    let mut peer: Connection = rustls::ClientConnection::new(client_config(&pki, suite), name())
+        .unwrap()
+        .into();
+    let mut session = handshake(
+        Handshake::server(server_config(&pki, suite)).unwrap(),
+        &mut peer,
+    );
+    peer.writer().write_all(b"last words").unwrap();
+    peer.send_close_notify();
+    let wire = peer_output(&mut peer);
+    let mut got = Vec::new();
+    feed_session(&mut session, &wire, wire.len(), &mut got);
+    assert_eq!(got, b"last words");
+    let mut buf = [0u8; 16];
+    assert_eq!(session.read(&mut buf).unwrap(), Read::End);
+    session.close().unwrap();
+    let out = session.output().to_vec();
+    let mut none = Vec::new();
+    feed_peer(&mut peer, &out, &mut none);
+    assert!(peer.process_new_packets().unwrap().peer_has_closed());
+}
+
+#[test]
+fn a_tampered_record_is_an_error_not_data() {
+    let pki = make_pki();
+    let suite = CipherSuite::TLS13_CHACHA20_POLY1305_SHA256;
+    let mut peer: Connection = rustls::ClientConnection::new(client_config(&pki, suite), name())
+        .unwrap()
+        .into();
+    let mut session = handshake(
+        Handshake::server(server_config(&pki, suite)).unwrap(),
+        &mut peer,
+    );
+    peer.writer().write_all(b"do not change me").unwrap();
+    let mut wire = peer_output(&mut peer);
+    let last = wire.len() - 3;
+    wire[last] ^= 0x40;
+    let space = session.input_space();
+    space[..wire.len()].copy_from_slice(&wire);
+    session.received(wire.len());
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        session.read(&mut buf).unwrap_err(),
+        rustls::Error::DecryptError
+    );
+    // And it stays an error.
+    assert!(session.read(&mut buf).is_err());
+}
+
+#[test]
+fn a_failed_handshake_leaves_an_alert_for_the_peer() {
+    let pki = make_pki();
+    let other = make_pki();
+    let suite = CipherSuite::TLS13_AES_128_GCM_SHA256;
+    // The client trusts another CA: it rejects our certificate and tells us with an alert.
+    let mut peer: Connection = rustls::ClientConnection::new(client_config(&other, suite), name())
+        .unwrap()
+        .into();
+    let mut ours = Handshake::server(server_config(&pki, suite)).unwrap();
+    ours.received(&peer_output(&mut peer));
+    assert!(!ours.advance().unwrap());
+    let out = ours.outgoing().to_vec();
+    let mut rd = &out[..];
+    peer.read_tls(&mut rd).unwrap();
+    assert!(peer.process_new_packets().is_err());
+    ours.received(&peer_output(&mut peer));
+    let e = ours.advance().unwrap_err();
+    assert!(matches!(e, rustls::Error::AlertReceived(_)), "{e:?}");
+
+    // And our client, refusing the server, writes an alert for it.
+    let mut peer: Connection = rustls::ServerConnection::new(server_config(&pki, suite))
+        .unwrap()
+        .into();
+    let mut ours = Handshake::client(client_config(&other, suite), name()).unwrap();
+    let hello = ours.outgoing().to_vec();
+    ours.sent(hello.len());
+    let mut none = Vec::new();
+    feed_peer(&mut peer, &hello, &mut none);
+    ours.received(&peer_output(&mut peer));
+    assert!(ours.advance().is_err());
+    assert!(!ours.outgoing().is_empty(), "an alert for the server");
+}
+
+#[test]
+fn arbitrary_bytes_after_the_handshake_never_panic() {
+    let pki = make_pki();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for suite in SUITES {
+        for round in 0..200 {
+            let mut peer: Connection =
+                rustls::ClientConnection::new(client_config(&pki, suite), name())
+                    .unwrap()
+                    .into();
+            let mut session = handshake(
+                Handshake::server(server_config(&pki, suite)).unwrap(),
+                &mut peer,
+            );
+            // A header that claims any type and length, then noise; sometimes a real record
+            // with one byte flipped.
+            let mut bytes: Vec<u8> = if round % 2 == 0 {
+                let len = (next() % 300) as usize;
+                let mut b = vec![(next() % 30) as u8 + 10, 3, 3];
+                b.extend_from_slice(&(len as u16).to_be_bytes());
+                b.extend((0..len).map(|_| next() as u8));
+                b
+            } else {
+                peer.writer().write_all(&pattern(100, 1)).unwrap();
+                let mut b = peer_output(&mut peer);
+                let at = (next() as usize) % b.len();
+                b[at] ^= 1 << (next() % 8);
+                b
+            };
+            bytes.truncate(1 + (next() as usize) % bytes.len().max(1));
+            let space = session.input_space();
+            let n = bytes.len().min(space.len());
+            space[..n].copy_from_slice(&bytes[..n]);
+            session.received(n);
+            let mut buf = [0u8; 256];
+            for _ in 0..3 {
+                let _ = session.read(&mut buf);
+            }
+        }
+    }
+}
