@@ -19,6 +19,21 @@ use rustls::{ClientConfig, Error, ServerConfig};
 use super::record::{Kernel, RecordLayer};
 use super::Session;
 
+/// `config` itself when it allows secret extraction, else a copy that does (for rustls'
+/// `ServerConfig` and `ClientConfig` alike).
+macro_rules! allowing_extraction {
+    ($config:expr) => {{
+        let config = $config;
+        if config.enable_secret_extraction {
+            config
+        } else {
+            let mut copy = (*config).clone();
+            copy.enable_secret_extraction = true;
+            Arc::new(copy)
+        }
+    }};
+}
+
 enum Side {
     Client(UnbufferedClientConnection),
     Server(UnbufferedServerConnection),
@@ -49,13 +64,7 @@ impl Handshake {
     /// The server side. The config must allow secret extraction; if it does not, a copy that
     /// does is made for this handshake (build configs with `enable_secret_extraction = true`).
     pub fn server(config: Arc<ServerConfig>) -> Result<Handshake, Error> {
-        let config = if config.enable_secret_extraction {
-            config
-        } else {
-            let mut copy = (*config).clone();
-            copy.enable_secret_extraction = true;
-            Arc::new(copy)
-        };
+        let config = allowing_extraction!(config);
         Ok(Handshake::new(Side::Server(
             UnbufferedServerConnection::new(config)?,
         )))
@@ -67,13 +76,7 @@ impl Handshake {
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
     ) -> Result<Handshake, Error> {
-        let config = if config.enable_secret_extraction {
-            config
-        } else {
-            let mut copy = (*config).clone();
-            copy.enable_secret_extraction = true;
-            Arc::new(copy)
-        };
+        let config = allowing_extraction!(config);
         let mut handshake =
             Handshake::new(Side::Client(UnbufferedClientConnection::new(config, name)?));
         // The ClientHello is ready before anything is received.
@@ -131,20 +134,7 @@ impl Handshake {
     /// error, the alert rustls wants the peer to see is in [`Handshake::outgoing`].
     pub fn advance(&mut self) -> Result<bool, Error> {
         while !self.done {
-            let (discard, step) = match &mut self.side {
-                Side::Client(c) => step(
-                    c.process_tls_records(&mut self.incoming),
-                    &mut self.outgoing,
-                    &mut self.plaintext,
-                ),
-                Side::Server(s) => step(
-                    s.process_tls_records(&mut self.incoming),
-                    &mut self.outgoing,
-                    &mut self.plaintext,
-                ),
-            };
-            self.incoming.drain(..discard);
-            match step {
+            match self.step() {
                 Ok(Step::Continue) => {}
                 Ok(Step::NeedInput) => return Ok(false),
                 // A TLS 1.3 server may send data after its own Finished, before the client's:
@@ -164,23 +154,28 @@ impl Handshake {
     /// After a failure rustls still hands out the alert it queued: encode it for the peer.
     fn queue_alerts(&mut self) {
         for _ in 0..4 {
-            let (discard, step) = match &mut self.side {
-                Side::Client(c) => step(
-                    c.process_tls_records(&mut self.incoming),
-                    &mut self.outgoing,
-                    &mut self.plaintext,
-                ),
-                Side::Server(s) => step(
-                    s.process_tls_records(&mut self.incoming),
-                    &mut self.outgoing,
-                    &mut self.plaintext,
-                ),
-            };
-            self.incoming.drain(..discard);
-            if !matches!(step, Ok(Step::Continue)) {
+            if !matches!(self.step(), Ok(Step::Continue)) {
                 return;
             }
         }
+    }
+
+    /// One turn of rustls' state machine on what was received.
+    fn step(&mut self) -> Result<Step, Error> {
+        let (discard, step) = match &mut self.side {
+            Side::Client(c) => handle(
+                c.process_tls_records(&mut self.incoming),
+                &mut self.outgoing,
+                &mut self.plaintext,
+            ),
+            Side::Server(s) => handle(
+                s.process_tls_records(&mut self.incoming),
+                &mut self.outgoing,
+                &mut self.plaintext,
+            ),
+        };
+        self.incoming.drain(..discard);
+        step
     }
 
     /// The established session: keys from rustls, and every byte that came past the handshake.
@@ -212,7 +207,7 @@ impl Handshake {
 
 /// Handles one state rustls reported: encodes handshake records into `outgoing`, collects early
 /// application data into `plaintext`. Returns the bytes to discard from the input.
-fn step<Data>(
+fn handle<Data>(
     status: UnbufferedStatus<'_, '_, Data>,
     outgoing: &mut Vec<u8>,
     plaintext: &mut Vec<u8>,

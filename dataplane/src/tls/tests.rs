@@ -124,6 +124,27 @@ fn handshake(mut ours: Handshake, peer: &mut Connection) -> Session {
     panic!("handshake did not finish");
 }
 
+/// Our server and a rustls client, handshake done.
+fn server_pair(pki: &Pki, suite: CipherSuite) -> (Session, Connection) {
+    let mut peer: Connection = rustls::ClientConnection::new(client_config(pki, suite), name())
+        .unwrap()
+        .into();
+    let session = handshake(
+        Handshake::server(server_config(pki, suite)).unwrap(),
+        &mut peer,
+    );
+    (session, peer)
+}
+
+/// Our server's flight in answer to the peer's ClientHello (taken from `ours`).
+fn answer_client_hello(ours: &mut Handshake, peer: &mut Connection) -> Vec<u8> {
+    ours.received(&peer_output(peer));
+    assert!(!ours.advance().unwrap());
+    let out = ours.outgoing().to_vec();
+    ours.sent(out.len());
+    out
+}
+
 /// Gives the session socket bytes in pieces of `piece` and collects its plaintext.
 fn feed_session(session: &mut Session, bytes: &[u8], piece: usize, got: &mut Vec<u8>) {
     let mut buf = vec![0u8; 50_000];
@@ -223,13 +244,7 @@ fn every_suite_both_ways_as_server_and_as_client() {
 fn key_update_asked_for_by_the_peer_is_followed_and_answered() {
     let pki = make_pki();
     let suite = CipherSuite::TLS13_AES_128_GCM_SHA256;
-    let mut peer: Connection = rustls::ClientConnection::new(client_config(&pki, suite), name())
-        .unwrap()
-        .into();
-    let mut session = handshake(
-        Handshake::server(server_config(&pki, suite)).unwrap(),
-        &mut peer,
-    );
+    let (mut session, mut peer) = server_pair(&pki, suite);
     exchange(&mut session, &mut peer, 20_000);
     for _ in 0..3 {
         // The peer moves to new keys and asks us to do the same: our answer goes out with our
@@ -258,14 +273,7 @@ fn keys_are_updated_before_the_confidentiality_limit() {
         CipherSuite::TLS13_AES_128_GCM_SHA256,
         CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
     ] {
-        let mut peer: Connection =
-            rustls::ClientConnection::new(client_config(&pki, suite), name())
-                .unwrap()
-                .into();
-        let mut session = handshake(
-            Handshake::server(server_config(&pki, suite)).unwrap(),
-            &mut peer,
-        );
+        let (mut session, mut peer) = server_pair(&pki, suite);
         session.records.limit_within(3);
         // 200 kB is 13 records: at least one key update on the way, read by rustls.
         exchange(&mut session, &mut peer, 200_000);
@@ -273,13 +281,7 @@ fn keys_are_updated_before_the_confidentiality_limit() {
     }
     // TLS 1.2 has no key update: the session ends instead of wearing out its key.
     let suite = CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
-    let mut peer: Connection = rustls::ClientConnection::new(client_config(&pki, suite), name())
-        .unwrap()
-        .into();
-    let mut session = handshake(
-        Handshake::server(server_config(&pki, suite)).unwrap(),
-        &mut peer,
-    );
+    let (mut session, _peer) = server_pair(&pki, suite);
     session.records.limit_within(0);
     assert!(session.write(b"one record too many").is_err());
 }
@@ -292,11 +294,7 @@ fn data_in_the_same_flight_as_the_finished_message_comes_first() {
         .unwrap()
         .into();
     let mut ours = Handshake::server(server_config(&pki, suite)).unwrap();
-    // ClientHello; our flight back.
-    ours.received(&peer_output(&mut peer));
-    assert!(!ours.advance().unwrap());
-    let out = ours.outgoing().to_vec();
-    ours.sent(out.len());
+    let out = answer_client_hello(&mut ours, &mut peer);
     let mut nothing = Vec::new();
     feed_peer(&mut peer, &out, &mut nothing);
     // The client's Finished and its first bytes, one buffer.
@@ -314,13 +312,7 @@ fn data_in_the_same_flight_as_the_finished_message_comes_first() {
 fn close_notify_ends_the_stream_and_is_sent_on_close() {
     let pki = make_pki();
     let suite = CipherSuite::TLS13_AES_128_GCM_SHA256;
-    let mut peer: Connection = rustls::ClientConnection::new(client_config(&pki, suite), name())
-        .unwrap()
-        .into();
-    let mut session = handshake(
-        Handshake::server(server_config(&pki, suite)).unwrap(),
-        &mut peer,
-    );
+    let (mut session, mut peer) = server_pair(&pki, suite);
     peer.writer().write_all(b"last words").unwrap();
     peer.send_close_notify();
     let wire = peer_output(&mut peer);
@@ -340,13 +332,7 @@ fn close_notify_ends_the_stream_and_is_sent_on_close() {
 fn a_tampered_record_is_an_error_not_data() {
     let pki = make_pki();
     let suite = CipherSuite::TLS13_CHACHA20_POLY1305_SHA256;
-    let mut peer: Connection = rustls::ClientConnection::new(client_config(&pki, suite), name())
-        .unwrap()
-        .into();
-    let mut session = handshake(
-        Handshake::server(server_config(&pki, suite)).unwrap(),
-        &mut peer,
-    );
+    let (mut session, mut peer) = server_pair(&pki, suite);
     peer.writer().write_all(b"do not change me").unwrap();
     let mut wire = peer_output(&mut peer);
     let last = wire.len() - 3;
@@ -373,9 +359,7 @@ fn a_failed_handshake_leaves_an_alert_for_the_peer() {
         .unwrap()
         .into();
     let mut ours = Handshake::server(server_config(&pki, suite)).unwrap();
-    ours.received(&peer_output(&mut peer));
-    assert!(!ours.advance().unwrap());
-    let out = ours.outgoing().to_vec();
+    let out = answer_client_hello(&mut ours, &mut peer);
     let mut rd = &out[..];
     peer.read_tls(&mut rd).unwrap();
     assert!(peer.process_new_packets().is_err());
@@ -409,14 +393,7 @@ fn arbitrary_bytes_after_the_handshake_never_panic() {
     };
     for suite in SUITES {
         for round in 0..200 {
-            let mut peer: Connection =
-                rustls::ClientConnection::new(client_config(&pki, suite), name())
-                    .unwrap()
-                    .into();
-            let mut session = handshake(
-                Handshake::server(server_config(&pki, suite)).unwrap(),
-                &mut peer,
-            );
+            let (mut session, mut peer) = server_pair(&pki, suite);
             // A header that claims any type and length, then noise; sometimes a real record
             // with one byte flipped.
             let mut bytes: Vec<u8> = if round % 2 == 0 {
