@@ -210,6 +210,10 @@ struct FleetArgs {
     /// Give up when the pools are not full after this many seconds.
     #[arg(long, default_value = "120", value_parser = parse_seconds)]
     fill_limit: Duration,
+    /// Park over a mutual-TLS reverse leg (certificates from `sallyport certs`): what an
+    /// established TLS session costs per parked connection.
+    #[arg(long)]
+    tls: bool,
     /// Also write the figures, configuration and environment as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -305,11 +309,17 @@ fn common(
         needed,
     )?;
     if tls {
-        progress.show("making TLS certificates (sallyport certs)");
-        let setup = TlsSetup::generate(&gateway.binary).context("making TLS certificates")?;
-        gateway.tls = Some(std::sync::Arc::new(setup));
+        with_certificates(&mut gateway, progress)?;
     }
     Ok(Common { paths, gateway })
+}
+
+/// Makes development certificates with the gateway binary (`sallyport certs`) for `--tls`.
+fn with_certificates(gateway: &mut GatewayOptions, progress: &mut Progress) -> Result<()> {
+    progress.show("making TLS certificates (sallyport certs)");
+    let setup = TlsSetup::generate(&gateway.binary).context("making TLS certificates")?;
+    gateway.tls = Some(std::sync::Arc::new(setup));
+    Ok(())
 }
 
 fn bulk(args: BulkArgs) -> Result<()> {
@@ -389,8 +399,11 @@ fn fleet(args: FleetArgs) -> Result<()> {
         per_process: args.per_process,
         fill_limit: args.fill_limit,
     };
-    let gateway = gateway_options(&args.gateway, 0, true)?;
+    let mut gateway = gateway_options(&args.gateway, 0, true)?;
     let mut progress = Progress::new();
+    if args.tls {
+        with_certificates(&mut gateway, &mut progress)?;
+    }
     let outcome = modes::fleet(&spec, &gateway, &mut progress)?;
     finish(outcome, args.json.as_deref(), None, None, "")
 }

@@ -995,12 +995,17 @@ pub fn fleet(
     }
     let echo = start_echo()?;
     let what = format!(
-        "park {} prepared connection(s), at most {} per gateway process, fill limit {:.0} s",
+        "park {} prepared connection(s){}, at most {} per gateway process, fill limit {:.0} s",
         spec.counts
             .iter()
             .map(|c| c.to_string())
             .collect::<Vec<_>>()
             .join(" / "),
+        if gateway.tls.is_some() {
+            " over mutual TLS"
+        } else {
+            ""
+        },
         spec.per_process,
         spec.fill_limit.as_secs_f64()
     );
@@ -1066,6 +1071,7 @@ pub fn fleet(
             "counts": spec.counts,
             "per_process": spec.per_process,
             "fill_limit_secs": spec.fill_limit.as_secs_f64(),
+            "tls": gateway.tls.is_some(),
             "gateway": gateway_json(gateway),
         },
         "results": results,

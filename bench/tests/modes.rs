@@ -397,6 +397,24 @@ fn fleet_one_pair() {
 }
 
 #[test]
+fn fleet_over_mutual_tls() {
+    let json = scratch("fleet-tls.json");
+    let out = bench(&[
+        "fleet",
+        "--tls",
+        "--count",
+        "100",
+        "--json",
+        json.to_str().expect("utf8"),
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("over mutual TLS"), "{text}");
+    let doc = read_json(&json);
+    assert_eq!(doc["config"]["tls"], true);
+    assert_eq!(doc["results"][0]["per_pair"][0]["prepared"], 100);
+}
+
+#[test]
 fn fleet_two_pairs_when_per_process_is_capped() {
     let json = scratch("fleet2.json");
     let out = bench(&[

@@ -81,34 +81,55 @@ impl Kernel {
     }
 }
 
-/// The key, IV and sequence number of one direction.
+/// The key, IV and sequence number of one direction. The cipher context (about 600 bytes of
+/// expanded key in aws-lc) is built on first use: a parked connection that has not carried a
+/// byte yet keeps only the 32-byte key.
 struct Keys {
-    key: LessSafeKey,
+    algorithm: &'static aead::Algorithm,
+    /// The traffic key until the cipher is built from it (zeroed when dropped).
+    secrets: Option<ConnectionTrafficSecrets>,
+    cipher: Option<LessSafeKey>,
     iv: [u8; NONCE_LEN],
     seq: u64,
 }
 
 impl Keys {
     fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Result<Keys, Error> {
-        let (algorithm, key, iv) = match &secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-                (&aead::CHACHA20_POLY1305, key, iv)
-            }
+        let (algorithm, iv) = match &secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { iv, .. } => (&aead::AES_128_GCM, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { iv, .. } => (&aead::AES_256_GCM, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { iv, .. } => (&aead::CHACHA20_POLY1305, iv),
             _ => return Err(Error::General("unsupported TLS cipher suite".into())),
         };
-        let key = UnboundKey::new(algorithm, key.as_ref())
-            .map_err(|_| Error::General("bad TLS traffic key".into()))?;
         let iv: [u8; NONCE_LEN] = iv
             .as_ref()
             .try_into()
             .map_err(|_| Error::General("bad TLS traffic IV".into()))?;
         Ok(Keys {
-            key: LessSafeKey::new(key),
+            algorithm,
+            secrets: Some(secrets),
+            cipher: None,
             iv,
             seq,
         })
+    }
+
+    /// The cipher, built from the key the first time.
+    fn cipher(&mut self) -> Result<&LessSafeKey, Error> {
+        if let Some(secrets) = self.secrets.take() {
+            let key = match &secrets {
+                ConnectionTrafficSecrets::Aes128Gcm { key, .. }
+                | ConnectionTrafficSecrets::Aes256Gcm { key, .. }
+                | ConnectionTrafficSecrets::Chacha20Poly1305 { key, .. } => key,
+                _ => return Err(Error::General("unsupported TLS cipher suite".into())),
+            };
+            let key = UnboundKey::new(self.algorithm, key.as_ref())
+                .map_err(|_| Error::General("bad TLS traffic key".into()))?;
+            self.cipher = Some(LessSafeKey::new(key));
+        }
+        self.cipher
+            .as_ref()
+            .ok_or_else(|| Error::General("TLS traffic key missing".into()))
     }
 
     /// The IV with the sequence number XORed into its last 8 bytes (RFC 8446 §5.3).
@@ -219,6 +240,9 @@ impl RecordLayer {
             self.open_tls12(header, record)?
         };
         self.rx.seq += 1;
+        if content.len() > MAX_PLAINTEXT {
+            return Err(Error::General("TLS record longer than 2^14 bytes".into()));
+        }
         match content_type {
             CONTENT_APPLICATION_DATA => Ok(Opened::Data {
                 len: total,
@@ -251,7 +275,7 @@ impl RecordLayer {
         let nonce = Nonce::assume_unique_for_key(self.rx.nonce());
         let plaintext_len = self
             .rx
-            .key
+            .cipher()?
             .open_in_place(nonce, Aad::from(header), &mut record[HEADER_LEN..])
             .map_err(|_| Error::DecryptError)?
             .len();
@@ -286,7 +310,7 @@ impl RecordLayer {
         };
         let aad = tls12_aad(self.rx.seq, header[0], plaintext_len);
         self.rx
-            .key
+            .cipher()?
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad),
@@ -427,7 +451,7 @@ impl RecordLayer {
         };
         let tag = self
             .tx
-            .key
+            .cipher()?
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(&aad[..aad_len]),
