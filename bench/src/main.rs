@@ -513,7 +513,7 @@ fn bulk_target(target: SocketAddr, spec: &BulkSpec, json: Option<&Path>) -> Resu
                 "time_limit_secs": spec.time_limit.as_secs_f64(),
             },
             "result": result,
-            "environment": modes::environment_json(0),
+            "environment": modes::environment_json(None),
         });
         write_json(path, &doc)?;
     }
@@ -572,7 +572,7 @@ fn rr_target(
             },
             "seconds": result.seconds,
             "latency": s,
-            "environment": modes::environment_json(0),
+            "environment": modes::environment_json(None),
         });
         write_json(path, &doc)?;
     }

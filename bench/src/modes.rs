@@ -206,25 +206,36 @@ fn start_echo() -> Result<EchoServer> {
     EchoServer::start(loopback()).context("starting the echo back-end")
 }
 
-/// Host facts plus date, commit, worker count and pinning, for JSON output.
-pub fn environment_json(workers: usize) -> Value {
+/// Host facts plus date, commit, and the gateways' worker count and pinning (when the bench
+/// started gateways), for JSON output.
+pub fn environment_json(gateway: Option<&GatewayOptions>) -> Value {
     let env = report::environment();
     let mut v = serde_json::to_value(&env).unwrap_or_else(|_| json!({}));
     v["date"] = json!(iso8601(env.date_unix));
     v["git_commit"] = json!(git_commit());
-    v["workers_per_gateway"] = json!(workers);
-    v["pinning"] = json!(pinning(workers));
+    if let Some(gateway) = gateway {
+        v["workers_per_gateway"] = json!(gateway.workers);
+        v["pinning"] = json!(pinning(gateway));
+    }
     if let Ok((soft, hard)) = host::nofile_limit() {
         v["open_files_limit"] = json!({ "soft": soft, "hard": hard });
     }
     v
 }
 
-fn pinning(workers: usize) -> String {
-    format!(
-        "each sallyport gateway runs {workers} data-plane worker(s), each pinned to a core by the gateway; \
-         the load generator, the echo back-end and peer tunnels are not pinned"
-    )
+fn pinning(gateway: &GatewayOptions) -> String {
+    let workers = gateway.workers;
+    if gateway.sets_cores() {
+        format!(
+            "each sallyport gateway runs {workers} data-plane worker(s), placed by the cores option given; \
+             the load generator, the echo back-end and peer tunnels are not pinned"
+        )
+    } else {
+        format!(
+            "each sallyport gateway runs {workers} data-plane worker(s), unpinned (cores = []) like the \
+             load generator, the echo back-end and peer tunnels"
+        )
+    }
 }
 
 /// The commit of the checkout holding the working directory, else the one holding this binary.
@@ -557,7 +568,7 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
         "config": config,
         "results": results,
         "skipped": skipped,
-        "environment": environment_json(common.gateway.workers),
+        "environment": environment_json(Some(&common.gateway)),
     });
     incomplete.dedup();
     Ok(Outcome {
@@ -717,7 +728,7 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
         "config": config,
         "results": results,
         "skipped": skipped,
-        "environment": environment_json(common.gateway.workers),
+        "environment": environment_json(Some(&common.gateway)),
     });
     Ok(Outcome {
         text,
@@ -890,7 +901,7 @@ pub fn cps(common: &Common, spec: &CpsSpec, progress: &mut Progress) -> Result<O
         },
         "results": results,
         "skipped": skipped,
-        "environment": environment_json(common.gateway.workers),
+        "environment": environment_json(Some(&common.gateway)),
     });
     let incomplete = rows
         .iter()
@@ -1075,7 +1086,7 @@ pub fn fleet(
             "gateway": gateway_json(gateway),
         },
         "results": results,
-        "environment": environment_json(gateway.workers),
+        "environment": environment_json(Some(gateway)),
     });
     Ok(Outcome {
         text,

@@ -232,11 +232,15 @@ pub struct GatewayOptions {
 }
 
 impl GatewayOptions {
+    /// The `[gateway]` table; `dmz` names the relay as the documented DMZ config does.
     fn gateway_section(&self, dmz: bool) -> String {
         let mut s = format!(
             "[gateway]\nworkers = {}\nadmin = \"127.0.0.1:0\"\n",
             self.workers
         );
+        if let Some(cores) = self.cores_line() {
+            s.push_str(cores);
+        }
         match &self.relay {
             Some(relay) => s.push_str(&format!("relay = {}\n", toml_string(relay))),
             // The documented DMZ config names the relay explicitly; the default is the same.
@@ -251,6 +255,20 @@ impl GatewayOptions {
             s.push('\n');
         }
         s
+    }
+
+    /// Two gateways on one host would both pin worker 0 to core 0 by default. The bench leaves
+    /// their placement to the scheduler (`cores = []`), as it does for the load, the echo and
+    /// the peers, unless `extra` sets `cores` itself (tuning.md, "Two gateways on one host").
+    fn cores_line(&self) -> Option<&'static str> {
+        (!self.sets_cores()).then_some("cores = []\n")
+    }
+
+    /// `extra` has a `cores = …` line.
+    pub fn sets_cores(&self) -> bool {
+        self.extra
+            .iter()
+            .any(|l| l.split('=').next().is_some_and(|k| k.trim() == "cores"))
     }
 
     /// The DMZ config: reverse endpoint and public listener on loopback port 0; with TLS,
@@ -863,6 +881,9 @@ mod tests {
             ..options
         };
         assert!(defaults.dmz_config().contains("relay = \"splice\""));
+        // Unpinned by default; a cores option given is used instead, not added to.
+        assert!(defaults.dmz_config().contains("cores = []\n"));
+        assert_eq!(dmz.matches("cores").count(), 1);
         assert!(!defaults
             .internal_config(
                 SocketAddr::from(([127, 0, 0, 1], 1)),
