@@ -257,13 +257,15 @@ fn transport_read(fd: BorrowedFd<'_>, tls: Option<&mut Tls>, buf: &mut [u8]) -> 
         return Err(Tls::failed());
     };
     loop {
-        let read = session.read(buf);
-        // A key update answer sealed while reading goes out now (or with the next flush).
-        send_pending(session.as_mut(), fd)?;
-        match read.map_err(tls_error)? {
-            Read::Data(n) => return Ok(n),
-            Read::End => return Ok(0),
-            Read::NeedInput => {}
+        match session.read(buf) {
+            Ok(Read::Data(n)) => return Ok(n),
+            Ok(Read::End) => return Ok(0),
+            Ok(Read::NeedInput) => {}
+            Err(e) => {
+                // The alert that tells the peer why, if the socket takes it.
+                let _ = send_pending(session.as_mut(), fd);
+                return Err(tls_error(e));
+            }
         }
         match sys::read(fd, session.input_space())? {
             0 => session.transport_ended(),

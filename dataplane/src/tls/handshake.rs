@@ -44,6 +44,10 @@ pub struct Handshake {
     side: Side,
     /// Received bytes rustls has not consumed yet.
     incoming: Vec<u8>,
+    /// How much of `incoming` rustls may see: whole records, one more each time it asks, so
+    /// it stops at the handshake's last record and everything after that (data, a key update,
+    /// a ticket) is left to the record layer with the right sequence numbers.
+    visible: usize,
     /// Bytes to send, in order.
     outgoing: Vec<u8>,
     /// Application data that arrived before the handshake was over.
@@ -88,6 +92,7 @@ impl Handshake {
         Handshake {
             side,
             incoming: Vec::new(),
+            visible: 0,
             outgoing: Vec::new(),
             plaintext: Vec::new(),
             done: false,
@@ -136,10 +141,15 @@ impl Handshake {
         while !self.done {
             match self.step() {
                 Ok(Step::Continue) => {}
+                Ok(Step::NeedInput) if self.reveal_record() => {}
                 Ok(Step::NeedInput) => return Ok(false),
                 // A TLS 1.3 server may send data after its own Finished, before the client's:
                 // the handshake is over only when rustls says so.
-                Ok(Step::Done) if self.is_handshaking() => return Ok(false),
+                Ok(Step::Done) if self.is_handshaking() => {
+                    if !self.reveal_record() {
+                        return Ok(false);
+                    }
+                }
                 Ok(Step::Done) => self.done = true,
                 Ok(Step::PeerClosed) => self.peer_closed = true,
                 Err(e) => {
@@ -160,22 +170,46 @@ impl Handshake {
         }
     }
 
-    /// One turn of rustls' state machine on what was received.
+    /// One turn of rustls' state machine on the records it may see.
     fn step(&mut self) -> Result<Step, Error> {
+        let visible = &mut self.incoming[..self.visible];
         let (discard, step) = match &mut self.side {
             Side::Client(c) => handle(
-                c.process_tls_records(&mut self.incoming),
+                c.process_tls_records(visible),
                 &mut self.outgoing,
                 &mut self.plaintext,
             ),
             Side::Server(s) => handle(
-                s.process_tls_records(&mut self.incoming),
+                s.process_tls_records(visible),
                 &mut self.outgoing,
                 &mut self.plaintext,
             ),
         };
+        let discard = discard.min(self.visible);
         self.incoming.drain(..discard);
+        self.visible -= discard;
         step
+    }
+
+    /// Lets rustls see the next whole record: false when none has arrived yet. Bytes that are
+    /// not a TLS record header are all shown at once, so rustls rejects them at once.
+    fn reveal_record(&mut self) -> bool {
+        let rest = &self.incoming[self.visible..];
+        let Some(&[content_type, major, _, hi, lo]) = rest.get(..5) else {
+            return false;
+        };
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        if !(20..=24).contains(&content_type) || major != 3 || len > super::record::MAX_RECORD {
+            let all = self.incoming.len();
+            let more = all > self.visible;
+            self.visible = all;
+            return more;
+        }
+        if rest.len() < 5 + len {
+            return false;
+        }
+        self.visible += 5 + len;
+        true
     }
 
     /// The established session: keys from rustls, and every byte that came past the handshake.
@@ -183,6 +217,14 @@ impl Handshake {
     pub fn finish(self) -> Result<Session, Error> {
         if !self.done {
             return Err(Error::HandshakeNotComplete);
+        }
+        // Every record rustls saw was consumed with the handshake; had one not been (a message
+        // split across records), its bytes would be rustls' and the record layer could not
+        // take over in step with it.
+        if self.visible > 0 {
+            return Err(Error::General(
+                "TLS handshake ended inside a message split across records".into(),
+            ));
         }
         let (secrets, kernel) = match self.side {
             Side::Client(c) => {

@@ -45,7 +45,8 @@ fn take_buffer() -> Vec<u8> {
 }
 
 fn give_back(mut buf: Vec<u8>) {
-    if buf.capacity() < BUFFER_LEN {
+    // Only standard buffers: one grown for an unusual handshake tail is freed, not kept.
+    if buf.capacity() < BUFFER_LEN || buf.capacity() > 2 * BUFFER_LEN {
         return;
     }
     buf.clear();
@@ -83,9 +84,13 @@ pub struct Session {
     /// Sealed records; `tx[tx_pos..]` not yet sent. Empty when idle.
     tx: Vec<u8>,
     tx_pos: usize,
+    /// close_notify received (or, before the handshake ended, seen by rustls).
     peer_closed: bool,
+    /// The transport ended: whatever is left unopened is all there will be.
+    truncated: bool,
+    /// close_notify or a fatal alert was sealed: nothing more is sent.
     close_queued: bool,
-    /// An error found after plaintext was delivered, reported on the next read.
+    /// The error that ended the session: every later read reports it.
     failed: Option<Error>,
 }
 
@@ -110,14 +115,19 @@ impl Session {
             tx: outgoing,
             tx_pos: 0,
             peer_closed,
+            truncated: false,
             close_queued: false,
             failed: None,
         };
-        if !incoming.is_empty() {
-            let space = session.input_space();
-            let n = incoming.len().min(space.len());
-            space[..n].copy_from_slice(&incoming[..n]);
-            session.received(n);
+        // Records that arrived past the handshake (unless the peer already closed: nothing
+        // after its close_notify counts).
+        if !incoming.is_empty() && !peer_closed {
+            session.rx = take_buffer();
+            session
+                .rx
+                .resize(BUFFER_LEN.max(incoming.len() + record::MAX_RECORD), 0);
+            session.rx[..incoming.len()].copy_from_slice(incoming);
+            session.rx_end = incoming.len();
         }
         session
     }
@@ -140,8 +150,13 @@ impl Session {
                 self.prefix_pos = 0;
             }
         }
-        if let Some(e) = self.failed.take() {
-            return Err(e);
+        if let Some(e) = &self.failed {
+            // A failed session stays failed (after the plaintext before the failure).
+            return if filled > 0 {
+                Ok(Read::Data(filled))
+            } else {
+                Err(e.clone())
+            };
         }
         while filled < buf.len() {
             if !self.plain.is_empty() {
@@ -152,13 +167,12 @@ impl Session {
                 filled += n;
                 continue;
             }
+            if self.peer_closed {
+                break; // Nothing after close_notify (or the end of the transport) counts.
+            }
             let opened = match self.records.open(&mut self.rx[self.rx_start..self.rx_end]) {
                 Ok(opened) => opened,
-                Err(e) if filled > 0 => {
-                    self.failed = Some(e);
-                    break;
-                }
-                Err(e) => return Err(e),
+                Err(e) => return self.fail(e, filled),
             };
             match opened {
                 Opened::Incomplete => break,
@@ -166,12 +180,9 @@ impl Session {
                     self.plain = self.rx_start + plaintext.start..self.rx_start + plaintext.end;
                     self.rx_start += len;
                 }
-                Opened::Control { len } => {
-                    self.rx_start += len;
-                    if self.records.owes_output() {
-                        self.seal_owed()?;
-                    }
-                }
+                // Key updates asked for are answered before our next record (RFC 8446 §4.6.3),
+                // so a peer that floods them makes no output here.
+                Opened::Control { len } => self.rx_start += len,
                 Opened::Closed { len } => {
                     self.rx_start += len;
                     self.peer_closed = true;
@@ -183,13 +194,35 @@ impl Session {
             self.rx_start = 0;
             self.rx_end = 0;
         }
+        if filled == 0 && self.truncated && self.rx_start < self.rx_end {
+            let e = Error::General("the transport ended in the middle of a TLS record".into());
+            return self.fail(e, 0);
+        }
         Ok(if filled > 0 {
             Read::Data(filled)
-        } else if self.peer_closed {
+        } else if self.peer_closed || self.truncated {
             Read::End
         } else {
             Read::NeedInput
         })
+    }
+
+    /// Records `e` for good and queues the alert that tells the peer (best effort: the caller
+    /// sends [`Session::output`] if it can). Plaintext already copied is delivered first.
+    fn fail(&mut self, e: Error, filled: usize) -> Result<Read, Error> {
+        if self.failed.is_none() {
+            self.failed = Some(e.clone());
+            if !self.close_queued {
+                self.close_queued = true;
+                self.ensure_tx();
+                self.records.seal_fatal_alert(&e, &mut self.tx);
+            }
+        }
+        if filled > 0 {
+            Ok(Read::Data(filled))
+        } else {
+            Err(e)
+        }
     }
 
     /// Where to read socket bytes to; then call [`Session::received`]. Never empty.
@@ -212,10 +245,12 @@ impl Session {
         self.rx_end = (self.rx_end + n).min(self.rx.len());
     }
 
-    /// The transport ended: no more records will come. Without a close_notify first this is
-    /// still the end of the stream (as rustls reports it), not an error.
+    /// The transport ended: no more records will come. Whole records received before it are
+    /// still delivered. Without a close_notify this is taken as the end of the stream, as
+    /// plain TCP would be (rustls calls it `UnexpectedEof`; the relay treats both alike); a
+    /// record cut short by it is an error.
     pub fn transport_ended(&mut self) {
-        self.peer_closed = true;
+        self.truncated = true;
     }
 
     /// Seals as much of `data` as the write backlog allows; returns how much it took (0 when
@@ -252,14 +287,16 @@ impl Session {
         Ok(())
     }
 
-    fn seal_owed(&mut self) -> Result<(), Error> {
-        self.ensure_tx();
-        self.records.seal_owed(&mut self.tx)
-    }
-
+    /// Takes a send buffer from the pool if there is none, and moves unsent bytes to its front
+    /// so it never grows past the backlog plus a record (a peer reading slowly takes a few bytes
+    /// per send).
     fn ensure_tx(&mut self) {
         if self.tx.capacity() == 0 {
             self.tx = take_buffer();
+        }
+        if self.tx_pos > 0 {
+            self.tx.drain(..self.tx_pos);
+            self.tx_pos = 0;
         }
     }
 

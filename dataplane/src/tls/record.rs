@@ -40,7 +40,18 @@ const HANDSHAKE_HELLO_REQUEST: u8 = 0;
 const HANDSHAKE_NEW_SESSION_TICKET: u8 = 4;
 const HANDSHAKE_KEY_UPDATE: u8 = 24;
 const ALERT_CLOSE_NOTIFY: u8 = 0;
+const ALERT_UNEXPECTED_MESSAGE: u8 = 10;
+const ALERT_BAD_RECORD_MAC: u8 = 20;
+const ALERT_RECORD_OVERFLOW: u8 = 22;
+const ALERT_DECODE_ERROR: u8 = 50;
+const ALERT_USER_CANCELED: u8 = 90;
 const ALERT_LEVEL_WARNING: u8 = 1;
+const ALERT_LEVEL_FATAL: u8 = 2;
+/// TLS 1.3 ciphertext is at most 2^14 + 256 bytes (RFC 8446 §5.2).
+const MAX_CIPHERTEXT_TLS13: usize = MAX_PLAINTEXT + 256;
+/// Records in a row that carry no application data (key updates, tickets, warnings, empty
+/// records) before the peer is taken to be wasting our time; rustls allows as many.
+const MAX_RECORDS_WITHOUT_DATA: u32 = 32;
 
 /// Starts a key update this many records before the suite's confidentiality limit.
 const KEY_UPDATE_MARGIN: u64 = 1 << 10;
@@ -165,11 +176,15 @@ pub struct RecordLayer {
     tx: Keys,
     rx: Keys,
     kernel: Kernel,
-    /// The peer asked for a key update: ours goes out before the next record.
+    /// The peer asked for a key update: ours goes out before our next record.
     owe_key_update: bool,
     /// Records under one key before a key update is due (TLS 1.3) or the session must end.
     tx_limit: u64,
     peer_closed: bool,
+    /// close_notify or a fatal alert was sealed: no record follows it.
+    closed: bool,
+    /// Records in a row opened without application data in them.
+    without_data: u32,
 }
 
 impl RecordLayer {
@@ -198,6 +213,8 @@ impl RecordLayer {
             owe_key_update: false,
             tx_limit,
             peer_closed: false,
+            closed: false,
+            without_data: 0,
         })
     }
 
@@ -211,11 +228,6 @@ impl RecordLayer {
         self.tls13
     }
 
-    /// A key update answer is waiting: call [`RecordLayer::seal_owed`] and send.
-    pub fn owes_output(&self) -> bool {
-        self.owe_key_update
-    }
-
     /// Opens the record at the front of `buf`, in place.
     pub fn open(&mut self, buf: &mut [u8]) -> Result<Opened, Error> {
         let Some(header) = buf.get(..HEADER_LEN) else {
@@ -223,7 +235,12 @@ impl RecordLayer {
         };
         let header: [u8; HEADER_LEN] = [header[0], header[1], header[2], header[3], header[4]];
         let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-        if len > MAX_CIPHERTEXT {
+        let limit = if self.tls13 {
+            MAX_CIPHERTEXT_TLS13
+        } else {
+            MAX_CIPHERTEXT
+        };
+        if len > limit {
             return Err(Error::InvalidMessage(InvalidMessage::MessageTooLarge));
         }
         let total = HEADER_LEN + len;
@@ -241,7 +258,12 @@ impl RecordLayer {
         };
         self.rx.seq += 1;
         if content.len() > MAX_PLAINTEXT {
-            return Err(Error::General("TLS record longer than 2^14 bytes".into()));
+            return Err(Error::InvalidMessage(InvalidMessage::MessageTooLarge));
+        }
+        match content_type {
+            CONTENT_APPLICATION_DATA if content.is_empty() => self.count_without_data()?,
+            CONTENT_APPLICATION_DATA => self.without_data = 0,
+            _ => {}
         }
         match content_type {
             CONTENT_APPLICATION_DATA => Ok(Opened::Data {
@@ -249,7 +271,11 @@ impl RecordLayer {
                 plaintext: content,
             }),
             CONTENT_ALERT => self.alert(&buf[content], total),
+            CONTENT_HANDSHAKE if content.is_empty() => {
+                Err(Error::InvalidMessage(InvalidMessage::InvalidEmptyPayload))
+            }
             CONTENT_HANDSHAKE => {
+                self.count_without_data()?;
                 self.post_handshake(&buf[content])?;
                 Ok(Opened::Control { len: total })
             }
@@ -257,6 +283,16 @@ impl RecordLayer {
                 "unexpected TLS content type {other} after the handshake"
             ))),
         }
+    }
+
+    fn count_without_data(&mut self) -> Result<(), Error> {
+        self.without_data += 1;
+        if self.without_data > MAX_RECORDS_WITHOUT_DATA {
+            return Err(Error::General(format!(
+                "more than {MAX_RECORDS_WITHOUT_DATA} TLS records in a row without data"
+            )));
+        }
+        Ok(())
     }
 
     /// TLS 1.3: every record is application_data outside; the real type is the last non-zero
@@ -328,8 +364,10 @@ impl RecordLayer {
             self.peer_closed = true;
             return Ok(Opened::Closed { len });
         }
-        // TLS 1.2 warnings (other than close_notify) do not end the session.
-        if !self.tls13 && level == ALERT_LEVEL_WARNING {
+        // Warnings do not end the session: in TLS 1.2 any, in TLS 1.3 user_canceled (which a
+        // close_notify follows).
+        if level == ALERT_LEVEL_WARNING && (!self.tls13 || description == ALERT_USER_CANCELED) {
+            self.count_without_data()?;
             return Ok(Opened::Control { len });
         }
         Err(Error::AlertReceived(AlertDescription::from(description)))
@@ -360,10 +398,16 @@ impl RecordLayer {
                     if requested > 1 {
                         return Err(Error::InvalidMessage(InvalidMessage::InvalidKeyUpdate));
                     }
+                    // New keys start with the next record: nothing may follow in this one.
+                    if rest.len() > len {
+                        return Err(Error::General(
+                            "TLS KeyUpdate not at the end of its record".into(),
+                        ));
+                    }
                     self.rx = Keys::new(self.kernel.update_rx()?)?;
                     self.owe_key_update |= requested == 1;
                 }
-                (false, HANDSHAKE_HELLO_REQUEST) => {}
+                (false, HANDSHAKE_HELLO_REQUEST) if matches!(self.kernel, Kernel::Client(_)) => {}
                 _ => {
                     return Err(Error::General(format!(
                         "unexpected TLS handshake message {kind} after the handshake"
@@ -378,6 +422,9 @@ impl RecordLayer {
     /// Appends records carrying up to [`MAX_PLAINTEXT`] bytes of `plaintext` to `out` (after
     /// any key update the session owes); returns how many bytes of `plaintext` it took.
     pub fn seal(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<usize, Error> {
+        if self.closed {
+            return Err(Error::General("TLS write after close_notify".into()));
+        }
         if self.tx.seq >= self.tx_limit.saturating_sub(KEY_UPDATE_MARGIN) {
             if !self.tls13 {
                 return Err(Error::General(
@@ -394,7 +441,7 @@ impl RecordLayer {
 
     /// Appends the key update the session owes, if any, and switches to the next keys.
     pub fn seal_owed(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
-        if self.owe_key_update {
+        if self.owe_key_update && !self.closed {
             self.owe_key_update = false;
             // update_not_requested: we answer (or refresh on our own); the peer need not.
             self.seal_record(CONTENT_HANDSHAKE, &[HANDSHAKE_KEY_UPDATE, 0, 0, 1, 0], out)?;
@@ -403,14 +450,35 @@ impl RecordLayer {
         Ok(())
     }
 
-    /// Appends a close_notify alert.
+    /// Appends a close_notify alert; nothing is sealed after it.
     pub fn seal_close_notify(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
+        if self.closed {
+            return Ok(());
+        }
         self.seal_owed(out)?;
+        self.closed = true;
         self.seal_record(
             CONTENT_ALERT,
             &[ALERT_LEVEL_WARNING, ALERT_CLOSE_NOTIFY],
             out,
         )
+    }
+
+    /// Appends the fatal alert that tells the peer why the session ends with `error` (none
+    /// for an alert the peer sent); nothing is sealed after it. Best effort: a failure to seal
+    /// only means the peer sees the connection close without a reason.
+    pub fn seal_fatal_alert(&mut self, error: &Error, out: &mut Vec<u8>) {
+        let description = match error {
+            Error::AlertReceived(_) => return,
+            Error::DecryptError => ALERT_BAD_RECORD_MAC,
+            Error::InvalidMessage(InvalidMessage::MessageTooLarge) => ALERT_RECORD_OVERFLOW,
+            Error::InvalidMessage(_) => ALERT_DECODE_ERROR,
+            _ => ALERT_UNEXPECTED_MESSAGE,
+        };
+        if !self.closed {
+            self.closed = true;
+            let _ = self.seal_record(CONTENT_ALERT, &[ALERT_LEVEL_FATAL, description], out);
+        }
     }
 
     fn seal_record(

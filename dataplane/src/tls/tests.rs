@@ -10,7 +10,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{CipherSuite, ClientConfig, Connection, ServerConfig, SupportedProtocolVersion};
 
-use super::{Handshake, Read, Session};
+use super::{record, Handshake, Read, Session};
 
 struct Pki {
     ca: CertificateDer<'static>,
@@ -262,7 +262,8 @@ fn exchange_peer_first(session: &mut Session, peer: &mut Connection, len: usize)
     let mut back = Vec::new();
     feed_session(session, &wire, 4096, &mut back);
     assert!(back == down);
-    assert!(session.wants_write(), "the key update answer is queued");
+    // The answer is owed, not sent yet: it goes out in front of our next record.
+    assert!(!session.wants_write());
     exchange(session, peer, len);
 }
 
@@ -297,8 +298,10 @@ fn data_in_the_same_flight_as_the_finished_message_comes_first() {
     let out = answer_client_hello(&mut ours, &mut peer);
     let mut nothing = Vec::new();
     feed_peer(&mut peer, &out, &mut nothing);
-    // The client's Finished and its first bytes, one buffer.
+    // The client's Finished, its first bytes and a key update asking for ours, one buffer:
+    // the record layer takes over right after the Finished, in step with the peer.
     peer.writer().write_all(b"first bytes").unwrap();
+    peer.refresh_traffic_keys().unwrap();
     ours.received(&peer_output(&mut peer));
     assert!(ours.advance().unwrap());
     let mut session = ours.finish().unwrap();
@@ -306,6 +309,92 @@ fn data_in_the_same_flight_as_the_finished_message_comes_first() {
     assert_eq!(session.read(&mut buf).unwrap(), Read::Data(11));
     assert_eq!(&buf[..11], b"first bytes");
     assert_eq!(session.read(&mut buf).unwrap(), Read::NeedInput);
+    // Our answer goes first, then data the peer reads under its new keys.
+    exchange(&mut session, &mut peer, 30_000);
+}
+
+#[test]
+fn a_slow_reader_never_grows_the_send_buffer() {
+    let pki = make_pki();
+    let (mut session, _peer) = server_pair(&pki, CipherSuite::TLS13_AES_128_GCM_SHA256);
+    let data = pattern(100_000, 5);
+    for _ in 0..500 {
+        session.write(&data).unwrap();
+        // The socket takes a little each time.
+        session.sent(session.output().len().min(30_000));
+        assert!(session.output().len() <= 64 * 1024 + 2 * record::MAX_RECORD);
+        assert!(session.tx.len() <= 64 * 1024 + 2 * record::MAX_RECORD);
+    }
+}
+
+#[test]
+fn a_flood_of_records_without_data_ends_the_session_without_output() {
+    let pki = make_pki();
+    let (mut session, mut peer) = server_pair(&pki, CipherSuite::TLS13_AES_128_GCM_SHA256);
+    let mut wire = Vec::new();
+    for _ in 0..40 {
+        peer.refresh_traffic_keys().unwrap();
+        peer.writer().write_all(b"").unwrap();
+        // rustls sends the key update with its next write; an empty flush carries it.
+        peer.writer().flush().unwrap();
+        wire.extend_from_slice(&peer_output(&mut peer));
+    }
+    let mut buf = vec![0u8; 4096];
+    let space = session.input_space();
+    space[..wire.len()].copy_from_slice(&wire);
+    session.received(wire.len());
+    let e = session.read(&mut buf).unwrap_err();
+    assert!(e.to_string().contains("without data"), "{e}");
+    // No key update answers piled up; only the fatal alert that says why.
+    assert!(session.output().len() < 64, "{}", session.output().len());
+}
+
+#[test]
+fn nothing_is_sealed_after_close_notify() {
+    let pki = make_pki();
+    let (mut session, mut peer) = server_pair(&pki, CipherSuite::TLS13_AES_128_GCM_SHA256);
+    session.close().unwrap();
+    let closing = session.output().len();
+    peer.refresh_traffic_keys().unwrap();
+    peer.writer().write_all(b"after our close").unwrap();
+    let wire = peer_output(&mut peer);
+    let mut got = Vec::new();
+    feed_session(&mut session, &wire, wire.len(), &mut got);
+    assert_eq!(got, b"after our close");
+    assert_eq!(
+        session.output().len(),
+        closing,
+        "no key update after close_notify"
+    );
+    assert!(session.write(b"more").is_err());
+}
+
+#[test]
+fn a_record_cut_short_by_the_end_of_the_transport_is_an_error() {
+    let pki = make_pki();
+    let (mut session, mut peer) = server_pair(&pki, CipherSuite::TLS13_AES_128_GCM_SHA256);
+    peer.writer().write_all(b"whole").unwrap();
+    let mut wire = peer_output(&mut peer);
+    peer.writer().write_all(b"cut short").unwrap();
+    let second = peer_output(&mut peer);
+    wire.extend_from_slice(&second[..second.len() - 4]);
+    let space = session.input_space();
+    space[..wire.len()].copy_from_slice(&wire);
+    session.received(wire.len());
+    session.transport_ended();
+    let mut buf = [0u8; 64];
+    assert_eq!(session.read(&mut buf).unwrap(), Read::Data(5));
+    assert!(session.read(&mut buf).is_err());
+    // The end of the transport after whole records is the end of the stream.
+    let (mut session, mut peer) = server_pair(&pki, CipherSuite::TLS13_AES_128_GCM_SHA256);
+    peer.writer().write_all(b"whole").unwrap();
+    let wire = peer_output(&mut peer);
+    let space = session.input_space();
+    space[..wire.len()].copy_from_slice(&wire);
+    session.received(wire.len());
+    session.transport_ended();
+    assert_eq!(session.read(&mut buf).unwrap(), Read::Data(5));
+    assert_eq!(session.read(&mut buf).unwrap(), Read::End);
 }
 
 #[test]
@@ -346,7 +435,19 @@ fn a_tampered_record_is_an_error_not_data() {
         rustls::Error::DecryptError
     );
     // And it stays an error.
-    assert!(session.read(&mut buf).is_err());
+    assert_eq!(
+        session.read(&mut buf).unwrap_err(),
+        rustls::Error::DecryptError
+    );
+    // The peer is told why: bad_record_mac.
+    let alert = session.output().to_vec();
+    let mut rd = &alert[..];
+    peer.read_tls(&mut rd).unwrap();
+    let e = peer.process_new_packets().unwrap_err();
+    assert_eq!(
+        e,
+        rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)
+    );
 }
 
 #[test]
