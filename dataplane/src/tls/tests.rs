@@ -145,6 +145,13 @@ fn answer_client_hello(ours: &mut Handshake, peer: &mut Connection) -> Vec<u8> {
     out
 }
 
+/// Gives the session `bytes` as one socket read.
+fn give(session: &mut Session, bytes: &[u8]) {
+    let space = session.input_space();
+    space[..bytes.len()].copy_from_slice(bytes);
+    session.received(bytes.len());
+}
+
 /// Gives the session socket bytes in pieces of `piece` and collects its plaintext.
 fn feed_session(session: &mut Session, bytes: &[u8], piece: usize, got: &mut Vec<u8>) {
     let mut buf = vec![0u8; 50_000];
@@ -340,9 +347,7 @@ fn a_flood_of_records_without_data_ends_the_session_without_output() {
         wire.extend_from_slice(&peer_output(&mut peer));
     }
     let mut buf = vec![0u8; 4096];
-    let space = session.input_space();
-    space[..wire.len()].copy_from_slice(&wire);
-    session.received(wire.len());
+    give(&mut session, &wire);
     let e = session.read(&mut buf).unwrap_err();
     assert!(e.to_string().contains("without data"), "{e}");
     // No key update answers piled up; only the fatal alert that says why.
@@ -378,9 +383,7 @@ fn a_record_cut_short_by_the_end_of_the_transport_is_an_error() {
     peer.writer().write_all(b"cut short").unwrap();
     let second = peer_output(&mut peer);
     wire.extend_from_slice(&second[..second.len() - 4]);
-    let space = session.input_space();
-    space[..wire.len()].copy_from_slice(&wire);
-    session.received(wire.len());
+    give(&mut session, &wire);
     session.transport_ended();
     let mut buf = [0u8; 64];
     assert_eq!(session.read(&mut buf).unwrap(), Read::Data(5));
@@ -389,9 +392,7 @@ fn a_record_cut_short_by_the_end_of_the_transport_is_an_error() {
     let (mut session, mut peer) = server_pair(&pki, CipherSuite::TLS13_AES_128_GCM_SHA256);
     peer.writer().write_all(b"whole").unwrap();
     let wire = peer_output(&mut peer);
-    let space = session.input_space();
-    space[..wire.len()].copy_from_slice(&wire);
-    session.received(wire.len());
+    give(&mut session, &wire);
     session.transport_ended();
     assert_eq!(session.read(&mut buf).unwrap(), Read::Data(5));
     assert_eq!(session.read(&mut buf).unwrap(), Read::End);
@@ -426,9 +427,7 @@ fn a_tampered_record_is_an_error_not_data() {
     let mut wire = peer_output(&mut peer);
     let last = wire.len() - 3;
     wire[last] ^= 0x40;
-    let space = session.input_space();
-    space[..wire.len()].copy_from_slice(&wire);
-    session.received(wire.len());
+    give(&mut session, &wire);
     let mut buf = [0u8; 64];
     assert_eq!(
         session.read(&mut buf).unwrap_err(),
