@@ -2950,12 +2950,12 @@ mod tests {
         assert_eq!(reverse_tls.cert, dir.join("dmz.pem"));
         assert_eq!(reverse_tls.client_ca, Some(dir.join("ca.pem")));
         assert!(reverse_tls.mutual());
-        assert_eq!(reverse_tls.config.send_tls13_tickets, 0);
+        assert_eq!(reverse_tls.config.current().send_tls13_tickets, 0);
         let d = dmz(&config, 0);
         let public = d.tls.as_ref().unwrap();
         assert_eq!(public.alpn, ["h2", "http/1.1"]);
         assert_eq!(
-            public.config.alpn_protocols,
+            public.config.current().alpn_protocols,
             [b"h2".to_vec(), b"http/1.1".to_vec()]
         );
         assert!(!public.mutual());

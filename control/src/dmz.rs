@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sallyport_dataplane::tls::{Handshake, Read};
+use sallyport_dataplane::tls::{Handshake, Read, Reloadable};
 use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
 use sallyport_dataplane::{Dataplane, OwnedConn};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -45,8 +45,8 @@ pub struct ReverseEndpoint {
     pub targets: Vec<BindTarget>,
     /// Longest the TLS handshake plus the SOCKS5 negotiation may take.
     pub handshake_timeout: Duration,
-    /// TLS on the reverse endpoint (`[reverse] tls`).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS on the reverse endpoint (`[reverse] tls`); replaced when certificates are reloaded.
+    pub tls: Option<Arc<Reloadable<rustls::ServerConfig>>>,
     pub dataplane: Arc<Dataplane>,
     pub stats: Arc<ControlStats>,
 }
@@ -165,12 +165,12 @@ async fn handle_plain(
 }
 
 async fn handle_tls<'e>(
-    config: &Arc<rustls::ServerConfig>,
+    config: &Reloadable<rustls::ServerConfig>,
     stream: TcpStream,
     deadline: Instant,
     endpoint: &'e ReverseEndpoint,
 ) -> Result<Prepared<'e>, Failure> {
-    let handshake = Handshake::server(Arc::clone(config)).map_err(|e| {
+    let handshake = Handshake::server(config.current()).map_err(|e| {
         fail(
             HandshakeFailure::Tls,
             format!("cannot start a TLS session: {}", crate::tls::reason(&e)),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use sallyport_dataplane::tls::{Handshake, Read};
+use sallyport_dataplane::tls::{Handshake, Read, Reloadable};
 use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
 use sallyport_dataplane::{Dataplane, OwnedConn, ReverseEvent, ReverseOutcome, TargetTls};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -89,7 +89,8 @@ pub struct ReverseService {
 
 /// The reverse leg's TLS client: verifies the DMZ as `server_name`, presents our certificate.
 pub struct ReverseTls {
-    pub config: Arc<rustls::ClientConfig>,
+    /// Replaced when certificates are reloaded; each dial takes the current one.
+    pub config: Arc<Reloadable<rustls::ClientConfig>>,
     pub server_name: ServerName<'static>,
 }
 
@@ -368,7 +369,7 @@ async fn dial(service: &ReverseService) -> Result<OwnedConn, DialError> {
         return Ok(OwnedConn::new(into_std(stream)?, buf));
     };
     let handshake =
-        Handshake::client(Arc::clone(&tls.config), tls.server_name.clone()).map_err(|e| {
+        Handshake::client(tls.config.current(), tls.server_name.clone()).map_err(|e| {
             tls_failed(format!(
                 "cannot start a TLS session: {}",
                 crate::tls::reason(&e)

@@ -1,7 +1,7 @@
 //! sallyport's control side: configuration, the gateway assembly (data plane + control
 //! thread), the SOCKS5 reverse endpoint (DMZ), the reverse pools (internal gateway), TLS
-//! settings and development certificates (`tls`), the admin endpoint, and the `demo`
-//! topology. The `sallyport` binary is a thin CLI over it.
+//! settings and development certificates (`tls`), certificate reload (`reload`), the admin
+//! endpoint, and the `demo` topology. The `sallyport` binary is a thin CLI over it.
 //!
 //! No `unsafe` here: every system call goes through `sallyport_dataplane::sys`.
 #![forbid(unsafe_code)]
@@ -12,6 +12,7 @@ pub mod demo;
 pub mod dmz;
 pub mod gateway;
 pub mod internal;
+pub mod reload;
 pub mod socks_io;
 pub mod stats;
 pub mod tls;

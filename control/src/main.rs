@@ -30,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the services in FILE until SIGINT or SIGTERM.
+    /// Run the services in FILE until SIGINT or SIGTERM (SIGHUP reloads certificates).
     Run {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
@@ -197,6 +197,25 @@ fn certs(out: &std::path::Path, dmz_name: &str, days: u32, force: bool) -> ExitC
     ExitCode::SUCCESS
 }
 
+/// SIGHUP: certificates, keys and CAs read again from the files the config names.
+fn reload_certificates(config: &Config) {
+    match sallyport::reload::certificates(config) {
+        Ok(r) => {
+            tracing::info!(
+                tls_settings = r.settings,
+                "certificates and keys reloaded; new handshakes use them"
+            );
+            if r.other_changes {
+                tracing::warn!(
+                    "the config file has other changes too: only certificates, keys and CAs \
+                     are reloaded; restart to apply the rest"
+                );
+            }
+        }
+        Err(e) => tracing::error!("certificate reload failed, the running ones stay: {e}"),
+    }
+}
+
 fn run(path: &std::path::Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
@@ -209,6 +228,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -241,11 +261,15 @@ fn run(path: &std::path::Path) -> ExitCode {
     let _ = writeln!(out, "ready");
     let _ = out.flush();
     drop(out);
-    tracing::info!("sallyport running; SIGINT or SIGTERM stops it");
-    loop {
-        if let Some(signal) = signals.pending().next() {
+    tracing::info!("sallyport running; SIGINT or SIGTERM stops it, SIGHUP reloads certificates");
+    'running: loop {
+        for signal in signals.pending() {
+            if signal == signal_hook::consts::SIGHUP {
+                reload_certificates(&config);
+                continue;
+            }
             tracing::info!(signal, "stopping");
-            break;
+            break 'running;
         }
         if !gateway.is_running() {
             tracing::error!("control thread stopped unexpectedly");

@@ -32,6 +32,7 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore, ServerConfig};
+use sallyport_dataplane::tls::Reloadable;
 
 /// The crypto provider of every configuration: aws-lc-rs (rustls' default), chosen explicitly
 /// so a second provider compiled into the workspace can never make the choice ambiguous.
@@ -56,7 +57,8 @@ pub struct TlsServer {
     pub client_ca: Option<PathBuf>,
     /// ALPN protocols offered, in order of preference (public listeners only).
     pub alpn: Vec<String>,
-    pub config: Arc<ServerConfig>,
+    /// The built configuration; `reload::certificates` replaces what it holds.
+    pub config: Arc<Reloadable<ServerConfig>>,
 }
 
 impl TlsServer {
@@ -100,7 +102,8 @@ pub struct TlsClient {
     pub key: Option<PathBuf>,
     /// Name the server's certificate must be valid for (DNS name or IP address).
     pub server_name: ServerName<'static>,
-    pub config: Arc<ClientConfig>,
+    /// The built configuration; `reload::certificates` replaces what it holds.
+    pub config: Arc<Reloadable<ClientConfig>>,
 }
 
 impl fmt::Debug for TlsClient {
@@ -217,7 +220,7 @@ impl TlsServer {
             key: key.to_path_buf(),
             client_ca: client_ca.map(Path::to_path_buf),
             alpn: alpn.to_vec(),
-            config: Arc::new(config),
+            config: Reloadable::new(Arc::new(config)),
         })
     }
 }
@@ -252,7 +255,7 @@ impl TlsClient {
             cert: identity.map(|(c, _)| c.to_path_buf()),
             key: identity.map(|(_, k)| k.to_path_buf()),
             server_name,
-            config: Arc::new(config),
+            config: Reloadable::new(Arc::new(config)),
         })
     }
 }
@@ -797,7 +800,7 @@ pub fn config_lines(dir: &Path, dmz_name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -850,14 +853,18 @@ mod tests {
         )
         .unwrap();
         assert!(server.mutual());
-        assert_eq!(server.config.send_tls13_tickets, 0);
+        assert_eq!(server.config.current().send_tls13_tickets, 0);
         let client = TlsClient::load(
             &dir.join(CA_CERT),
             Some((&dir.join(INTERNAL_CERT), &dir.join(INTERNAL_KEY))),
             ServerName::try_from("dmz.example.net").unwrap(),
         )
         .unwrap();
-        assert!(client.config.client_auth_cert_resolver.has_certs());
+        assert!(client
+            .config
+            .current()
+            .client_auth_cert_resolver
+            .has_certs());
 
         // Refuses to overwrite, names the files; --force replaces them.
         let err = write_dev_certs(&dir, &certs, false).unwrap_err();

@@ -65,7 +65,8 @@ pub struct RelayConfig {
 /// TLS on a public listener (`tls://`): clients complete a handshake before they are paired.
 #[derive(Clone)]
 pub struct PublicTls {
-    pub config: Arc<rustls::ServerConfig>,
+    /// Replaced when certificates are reloaded; each handshake takes the current one.
+    pub config: Arc<tls::Reloadable<rustls::ServerConfig>>,
     /// A client that has not completed its handshake by then is closed.
     pub handshake_timeout: Duration,
 }
@@ -73,7 +74,8 @@ pub struct PublicTls {
 /// TLS toward the back-end (`connect = "tls://…"` on the internal side).
 #[derive(Clone)]
 pub struct TargetTls {
-    pub config: Arc<rustls::ClientConfig>,
+    /// Replaced when certificates are reloaded; each handshake takes the current one.
+    pub config: Arc<tls::Reloadable<rustls::ClientConfig>>,
     pub server_name: rustls::pki_types::ServerName<'static>,
 }
 

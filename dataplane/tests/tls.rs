@@ -63,7 +63,7 @@ fn client_config(pki: &Pki) -> Arc<rustls::ClientConfig> {
 fn start_public(pki: &Pki, handshake_timeout: Duration) -> Dataplane {
     let service = PublicService {
         tls: Some(PublicTls {
-            config: server_config(pki),
+            config: sallyport_dataplane::tls::Reloadable::new(server_config(pki)),
             handshake_timeout,
         }),
         ..common::plain_service("secure", Duration::from_secs(5))
@@ -206,7 +206,7 @@ fn reverse_leg_reaches_a_tls_back_end() {
     });
     let (leg, mut dmz) = prepared_pair();
     let target_tls = TargetTls {
-        config: client_config(&pki),
+        config: sallyport_dataplane::tls::Reloadable::new(client_config(&pki)),
         server_name: ServerName::try_from("localhost").unwrap(),
     };
     dp.park_reverse(

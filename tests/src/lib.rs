@@ -266,6 +266,15 @@ impl Gateway {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the gateway.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) touches no memory; `pid` is our own child, not reaped yet (we hold
+        // its `Child`), so it cannot name another process.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({signal}): {}", io::Error::last_os_error());
+    }
+
     /// SIGTERM, wait for the exit, and assert it was a clean one (status 0).
     pub fn stop(mut self) {
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");

@@ -23,7 +23,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use sallyport_tests::{
-    connect, sallyport_bin, temp_dir, EchoServer, Gateway, Tunnel, IO_TIMEOUT, STATE_TIMEOUT,
+    connect, forward_config, sallyport_bin, temp_dir, EchoServer, Gateway, Tunnel, IO_TIMEOUT,
+    STATE_TIMEOUT,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -1142,4 +1143,66 @@ fn stalled_public_tls_handshake_times_out_without_affecting_others() {
         &t.dmz,
         "handshake with a public client failed: handshake timed out",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificate reload
+// ---------------------------------------------------------------------------------------------
+
+/// SIGHUP re-reads the certificate and key files: new handshakes present the new certificate,
+/// and a reload that cannot read them changes nothing and says which key failed.
+#[test]
+fn sighup_reloads_certificates_for_new_handshakes() {
+    let first = Pki::generate();
+    let second = Pki::generate();
+    let dir = temp_dir();
+    let (cert, key) = (dir.join("listener.pem"), dir.join("listener.key"));
+    let install = |pki: &Pki| {
+        std::fs::copy(pki.path("dmz.pem"), &cert).expect("copy cert");
+        std::fs::copy(pki.path("dmz.key"), &key).expect("copy key");
+    };
+    install(&first);
+    let echo = EchoServer::start(localhost0()).expect("echo");
+    let gateway = Gateway::start(&forward_config(
+        "secure",
+        "tls://127.0.0.1:0",
+        &format!("tcp://{}", echo.addr()),
+        &format!(
+            "tls = {{ cert = \"{}\", key = \"{}\" }}",
+            cert.display(),
+            key.display()
+        ),
+    ));
+    let addr = gateway.service("secure");
+    let payload = b"certificates change, tunnels stay";
+    let echoes = |pki: &Pki| tls_echo(&pki.client_config(), addr, payload).ok();
+    assert_eq!(echoes(&first).as_deref(), Some(&payload[..]));
+    assert!(
+        echoes(&second).is_none(),
+        "the second CA is not trusted yet"
+    );
+
+    // A connection made before the reload keeps working after it.
+    let mut before = tls_client(&first.client_config(), addr);
+    before.write_all(b"old").expect("write before reload");
+    let mut got = [0u8; 3];
+    before.read_exact(&mut got).expect("echo before reload");
+
+    install(&second);
+    gateway.signal(libc::SIGHUP);
+    wait_log("gateway", &gateway, "certificates and keys reloaded");
+    assert_eq!(echoes(&second).as_deref(), Some(&payload[..]));
+    assert!(echoes(&first).is_none(), "the old certificate is gone");
+    before.write_all(b"new").expect("write after reload");
+    before.read_exact(&mut got).expect("echo after reload");
+    assert_eq!(&got, b"new");
+
+    // A key that cannot be read: the running certificates stay, the log names the key.
+    std::fs::write(&key, "not a key").expect("garble key");
+    gateway.signal(libc::SIGHUP);
+    let line = wait_log("gateway", &gateway, "certificate reload failed");
+    assert!(line.contains("service[secure].tls"), "{line}");
+    assert_eq!(echoes(&second).as_deref(), Some(&payload[..]));
+    gateway.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }

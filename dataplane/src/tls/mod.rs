@@ -19,6 +19,7 @@ mod tests;
 
 use std::cell::RefCell;
 use std::ops::Range;
+use std::sync::{Arc, PoisonError, RwLock};
 
 pub use handshake::Handshake;
 pub use record::{Opened, RecordLayer};
@@ -56,6 +57,36 @@ fn give_back(mut buf: Vec<u8>) {
             pool.push(buf);
         }
     });
+}
+
+/// A TLS configuration that can be replaced while running (certificates and keys reloaded on
+/// SIGHUP): every handshake takes the current one; sessions already established keep theirs.
+pub struct Reloadable<T> {
+    current: RwLock<Arc<T>>,
+}
+
+impl<T> Reloadable<T> {
+    pub fn new(config: Arc<T>) -> Arc<Reloadable<T>> {
+        Arc::new(Reloadable {
+            current: RwLock::new(config),
+        })
+    }
+
+    /// The configuration for the next handshake.
+    pub fn current(&self) -> Arc<T> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// From now on, handshakes use `config`.
+    pub fn replace(&self, config: Arc<T>) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+}
+
+impl<T> std::fmt::Debug for Reloadable<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reloadable(..)")
+    }
 }
 
 /// What [`Session::read`] produced.

@@ -4,7 +4,6 @@
 //! failure at once instead of a connection that hangs.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::*;
@@ -122,7 +121,7 @@ fn target_leg(fd: OwnedFd, upstream: &Upstream) -> Leg {
     let mut leg = match &upstream.tls {
         None => Leg::plain(fd),
         Some(tls) => {
-            match crate::tls::Handshake::client(Arc::clone(&tls.config), tls.server_name.clone()) {
+            match crate::tls::Handshake::client(tls.config.current(), tls.server_name.clone()) {
                 Ok(handshake) => Leg::tls(fd, handshake),
                 // Only fails on an invalid configuration: the socket is shut down, so the
                 // tunnel fails at once instead of sending plaintext to a TLS back-end.

@@ -70,7 +70,7 @@ impl Worker {
         let local = &self.services[first];
         let ws_timeout = local.ws.as_ref().map(|w| w.handshake_timeout);
         let (leg, stage, timeout) = match &local.tls {
-            Some(tls) => match crate::tls::Handshake::server(Arc::clone(&tls.config)) {
+            Some(tls) => match crate::tls::Handshake::server(tls.config.current()) {
                 Ok(handshake) => (
                     Leg::tls(client, handshake),
                     HandshakeStage::Tls,
