@@ -45,12 +45,13 @@ fn take_buffer() -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(BUFFER_LEN))
 }
 
-fn give_back(mut buf: Vec<u8>) {
+/// Keeps `buf` for the next session on this thread. Its length is kept too, so a receive buffer
+/// taken again needs no zeroing.
+fn give_back(buf: Vec<u8>) {
     // Only standard buffers: one grown for an unusual handshake tail is freed, not kept.
     if buf.capacity() < BUFFER_LEN || buf.capacity() > 2 * BUFFER_LEN {
         return;
     }
-    buf.clear();
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
         if pool.len() < POOL_MAX {
@@ -222,8 +223,13 @@ impl Session {
             }
         }
         if self.plain.is_empty() && self.rx_start == self.rx_end {
+            // Nothing buffered: the buffer goes back to the pool until bytes come again, so an
+            // established but quiet session holds none.
             self.rx_start = 0;
             self.rx_end = 0;
+            if !self.rx.is_empty() {
+                give_back(std::mem::take(&mut self.rx));
+            }
         }
         if filled == 0 && self.truncated && self.rx_start < self.rx_end {
             let e = Error::General("the transport ended in the middle of a TLS record".into());
@@ -260,7 +266,9 @@ impl Session {
     pub fn input_space(&mut self) -> &mut [u8] {
         if self.rx.is_empty() {
             self.rx = take_buffer();
-            self.rx.resize(BUFFER_LEN, 0);
+            if self.rx.len() < BUFFER_LEN {
+                self.rx.resize(BUFFER_LEN, 0);
+            }
         }
         if self.rx_start > 0 && self.plain.is_empty() {
             self.rx.copy_within(self.rx_start..self.rx_end, 0);
@@ -324,6 +332,7 @@ impl Session {
     fn ensure_tx(&mut self) {
         if self.tx.capacity() == 0 {
             self.tx = take_buffer();
+            self.tx.clear();
         }
         if self.tx_pos > 0 {
             self.tx.drain(..self.tx_pos);
@@ -340,8 +349,9 @@ impl Session {
     pub fn sent(&mut self, n: usize) {
         self.tx_pos = (self.tx_pos + n).min(self.tx.len());
         if self.tx_pos == self.tx.len() {
+            // All sent: the buffer goes back to the pool until the next write.
             self.tx_pos = 0;
-            self.tx.clear();
+            give_back(std::mem::take(&mut self.tx));
         }
     }
 

@@ -321,6 +321,17 @@ fn data_in_the_same_flight_as_the_finished_message_comes_first() {
 }
 
 #[test]
+fn a_quiet_session_holds_no_buffers() {
+    let pki = make_pki();
+    let (mut session, mut peer) = server_pair(&pki, CipherSuite::TLS13_AES_128_GCM_SHA256);
+    exchange(&mut session, &mut peer, 100_000);
+    assert!(session.rx.is_empty(), "receive buffer back in the pool");
+    assert_eq!(session.tx.capacity(), 0, "send buffer back in the pool");
+    // And they come back when bytes do.
+    exchange(&mut session, &mut peer, 50_000);
+}
+
+#[test]
 fn a_slow_reader_never_grows_the_send_buffer() {
     let pki = make_pki();
     let (mut session, _peer) = server_pair(&pki, CipherSuite::TLS13_AES_128_GCM_SHA256);
