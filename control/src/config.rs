@@ -39,9 +39,6 @@
 //! WebSocket listeners (`ws://`, `wss://`) on the same address share one listening socket and are
 //! told apart by request path, so they need distinct paths and (for `wss://`) the same `tls`
 //! table and `handshake_timeout`.
-//!
-//! Not yet supported, rejected by validation with a clear message: `ws://` and `wss://`
-//! back-ends of internal services (`accept = "reverse://…"`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -368,7 +365,8 @@ pub struct WsConnect {
     pub ping: Option<Duration>,
 }
 
-/// accept = "reverse://HOST:PORT/BINDNAME", connect = "tcp://HOST:PORT" or "tls://HOST:PORT"
+/// accept = "reverse://HOST:PORT/BINDNAME", connect = "tcp://HOST:PORT", "tls://HOST:PORT",
+/// "ws://HOST:PORT/PATH" or "wss://HOST:PORT/PATH"
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InternalService {
     /// The DMZ's reverse endpoint this gateway dials out to.
@@ -388,8 +386,11 @@ pub struct InternalService {
     /// TLS on the reverse leg to the DMZ (`tls`): verifies the DMZ's certificate and presents
     /// ours. The handshake runs within `connect_timeout`.
     pub tls: Option<TlsClient>,
-    /// TLS to the back-end (`connect = "tls://…"`, `connect_tls`).
+    /// TLS to the back-end (`connect = "tls://…"` or `"wss://…"`, `connect_tls`).
     pub target_tls: Option<TlsClient>,
+    /// `connect = "ws://…"` or `"wss://…"`: the back-end speaks WebSocket; each tunnel's bytes
+    /// travel as binary messages after an upgrade request.
+    pub target_ws: Option<WsConnect>,
 }
 
 /// A host name or IP literal with a port; not resolved here.
@@ -1157,18 +1158,6 @@ fn validate_service(
                  an internal service is reverse://HOST:PORT/NAME -> tcp:// (or tls://) HOST:PORT",
             ))
         }
-        (Scheme::Reverse, Scheme::Ws | Scheme::Wss) => {
-            return Err(check.fail(
-                key("connect"),
-                format!(
-                    "connect = \"{}://...\" is not yet supported for reverse:// services (an internal \
-                     gateway connects its back-ends over tcp:// or tls://); use tcp:// or tls://, or \
-                     put a forwarding service (accept = \"tcp://...\", connect = \"{}://...\") in front",
-                    connect_scheme.as_str(),
-                    connect_scheme.as_str()
-                ),
-            ))
-        }
         _ => {}
     }
 
@@ -1296,8 +1285,9 @@ fn validate_service(
             }
             let (dmz, bind_name) =
                 parse_reverse_accept(accept_rest).map_err(|r| check.fail(key("accept"), r))?;
-            let (target, _) = parse_target_uri(connect_scheme, connect_rest)
+            let (target, path) = parse_target_uri(connect_scheme, connect_rest)
                 .map_err(|r| check.fail(key("connect"), r))?;
+            let target_ws = path.map(|path| ws_connect(connect_rest, path, &ws));
             let prepared = match raw.prepared {
                 None => DEFAULT_PREPARED,
                 Some(n) => match usize::try_from(n) {
@@ -1349,6 +1339,7 @@ fn validate_service(
                 credentials,
                 tls,
                 target_tls,
+                target_ws,
             })
         }
         _ => {
@@ -1572,13 +1563,7 @@ fn validate_upstream(
         &target,
         "",
     )?;
-    let ws = path.map(|path| WsConnect {
-        // As written: `[::1]:80` keeps its brackets, a name keeps its case.
-        host: rest.split('/').next().unwrap_or(rest).to_string(),
-        path,
-        max_message: ws.max_message,
-        ping: ws.ping,
-    });
+    let ws = path.map(|path| ws_connect(rest, path, &ws));
     let addr = resolve_upstream(&target).map_err(|r| check.fail(key("connect"), r))?;
     Ok(UpstreamConfig {
         target,
@@ -1587,6 +1572,17 @@ fn validate_upstream(
         connect_timeout,
         ws,
     })
+}
+
+/// The WebSocket client leg of `connect = "ws://REST"` (or `wss://`), `path` taken from it.
+fn ws_connect(rest: &str, path: String, ws: &WsCommon) -> WsConnect {
+    WsConnect {
+        // As written: `[::1]:80` keeps its brackets, a name keeps its case.
+        host: rest.split('/').next().unwrap_or(rest).to_string(),
+        path,
+        max_message: ws.max_message,
+        ping: ws.ping,
+    }
 }
 
 /// The first address `target` resolves to (IP literals need no resolver).
@@ -2518,6 +2514,7 @@ mod tests {
                     credentials: None,
                     tls: None,
                     target_tls: None,
+                    target_ws: None,
                 }),
             }],
         };
@@ -3592,16 +3589,31 @@ mod tests {
     }
 
     #[test]
-    fn internal_services_cannot_connect_over_websocket_yet() {
-        for connect in ["ws://10.0.0.5:80/x", "wss://10.0.0.5:443/"] {
-            let err = one("reverse://127.0.0.1:1080/s", connect, "").unwrap_err();
-            assert_eq!(err.key, "service[s].connect");
-            assert!(
-                err.reason
-                    .contains("not yet supported for reverse:// services"),
-                "{err}"
-            );
-        }
+    fn internal_services_connect_over_websocket() {
+        let config = one(
+            "reverse://127.0.0.1:1080/s",
+            "ws://10.0.0.5:80/tunnel?x=1",
+            "ws_ping = \"20s\"\nws_max_message = \"1MiB\"",
+        )
+        .unwrap();
+        let i = internal(&config, 0);
+        let ws = i.target_ws.as_ref().expect("target_ws");
+        assert_eq!(ws.host, "10.0.0.5:80");
+        assert_eq!(ws.path, "/tunnel?x=1");
+        assert_eq!(ws.ping, Some(Duration::from_secs(20)));
+        assert_eq!(ws.max_message, 1 << 20);
+        assert!(i.target_tls.is_none());
+        // wss:// needs connect_tls, like a forwarding service's.
+        let err = one("reverse://127.0.0.1:1080/s", "wss://10.0.0.5:443/", "").unwrap_err();
+        assert_eq!(err.key, "service[s].connect_tls");
+        // Listener-only keys stay refused.
+        let err = one(
+            "reverse://127.0.0.1:1080/s",
+            "ws://10.0.0.5:80/",
+            "origins = [\"https://a.example\"]",
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "service[s].origins");
     }
 
     #[test]

@@ -260,6 +260,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
                 credentials: None,
                 tls: client_tls,
                 target_tls: None,
+                target_ws: None,
             }),
         },
     ))?;

@@ -18,7 +18,9 @@ use sallyport_dataplane::{
 };
 use serde_json::Value;
 
-use crate::config::{Config, RelayMode, RingSetup, ServiceRole, TlsClient, TlsServer, WsAccept};
+use crate::config::{
+    Config, RelayMode, RingSetup, ServiceRole, TlsClient, TlsServer, WsAccept, WsConnect,
+};
 use crate::dmz::{BindTarget, ReverseEndpoint};
 use crate::internal::{ReverseService, ReverseTls};
 use crate::stats::{self, ControlStats, InternalStats, ServiceView};
@@ -114,6 +116,16 @@ fn bind_error(config: &Config, key: &str, addr: SocketAddr, e: std::io::Error) -
     }
 }
 
+/// A WebSocket client leg toward a back-end or upstream, as the data plane takes it.
+fn upstream_ws(w: &WsConnect) -> UpstreamWs {
+    UpstreamWs {
+        host: w.host.clone(),
+        path: w.path.clone(),
+        max_message: w.max_message,
+        ping: w.ping,
+    }
+}
+
 /// TLS toward a back-end or upstream, as the data plane takes it.
 fn target_tls(t: &TlsClient) -> TargetTls {
     TargetTls {
@@ -164,12 +176,7 @@ fn public_service(name: &str, role: &ServiceRole) -> Option<PublicService> {
                     addr: u.addr,
                     tls: u.tls.as_ref().map(target_tls),
                     connect_timeout: u.connect_timeout,
-                    ws: u.ws.as_ref().map(|w| UpstreamWs {
-                        host: w.host.clone(),
-                        path: w.path.clone(),
-                        max_message: w.max_message,
-                        ping: w.ping,
-                    }),
+                    ws: u.ws.as_ref().map(upstream_ws),
                 }),
             })
         }
@@ -313,6 +320,7 @@ impl Gateway {
                             server_name: t.server_name.clone(),
                         }),
                         target_tls: i.target_tls.as_ref().map(target_tls),
+                        target_ws: i.target_ws.as_ref().map(upstream_ws),
                         stats: Arc::clone(&stats),
                         dataplane: Arc::clone(&dataplane),
                     });

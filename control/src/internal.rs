@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use sallyport_dataplane::tls::{Handshake, Read, Reloadable};
 use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
-use sallyport_dataplane::{Dataplane, OwnedConn, ReverseEvent, ReverseOutcome, TargetTls};
+use sallyport_dataplane::{
+    Dataplane, OwnedConn, ReverseEvent, ReverseOutcome, TargetTls, Upstream, UpstreamWs,
+};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -83,6 +85,8 @@ pub struct ReverseService {
     pub tls: Option<ReverseTls>,
     /// TLS to the back-end (`connect = "tls://…"`), done by the worker.
     pub target_tls: Option<TargetTls>,
+    /// `connect = "ws://…"` or `"wss://…"`: the worker's upgrade to the back-end.
+    pub target_ws: Option<UpstreamWs>,
     pub stats: Arc<InternalStats>,
     pub dataplane: Arc<Dataplane>,
 }
@@ -324,9 +328,12 @@ async fn dial_and_park(service: &ReverseService, index: usize) -> Result<(), Dia
         .park_reverse(
             index,
             conn,
-            target,
-            service.connect_timeout,
-            service.target_tls.clone(),
+            Upstream {
+                addr: target,
+                tls: service.target_tls.clone(),
+                connect_timeout: service.connect_timeout,
+                ws: service.target_ws.clone(),
+            },
         )
         .map_err(|_| rejected("every worker queue is full"))
 }

@@ -364,24 +364,21 @@ impl Dataplane {
 
     /// Internal side: parks a reverse leg (first BIND reply received; `conn.leftover` holds
     /// whatever was read after it) on the next worker in turn. When the DMZ sends the second
-    /// reply the worker connects to `target` and relays; the outcome is reported through
+    /// reply the worker connects to the back-end (`upstream`: TCP, with TLS and/or a WebSocket
+    /// upgrade when set) and relays; the outcome is reported through
     /// [`DataplaneConfig::reverse_events`]. Gives the connection back when every queue is full.
     pub fn park_reverse(
         &self,
         service: usize,
         conn: OwnedConn,
-        target: SocketAddr,
-        connect_timeout: Duration,
-        target_tls: Option<TargetTls>,
+        upstream: Upstream,
     ) -> Result<(), OwnedConn> {
         let n = self.peers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut msg = Msg::Reverse(Box::new(ReverseHandoff {
             service,
             conn,
-            target,
-            connect_timeout,
-            target_tls,
+            upstream,
         }));
         for k in 0..n {
             match self.peers[(start + k) % n].send(msg) {

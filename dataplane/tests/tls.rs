@@ -212,9 +212,7 @@ fn reverse_leg_reaches_a_tls_back_end() {
     dp.park_reverse(
         0,
         OwnedConn::new(leg, Vec::new()),
-        backend_addr,
-        Duration::from_secs(5),
-        Some(target_tls),
+        common::backend(backend_addr, Duration::from_secs(5), Some(target_tls)),
     )
     .unwrap();
     let mut segment = Vec::new();

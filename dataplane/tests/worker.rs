@@ -193,9 +193,7 @@ fn reverse_leg_connects_the_back_end_and_delivers_leftover_first() {
     dp.park_reverse(
         3,
         OwnedConn::new(leg, Vec::new()),
-        backend.local_addr().unwrap(),
-        Duration::from_secs(5),
-        None,
+        common::backend(backend.local_addr().unwrap(), Duration::from_secs(5), None),
     )
     .unwrap();
     // The DMZ pairs it: the second reply and the client's first bytes in one segment.
@@ -233,9 +231,7 @@ fn reverse_leg_whose_back_end_refuses_is_reset() {
     dp.park_reverse(
         0,
         OwnedConn::new(leg, second_reply("203.0.113.5:1")),
-        closed,
-        Duration::from_secs(5),
-        None,
+        common::backend(closed, Duration::from_secs(5), None),
     )
     .unwrap();
     assert_eq!(
@@ -269,9 +265,7 @@ fn reverse_leg_closed_by_the_dmz_is_lost() {
     dp.park_reverse(
         1,
         OwnedConn::new(leg, Vec::new()),
-        target,
-        Duration::from_secs(1),
-        None,
+        common::backend(target, Duration::from_secs(1), None),
     )
     .unwrap();
     drop(dmz);

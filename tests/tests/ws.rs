@@ -27,8 +27,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use sallyport_dataplane::wire::{http, ws};
 use sallyport_tests::{
-    bulk_echo, connect, dmz_config_accept, forward_config, temp_dir, DevCerts, EchoServer, Gateway,
-    Tunnel, STATE_TIMEOUT,
+    bulk_echo, connect, dmz_config, dmz_config_accept, echo_round_trip, forward_config, temp_dir,
+    DevCerts, EchoServer, Gateway, Relay, Tunnel, STATE_TIMEOUT,
 };
 use serde_json::Value;
 
@@ -1352,4 +1352,46 @@ fn hostile_handshakes_and_frames_never_crash_the_gateway() {
     good_client("after abandoned and stalled requests");
     assert_no_panic("DMZ", &t.dmz);
     assert_no_panic("internal", &t.internal);
+}
+
+/// An internal gateway whose back-end speaks WebSocket (`connect = "ws://…"` on a reverse://
+/// service): each tunnel taken from the pool upgrades to gateway B's WebSocket listener, which
+/// forwards to the echo. Bytes come back intact, 16 MiB each way included.
+#[test]
+fn internal_service_connects_its_back_end_over_websocket() {
+    let echo = EchoServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("echo");
+    let b = Gateway::start(&forward_config(
+        "b",
+        "ws://127.0.0.1:0/tunnel",
+        &format!("tcp://{}", echo.addr()),
+        "",
+    ));
+    let dmz = Gateway::start(&dmz_config(Relay::Splice, "5s", 0, None));
+    let internal = Gateway::start(&format!(
+        "[gateway]\nworkers = 2\nadmin = \"127.0.0.1:0\"\n\n\
+         [[service]]\nname = \"echo\"\naccept = \"reverse://{}/echo\"\n\
+         connect = \"ws://{}/tunnel\"\nprepared = 2\n",
+        dmz.reverse(),
+        b.service("b")
+    ));
+    dmz.wait_prepared("echo", 2, STATE_TIMEOUT);
+    let public = dmz.service("echo");
+    let back = echo_round_trip(public, b"through a websocket back-end").expect("round trip");
+    assert_eq!(back, b"through a websocket back-end");
+    if let Err(e) = bulk_echo(public, 16 << 20, 0x00b_ac4e_0d) {
+        panic!(
+            "bulk over a WebSocket back-end: {e}\n--- internal ---\n{}\n--- b ---\n{}",
+            internal.stderr(),
+            b.stderr()
+        );
+    }
+    // B saw WebSocket clients: the upgrades came from the internal gateway.
+    let stats = b.stats();
+    assert!(
+        stats["services"]["b"]["accepted"].as_u64().unwrap_or(0) >= 2,
+        "{stats}"
+    );
+    internal.stop();
+    dmz.stop();
+    b.stop();
 }

@@ -27,7 +27,7 @@ use crate::leg::Leg;
 use crate::metrics::{CloseReason, RefusalReason, WorkerStats};
 use crate::relay::{Engine, Tunnel, TunnelState};
 use crate::sys::{self, Completion, Pipe, Ring};
-use crate::{PublicTls, PublicWs, RelayConfig, RelayMode, ReverseEvents, TargetTls, Upstream};
+use crate::{PublicTls, PublicWs, RelayConfig, RelayMode, ReverseEvents, Upstream};
 
 /// Messages a worker accepts from the control thread and from other workers.
 pub(crate) enum Msg {
@@ -46,9 +46,7 @@ pub(crate) enum Msg {
 pub(crate) struct ReverseHandoff {
     pub service: usize,
     pub conn: OwnedConn,
-    pub target: SocketAddr,
-    pub connect_timeout: Duration,
-    pub target_tls: Option<TargetTls>,
+    pub upstream: Upstream,
 }
 
 /// How other threads reach a worker.
@@ -124,9 +122,8 @@ enum HandshakeStage {
 struct ReverseLeg {
     leg: Leg,
     service: usize,
-    target: SocketAddr,
-    target_tls: Option<TargetTls>,
-    connect_timeout: Duration,
+    /// The back-end to connect once paired.
+    upstream: Upstream,
     /// Bytes read and not yet parsed (at most one reply plus what came with it).
     buf: Vec<u8>,
     parked_at: Instant,

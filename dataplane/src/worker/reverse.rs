@@ -21,9 +21,7 @@ impl Worker {
         let ReverseHandoff {
             service,
             conn,
-            target,
-            connect_timeout,
-            target_tls,
+            upstream,
         } = handoff;
         let fd = OwnedFd::from(conn.stream);
         let tls = conn.tls;
@@ -37,9 +35,7 @@ impl Worker {
         let leg = Box::new(ReverseLeg {
             leg: Leg::from_parts(fd, tls),
             service,
-            target,
-            target_tls,
-            connect_timeout,
+            upstream,
             buf,
             parked_at: Instant::now(),
         });
@@ -158,18 +154,8 @@ impl Worker {
         let _ = reply;
         let leftover = std::mem::take(&mut leg.buf);
         let ReverseLeg {
-            leg: dmz,
-            target,
-            target_tls,
-            connect_timeout,
-            ..
+            leg: dmz, upstream, ..
         } = leg;
-        let upstream = Upstream {
-            addr: target,
-            tls: target_tls,
-            connect_timeout,
-            ws: None,
-        };
         self.connect_upstream(dmz, leftover, &upstream, Origin::Reverse(service));
     }
 }

@@ -78,3 +78,17 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// A back-end reached over plain TCP, or TLS with `tls`: where a reverse leg connects once paired.
+pub fn backend(
+    addr: std::net::SocketAddr,
+    connect_timeout: Duration,
+    tls: Option<sallyport_dataplane::TargetTls>,
+) -> sallyport_dataplane::Upstream {
+    sallyport_dataplane::Upstream {
+        addr,
+        tls,
+        connect_timeout,
+        ws: None,
+    }
+}
