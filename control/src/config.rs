@@ -1149,16 +1149,13 @@ fn validate_service(
     let (connect_scheme, connect_rest) =
         split_scheme(&connect).map_err(|r| check.fail(key("connect"), r))?;
 
-    // Combinations that are not served at all, before any key is looked at.
-    match (accept_scheme, connect_scheme) {
-        (Scheme::Reverse, Scheme::Reverse) => {
-            return Err(check.fail(
-                key("connect"),
-                "reverse:// on both sides is not supported; a DMZ service is tcp:// (or tls://, ws://, wss://) -> reverse://NAME, \
-                 an internal service is reverse://HOST:PORT/NAME -> tcp:// (or tls://) HOST:PORT",
-            ))
-        }
-        _ => {}
+    // A combination that is not served at all, before any key is looked at.
+    if (accept_scheme, connect_scheme) == (Scheme::Reverse, Scheme::Reverse) {
+        return Err(check.fail(
+            key("connect"),
+            "reverse:// on both sides is not supported; a DMZ service is tcp:// (or tls://, ws://, wss://) -> reverse://NAME, \
+             an internal service is reverse://HOST:PORT/NAME -> tcp:// (or tls://, ws://, wss://) HOST:PORT",
+        ));
     }
 
     // WebSocket keys: only where a WebSocket leg is.

@@ -1378,7 +1378,7 @@ fn internal_service_connects_its_back_end_over_websocket() {
     let public = dmz.service("echo");
     let back = echo_round_trip(public, b"through a websocket back-end").expect("round trip");
     assert_eq!(back, b"through a websocket back-end");
-    if let Err(e) = bulk_echo(public, 16 << 20, 0x00b_ac4e_0d) {
+    if let Err(e) = bulk_echo(public, 16 << 20, 0x0000_0bac_4e0d) {
         panic!(
             "bulk over a WebSocket back-end: {e}\n--- internal ---\n{}\n--- b ---\n{}",
             internal.stderr(),
