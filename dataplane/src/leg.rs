@@ -41,14 +41,17 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// A TLS leg: handshaking, then established (exactly one of the two is set; neither once a
-/// handshake failed).
-struct Tls {
-    handshake: Option<Box<Handshake>>,
-    session: Option<Box<Session>>,
-    /// Plaintext written before the handshake was over (at most `EARLY_WRITE_LIMIT`), sealed
-    /// as soon as it is.
-    queued: Vec<u8>,
+/// A TLS leg's state.
+enum Tls {
+    /// rustls runs the handshake; plaintext written meanwhile (at most `EARLY_WRITE_LIMIT`)
+    /// waits in `queued` and is sealed as soon as the session is established.
+    Handshaking {
+        handshake: Box<Handshake>,
+        queued: Vec<u8>,
+    },
+    Established(Box<Session>),
+    /// The handshake failed: every later operation reports it.
+    Failed,
 }
 
 /// Plaintext a TLS leg takes before its handshake is over.
@@ -56,51 +59,45 @@ const EARLY_WRITE_LIMIT: usize = 64 << 10;
 
 impl Tls {
     fn wants_write(&self) -> bool {
-        self.handshake
-            .as_ref()
-            .is_some_and(|h| !h.outgoing().is_empty())
-            || self.session.as_ref().is_some_and(|s| s.wants_write())
+        match self {
+            Tls::Handshaking { handshake, .. } => !handshake.outgoing().is_empty(),
+            Tls::Established(session) => session.wants_write(),
+            Tls::Failed => false,
+        }
     }
 
     fn failed() -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, "the TLS handshake failed")
     }
 
+    /// The established session, or `WouldBlock` while the handshake runs.
+    fn session(&mut self) -> io::Result<&mut Session> {
+        match self {
+            Tls::Established(session) => Ok(session),
+            Tls::Handshaking { .. } => Err(would_block()),
+            Tls::Failed => Err(Tls::failed()),
+        }
+    }
+
     /// Runs the handshake on what the socket has: Ok(true) once the session is established,
     /// Ok(false) when waiting for the peer (or for room to send).
     fn drive(&mut self, fd: BorrowedFd<'_>) -> io::Result<bool> {
         loop {
-            if self.handshake.is_none() {
-                return match self.session {
-                    Some(_) => Ok(true),
-                    None => Err(Tls::failed()),
-                };
-            }
+            let handshake = match self {
+                Tls::Handshaking { handshake, .. } => handshake,
+                Tls::Established(_) => return Ok(true),
+                Tls::Failed => return Err(Tls::failed()),
+            };
             // The handshake's flight goes out before it waits for the peer's.
-            if !flush(self, fd)? {
+            if !send_pending(handshake.as_mut(), fd)? {
                 return Ok(false);
             }
-            let Some(handshake) = self.handshake.as_mut() else {
-                return Err(Tls::failed());
-            };
             match handshake.advance() {
-                Ok(true) => {
-                    let Some(handshake) = self.handshake.take() else {
-                        return Err(Tls::failed());
-                    };
-                    let mut session = handshake.finish().map_err(tls_error)?;
-                    let queued = std::mem::take(&mut self.queued);
-                    session.write_all(&queued).map_err(tls_error)?;
-                    self.session = Some(Box::new(session));
-                    // The handshake's tail and the queued records: what the socket does not
-                    // take now goes with the relay's next flush.
-                    flush(self, fd)?;
-                    return Ok(true);
-                }
+                Ok(true) => return self.establish(fd),
                 Ok(false) => {}
                 Err(e) => {
-                    let _ = flush(self, fd); // The alert, if the socket takes it.
-                    self.handshake = None;
+                    let _ = send_pending(handshake.as_mut(), fd); // The alert, if it fits.
+                    *self = Tls::Failed;
                     return Err(tls_error(e));
                 }
             }
@@ -115,6 +112,20 @@ impl Tls {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The handshake is complete: the session takes over, with the plaintext that waited.
+    fn establish(&mut self, fd: BorrowedFd<'_>) -> io::Result<bool> {
+        let Tls::Handshaking { handshake, queued } = std::mem::replace(self, Tls::Failed) else {
+            return Err(Tls::failed());
+        };
+        let mut session = handshake.finish().map_err(tls_error)?;
+        session.write_all(&queued).map_err(tls_error)?;
+        // The handshake's tail and the queued records: what the socket does not take now goes
+        // with the relay's next flush.
+        send_pending(&mut session, fd)?;
+        *self = Tls::Established(Box::new(session));
+        Ok(true)
     }
 }
 
@@ -158,12 +169,10 @@ fn send_pending(out: &mut impl Outgoing, fd: BorrowedFd<'_>) -> io::Result<bool>
 
 /// Writes what the TLS state has for the peer to `fd`: Ok(true) when nothing is left.
 fn flush(tls: &mut Tls, fd: BorrowedFd<'_>) -> io::Result<bool> {
-    if let Some(h) = tls.handshake.as_mut() {
-        return send_pending(h.as_mut(), fd);
-    }
-    match tls.session.as_mut() {
-        Some(s) => send_pending(s.as_mut(), fd),
-        None => Ok(true),
+    match tls {
+        Tls::Handshaking { handshake, .. } => send_pending(handshake.as_mut(), fd),
+        Tls::Established(session) => send_pending(session.as_mut(), fd),
+        Tls::Failed => Ok(true),
     }
 }
 
@@ -253,9 +262,7 @@ fn transport_read(fd: BorrowedFd<'_>, tls: Option<&mut Tls>, buf: &mut [u8]) -> 
     if !tls.drive(fd)? {
         return Err(would_block());
     }
-    let Some(session) = tls.session.as_mut() else {
-        return Err(Tls::failed());
-    };
+    let session = tls.session()?;
     loop {
         match session.read(buf) {
             Ok(Read::Data(n)) => return Ok(n),
@@ -263,7 +270,7 @@ fn transport_read(fd: BorrowedFd<'_>, tls: Option<&mut Tls>, buf: &mut [u8]) -> 
             Ok(Read::NeedInput) => {}
             Err(e) => {
                 // The alert that tells the peer why, if the socket takes it.
-                let _ = send_pending(session.as_mut(), fd);
+                let _ = send_pending(session, fd);
                 return Err(tls_error(e));
             }
         }
@@ -278,15 +285,15 @@ fn transport_write(fd: BorrowedFd<'_>, tls: Option<&mut Tls>, data: &[u8]) -> io
     let Some(tls) = tls else {
         return sys::send(fd, data);
     };
-    let accepted = match tls.session.as_mut() {
-        Some(session) => session.write(data).map_err(tls_error)?,
-        None if tls.handshake.is_some() => {
+    let accepted = match tls {
+        Tls::Established(session) => session.write(data).map_err(tls_error)?,
+        Tls::Handshaking { queued, .. } => {
             // Held until the handshake is over, like the first bytes of any TLS client.
-            let take = data.len().min(EARLY_WRITE_LIMIT - tls.queued.len());
-            tls.queued.extend_from_slice(&data[..take]);
+            let take = data.len().min(EARLY_WRITE_LIMIT - queued.len());
+            queued.extend_from_slice(&data[..take]);
             take
         }
-        None => return Err(Tls::failed()),
+        Tls::Failed => return Err(Tls::failed()),
     };
     flush(tls, fd)?;
     if accepted == 0 && !data.is_empty() {
@@ -309,9 +316,8 @@ impl Leg {
     pub fn tls(fd: OwnedFd, handshake: Handshake) -> Leg {
         Leg {
             fd,
-            tls: Some(Tls {
-                handshake: Some(Box::new(handshake)),
-                session: None,
+            tls: Some(Tls::Handshaking {
+                handshake: Box::new(handshake),
                 queued: Vec::new(),
             }),
             ws: None,
@@ -322,11 +328,7 @@ impl Leg {
     pub fn from_parts(fd: OwnedFd, session: Option<Box<Session>>) -> Leg {
         Leg {
             fd,
-            tls: session.map(|s| Tls {
-                handshake: None,
-                session: Some(s),
-                queued: Vec::new(),
-            }),
+            tls: session.map(Tls::Established),
             ws: None,
         }
     }
@@ -345,10 +347,7 @@ impl Leg {
     pub fn into_parts(self) -> (OwnedFd, Option<Box<Session>>) {
         match self.tls {
             None => (self.fd, None),
-            Some(Tls {
-                session: Some(mut session),
-                ..
-            }) => {
+            Some(Tls::Established(mut session)) => {
                 session.release_idle_buffers();
                 (self.fd, Some(session))
             }
@@ -359,21 +358,10 @@ impl Leg {
         }
     }
 
-    /// Returns an established TLS session's buffers to the pool while it has nothing buffered
-    /// (a leg about to wait, e.g. parked).
-    pub fn release_idle_buffers(&mut self) {
-        if let Some(session) = self.tls.as_mut().and_then(|t| t.session.as_mut()) {
-            session.release_idle_buffers();
-        }
-    }
-
     /// Plaintext or TLS records were received and are waiting inside the leg: no socket event
     /// will announce them.
     pub fn has_buffered_input(&self) -> bool {
-        self.tls
-            .as_ref()
-            .and_then(|t| t.session.as_ref())
-            .is_some_and(|s| s.has_buffered_input())
+        matches!(&self.tls, Some(Tls::Established(s)) if s.has_buffered_input())
     }
 
     /// TLS records are waiting to be written to the socket.
@@ -612,10 +600,10 @@ impl Leg {
         if let Some(tls) = self.tls.as_mut() {
             // A leg still in its handshake has nothing to close_notify (its queued plaintext,
             // if any, goes with the session first).
-            if tls.handshake.is_some() && !tls.drive(self.fd.as_fd())? {
+            if matches!(tls, Tls::Handshaking { .. }) && !tls.drive(self.fd.as_fd())? {
                 return Ok(false);
             }
-            if let Some(session) = tls.session.as_mut() {
+            if let Tls::Established(session) = tls {
                 session.close().map_err(tls_error)?;
             }
             if !flush(tls, self.fd.as_fd())? {
