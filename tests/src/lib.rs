@@ -459,15 +459,25 @@ impl Tunnel {
     /// Starts the back-end, the DMZ, then the internal gateway, and waits until both sides count
     /// `prepared` parked connections.
     pub fn start(relay: Relay, timeout: &str, prepared: u32) -> Tunnel {
-        let echo = EchoServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("start echo");
-        let dmz = Gateway::start(&dmz_config(relay, timeout, 0, None));
-        let internal = Gateway::start(&internal_config(
-            relay,
-            dmz.reverse(),
-            echo.addr(),
+        Tunnel::start_configured(
+            &dmz_config(relay, timeout, 0, None),
+            |reverse, echo| internal_config(relay, reverse, echo, prepared, None),
             prepared,
-            None,
-        ));
+        )
+    }
+
+    /// Starts the back-end, a DMZ running `dmz_config` (a `[reverse]` section and a service
+    /// `echo` served by prepared connections bound as `echo`), then an internal gateway running
+    /// `internal_config(the DMZ's reverse address, the back-end's address)`, and waits until both
+    /// sides count `prepared` parked connections.
+    pub fn start_configured(
+        dmz_config: &str,
+        internal_config: impl FnOnce(SocketAddr, SocketAddr) -> String,
+        prepared: u32,
+    ) -> Tunnel {
+        let echo = EchoServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("start echo");
+        let dmz = Gateway::start(dmz_config);
+        let internal = Gateway::start(&internal_config(dmz.reverse(), echo.addr()));
         let n = i64::from(prepared);
         dmz.wait_prepared("echo", n, STATE_TIMEOUT);
         internal.wait_prepared("echo", n, STATE_TIMEOUT);
@@ -521,25 +531,11 @@ impl Tunnel {
     /// have a `[reverse]` section and a service `echo` served by prepared connections bound as
     /// `echo`. The internal gateway keeps `prepared` of them parked (splice relay).
     pub fn start_with_dmz(dmz_config: &str, prepared: u32) -> Tunnel {
-        let echo = EchoServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("start echo");
-        let dmz = Gateway::start(dmz_config);
-        let internal = Gateway::start(&internal_config(
-            Relay::Splice,
-            dmz.reverse(),
-            echo.addr(),
+        Tunnel::start_configured(
+            dmz_config,
+            |reverse, echo| internal_config(Relay::Splice, reverse, echo, prepared, None),
             prepared,
-            None,
-        ));
-        let n = i64::from(prepared);
-        dmz.wait_prepared("echo", n, STATE_TIMEOUT);
-        internal.wait_prepared("echo", n, STATE_TIMEOUT);
-        let public = dmz.service("echo");
-        Tunnel {
-            echo,
-            dmz,
-            internal,
-            public,
-        }
+        )
     }
 }
 

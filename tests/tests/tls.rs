@@ -205,17 +205,9 @@ fn days_since_epoch() -> i64 {
     i64::try_from(secs / 86_400).expect("days fit i64")
 }
 
-/// Year, month, day of the day `days` after 1970-01-01 (H. Hinnant's `civil_from_days`).
+/// Year, month, day of the day `days` after 1970-01-01, as rcgen takes them.
 fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = sallyport_bench::modes::civil_from_days(days);
     (
         i32::try_from(year).expect("year fits i32"),
         u8::try_from(month).expect("month fits u8"),
@@ -347,24 +339,11 @@ fn good_internal_tls(pki: &Pki) -> String {
 /// Back-end, DMZ (mutual TLS reverse endpoint, `tls://` listener), internal gateway with good
 /// certificates; returns once both sides count `prepared` parked connections.
 fn tls_tunnel(pki: &Pki, prepared: u32, dmz_extra: &str) -> Tunnel {
-    let echo = EchoServer::start(localhost0()).expect("start echo");
-    let dmz = Gateway::start(&dmz_tls_config(pki, dmz_extra));
-    let internal = Gateway::start(&internal_tls_config(
-        dmz.reverse(),
-        echo.addr(),
+    Tunnel::start_configured(
+        &dmz_tls_config(pki, dmz_extra),
+        |reverse, echo| internal_tls_config(reverse, echo, prepared, &good_internal_tls(pki)),
         prepared,
-        &good_internal_tls(pki),
-    ));
-    let n = i64::from(prepared);
-    dmz.wait_prepared("echo", n, STATE_TIMEOUT);
-    internal.wait_prepared("echo", n, STATE_TIMEOUT);
-    let public = dmz.service("echo");
-    Tunnel {
-        echo,
-        dmz,
-        internal,
-        public,
-    }
+    )
 }
 
 fn counter(stats: &Value, path: &[&str]) -> u64 {
