@@ -277,11 +277,7 @@ impl Gateway {
 
     /// SIGTERM, wait for the exit, and assert it was a clean one (status 0).
     pub fn stop(mut self) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) touches no memory; `pid` is our own child, not reaped yet, so it cannot
-        // name another process.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill(SIGTERM): {}", io::Error::last_os_error());
+        self.signal(libc::SIGTERM);
         let status = self.wait_exit(STOP_TIMEOUT);
         match status {
             Some(status) => assert!(
