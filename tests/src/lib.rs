@@ -554,14 +554,23 @@ impl DevCerts {
             .arg(&dir)
             .output()
             .expect("run sallyport certs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
-            "sallyport certs failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            "sallyport certs failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
             out.status,
-            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        assert!(
+            stdout.contains("tls = {"),
+            "sallyport certs printed no config lines:\n{stdout}"
+        );
         DevCerts { root, dir }
+    }
+
+    /// The directory holding the files.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// Absolute path of `name` (e.g. `"ca.pem"`) in the directory; panics if it is missing.

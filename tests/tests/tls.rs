@@ -10,7 +10,6 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
@@ -23,7 +22,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use sallyport_tests::{
-    connect, forward_config, sallyport_bin, temp_dir, EchoServer, Gateway, Tunnel, IO_TIMEOUT,
+    connect, forward_config, temp_dir, DevCerts, EchoServer, Gateway, Tunnel, IO_TIMEOUT,
     STATE_TIMEOUT,
 };
 use serde_json::Value;
@@ -47,49 +46,30 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 // Certificates
 // ---------------------------------------------------------------------------------------------
 
-/// A directory written by `sallyport certs --out DIR`: ca.pem/key, dmz.pem/key,
-/// internal.pem/key.
+/// A directory written by `sallyport certs --out DIR` ([`DevCerts`]: ca.pem/key, dmz.pem/key,
+/// internal.pem/key), with what these tests build from it.
 struct Pki {
-    /// The fresh temp dir holding `dir`; removed on drop.
-    root: PathBuf,
-    dir: PathBuf,
+    certs: DevCerts,
 }
 
 impl Pki {
     /// Runs the real `sallyport certs` into a fresh directory.
     fn generate() -> Pki {
-        let root = temp_dir();
-        let dir = root.join("certs");
-        let out = Command::new(sallyport_bin())
-            .arg("certs")
-            .arg("--out")
-            .arg(&dir)
-            .output()
-            .expect("run sallyport certs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "sallyport certs failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            stdout.contains("tls = {"),
-            "sallyport certs printed no config lines:\n{stdout}"
-        );
-        Pki { root, dir }
+        Pki {
+            certs: DevCerts::generate(),
+        }
     }
 
     /// Absolute path of `name` in the directory, for a config file.
     fn path(&self, name: &str) -> String {
-        let path = self.dir.join(name);
-        assert!(path.is_file(), "no {}", path.display());
-        path.display().to_string()
+        self.certs.path(name)
     }
 
     fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(self.dir.join("ca.pem")).expect("read ca.pem") {
+        for cert in
+            CertificateDer::pem_file_iter(self.certs.dir().join("ca.pem")).expect("read ca.pem")
+        {
             roots.add(cert.expect("parse ca.pem")).expect("add CA root");
         }
         roots
@@ -115,21 +95,13 @@ impl Pki {
         )
     }
 
-    /// `tls` of a `tls://` public listener.
-    fn public_tls(&self) -> String {
-        format!(
-            "tls = {{ cert = \"{}\", key = \"{}\" }}",
-            self.path("dmz.pem"),
-            self.path("dmz.key")
-        )
-    }
-
     /// Writes a client certificate signed by this CA's key that expired at midnight UTC today
     /// (valid the day before, when the CA was valid too); returns (cert, key) paths.
     fn expired_client(&self) -> (String, String) {
-        let ca_pem = std::fs::read(self.dir.join("ca.pem")).expect("read ca.pem");
+        let ca_pem = std::fs::read(self.certs.dir().join("ca.pem")).expect("read ca.pem");
         let ca_der = CertificateDer::from_pem_slice(&ca_pem).expect("parse ca.pem");
-        let ca_key_pem = std::fs::read_to_string(self.dir.join("ca.key")).expect("read ca.key");
+        let ca_key_pem =
+            std::fs::read_to_string(self.certs.dir().join("ca.key")).expect("read ca.key");
         let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).expect("parse ca.key");
         // rcgen (without x509-parser) cannot load a CA certificate: rebuild one with the same
         // subject and key, which is all a signature and the issuer name depend on.
@@ -181,19 +153,11 @@ impl Pki {
             other => panic!("the test's certificate is not expired: {other:?}"),
         }
 
-        let cert_path = self.dir.join("expired.pem");
-        let key_path = self.dir.join("expired.key");
+        let cert_path = self.certs.dir().join("expired.pem");
+        let key_path = self.certs.dir().join("expired.key");
         std::fs::write(&cert_path, cert.pem()).expect("write expired.pem");
         std::fs::write(&key_path, key.serialize_pem()).expect("write expired.key");
         (self.path("expired.pem"), self.path("expired.key"))
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        if !thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.root);
-        }
     }
 }
 
@@ -307,7 +271,7 @@ fn dmz_tls_config(pki: &Pki, extra: &str) -> String {
          [[service]]\nname = \"echo\"\naccept = \"tls://127.0.0.1:0\"\nconnect = \"reverse://echo\"\n\
          timeout = \"5s\"\n{}\n{extra}\n",
         pki.dmz_reverse_tls(),
-        pki.public_tls()
+        pki.certs.listener_tls()
     )
 }
 
