@@ -66,7 +66,7 @@ fn loopback() -> SocketAddr {
 /// (and the host with the load generator), so each gets its own half of the cores rather than
 /// both starting at core 0 (see tuning.md, "Two gateways on one host").
 fn demo_cores(second: bool) -> Vec<usize> {
-    let cores = sallyport_dataplane::sys::available_cores();
+    let cores = sallyport_dataplane::available_cores();
     let half = (cores / 2).max(1);
     if second && cores > 1 {
         (half..cores).collect()

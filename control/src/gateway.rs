@@ -190,14 +190,13 @@ fn dataplane_config(
     services: Vec<PublicService>,
     reverse_events: Option<sallyport_dataplane::ReverseEvents>,
 ) -> DataplaneConfig {
-    use sallyport_dataplane::sys;
     let g = &config.gateway;
     DataplaneConfig {
         workers: g.workers,
         cores: Some(
             g.cores
                 .clone()
-                .unwrap_or_else(|| (0..sys::available_cores()).collect()),
+                .unwrap_or_else(|| (0..sallyport_dataplane::available_cores()).collect()),
         ),
         relay: RelayConfig {
             mode: match g.relay {
@@ -206,16 +205,16 @@ fn dataplane_config(
             },
             pipe_size: g.pipe_size,
             buffer_size: g.buffer_size,
-            stream: sys::StreamOptions {
+            stream: sallyport_dataplane::StreamOptions {
                 nodelay: g.nodelay,
                 buffer: g.socket_buffer,
             },
             busy_poll: g.busy_poll,
         },
         ring: match g.ring_setup {
-            RingSetup::CoopTaskrun => sys::RingSetup::CoopTaskrun,
-            RingSetup::DeferTaskrun => sys::RingSetup::DeferTaskrun,
-            RingSetup::Plain => sys::RingSetup::Plain,
+            RingSetup::CoopTaskrun => sallyport_dataplane::RingSetup::CoopTaskrun,
+            RingSetup::DeferTaskrun => sallyport_dataplane::RingSetup::DeferTaskrun,
+            RingSetup::Plain => sallyport_dataplane::RingSetup::Plain,
         },
         services,
         reverse_events,

@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sallyport_dataplane::leg::Leg;
 use sallyport_dataplane::metrics::WorkerStats;
 use sallyport_dataplane::relay::{Engine, Tunnel, TunnelState};
-use sallyport_dataplane::sys;
+use sallyport_dataplane::{pipe, prepare_stream, StreamOptions};
 
 const TRANSFER: usize = 64 << 20;
 
@@ -28,11 +28,11 @@ fn transfer(splice: bool, msg: usize) -> Duration {
     let (mut client, leg0) = pair();
     let (leg1, mut server) = pair();
     for leg in [&leg0, &leg1] {
-        sys::prepare_stream(leg.as_fd(), sys::StreamOptions::default()).expect("prepare");
+        prepare_stream(leg.as_fd(), StreamOptions::default()).expect("prepare");
     }
     let engine = || {
         if splice {
-            Engine::splice(sys::pipe(1 << 20).expect("pipe"))
+            Engine::splice(pipe(1 << 20).expect("pipe"))
         } else {
             Engine::copy(vec![0u8; 64 << 10].into_boxed_slice())
         }

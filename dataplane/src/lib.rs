@@ -22,7 +22,7 @@ pub mod handoff;
 pub mod leg;
 pub mod metrics;
 pub mod relay;
-pub mod sys;
+mod sys;
 pub mod tls;
 pub mod wire;
 mod worker;
@@ -36,6 +36,7 @@ use std::time::Duration;
 
 pub use handoff::OwnedConn;
 use metrics::{Snapshot, WorkerStats};
+pub use sys::{available_cores, pipe, prepare_stream, Pipe, RingSetup, StreamOptions};
 use worker::{Msg, Peer, ReverseHandoff, Worker, WorkerSetup};
 
 /// How a plain tunnel moves its bytes.

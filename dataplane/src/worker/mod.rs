@@ -385,10 +385,7 @@ impl Worker {
             }
             TAG_ACCEPT => {
                 let group = index as usize;
-                if c.result >= 0 {
-                    // SAFETY (ownership): a non-negative accept result is a new descriptor
-                    // that only this completion names.
-                    let fd = owned_from_accept(c.result);
+                if let Some(fd) = self.ring.take_accepted(&c) {
                     self.on_client(group, fd);
                 } else if c.result != -libc::ECANCELED {
                     tracing::warn!(core = self.id, group, errno = -c.result, "accept failed");
@@ -606,9 +603,4 @@ impl Worker {
 
 fn relaxed() -> std::sync::atomic::Ordering {
     std::sync::atomic::Ordering::Relaxed
-}
-
-fn owned_from_accept(fd: i32) -> OwnedFd {
-    debug_assert!(fd >= 0);
-    sys::owned_fd(fd)
 }

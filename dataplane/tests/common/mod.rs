@@ -5,9 +5,9 @@
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use sallyport_dataplane::sys::{RingSetup, StreamOptions};
 use sallyport_dataplane::{
-    Dataplane, DataplaneConfig, PublicService, RelayConfig, RelayMode, ReverseEvents,
+    Dataplane, DataplaneConfig, PublicService, RelayConfig, RelayMode, ReverseEvents, RingSetup,
+    StreamOptions,
 };
 
 /// Small buffers and pipes, so short tests still cross many fills.

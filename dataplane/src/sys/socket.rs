@@ -1,0 +1,190 @@
+//! Sockets: non-blocking read and send, shutdown and reset-on-close, the options set on relayed
+//! streams, SO_REUSEPORT listeners and the exclusivity probe, non-blocking connect, and the
+//! kernel TLS check.
+//!
+//! Every function borrows the descriptor it works on (`BorrowedFd`) or returns a new owned one;
+//! none keeps a descriptor or decides what an error means for the connection.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use super::cvt;
+
+/// read(2) on a non-blocking descriptor.
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, exclusively borrowed slice of `buf.len()` bytes for the call.
+    cvt(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// send(2) with MSG_NOSIGNAL on a non-blocking socket (a closed peer gives EPIPE, not SIGPIPE).
+pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid slice of `buf.len()` bytes, only read during the call.
+    cvt(unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    })
+}
+
+/// Reads and discards what a socket already received (at most `limit` bytes), so that closing
+/// it sends FIN, not the RST a close with unread data would send (which could destroy bytes the
+/// peer has not read yet). Never blocks.
+pub(crate) fn discard_input(fd: BorrowedFd<'_>, limit: usize) {
+    let mut scratch = [0u8; 4096];
+    let mut total = 0;
+    while total < limit {
+        match read(fd, &mut scratch) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
+}
+
+/// Shuts down the write side of a socket (sends FIN after queued bytes).
+pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write)
+}
+
+/// Shuts down both directions of a socket.
+pub(crate) fn shutdown_both(fd: BorrowedFd<'_>) -> io::Result<()> {
+    socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both)
+}
+
+/// Makes the next close send RST instead of FIN: the peer sees "connection reset", never a
+/// clean end it could mistake for a complete answer. SO_LINGER fails only on a descriptor that
+/// is not a TCP socket; the close then is an ordinary one, and nothing else can be done.
+pub(crate) fn set_reset_on_close(fd: BorrowedFd<'_>) {
+    if let Err(_e) = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO)) {
+        crate::dp_debug!(error = %_e, "SO_LINGER refused; this close sends FIN, not RST");
+    }
+}
+
+/// Socket options for relayed streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// TCP_NODELAY: forward small writes at once instead of waiting for Nagle.
+    pub nodelay: bool,
+    /// SO_SNDBUF and SO_RCVBUF in bytes; `None` keeps the kernel's autotuning.
+    pub buffer: Option<usize>,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            nodelay: true,
+            buffer: None,
+        }
+    }
+}
+
+/// Prepares an accepted or handed-off stream for the relay: non-blocking, plus `options`.
+pub fn prepare_stream(fd: BorrowedFd<'_>, options: StreamOptions) -> io::Result<()> {
+    let sock = socket2::SockRef::from(&fd);
+    sock.set_nonblocking(true)?;
+    sock.set_nodelay(options.nodelay)?;
+    if let Some(size) = options.buffer {
+        sock.set_send_buffer_size(size)?;
+        sock.set_recv_buffer_size(size)?;
+    }
+    Ok(())
+}
+
+/// The peer address of a connected socket.
+pub(crate) fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    socket2::SockRef::from(&fd)
+        .peer_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("peer is not an inet socket"))
+}
+
+/// Bytes waiting in a socket's receive queue (FIONREAD); used to tell "peer sent data" from
+/// "peer closed" for a parked connection.
+pub(crate) fn readable_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int into `n`, which lives for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n.max(0) as usize)
+    }
+}
+
+/// A non-blocking SO_REUSEPORT listener: each worker binds its own on the same address so
+/// the kernel spreads accepts across cores.
+pub(crate) fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// Fails with EADDRINUSE when something already listens on `addr`, even another process's
+/// SO_REUSEPORT group (which would otherwise silently share our clients). Port 0 always passes.
+pub(crate) fn probe_exclusive(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
+}
+
+/// Starts a non-blocking TCP connect to `addr`. Returns the socket and whether it is already
+/// connected (loopback can complete at once); otherwise wait for POLLOUT and check
+/// [`socket_error`].
+pub(crate) fn connect_nonblocking(addr: SocketAddr) -> io::Result<(OwnedFd, bool)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    let connected = match socket.connect(&addr.into()) {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
+        Err(e) => return Err(e),
+    };
+    Ok((OwnedFd::from(socket), connected))
+}
+
+/// The pending error of a socket (SO_ERROR), cleared by reading it: `None` after a successful
+/// non-blocking connect.
+pub(crate) fn socket_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
+    socket2::SockRef::from(&fd).take_error()
+}
+
+/// Whether this kernel offers kernel TLS (the `tls` upper-layer protocol), which would let a
+/// TLS leg be spliced after the handshake. Read from `/proc/sys/net/ipv4/tcp_available_ulp`.
+pub(crate) fn kernel_tls_available() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
+        .map(|ulps| ulps.split_whitespace().any(|u| u == "tls"))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::tests::socket_pair;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn reset_on_close_resets_the_peer() {
+        let (mut a, b) = socket_pair();
+        set_reset_on_close(b.as_fd());
+        drop(b);
+        let mut buf = [0u8; 4];
+        let err = a.read(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+    }
+}
