@@ -22,7 +22,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use crate::sys;
-use crate::tls::{Handshake, Read, Session};
+use crate::tls::{Handshake, Pump, Read, Session, TlsError};
 use crate::wire::{http, ws};
 
 /// Largest payload per WebSocket frame this side sends.
@@ -67,7 +67,7 @@ impl Tls {
     }
 
     fn failed() -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidData, "the TLS handshake failed")
+        tls_error(TlsError::HandshakeFailed.into())
     }
 
     /// The established session, or `WouldBlock` while the handshake runs.
@@ -79,37 +79,32 @@ impl Tls {
         }
     }
 
-    /// Runs the handshake on what the socket has: Ok(true) once the session is established,
-    /// Ok(false) when waiting for the peer (or for room to send).
+    /// Runs the handshake pump on what the socket has: Ok(true) once the session is
+    /// established, Ok(false) when waiting for the peer (or for room to send).
     fn drive(&mut self, fd: BorrowedFd<'_>) -> io::Result<bool> {
+        let mut chunk = [0u8; HANDSHAKE_READ_CHUNK];
+        let mut read = 0;
         loop {
             let handshake = match self {
                 Tls::Handshaking { handshake, .. } => handshake,
                 Tls::Established(_) => return Ok(true),
                 Tls::Failed => return Err(Tls::failed()),
             };
-            // The handshake's flight goes out before it waits for the peer's.
-            if !send_pending(handshake.as_mut(), fd)? {
-                return Ok(false);
-            }
-            match handshake.advance() {
-                Ok(true) => return self.establish(fd),
-                Ok(false) => {}
-                Err(e) => {
+            match handshake.pump(&chunk[..read]) {
+                Pump::Send if send_pending(handshake.as_mut(), fd)? => read = 0,
+                Pump::Send => return Ok(false),
+                Pump::NeedInput => match sys::read(fd, &mut chunk) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => read = n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) => return Err(e),
+                },
+                Pump::Done => return self.establish(fd),
+                Pump::Failed(e) => {
                     let _ = send_pending(handshake.as_mut(), fd); // The alert, if it fits.
                     *self = Tls::Failed;
                     return Err(tls_error(e));
                 }
-            }
-            if !handshake.outgoing().is_empty() {
-                continue;
-            }
-            let mut chunk = [0u8; HANDSHAKE_READ_CHUNK];
-            match sys::read(fd, &mut chunk) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => handshake.received(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
             }
         }
     }

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
 use rustls::{ClientConfig, Error, ServerConfig};
 
+use super::conn::{self, with_conn, Conn};
 use super::record::{Kernel, RecordLayer};
-use super::Session;
+use super::{Engine, Session, TlsError};
 
 /// `config` itself when it allows secret extraction, else a copy that does (for rustls'
 /// `ServerConfig` and `ClientConfig` alike).
@@ -34,14 +35,9 @@ macro_rules! allowing_extraction {
     }};
 }
 
-enum Side {
-    Client(UnbufferedClientConnection),
-    Server(UnbufferedServerConnection),
-}
-
 /// One TLS handshake in progress.
 pub struct Handshake {
-    side: Side,
+    side: Conn,
     /// Received bytes rustls has not consumed yet.
     incoming: Vec<u8>,
     /// How much of `incoming` rustls may see: whole records, one more each time it asks, so
@@ -69,7 +65,7 @@ impl Handshake {
     /// does is made for this handshake (build configs with `enable_secret_extraction = true`).
     pub fn server(config: Arc<ServerConfig>) -> Result<Handshake, Error> {
         let config = allowing_extraction!(config);
-        Ok(Handshake::new(Side::Server(
+        Ok(Handshake::new(Conn::Server(
             UnbufferedServerConnection::new(config)?,
         )))
     }
@@ -82,13 +78,13 @@ impl Handshake {
     ) -> Result<Handshake, Error> {
         let config = allowing_extraction!(config);
         let mut handshake =
-            Handshake::new(Side::Client(UnbufferedClientConnection::new(config, name)?));
+            Handshake::new(Conn::Client(UnbufferedClientConnection::new(config, name)?));
         // The ClientHello is ready before anything is received.
         handshake.advance()?;
         Ok(handshake)
     }
 
-    fn new(side: Side) -> Handshake {
+    fn new(side: Conn) -> Handshake {
         Handshake {
             side,
             incoming: Vec::new(),
@@ -120,17 +116,24 @@ impl Handshake {
     }
 
     fn is_handshaking(&self) -> bool {
-        match &self.side {
-            Side::Client(c) => c.is_handshaking(),
-            Side::Server(s) => s.is_handshaking(),
-        }
+        self.side.is_handshaking()
     }
 
     /// The protocol the peers agreed on with ALPN, if any.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        match &self.side {
-            Side::Client(c) => c.alpn_protocol(),
-            Side::Server(s) => s.alpn_protocol(),
+        self.side.alpn_protocol()
+    }
+
+    /// The handshake pump both drivers run (the workers' non-blocking sockets, the control
+    /// thread's tokio ones): takes the bytes just read from the peer (none on the first call
+    /// or after a send) and says what the driver does next.
+    pub fn pump(&mut self, input: &[u8]) -> Pump {
+        self.received(input);
+        match self.advance() {
+            Err(e) => Pump::Failed(e),
+            Ok(_) if !self.outgoing.is_empty() => Pump::Send,
+            Ok(true) => Pump::Done,
+            Ok(false) => Pump::NeedInput,
         }
     }
 
@@ -173,18 +176,11 @@ impl Handshake {
     /// One turn of rustls' state machine on the records it may see.
     fn step(&mut self) -> Result<Step, Error> {
         let visible = &mut self.incoming[..self.visible];
-        let (discard, step) = match &mut self.side {
-            Side::Client(c) => handle(
-                c.process_tls_records(visible),
-                &mut self.outgoing,
-                &mut self.plaintext,
-            ),
-            Side::Server(s) => handle(
-                s.process_tls_records(visible),
-                &mut self.outgoing,
-                &mut self.plaintext,
-            ),
-        };
+        let (discard, step) = with_conn!(&mut self.side, c => handle(
+            c.process_tls_records(visible),
+            &mut self.outgoing,
+            &mut self.plaintext,
+        ));
         let discard = discard.min(self.visible);
         self.incoming.drain(..discard);
         self.visible -= discard;
@@ -212,39 +208,64 @@ impl Handshake {
         true
     }
 
-    /// The established session: keys from rustls, and every byte that came past the handshake.
-    /// Call once [`Handshake::advance`] returned Ok(true).
+    /// The established session, with every byte that came past the handshake. Call once
+    /// [`Handshake::advance`] returned Ok(true).
     pub fn finish(self) -> Result<Session, Error> {
         if !self.done {
             return Err(Error::HandshakeNotComplete);
+        }
+        if super::rustls_records() {
+            // rustls carries on with the records; what it saw but kept (a partial message)
+            // is part of what comes next.
+            return Ok(Session::established(
+                Engine::Rustls(self.side),
+                self.plaintext,
+                self.peer_closed,
+                &self.incoming,
+                self.outgoing,
+            ));
         }
         // Every record rustls saw was consumed with the handshake; had one not been (a message
         // split across records), its bytes would be rustls' and the record layer could not
         // take over in step with it.
         if self.visible > 0 {
-            return Err(Error::General(
-                "TLS handshake ended inside a message split across records".into(),
-            ));
+            return Err(TlsError::HandshakeSplitMessage.into());
         }
         let (secrets, kernel) = match self.side {
-            Side::Client(c) => {
+            Conn::Client(c) => {
                 let (s, k) = c.dangerous_into_kernel_connection()?;
                 (s, Kernel::Client(k))
             }
-            Side::Server(s) => {
+            Conn::Server(s) => {
                 let (s, k) = s.dangerous_into_kernel_connection()?;
                 (s, Kernel::Server(k))
             }
         };
         let records = RecordLayer::new(secrets, kernel)?;
         Ok(Session::established(
-            records,
+            Engine::Own(records),
             self.plaintext,
             self.peer_closed,
             &self.incoming,
             self.outgoing,
         ))
     }
+}
+
+/// What a handshake driver does after [`Handshake::pump`].
+#[derive(Debug)]
+pub enum Pump {
+    /// Write [`Handshake::outgoing`] to the peer (report it with [`Handshake::sent`]), then
+    /// pump again with no input.
+    Send,
+    /// Read from the peer and pump what arrived.
+    NeedInput,
+    /// The handshake is complete: [`Handshake::finish`] gives the session, with the bytes that
+    /// came past it.
+    Done,
+    /// The handshake failed; the alert for the peer, if any, is in [`Handshake::outgoing`]
+    /// (send it if the socket takes it).
+    Failed(Error),
 }
 
 /// Handles one state rustls reported: encodes handshake records into `outgoing`, collects early
@@ -261,22 +282,10 @@ fn handle<Data>(
     };
     let step = match state {
         ConnectionState::EncodeTlsData(mut encode) => {
-            let start = outgoing.len();
-            let mut room = 4096;
-            loop {
-                outgoing.resize(start + room, 0);
-                match encode.encode(&mut outgoing[start..]) {
-                    Ok(n) => {
-                        outgoing.truncate(start + n);
-                        break Ok(Step::Continue);
-                    }
-                    Err(EncodeError::InsufficientSize(need)) => room = need.required_size,
-                    Err(e) => {
-                        outgoing.truncate(start);
-                        break Err(Error::General(format!("TLS encoding failed: {e}")));
-                    }
-                }
-            }
+            let mut end = outgoing.len();
+            let encoded = conn::encode(&mut encode, outgoing, &mut end);
+            outgoing.truncate(end);
+            encoded.map(|()| Step::Continue).map_err(Error::from)
         }
         // Everything encoded goes out, in order, before the caller waits for input again.
         ConnectionState::TransmitTlsData(transmit) => {
@@ -296,12 +305,10 @@ fn handle<Data>(
             }
         },
         // Servers here accept no 0-RTT data (rustls' default max_early_data_size is 0).
-        ConnectionState::ReadEarlyData(_) => {
-            Err(Error::General("unexpected TLS early data".into()))
-        }
+        ConnectionState::ReadEarlyData(_) => Err(TlsError::EarlyData.into()),
         ConnectionState::PeerClosed => Ok(Step::PeerClosed),
         ConnectionState::Closed => Ok(Step::Done),
-        _ => Err(Error::General("unexpected TLS handshake state".into())),
+        _ => Err(TlsError::UnexpectedState("in the handshake").into()),
     };
     (discard, step)
 }

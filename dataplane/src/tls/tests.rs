@@ -282,7 +282,10 @@ fn keys_are_updated_before_the_confidentiality_limit() {
         CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
     ] {
         let (mut session, mut peer) = server_pair(&pki, suite);
-        session.records.limit_within(3);
+        let super::Engine::Own(records) = &mut session.engine else {
+            return; // rustls keeps its own count.
+        };
+        records.limit_within(3);
         // 200 kB is 13 records: at least one key update on the way, read by rustls.
         exchange(&mut session, &mut peer, 200_000);
         exchange(&mut session, &mut peer, 200_000);
@@ -290,7 +293,10 @@ fn keys_are_updated_before_the_confidentiality_limit() {
     // TLS 1.2 has no key update: the session ends instead of wearing out its key.
     let suite = CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
     let (mut session, _peer) = server_pair(&pki, suite);
-    session.records.limit_within(0);
+    let super::Engine::Own(records) = &mut session.engine else {
+        return;
+    };
+    records.limit_within(0);
     assert!(session.write(b"one record too many").is_err());
 }
 
