@@ -538,3 +538,54 @@ fn arbitrary_bytes_after_the_handshake_never_panic() {
         }
     }
 }
+
+/// Not a check: the cost of the records of one session pair, for tuning.md (`cargo test
+/// --release -p sallyport-dataplane --lib record_cost -- --ignored --nocapture`, under
+/// `SALLYPORT_TLS_RECORDS=own` and `=rustls`; `valgrind --tool=callgrind` counts instructions).
+#[test]
+#[ignore]
+fn record_cost() {
+    let pki = make_pki();
+    let suite = CipherSuite::TLS13_AES_128_GCM_SHA256;
+    let mut client = Handshake::client(client_config(&pki, suite), name()).unwrap();
+    let mut server = Handshake::server(server_config(&pki, suite)).unwrap();
+    while !(client.is_done() && server.is_done()) {
+        let out = client.outgoing().to_vec();
+        client.sent(out.len());
+        server.received(&out);
+        server.advance().unwrap();
+        let out = server.outgoing().to_vec();
+        server.sent(out.len());
+        client.received(&out);
+        client.advance().unwrap();
+    }
+    let (mut client, mut server) = (client.finish().unwrap(), server.finish().unwrap());
+    let mib: usize = std::env::var("PROBE_MIB").map_or(256, |v| v.parse().unwrap());
+    let chunk = pattern(64 << 10, 1);
+    let mut buf = vec![0u8; 256 << 10];
+    let started = std::time::Instant::now();
+    let mut moved = 0;
+    while moved < mib << 20 {
+        let mut off = 0;
+        while off < chunk.len() {
+            off += client.write(&chunk[off..]).unwrap();
+            while client.wants_write() {
+                let out = client.output();
+                let space = server.input_space();
+                let n = out.len().min(space.len());
+                space[..n].copy_from_slice(&out[..n]);
+                server.received(n);
+                client.sent(n);
+                while let Read::Data(k) = server.read(&mut buf).unwrap() {
+                    moved += k;
+                }
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "records={} MiB={mib} seconds={secs:.3} GB/s={:.3}",
+        std::env::var("SALLYPORT_TLS_RECORDS").unwrap_or_default(),
+        moved as f64 / secs / 1e9
+    );
+}
