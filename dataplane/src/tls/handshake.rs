@@ -1,12 +1,12 @@
-//! A TLS handshake without I/O, on rustls' unbuffered API: the caller appends the bytes it read
-//! with [`Handshake::received`], calls [`Handshake::advance`], and writes out
-//! [`Handshake::outgoing`]. Once it reports done, [`Handshake::finish`] turns the connection into
-//! an established [`Session`]: the traffic keys go to a [`RecordLayer`] (or, where a kernel has
-//! TLS, could go to the socket), and every byte that arrived past the handshake comes along:
-//! decrypted application data first (wire rule 1), then records not yet opened.
+//! A TLS handshake without I/O, on rustls' unbuffered API, and the one pump that drives it:
+//! the caller feeds what it read to [`Handshake::pump`] and does what the [`Pump`] says (send
+//! [`Handshake::outgoing`], read more, finish, or give up). Once done, [`Handshake::finish`]
+//! turns the connection into an established [`Session`] with every byte that arrived past the
+//! handshake: decrypted application data first (wire rule 1), then records not yet opened.
 //!
-//! Used by the control thread (reverse legs, under tokio) and by the workers (public `tls://`
-//! listeners, `tls://` back-ends, readiness-driven); the same code decides both.
+//! Used by the control thread (reverse legs, under tokio: `control::tls_stream`) and by the
+//! workers (public `tls://` listeners, `tls://` back-ends, readiness-driven: `leg`); the same
+//! code decides both. It does not read or write sockets, keep time or load certificates.
 
 use std::sync::Arc;
 
@@ -17,10 +17,10 @@ use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
 use rustls::{ClientConfig, Error, ServerConfig};
 
 use super::conn::{self, with_conn, Conn};
-use super::record::{Kernel, RecordLayer};
-use super::{Engine, Session, TlsError};
+use super::{Session, TlsError};
 
-/// `config` itself when it allows secret extraction, else a copy that does (for rustls'
+/// `config` itself when it allows secret extraction (the kernel-TLS seam: an established
+/// connection can then give up its traffic keys), else a copy that does (for rustls'
 /// `ServerConfig` and `ClientConfig` alike).
 macro_rules! allowing_extraction {
     ($config:expr) => {{
@@ -42,7 +42,7 @@ pub struct Handshake {
     incoming: Vec<u8>,
     /// How much of `incoming` rustls may see: whole records, one more each time it asks, so
     /// it stops at the handshake's last record and everything after that (data, a key update,
-    /// a ticket) is left to the record layer with the right sequence numbers.
+    /// a ticket) is left to the established session's buffers.
     visible: usize,
     /// Bytes to send, in order.
     outgoing: Vec<u8>,
@@ -195,7 +195,7 @@ impl Handshake {
             return false;
         };
         let len = usize::from(u16::from_be_bytes([hi, lo]));
-        if !(20..=24).contains(&content_type) || major != 3 || len > super::record::MAX_RECORD {
+        if !(20..=24).contains(&content_type) || major != 3 || len > super::MAX_RECORD {
             let all = self.incoming.len();
             let more = all > self.visible;
             self.visible = all;
@@ -214,36 +214,10 @@ impl Handshake {
         if !self.done {
             return Err(Error::HandshakeNotComplete);
         }
-        if super::rustls_records() {
-            // rustls carries on with the records; what it saw but kept (a partial message)
-            // is part of what comes next.
-            return Ok(Session::established(
-                Engine::Rustls(self.side),
-                self.plaintext,
-                self.peer_closed,
-                &self.incoming,
-                self.outgoing,
-            ));
-        }
-        // Every record rustls saw was consumed with the handshake; had one not been (a message
-        // split across records), its bytes would be rustls' and the record layer could not
-        // take over in step with it.
-        if self.visible > 0 {
-            return Err(TlsError::HandshakeSplitMessage.into());
-        }
-        let (secrets, kernel) = match self.side {
-            Conn::Client(c) => {
-                let (s, k) = c.dangerous_into_kernel_connection()?;
-                (s, Kernel::Client(k))
-            }
-            Conn::Server(s) => {
-                let (s, k) = s.dangerous_into_kernel_connection()?;
-                (s, Kernel::Server(k))
-            }
-        };
-        let records = RecordLayer::new(secrets, kernel)?;
+        // rustls carries on with the records; what it saw but kept (part of a message) is
+        // part of what comes next, in place.
         Ok(Session::established(
-            Engine::Own(records),
+            self.side,
             self.plaintext,
             self.peer_closed,
             &self.incoming,

@@ -1,37 +1,40 @@
 //! TLS for tunnel legs: handshakes run by rustls ([`Handshake`], unbuffered API, no I/O), then
-//! an established [`Session`] whose records are sealed and opened by our own [`RecordLayer`] in
-//! per-thread pooled buffers: no allocation per record or per read.
+//! an established [`Session`]: the same rustls connection opening and sealing records, with
+//! ciphertext kept in per-thread pooled buffers (no buffer per idle session, none allocated per
+//! read by us; rustls itself copies each record's plaintext into a `Vec` of its own).
 //!
-//! This is the kernel-TLS seam: after the handshake a session is nothing but traffic keys and
-//! sequence numbers, exactly what `setsockopt(SOL_TLS, TLS_TX/TLS_RX)` takes. On a kernel with
-//! the `tls` ULP a session could be handed to the socket and the leg spliced; this kernel has
-//! none, so the record layer does it in userspace.
+//! This is the kernel-TLS seam: configs allow secret extraction, so an established connection
+//! can hand its traffic keys and sequence numbers to the socket (`dangerous_into_kernel_connection`,
+//! what `setsockopt(SOL_TLS, TLS_TX/TLS_RX)` takes). This kernel has no `tls` ULP, so that
+//! hand-over is not written and rustls does the records in userspace.
 //!
 //! [`Session`] does no I/O either: callers read socket bytes into [`Session::input_space`], take
 //! plaintext with [`Session::read`], queue plaintext with [`Session::write`] and write
 //! [`Session::output`] to the socket. The data plane's `Leg` drives it with non-blocking
-//! syscalls; the control thread drives it under tokio.
+//! syscalls; the control thread drives it under tokio. It does not own sockets, timers or
+//! certificates (see `control::tls`).
 
 pub(crate) mod conn;
 mod handshake;
-pub mod record;
 #[cfg(test)]
 mod tests;
 
 use std::cell::RefCell;
-use std::ops::Range;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use conn::{with_conn, Conn};
 pub use handshake::{Handshake, Pump};
-pub use record::{Opened, RecordLayer};
 use rustls::unbuffered::{ConnectionState, EncryptError, UnbufferedStatus};
 use rustls::Error;
 
+/// Most plaintext per record (RFC 8446 §5.1).
+pub const MAX_PLAINTEXT: usize = 1 << 14;
+/// The longest record on the wire: header, and TLS 1.2's ciphertext limit of 2^14 + 2048.
+pub const MAX_RECORD: usize = 5 + MAX_PLAINTEXT + 2048;
 /// Ciphertext read per socket read, at most; a buffer also keeps room for a partial record.
 const READ_CHUNK: usize = 64 << 10;
 /// Size of every pooled buffer: a read's worth plus the longest record.
-const BUFFER_LEN: usize = READ_CHUNK + record::MAX_RECORD;
+const BUFFER_LEN: usize = READ_CHUNK + MAX_RECORD;
 /// Plaintext accepted while this many sealed bytes wait to be sent.
 const WRITE_BACKLOG: usize = 64 << 10;
 /// Buffers kept for reuse per thread.
@@ -103,8 +106,6 @@ pub enum TlsError {
     Encrypt(String),
     #[error("the TLS handshake failed")]
     HandshakeFailed,
-    #[error("TLS handshake ended inside a message split across records")]
-    HandshakeSplitMessage,
     #[error("unexpected TLS early data")]
     EarlyData,
     #[error("unexpected TLS state {0} after the handshake")]
@@ -119,23 +120,6 @@ impl From<TlsError> for Error {
     fn from(e: TlsError) -> Error {
         Error::Other(rustls::OtherError(Arc::new(e)))
     }
-}
-
-/// Who seals and opens the records of an established session.
-pub(crate) enum Engine {
-    /// Our record layer, with the traffic keys rustls handed over.
-    Own(RecordLayer),
-    /// rustls' unbuffered connection itself, carried on past its handshake.
-    Rustls(Conn),
-}
-
-/// Which [`Engine`] sessions get: `SALLYPORT_TLS_RECORDS=rustls` picks rustls' own data path,
-/// anything else (or nothing) our record layer. Read once per process.
-pub(crate) fn rustls_records() -> bool {
-    static RUSTLS: OnceLock<bool> = OnceLock::new();
-    *RUSTLS.get_or_init(|| {
-        std::env::var("SALLYPORT_TLS_RECORDS").is_ok_and(|v| v.eq_ignore_ascii_case("rustls"))
-    })
 }
 
 /// What [`Session::read`] produced.
@@ -163,15 +147,14 @@ enum Turn {
 
 /// An established TLS session and its buffers.
 pub struct Session {
-    engine: Engine,
+    /// rustls, past its handshake: it opens and seals the records.
+    conn: Conn,
     /// Received bytes; `rx[rx_start..rx_end]` not yet opened. Empty when idle.
     rx: Vec<u8>,
     rx_start: usize,
     rx_end: usize,
-    /// Plaintext decrypted in place in `rx`, not yet delivered (own record layer).
-    plain: Range<usize>,
-    /// Application data that arrived with the handshake (or, with rustls, the part of a
-    /// record that did not fit the caller's buffer), delivered first.
+    /// Application data that arrived with the handshake, or the part of a record that did
+    /// not fit the caller's buffer: delivered first.
     prefix: Vec<u8>,
     prefix_pos: usize,
     /// Sealed records; `tx[tx_pos..tx_end]` not yet sent. Empty when idle; a pooled buffer
@@ -193,7 +176,7 @@ impl Session {
     /// A session right after its handshake: `plaintext` arrived with it, `incoming` was received
     /// past it (records not opened yet), `outgoing` is the handshake's tail still to send.
     pub(crate) fn established(
-        engine: Engine,
+        conn: Conn,
         plaintext: Vec<u8>,
         peer_closed: bool,
         incoming: &[u8],
@@ -201,11 +184,10 @@ impl Session {
     ) -> Session {
         let tx_end = outgoing.len();
         let mut session = Session {
-            engine,
+            conn,
             rx: Vec::new(),
             rx_start: 0,
             rx_end: 0,
-            plain: 0..0,
             prefix: plaintext,
             prefix_pos: 0,
             tx: outgoing,
@@ -222,7 +204,7 @@ impl Session {
             session.rx = take_buffer();
             session
                 .rx
-                .resize(BUFFER_LEN.max(incoming.len() + record::MAX_RECORD), 0);
+                .resize(BUFFER_LEN.max(incoming.len() + MAX_RECORD), 0);
             session.rx[..incoming.len()].copy_from_slice(incoming);
             session.rx_end = incoming.len();
         }
@@ -230,10 +212,7 @@ impl Session {
     }
 
     pub fn is_tls13(&self) -> bool {
-        match &self.engine {
-            Engine::Own(records) => records.is_tls13(),
-            Engine::Rustls(conn) => conn.is_tls13(),
-        }
+        self.conn.is_tls13()
     }
 
     /// Copies plaintext into `buf`: what came with the handshake, then what records already
@@ -258,15 +237,11 @@ impl Session {
                 Err(e.clone())
             };
         }
-        let opened = match self.engine {
-            Engine::Own(_) => self.open_own(buf, filled),
-            Engine::Rustls(_) => self.open_rustls(buf, filled),
-        };
-        filled = match opened {
+        filled = match self.open(buf, filled) {
             Ok(filled) => filled,
             Err((e, filled)) => return self.fail(e, filled),
         };
-        if self.plain.is_empty() && self.rx_start == self.rx_end {
+        if self.rx_start == self.rx_end {
             // Nothing buffered: the buffer goes back to the pool until bytes come again, so an
             // established but quiet session holds none.
             self.rx_start = 0;
@@ -287,49 +262,10 @@ impl Session {
         })
     }
 
-    /// Our record layer: opens records in place in `rx` and copies their plaintext out.
-    fn open_own(&mut self, buf: &mut [u8], mut filled: usize) -> Result<usize, (Error, usize)> {
-        let Engine::Own(records) = &mut self.engine else {
-            return Ok(filled);
-        };
-        while filled < buf.len() {
-            if !self.plain.is_empty() {
-                let n = (buf.len() - filled).min(self.plain.len());
-                let from = self.plain.start;
-                buf[filled..filled + n].copy_from_slice(&self.rx[from..from + n]);
-                self.plain.start += n;
-                filled += n;
-                continue;
-            }
-            if self.peer_closed {
-                break; // Nothing after close_notify (or the end of the transport) counts.
-            }
-            match records.open(&mut self.rx[self.rx_start..self.rx_end]) {
-                Err(e) => return Err((e, filled)),
-                Ok(Opened::Incomplete) => break,
-                Ok(Opened::Data { len, plaintext }) => {
-                    self.plain = self.rx_start + plaintext.start..self.rx_start + plaintext.end;
-                    self.rx_start += len;
-                }
-                // Key updates asked for are answered before our next record (RFC 8446 §4.6.3),
-                // so a peer that floods them makes no output here.
-                Ok(Opened::Control { len }) => self.rx_start += len,
-                Ok(Opened::Closed { len }) => {
-                    self.rx_start += len;
-                    self.peer_closed = true;
-                    break;
-                }
-            }
-        }
-        Ok(filled)
-    }
-
-    /// rustls: its connection opens the records in `rx` (one per turn) and hands out each
-    /// one's plaintext, copied here into `buf`; what does not fit waits in `prefix`.
-    fn open_rustls(&mut self, buf: &mut [u8], mut filled: usize) -> Result<usize, (Error, usize)> {
-        let Engine::Rustls(conn) = &mut self.engine else {
-            return Ok(filled);
-        };
+    /// rustls opens the records in `rx` (one per turn) and hands out each one's plaintext,
+    /// copied here into `buf`; what does not fit waits in `prefix`.
+    fn open(&mut self, buf: &mut [u8], mut filled: usize) -> Result<usize, (Error, usize)> {
+        let conn = &mut self.conn;
         while filled < buf.len() && !self.peer_closed {
             let input = &mut self.rx[self.rx_start..self.rx_end];
             let out = &mut buf[filled..];
@@ -360,24 +296,17 @@ impl Session {
             if !self.close_queued {
                 self.close_queued = true;
                 self.ensure_tx();
-                match &mut self.engine {
-                    Engine::Own(records) => {
-                        self.tx.truncate(self.tx_end);
-                        records.seal_fatal_alert(&e, &mut self.tx);
-                        self.tx_end = self.tx.len();
-                    }
-                    // rustls queued the alert itself when it failed.
-                    Engine::Rustls(conn) => with_conn!(conn, c => {
-                        for _ in 0..4 {
-                            let input = &mut self.rx[self.rx_start..self.rx_end];
-                            let status = c.process_tls_records(input);
-                            self.rx_start += status.discard;
-                            if !conn::alert_turn(status, &mut self.tx, &mut self.tx_end) {
-                                break;
-                            }
+                // rustls queued the alert itself when it failed.
+                with_conn!(&mut self.conn, c => {
+                    for _ in 0..4 {
+                        let input = &mut self.rx[self.rx_start..self.rx_end];
+                        let status = c.process_tls_records(input);
+                        self.rx_start += status.discard;
+                        if !conn::alert_turn(status, &mut self.tx, &mut self.tx_end) {
+                            break;
                         }
-                    }),
-                }
+                    }
+                });
             }
         }
         if filled > 0 {
@@ -395,7 +324,7 @@ impl Session {
                 self.rx.resize(BUFFER_LEN, 0);
             }
         }
-        if self.rx_start > 0 && self.plain.is_empty() {
+        if self.rx_start > 0 {
             self.rx.copy_within(self.rx_start..self.rx_end, 0);
             self.rx_end -= self.rx_start;
             self.rx_start = 0;
@@ -443,31 +372,28 @@ impl Session {
 
     /// Seals one record's worth of `data` at `tx[tx_end..]`; returns how much it took.
     fn seal(&mut self, data: &[u8]) -> Result<usize, Error> {
-        match &mut self.engine {
-            Engine::Own(records) => {
-                self.tx.truncate(self.tx_end);
-                let taken = records.seal(data, &mut self.tx);
-                self.tx_end = self.tx.len();
-                taken
-            }
-            Engine::Rustls(conn) => {
-                let take = data.len().min(record::MAX_PLAINTEXT);
-                let mut sealed = false;
-                while !sealed {
-                    // The records rustls holds a part of stay in view (it keeps their place).
-                    let input = &mut self.rx[self.rx_start..self.rx_end];
-                    let (discard, turn) = with_conn!(conn, c => write_turn(
-                        c.process_tls_records(input),
-                        Some(&data[..take]),
-                        &mut self.prefix,
-                        &mut self.tx,
-                        &mut self.tx_end,
-                        &mut self.peer_closed,
-                    ));
-                    self.rx_start += discard;
-                    sealed = turn?;
-                }
-                Ok(take)
+        let take = data.len().min(MAX_PLAINTEXT);
+        self.send(Some(&data[..take]))?;
+        Ok(take)
+    }
+
+    /// Has rustls seal `data` (close_notify for `None`) once it has done what comes first
+    /// (a key update it owes, records it holds a part of).
+    fn send(&mut self, data: Option<&[u8]>) -> Result<(), Error> {
+        loop {
+            // The records rustls holds a part of stay in view (it keeps their place).
+            let input = &mut self.rx[self.rx_start..self.rx_end];
+            let (discard, turn) = with_conn!(&mut self.conn, c => write_turn(
+                c.process_tls_records(input),
+                data,
+                &mut self.prefix,
+                &mut self.tx,
+                &mut self.tx_end,
+                &mut self.peer_closed,
+            ));
+            self.rx_start += discard;
+            if turn? {
+                return Ok(());
             }
         }
     }
@@ -479,32 +405,7 @@ impl Session {
         }
         self.close_queued = true;
         self.ensure_tx();
-        match &mut self.engine {
-            Engine::Own(records) => {
-                self.tx.truncate(self.tx_end);
-                let sealed = records.seal_close_notify(&mut self.tx);
-                self.tx_end = self.tx.len();
-                sealed
-            }
-            Engine::Rustls(conn) => {
-                let mut sealed = false;
-                while !sealed {
-                    // The records rustls holds a part of stay in view (it keeps their place).
-                    let input = &mut self.rx[self.rx_start..self.rx_end];
-                    let (discard, turn) = with_conn!(conn, c => write_turn(
-                        c.process_tls_records(input),
-                        None,
-                        &mut self.prefix,
-                        &mut self.tx,
-                        &mut self.tx_end,
-                        &mut self.peer_closed,
-                    ));
-                    self.rx_start += discard;
-                    sealed = turn?;
-                }
-                Ok(())
-            }
-        }
+        self.send(None)
     }
 
     /// Takes a send buffer from the pool if there is none, and moves unsent bytes to its front
@@ -542,7 +443,7 @@ impl Session {
     /// Returns the buffers to the pool while they hold nothing (a session about to wait a long
     /// time, e.g. a parked prepared connection); the next read or write takes them again.
     pub fn release_idle_buffers(&mut self) {
-        if self.rx_start == self.rx_end && self.plain.is_empty() {
+        if self.rx_start == self.rx_end {
             self.rx_start = 0;
             self.rx_end = 0;
             give_back(std::mem::take(&mut self.rx));
@@ -565,7 +466,7 @@ impl Session {
     /// Plaintext or records already received wait to be read: no socket event will announce
     /// them.
     pub fn has_buffered_input(&self) -> bool {
-        self.prefix_pos < self.prefix.len() || !self.plain.is_empty() || self.rx_start < self.rx_end
+        self.prefix_pos < self.prefix.len() || self.rx_start < self.rx_end
     }
 }
 
