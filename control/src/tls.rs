@@ -209,7 +209,7 @@ impl TlsServer {
             .with_single_cert(chain, private_key)
             .map_err(|e| identity_error(&e, cert, key))?;
         config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        // After the handshake the data plane's record layer takes the traffic keys.
+        // The kernel-TLS seam: an established session can give up its traffic keys.
         config.enable_secret_extraction = true;
         if role == ServerRole::Reverse {
             config.send_tls13_tickets = 0;
@@ -248,7 +248,7 @@ impl TlsClient {
             }
             None => builder.with_no_client_auth(),
         };
-        // After the handshake the data plane's record layer takes the traffic keys.
+        // The kernel-TLS seam: an established session can give up its traffic keys.
         config.enable_secret_extraction = true;
         Ok(TlsClient {
             ca: ca.to_path_buf(),

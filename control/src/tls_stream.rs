@@ -11,7 +11,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use sallyport_dataplane::tls::{Handshake, Read, Session};
+use sallyport_dataplane::tls::{Handshake, Pump, Read, Session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -22,34 +22,33 @@ fn tls_io_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// Runs `handshake` to completion over `tcp`. On failure the alert rustls chose is sent (if the
-/// socket takes it) and the error returned.
+/// Runs the handshake pump to completion over `tcp`. On failure the alert rustls chose is sent
+/// (if the socket takes it) and the error returned.
 pub async fn handshake(mut tcp: TcpStream, mut handshake: Handshake) -> io::Result<TlsStream> {
     let mut chunk = vec![0u8; HANDSHAKE_READ_CHUNK];
+    let mut read = 0;
     loop {
-        let advanced = handshake.advance();
-        if !handshake.outgoing().is_empty() {
-            let sent = tcp.write_all(handshake.outgoing()).await;
-            match (&advanced, sent) {
-                (Err(_), _) | (_, Ok(())) => {}
-                (Ok(_), Err(e)) => return Err(e),
+        match handshake.pump(&chunk[..read]) {
+            Pump::Send => {
+                tcp.write_all(handshake.outgoing()).await?;
+                handshake.sent(handshake.outgoing().len());
+                read = 0;
             }
-            let n = handshake.outgoing().len();
-            handshake.sent(n);
-        }
-        match advanced {
-            Ok(true) => {
+            Pump::NeedInput => {
+                read = tcp.read(&mut chunk).await?;
+                if read == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            Pump::Done => {
                 let session = handshake.finish().map_err(tls_io_error)?;
                 return Ok(TlsStream { tcp, session });
             }
-            Ok(false) => {}
-            Err(e) => return Err(tls_io_error(e)),
+            Pump::Failed(e) => {
+                let _ = tcp.write_all(handshake.outgoing()).await; // The alert, best effort.
+                return Err(tls_io_error(e));
+            }
         }
-        let n = tcp.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        handshake.received(&chunk[..n]);
     }
 }
 

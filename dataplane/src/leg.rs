@@ -1,8 +1,8 @@
 //! One side of a tunnel: a non-blocking socket and, for a TLS leg, its TLS state.
 //!
 //! [`Leg`] gives the relay one set of operations whatever the leg is: read plaintext, write
-//! plaintext, flush, half-close, and drive a handshake. A TLS leg first runs a [`Handshake`]
-//! (rustls) and then an established [`Session`] (our record layer, pooled buffers): reading
+//! plaintext, flush, half-close, and drive a handshake. A TLS leg first runs the handshake pump
+//! ([`Handshake::pump`], rustls) and then an established [`Session`] (rustls, pooled buffers): reading
 //! returns plaintext that arrived with the handshake first (wire rule 1), then every record at
 //! hand; writing seals plaintext into records and writes them in one `send`. Nothing here
 //! waits: `WouldBlock` means "poll and call again".
@@ -13,16 +13,16 @@
 //! each way without losing queued bytes. A client leg sends its upgrade request first and holds
 //! writes until the server's 101 has come back.
 //!
-//! This is the seam kernel TLS would replace: a session is traffic keys and sequence numbers,
-//! what the kernel takes; with a kTLS socket the leg is plain again and the relay may splice
-//! it. This kernel has no `tls` ULP, so every TLS byte goes through the record layer.
+//! This is the seam kernel TLS would replace: a session can give up its traffic keys and
+//! sequence numbers, what the kernel takes; with a kTLS socket the leg is plain again and the
+//! relay may splice it. This kernel has no `tls` ULP, so every TLS byte goes through rustls.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use crate::sys;
-use crate::tls::{Handshake, Read, Session};
+use crate::tls::{Handshake, Pump, Read, Session, TlsError};
 use crate::wire::{http, ws};
 
 /// Largest payload per WebSocket frame this side sends.
@@ -39,6 +39,17 @@ fn would_block() -> io::Error {
 
 fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Why a WebSocket leg failed, carried inside the `io::Error` the relay sees.
+#[derive(Debug, thiserror::Error)]
+pub enum WsLegError {
+    #[error("WebSocket server closed before its 101 response")]
+    ClosedBeforeUpgrade,
+    #[error("WebSocket peer sent nothing, not even a pong")]
+    KeepaliveTimeout,
+    #[error("WebSocket upgrade refused: {0}")]
+    UpgradeRefused(http::HttpError),
 }
 
 /// A TLS leg's state.
@@ -67,7 +78,7 @@ impl Tls {
     }
 
     fn failed() -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidData, "the TLS handshake failed")
+        tls_error(TlsError::HandshakeFailed.into())
     }
 
     /// The established session, or `WouldBlock` while the handshake runs.
@@ -79,37 +90,32 @@ impl Tls {
         }
     }
 
-    /// Runs the handshake on what the socket has: Ok(true) once the session is established,
-    /// Ok(false) when waiting for the peer (or for room to send).
+    /// Runs the handshake pump on what the socket has: Ok(true) once the session is
+    /// established, Ok(false) when waiting for the peer (or for room to send).
     fn drive(&mut self, fd: BorrowedFd<'_>) -> io::Result<bool> {
+        let mut chunk = [0u8; HANDSHAKE_READ_CHUNK];
+        let mut read = 0;
         loop {
             let handshake = match self {
                 Tls::Handshaking { handshake, .. } => handshake,
                 Tls::Established(_) => return Ok(true),
                 Tls::Failed => return Err(Tls::failed()),
             };
-            // The handshake's flight goes out before it waits for the peer's.
-            if !send_pending(handshake.as_mut(), fd)? {
-                return Ok(false);
-            }
-            match handshake.advance() {
-                Ok(true) => return self.establish(fd),
-                Ok(false) => {}
-                Err(e) => {
+            match handshake.pump(&chunk[..read]) {
+                Pump::Send if send_pending(handshake.as_mut(), fd)? => read = 0,
+                Pump::Send => return Ok(false),
+                Pump::NeedInput => match sys::read(fd, &mut chunk) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => read = n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) => return Err(e),
+                },
+                Pump::Done => return self.establish(fd),
+                Pump::Failed(e) => {
                     let _ = send_pending(handshake.as_mut(), fd); // The alert, if it fits.
                     *self = Tls::Failed;
                     return Err(tls_error(e));
                 }
-            }
-            if !handshake.outgoing().is_empty() {
-                continue;
-            }
-            let mut chunk = [0u8; HANDSHAKE_READ_CHUNK];
-            match sys::read(fd, &mut chunk) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => handshake.received(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
             }
         }
     }
@@ -441,7 +447,7 @@ impl Leg {
         if layer.ping_outstanding {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "WebSocket peer sent nothing, not even a pong",
+                WsLegError::KeepaliveTimeout,
             ));
         }
         if layer.pending_upgrade.is_none() && !layer.close_sent {
@@ -504,7 +510,7 @@ impl Leg {
                 Ok(0) if layer.pending_upgrade.is_some() => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        "WebSocket server closed before its 101 response",
+                        WsLegError::ClosedBeforeUpgrade,
                     ))
                 }
                 Ok(0) => return Ok(0), // TCP/TLS end without a Close frame: end of stream.
@@ -527,7 +533,7 @@ impl Leg {
                     Err(e) => {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
-                            format!("WebSocket upgrade refused: {e}"),
+                            WsLegError::UpgradeRefused(e),
                         ))
                     }
                 }

@@ -1,25 +1,26 @@
-//! A TLS handshake without I/O, on rustls' unbuffered API: the caller appends the bytes it read
-//! with [`Handshake::received`], calls [`Handshake::advance`], and writes out
-//! [`Handshake::outgoing`]. Once it reports done, [`Handshake::finish`] turns the connection into
-//! an established [`Session`]: the traffic keys go to a [`RecordLayer`] (or, where a kernel has
-//! TLS, could go to the socket), and every byte that arrived past the handshake comes along:
-//! decrypted application data first (wire rule 1), then records not yet opened.
+//! A TLS handshake without I/O, on rustls' unbuffered API, and the one pump that drives it:
+//! the caller feeds what it read to [`Handshake::pump`] and does what the [`Pump`] says (send
+//! [`Handshake::outgoing`], read more, finish, or give up). Once done, [`Handshake::finish`]
+//! turns the connection into an established [`Session`] with every byte that arrived past the
+//! handshake: decrypted application data first (wire rule 1), then records not yet opened.
 //!
-//! Used by the control thread (reverse legs, under tokio) and by the workers (public `tls://`
-//! listeners, `tls://` back-ends, readiness-driven); the same code decides both.
+//! Used by the control thread (reverse legs, under tokio: `control::tls_stream`) and by the
+//! workers (public `tls://` listeners, `tls://` back-ends, readiness-driven: `leg`); the same
+//! code decides both. It does not read or write sockets, keep time or load certificates.
 
 use std::sync::Arc;
 
 use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
 use rustls::{ClientConfig, Error, ServerConfig};
 
-use super::record::{Kernel, RecordLayer};
-use super::Session;
+use super::conn::{self, with_conn, Conn};
+use super::{Session, TlsError};
 
-/// `config` itself when it allows secret extraction, else a copy that does (for rustls'
+/// `config` itself when it allows secret extraction (the kernel-TLS seam: an established
+/// connection can then give up its traffic keys), else a copy that does (for rustls'
 /// `ServerConfig` and `ClientConfig` alike).
 macro_rules! allowing_extraction {
     ($config:expr) => {{
@@ -34,19 +35,14 @@ macro_rules! allowing_extraction {
     }};
 }
 
-enum Side {
-    Client(UnbufferedClientConnection),
-    Server(UnbufferedServerConnection),
-}
-
 /// One TLS handshake in progress.
 pub struct Handshake {
-    side: Side,
+    side: Conn,
     /// Received bytes rustls has not consumed yet.
     incoming: Vec<u8>,
     /// How much of `incoming` rustls may see: whole records, one more each time it asks, so
     /// it stops at the handshake's last record and everything after that (data, a key update,
-    /// a ticket) is left to the record layer with the right sequence numbers.
+    /// a ticket) is left to the established session's buffers.
     visible: usize,
     /// Bytes to send, in order.
     outgoing: Vec<u8>,
@@ -69,7 +65,7 @@ impl Handshake {
     /// does is made for this handshake (build configs with `enable_secret_extraction = true`).
     pub fn server(config: Arc<ServerConfig>) -> Result<Handshake, Error> {
         let config = allowing_extraction!(config);
-        Ok(Handshake::new(Side::Server(
+        Ok(Handshake::new(Conn::Server(
             UnbufferedServerConnection::new(config)?,
         )))
     }
@@ -82,13 +78,13 @@ impl Handshake {
     ) -> Result<Handshake, Error> {
         let config = allowing_extraction!(config);
         let mut handshake =
-            Handshake::new(Side::Client(UnbufferedClientConnection::new(config, name)?));
+            Handshake::new(Conn::Client(UnbufferedClientConnection::new(config, name)?));
         // The ClientHello is ready before anything is received.
         handshake.advance()?;
         Ok(handshake)
     }
 
-    fn new(side: Side) -> Handshake {
+    fn new(side: Conn) -> Handshake {
         Handshake {
             side,
             incoming: Vec::new(),
@@ -120,17 +116,24 @@ impl Handshake {
     }
 
     fn is_handshaking(&self) -> bool {
-        match &self.side {
-            Side::Client(c) => c.is_handshaking(),
-            Side::Server(s) => s.is_handshaking(),
-        }
+        self.side.is_handshaking()
     }
 
     /// The protocol the peers agreed on with ALPN, if any.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        match &self.side {
-            Side::Client(c) => c.alpn_protocol(),
-            Side::Server(s) => s.alpn_protocol(),
+        self.side.alpn_protocol()
+    }
+
+    /// The handshake pump both drivers run (the workers' non-blocking sockets, the control
+    /// thread's tokio ones): takes the bytes just read from the peer (none on the first call
+    /// or after a send) and says what the driver does next.
+    pub fn pump(&mut self, input: &[u8]) -> Pump {
+        self.received(input);
+        match self.advance() {
+            Err(e) => Pump::Failed(e),
+            Ok(_) if !self.outgoing.is_empty() => Pump::Send,
+            Ok(true) => Pump::Done,
+            Ok(false) => Pump::NeedInput,
         }
     }
 
@@ -173,18 +176,11 @@ impl Handshake {
     /// One turn of rustls' state machine on the records it may see.
     fn step(&mut self) -> Result<Step, Error> {
         let visible = &mut self.incoming[..self.visible];
-        let (discard, step) = match &mut self.side {
-            Side::Client(c) => handle(
-                c.process_tls_records(visible),
-                &mut self.outgoing,
-                &mut self.plaintext,
-            ),
-            Side::Server(s) => handle(
-                s.process_tls_records(visible),
-                &mut self.outgoing,
-                &mut self.plaintext,
-            ),
-        };
+        let (discard, step) = with_conn!(&mut self.side, c => handle(
+            c.process_tls_records(visible),
+            &mut self.outgoing,
+            &mut self.plaintext,
+        ));
         let discard = discard.min(self.visible);
         self.incoming.drain(..discard);
         self.visible -= discard;
@@ -199,7 +195,7 @@ impl Handshake {
             return false;
         };
         let len = usize::from(u16::from_be_bytes([hi, lo]));
-        if !(20..=24).contains(&content_type) || major != 3 || len > super::record::MAX_RECORD {
+        if !(20..=24).contains(&content_type) || major != 3 || len > super::MAX_RECORD {
             let all = self.incoming.len();
             let more = all > self.visible;
             self.visible = all;
@@ -212,39 +208,38 @@ impl Handshake {
         true
     }
 
-    /// The established session: keys from rustls, and every byte that came past the handshake.
-    /// Call once [`Handshake::advance`] returned Ok(true).
+    /// The established session, with every byte that came past the handshake. Call once
+    /// [`Handshake::advance`] returned Ok(true).
     pub fn finish(self) -> Result<Session, Error> {
         if !self.done {
             return Err(Error::HandshakeNotComplete);
         }
-        // Every record rustls saw was consumed with the handshake; had one not been (a message
-        // split across records), its bytes would be rustls' and the record layer could not
-        // take over in step with it.
-        if self.visible > 0 {
-            return Err(Error::General(
-                "TLS handshake ended inside a message split across records".into(),
-            ));
-        }
-        let (secrets, kernel) = match self.side {
-            Side::Client(c) => {
-                let (s, k) = c.dangerous_into_kernel_connection()?;
-                (s, Kernel::Client(k))
-            }
-            Side::Server(s) => {
-                let (s, k) = s.dangerous_into_kernel_connection()?;
-                (s, Kernel::Server(k))
-            }
-        };
-        let records = RecordLayer::new(secrets, kernel)?;
+        // rustls carries on with the records; what it saw but kept (part of a message) is
+        // part of what comes next, in place.
         Ok(Session::established(
-            records,
+            self.side,
             self.plaintext,
             self.peer_closed,
             &self.incoming,
             self.outgoing,
         ))
     }
+}
+
+/// What a handshake driver does after [`Handshake::pump`].
+#[derive(Debug)]
+pub enum Pump {
+    /// Write [`Handshake::outgoing`] to the peer (report it with [`Handshake::sent`]), then
+    /// pump again with no input.
+    Send,
+    /// Read from the peer and pump what arrived.
+    NeedInput,
+    /// The handshake is complete: [`Handshake::finish`] gives the session, with the bytes that
+    /// came past it.
+    Done,
+    /// The handshake failed; the alert for the peer, if any, is in [`Handshake::outgoing`]
+    /// (send it if the socket takes it).
+    Failed(Error),
 }
 
 /// Handles one state rustls reported: encodes handshake records into `outgoing`, collects early
@@ -261,22 +256,10 @@ fn handle<Data>(
     };
     let step = match state {
         ConnectionState::EncodeTlsData(mut encode) => {
-            let start = outgoing.len();
-            let mut room = 4096;
-            loop {
-                outgoing.resize(start + room, 0);
-                match encode.encode(&mut outgoing[start..]) {
-                    Ok(n) => {
-                        outgoing.truncate(start + n);
-                        break Ok(Step::Continue);
-                    }
-                    Err(EncodeError::InsufficientSize(need)) => room = need.required_size,
-                    Err(e) => {
-                        outgoing.truncate(start);
-                        break Err(Error::General(format!("TLS encoding failed: {e}")));
-                    }
-                }
-            }
+            let mut end = outgoing.len();
+            let encoded = conn::encode(&mut encode, outgoing, &mut end);
+            outgoing.truncate(end);
+            encoded.map(|()| Step::Continue).map_err(Error::from)
         }
         // Everything encoded goes out, in order, before the caller waits for input again.
         ConnectionState::TransmitTlsData(transmit) => {
@@ -296,12 +279,10 @@ fn handle<Data>(
             }
         },
         // Servers here accept no 0-RTT data (rustls' default max_early_data_size is 0).
-        ConnectionState::ReadEarlyData(_) => {
-            Err(Error::General("unexpected TLS early data".into()))
-        }
+        ConnectionState::ReadEarlyData(_) => Err(TlsError::EarlyData.into()),
         ConnectionState::PeerClosed => Ok(Step::PeerClosed),
         ConnectionState::Closed => Ok(Step::Done),
-        _ => Err(Error::General("unexpected TLS handshake state".into())),
+        _ => Err(TlsError::UnexpectedState("in the handshake").into()),
     };
     (discard, step)
 }
