@@ -13,14 +13,12 @@ use std::thread::JoinHandle;
 
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{
-    Dataplane, DataplaneConfig, PublicService, PublicTls, PublicWs, RelayConfig, StartError,
-    TargetTls, Upstream, UpstreamWs,
+    Dataplane, DataplaneConfig, PublicService, PublicTls, PublicWs, StartError, TargetTls,
+    Upstream, UpstreamWs,
 };
 use serde_json::Value;
 
-use crate::config::{
-    Config, RelayMode, RingSetup, ServiceRole, TlsClient, TlsServer, WsAccept, WsConnect,
-};
+use crate::config::{Config, ServiceRole, TlsClient, TlsServer, WsAccept, WsConnect};
 use crate::dmz::{BindTarget, ReverseEndpoint};
 use crate::internal::{ReverseService, ReverseTls};
 use crate::stats::{self, ControlStats, InternalStats, ServiceView};
@@ -199,24 +197,8 @@ fn dataplane_config(
                 .clone()
                 .unwrap_or_else(|| (0..sys::available_cores()).collect()),
         ),
-        relay: RelayConfig {
-            mode: match g.relay {
-                RelayMode::Copy => sallyport_dataplane::RelayMode::Copy,
-                RelayMode::Splice => sallyport_dataplane::RelayMode::Splice,
-            },
-            pipe_size: g.pipe_size,
-            buffer_size: g.buffer_size,
-            stream: sys::StreamOptions {
-                nodelay: g.nodelay,
-                buffer: g.socket_buffer,
-            },
-            busy_poll: g.busy_poll,
-        },
-        ring: match g.ring_setup {
-            RingSetup::CoopTaskrun => sys::RingSetup::CoopTaskrun,
-            RingSetup::DeferTaskrun => sys::RingSetup::DeferTaskrun,
-            RingSetup::Plain => sys::RingSetup::Plain,
-        },
+        relay: g.relay,
+        ring: g.ring_setup,
         services,
         reverse_events,
     }
