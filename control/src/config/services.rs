@@ -42,14 +42,45 @@ pub(super) struct WsCommon {
     pub(super) ping: Option<Duration>,
 }
 
+/// A service's two URIs as written, split at their schemes.
+struct Uris<'a> {
+    accept: &'a str,
+    accept_scheme: Scheme,
+    accept_rest: &'a str,
+    connect: &'a str,
+    connect_scheme: Scheme,
+    connect_rest: &'a str,
+}
+
+/// One `[[service]]`: name, URIs, the WebSocket and credential keys any role may have, then the
+/// keys of its role.
 pub(super) fn validate_service(
     check: &Check,
     prefix: &str,
     mut raw: RawService,
 ) -> Result<ServiceConfig, ConfigError> {
-    let key = |field: &str| format!("{prefix}.{field}");
+    let name = service_name(check, prefix, raw.name.take())?;
+    let (accept, connect) = required_uris(check, prefix, &mut raw)?;
+    let uris = split_uris(check, prefix, &accept, &connect)?;
+    let ws = websocket_keys(check, prefix, &uris, &raw)?;
+    let credentials = validate_credentials(check, prefix, raw.user.take(), raw.password.take())?;
+    let role = match (uris.accept_scheme, uris.connect_scheme) {
+        (_, Scheme::Reverse) => validate_dmz(check, prefix, &uris, &mut raw, ws, credentials)?,
+        (Scheme::Reverse, _) => validate_internal(check, prefix, &uris, &mut raw, ws, credentials)?,
+        _ => validate_forward(check, prefix, &uris, &mut raw, ws, credentials)?,
+    };
+    Ok(ServiceConfig {
+        name,
+        accept,
+        connect,
+        role,
+    })
+}
 
-    let name = match raw.name.take() {
+/// `name`: present and a valid name.
+fn service_name(check: &Check, prefix: &str, name: Option<String>) -> Result<String, ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    let name = match name {
         None => {
             return Err(check.fail(
                 key("name"),
@@ -61,6 +92,16 @@ pub(super) fn validate_service(
             name
         }
     };
+    Ok(name)
+}
+
+/// `accept` and `connect`: both present.
+fn required_uris(
+    check: &Check,
+    prefix: &str,
+    raw: &mut RawService,
+) -> Result<(String, String), ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
     let accept = raw.accept.take().ok_or_else(|| {
         check.fail(
             key("accept"),
@@ -76,12 +117,23 @@ pub(super) fn validate_service(
              connect = \"tcp://10.0.0.5:7000\" (internal or forwarding)",
         )
     })?;
-    let (accept_scheme, accept_rest) =
-        split_scheme(&accept).map_err(|r| check.fail(key("accept"), r))?;
-    let (connect_scheme, connect_rest) =
-        split_scheme(&connect).map_err(|r| check.fail(key("connect"), r))?;
+    Ok((accept, connect))
+}
 
-    // A combination that is not served at all, before any key is looked at.
+/// The schemes of both URIs, and a combination that is not served at all, before any key is
+/// looked at.
+fn split_uris<'a>(
+    check: &Check,
+    prefix: &str,
+    accept: &'a str,
+    connect: &'a str,
+) -> Result<Uris<'a>, ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    let (accept_scheme, accept_rest) =
+        split_scheme(accept).map_err(|r| check.fail(key("accept"), r))?;
+    let (connect_scheme, connect_rest) =
+        split_scheme(connect).map_err(|r| check.fail(key("connect"), r))?;
+
     if (accept_scheme, connect_scheme) == (Scheme::Reverse, Scheme::Reverse) {
         return Err(check.fail(
             key("connect"),
@@ -90,8 +142,27 @@ pub(super) fn validate_service(
         ));
     }
 
+    Ok(Uris {
+        accept,
+        accept_scheme,
+        accept_rest,
+        connect,
+        connect_scheme,
+        connect_rest,
+    })
+}
+
+/// `ws_ping`, `ws_max_message` (where a WebSocket leg is), `origins` and `protocols` (where a
+/// WebSocket listener is).
+fn websocket_keys(
+    check: &Check,
+    prefix: &str,
+    uris: &Uris<'_>,
+    raw: &RawService,
+) -> Result<WsCommon, ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
     // WebSocket keys: only where a WebSocket leg is.
-    if !accept_scheme.is_ws() && !connect_scheme.is_ws() {
+    if !uris.accept_scheme.is_ws() && !uris.connect_scheme.is_ws() {
         forbid(
             check,
             prefix,
@@ -103,13 +174,13 @@ pub(super) fn validate_service(
                 format!(
                     "{field} applies only to WebSocket legs (accept or connect = \"ws://...\" or \"wss://...\"); \
                      this service is {}:// -> {}://; remove the key",
-                    accept_scheme.as_str(),
-                    connect_scheme.as_str()
+                    uris.accept_scheme.as_str(),
+                    uris.connect_scheme.as_str()
                 )
             },
         )?;
     }
-    if !accept_scheme.is_ws() {
+    if !uris.accept_scheme.is_ws() {
         forbid(
             check,
             prefix,
@@ -121,7 +192,7 @@ pub(super) fn validate_service(
                 format!(
                     "{field} applies only to WebSocket listeners (accept = \"ws://IP:PORT/PATH\" or \
                      \"wss://...\"); this accept is {}://; remove the key",
-                    accept_scheme.as_str()
+                    uris.accept_scheme.as_str()
                 )
             },
         )?;
@@ -141,7 +212,7 @@ pub(super) fn validate_service(
             Some(ping)
         }
     };
-    let ws = WsCommon {
+    Ok(WsCommon {
         max_message: size_in(
             check,
             &key("ws_max_message"),
@@ -151,193 +222,212 @@ pub(super) fn validate_service(
             MAX_WS_MAX_MESSAGE,
         )?,
         ping: ws_ping,
-    };
-
-    let credentials = validate_credentials(check, prefix, raw.user.take(), raw.password.take())?;
-
-    let role = match (accept_scheme, connect_scheme) {
-        (_, Scheme::Reverse) => {
-            forbid(
-                check,
-                prefix,
-                &[
-                    ("prepared", raw.prepared.is_some()),
-                    ("retry_max", raw.retry_max.is_some()),
-                    ("connect_timeout", raw.connect_timeout.is_some()),
-                    ("connect_tls", raw.connect_tls.is_some()),
-                ],
-                |field| {
-                    format!(
-                        "{field} applies only to internal services (accept = \"reverse://HOST:PORT/NAME\"); \
-                         this is a DMZ service (accept = \"{}://...\", connect = \"reverse://...\"); remove the key",
-                        accept_scheme.as_str()
-                    )
-                },
-            )?;
-            let listener = validate_listener(
-                check,
-                prefix,
-                accept_scheme,
-                accept_rest,
-                &accept,
-                &mut raw,
-                ws,
-                ListenerOf::Dmz,
-            )?;
-            let bind_name =
-                parse_dmz_bind_name(connect_rest).map_err(|r| check.fail(key("connect"), r))?;
-            let timeout = check.duration(&key("timeout"), raw.timeout.as_ref(), DEFAULT_TIMEOUT)?;
-            ServiceRole::Dmz(DmzService {
-                listen: listener.listen,
-                tls: listener.tls,
-                ws: listener.ws,
-                handshake_timeout: listener.handshake_timeout,
-                bind_name,
-                timeout,
-                credentials,
-            })
-        }
-        (Scheme::Reverse, _) => {
-            if raw.timeout.is_some() {
-                return Err(check.fail(
-                    key("timeout"),
-                    "timeout applies only to DMZ services (connect = \"reverse://NAME\"); \
-                     this is an internal service; for the back-end connect limit use connect_timeout",
-                ));
-            }
-            if raw.handshake_timeout.is_some() {
-                return Err(check.fail(
-                    key("handshake_timeout"),
-                    "handshake_timeout applies only to public listeners (accept = \"tls://...\", \"ws://...\", \"wss://...\"); \
-                     an internal service's TLS handshakes run within connect_timeout",
-                ));
-            }
-            let (dmz, bind_name) =
-                parse_reverse_accept(accept_rest).map_err(|r| check.fail(key("accept"), r))?;
-            let (target, path) = parse_target_uri(connect_scheme, connect_rest)
-                .map_err(|r| check.fail(key("connect"), r))?;
-            let target_ws = path.map(|path| ws_connect(connect_rest, path, &ws));
-            let prepared = match raw.prepared {
-                None => DEFAULT_PREPARED,
-                Some(n) => match usize::try_from(n) {
-                    Ok(n) if (1..=MAX_PREPARED).contains(&n) => n,
-                    _ => {
-                        return Err(check.fail(
-                            key("prepared"),
-                            format!("must be between 1 and {MAX_PREPARED}, got {n}"),
-                        ))
-                    }
-                },
-            };
-            let retry_max =
-                check.duration(&key("retry_max"), raw.retry_max.as_ref(), DEFAULT_RETRY_MAX)?;
-            let connect_timeout = check.duration(
-                &key("connect_timeout"),
-                raw.connect_timeout.as_ref(),
-                DEFAULT_CONNECT_TIMEOUT,
-            )?;
-            let tls = raw
-                .tls
-                .take()
-                .map(|t| {
-                    validate_tls_client(
-                        check,
-                        &key("tls"),
-                        t,
-                        &dmz.host,
-                        "an internal service's tls (the reverse leg to the DMZ)",
-                    )
-                })
-                .transpose()?;
-            let target_tls = validate_connect_tls(
-                check,
-                prefix,
-                connect_scheme,
-                &connect,
-                raw.connect_tls.take(),
-                &target,
-                " (the reverse leg's TLS is tls)",
-            )?;
-            ServiceRole::Internal(InternalService {
-                dmz,
-                bind_name,
-                target,
-                prepared,
-                retry_max,
-                connect_timeout,
-                credentials,
-                tls,
-                target_tls,
-                target_ws,
-            })
-        }
-        _ => {
-            forbid(
-                check,
-                prefix,
-                &[
-                    ("prepared", raw.prepared.is_some()),
-                    ("retry_max", raw.retry_max.is_some()),
-                ],
-                |field| {
-                    format!(
-                        "{field} applies only to internal services (accept = \"reverse://HOST:PORT/NAME\"); \
-                         this is a forwarding service ({}:// -> {}://), which connects upstream once per \
-                         client and keeps no prepared connections; remove the key",
-                        accept_scheme.as_str(),
-                        connect_scheme.as_str()
-                    )
-                },
-            )?;
-            if raw.timeout.is_some() {
-                return Err(check.fail(
-                    key("timeout"),
-                    "timeout applies only to DMZ services (connect = \"reverse://NAME\"): how long a client \
-                     waits for a prepared connection; a forwarding service connects upstream per client, \
-                     limited by connect_timeout",
-                ));
-            }
-            if credentials.is_some() {
-                return Err(check.fail(
-                    key("user"),
-                    "user and password apply only to reverse:// services (SOCKS5 authentication between \
-                     gateways); a forwarding service has no reverse leg; remove them",
-                ));
-            }
-            let listener = validate_listener(
-                check,
-                prefix,
-                accept_scheme,
-                accept_rest,
-                &accept,
-                &mut raw,
-                ws,
-                ListenerOf::Forward,
-            )?;
-            let upstream = validate_upstream(
-                check,
-                prefix,
-                connect_scheme,
-                connect_rest,
-                &connect,
-                &mut raw,
-                ws,
-            )?;
-            ServiceRole::Forward(ForwardService {
-                listen: listener.listen,
-                tls: listener.tls,
-                ws: listener.ws,
-                handshake_timeout: listener.handshake_timeout,
-                upstream,
-            })
-        }
-    };
-    Ok(ServiceConfig {
-        name,
-        accept,
-        connect,
-        role,
     })
+}
+
+/// A DMZ service (`connect = "reverse://NAME"`): its listener, bind name and `timeout`.
+fn validate_dmz(
+    check: &Check,
+    prefix: &str,
+    uris: &Uris<'_>,
+    raw: &mut RawService,
+    ws: WsCommon,
+    credentials: Option<Credentials>,
+) -> Result<ServiceRole, ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    forbid(
+        check,
+        prefix,
+        &[
+            ("prepared", raw.prepared.is_some()),
+            ("retry_max", raw.retry_max.is_some()),
+            ("connect_timeout", raw.connect_timeout.is_some()),
+            ("connect_tls", raw.connect_tls.is_some()),
+        ],
+        |field| {
+            format!(
+                "{field} applies only to internal services (accept = \"reverse://HOST:PORT/NAME\"); \
+                 this is a DMZ service (accept = \"{}://...\", connect = \"reverse://...\"); remove the key",
+                uris.accept_scheme.as_str()
+            )
+        },
+    )?;
+    let listener = validate_listener(
+        check,
+        prefix,
+        uris.accept_scheme,
+        uris.accept_rest,
+        uris.accept,
+        raw,
+        ws,
+        ListenerOf::Dmz,
+    )?;
+    let bind_name =
+        parse_dmz_bind_name(uris.connect_rest).map_err(|r| check.fail(key("connect"), r))?;
+    let timeout = check.duration(&key("timeout"), raw.timeout.as_ref(), DEFAULT_TIMEOUT)?;
+    Ok(ServiceRole::Dmz(DmzService {
+        listen: listener.listen,
+        tls: listener.tls,
+        ws: listener.ws,
+        handshake_timeout: listener.handshake_timeout,
+        bind_name,
+        timeout,
+        credentials,
+    }))
+}
+
+/// An internal service (`accept = "reverse://HOST:PORT/NAME"`): the DMZ it dials, its pool
+/// (`prepared`, `retry_max`), the back-end with `connect_timeout`, `tls` and `connect_tls`.
+fn validate_internal(
+    check: &Check,
+    prefix: &str,
+    uris: &Uris<'_>,
+    raw: &mut RawService,
+    ws: WsCommon,
+    credentials: Option<Credentials>,
+) -> Result<ServiceRole, ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    if raw.timeout.is_some() {
+        return Err(check.fail(
+            key("timeout"),
+            "timeout applies only to DMZ services (connect = \"reverse://NAME\"); \
+             this is an internal service; for the back-end connect limit use connect_timeout",
+        ));
+    }
+    if raw.handshake_timeout.is_some() {
+        return Err(check.fail(
+            key("handshake_timeout"),
+            "handshake_timeout applies only to public listeners (accept = \"tls://...\", \"ws://...\", \"wss://...\"); \
+             an internal service's TLS handshakes run within connect_timeout",
+        ));
+    }
+    let (dmz, bind_name) =
+        parse_reverse_accept(uris.accept_rest).map_err(|r| check.fail(key("accept"), r))?;
+    let (target, path) = parse_target_uri(uris.connect_scheme, uris.connect_rest)
+        .map_err(|r| check.fail(key("connect"), r))?;
+    let target_ws = path.map(|path| ws_connect(uris.connect_rest, path, &ws));
+    let prepared = match raw.prepared {
+        None => DEFAULT_PREPARED,
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if (1..=MAX_PREPARED).contains(&n) => n,
+            _ => {
+                return Err(check.fail(
+                    key("prepared"),
+                    format!("must be between 1 and {MAX_PREPARED}, got {n}"),
+                ))
+            }
+        },
+    };
+    let retry_max = check.duration(&key("retry_max"), raw.retry_max.as_ref(), DEFAULT_RETRY_MAX)?;
+    let connect_timeout = check.duration(
+        &key("connect_timeout"),
+        raw.connect_timeout.as_ref(),
+        DEFAULT_CONNECT_TIMEOUT,
+    )?;
+    let tls = raw
+        .tls
+        .take()
+        .map(|t| {
+            validate_tls_client(
+                check,
+                &key("tls"),
+                t,
+                &dmz.host,
+                "an internal service's tls (the reverse leg to the DMZ)",
+            )
+        })
+        .transpose()?;
+    let target_tls = validate_connect_tls(
+        check,
+        prefix,
+        uris.connect_scheme,
+        uris.connect,
+        raw.connect_tls.take(),
+        &target,
+        " (the reverse leg's TLS is tls)",
+    )?;
+    Ok(ServiceRole::Internal(InternalService {
+        dmz,
+        bind_name,
+        target,
+        prepared,
+        retry_max,
+        connect_timeout,
+        credentials,
+        tls,
+        target_tls,
+        target_ws,
+    }))
+}
+
+/// A forwarding service (neither side `reverse://`): its listener and upstream.
+fn validate_forward(
+    check: &Check,
+    prefix: &str,
+    uris: &Uris<'_>,
+    raw: &mut RawService,
+    ws: WsCommon,
+    credentials: Option<Credentials>,
+) -> Result<ServiceRole, ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    forbid(
+        check,
+        prefix,
+        &[
+            ("prepared", raw.prepared.is_some()),
+            ("retry_max", raw.retry_max.is_some()),
+        ],
+        |field| {
+            format!(
+                "{field} applies only to internal services (accept = \"reverse://HOST:PORT/NAME\"); \
+                 this is a forwarding service ({}:// -> {}://), which connects upstream once per \
+                 client and keeps no prepared connections; remove the key",
+                uris.accept_scheme.as_str(),
+                uris.connect_scheme.as_str()
+            )
+        },
+    )?;
+    if raw.timeout.is_some() {
+        return Err(check.fail(
+            key("timeout"),
+            "timeout applies only to DMZ services (connect = \"reverse://NAME\"): how long a client \
+             waits for a prepared connection; a forwarding service connects upstream per client, \
+             limited by connect_timeout",
+        ));
+    }
+    if credentials.is_some() {
+        return Err(check.fail(
+            key("user"),
+            "user and password apply only to reverse:// services (SOCKS5 authentication between \
+             gateways); a forwarding service has no reverse leg; remove them",
+        ));
+    }
+    let listener = validate_listener(
+        check,
+        prefix,
+        uris.accept_scheme,
+        uris.accept_rest,
+        uris.accept,
+        raw,
+        ws,
+        ListenerOf::Forward,
+    )?;
+    let upstream = validate_upstream(
+        check,
+        prefix,
+        uris.connect_scheme,
+        uris.connect_rest,
+        uris.connect,
+        raw,
+        ws,
+    )?;
+    Ok(ServiceRole::Forward(ForwardService {
+        listen: listener.listen,
+        tls: listener.tls,
+        ws: listener.ws,
+        handshake_timeout: listener.handshake_timeout,
+        upstream,
+    }))
 }
 
 pub(super) fn validate_credentials(
