@@ -16,12 +16,11 @@ use sallyport_dataplane::{
     Dataplane, DataplaneConfig, PublicService, PublicTls, PublicWs, StartError, TargetTls,
     Upstream, UpstreamWs,
 };
-use serde_json::Value;
 
 use crate::config::{Config, ServiceRole, TlsClient, TlsServer, WsAccept, WsConnect};
 use crate::dmz::{BindTarget, ReverseEndpoint};
 use crate::internal::{ReverseService, ReverseTls};
-use crate::stats::{self, ControlStats, InternalStats, ServiceView};
+use crate::stats::{ControlStats, InternalStats, ServiceKind, StatsSource};
 
 /// Why a gateway could not start. `Config` errors name the file and key (exit 2); `Runtime`
 /// errors are failures of the host (exit 1).
@@ -35,61 +34,6 @@ pub enum StartupError {
     },
     #[error("{0}")]
     Runtime(String),
-}
-
-/// A service as the stats know it: DMZ and forwarding services by their index among the data
-/// plane's public services.
-enum ServiceKind {
-    Dmz(usize),
-    Forward(usize),
-    Internal(Arc<InternalStats>),
-}
-
-/// What `/metrics` and `/stats` read.
-pub struct StatsSource {
-    services: Vec<(String, ServiceKind)>,
-    control: Arc<ControlStats>,
-    dataplane: Arc<Dataplane>,
-}
-
-impl StatsSource {
-    fn views(&self) -> Vec<ServiceView<'_>> {
-        self.services
-            .iter()
-            .map(|(name, kind)| match kind {
-                ServiceKind::Dmz(index) => ServiceView::Dmz {
-                    name,
-                    index: *index,
-                },
-                ServiceKind::Forward(index) => ServiceView::Forward {
-                    name,
-                    index: *index,
-                },
-                ServiceKind::Internal(stats) => ServiceView::Internal { name, stats },
-            })
-            .collect()
-    }
-
-    pub fn json(&self) -> Value {
-        let snap = self.dataplane.snapshot();
-        stats::to_json(
-            &self.views(),
-            &snap,
-            &self.control,
-            self.dataplane.workers(),
-        )
-    }
-
-    pub fn prometheus(&self) -> String {
-        let snap = self.dataplane.snapshot();
-        stats::to_prometheus(&self.views(), &snap, &self.control)
-    }
-
-    /// Prepared connections of `service` right now (parked at this DMZ, or parked by this
-    /// internal gateway), if the service exists.
-    pub fn prepared(&self, service: &str) -> Option<i64> {
-        self.json()["services"][service]["prepared"].as_i64()
-    }
 }
 
 /// A started gateway.
@@ -311,11 +255,11 @@ impl Gateway {
             }
         }
         debug_assert_eq!(public_index, public_services.len());
-        let source = Arc::new(StatsSource {
+        let source = Arc::new(StatsSource::new(
             services,
-            control: Arc::clone(&control_stats),
-            dataplane: Arc::clone(&dataplane),
-        });
+            Arc::clone(&control_stats),
+            Arc::clone(&dataplane),
+        ));
         let public: Vec<(String, SocketAddr)> = public_services
             .iter()
             .enumerate()
