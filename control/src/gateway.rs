@@ -13,13 +13,12 @@ use std::thread::JoinHandle;
 
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{
-    Dataplane, DataplaneConfig, PublicService, PublicTls, PublicWs, StartError, TargetTls,
-    Upstream, UpstreamWs,
+    Dataplane, DataplaneConfig, PublicService, PublicTls, StartError, Upstream,
 };
 
-use crate::config::{Config, ServiceRole, TlsClient, TlsServer, WsAccept, WsConnect};
+use crate::config::{Config, Handoff, ServiceRole, TlsClient, TlsServer};
 use crate::dmz::{BindTarget, ReverseEndpoint};
-use crate::internal::{ReverseService, ReverseTls};
+use crate::internal::ReverseService;
 use crate::stats::{ControlStats, InternalStats, ServiceKind, StatsSource};
 
 /// Why a gateway could not start. `Config` errors name the file and key (exit 2); `Runtime`
@@ -58,24 +57,6 @@ fn bind_error(config: &Config, key: &str, addr: SocketAddr, e: std::io::Error) -
     }
 }
 
-/// A WebSocket client leg toward a back-end or upstream, as the data plane takes it.
-fn upstream_ws(w: &WsConnect) -> UpstreamWs {
-    UpstreamWs {
-        host: w.host.clone(),
-        path: w.path.clone(),
-        max_message: w.max_message,
-        ping: w.ping,
-    }
-}
-
-/// TLS toward a back-end or upstream, as the data plane takes it.
-fn target_tls(t: &TlsClient) -> TargetTls {
-    TargetTls {
-        config: Arc::clone(&t.config),
-        server_name: t.server_name.clone(),
-    }
-}
-
 /// The data plane's view of a DMZ or forwarding service (`None` for internal services, which
 /// listen on nothing).
 fn public_service(name: &str, role: &ServiceRole) -> Option<PublicService> {
@@ -85,23 +66,13 @@ fn public_service(name: &str, role: &ServiceRole) -> Option<PublicService> {
             handshake_timeout,
         })
     };
-    let public_ws = |ws: Option<&WsAccept>, handshake_timeout| {
-        ws.map(|w| PublicWs {
-            path: w.path.clone(),
-            origins: w.origins.clone(),
-            protocols: w.protocols.clone(),
-            max_message: w.max_message,
-            ping: w.ping,
-            handshake_timeout,
-        })
-    };
     match role {
         ServiceRole::Dmz(d) => Some(PublicService {
             name: name.to_string(),
             listen: d.listen,
             timeout: d.timeout,
             tls: public_tls(d.tls.as_ref(), d.handshake_timeout),
-            ws: public_ws(d.ws.as_ref(), d.handshake_timeout),
+            ws: d.ws.clone().map(Handoff::into_inner),
             upstream: None,
         }),
         ServiceRole::Forward(f) => {
@@ -113,12 +84,12 @@ fn public_service(name: &str, role: &ServiceRole) -> Option<PublicService> {
                 // upstream connect is bounded by connect_timeout.
                 timeout: u.connect_timeout,
                 tls: public_tls(f.tls.as_ref(), f.handshake_timeout),
-                ws: public_ws(f.ws.as_ref(), f.handshake_timeout),
+                ws: f.ws.clone().map(Handoff::into_inner),
                 upstream: Some(Upstream {
                     addr: u.addr,
-                    tls: u.tls.as_ref().map(target_tls),
+                    tls: u.tls.as_ref().map(TlsClient::target),
                     connect_timeout: u.connect_timeout,
-                    ws: u.ws.as_ref().map(upstream_ws),
+                    ws: u.ws.clone().map(Handoff::into_inner),
                 }),
             })
         }
@@ -234,19 +205,7 @@ impl Gateway {
                     let stats = Arc::new(InternalStats::default());
                     pools.push(ReverseService {
                         name: s.name.clone(),
-                        dmz: i.dmz.clone(),
-                        bind_name: i.bind_name.clone(),
-                        target: i.target.clone(),
-                        prepared: i.prepared,
-                        retry_max: i.retry_max,
-                        connect_timeout: i.connect_timeout,
-                        credentials: i.credentials.clone(),
-                        tls: i.tls.as_ref().map(|t| ReverseTls {
-                            config: Arc::clone(&t.config),
-                            server_name: t.server_name.clone(),
-                        }),
-                        target_tls: i.target_tls.as_ref().map(target_tls),
-                        target_ws: i.target_ws.as_ref().map(upstream_ws),
+                        config: i.clone(),
                         stats: Arc::clone(&stats),
                         dataplane: Arc::clone(&dataplane),
                     });

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use super::defaults::*;
 use super::diagnostics::{Check, ConfigError};
-use super::model::{HostPort, UpstreamConfig, WsAccept, WsConnect};
+use sallyport_dataplane::{PublicWs, UpstreamWs};
+
+use super::model::{Handoff, HostPort, UpstreamConfig, WsAccept, WsConnect};
 use super::raw::RawService;
 use super::services::WsCommon;
 use super::tls_files::{validate_connect_tls, validate_tls_server};
@@ -128,13 +130,14 @@ pub(super) fn validate_listener(
     };
     let ws = match path {
         None => None,
-        Some(path) => Some(WsAccept {
+        Some(path) => Some(Handoff(PublicWs {
             path,
             origins: validate_origins(check, &key("origins"), raw.origins.take())?,
             protocols: validate_protocols(check, &key("protocols"), raw.protocols.take())?,
             max_message: ws.max_message,
             ping: ws.ping,
-        }),
+            handshake_timeout,
+        })),
     };
     Ok(Listener {
         listen,
@@ -185,13 +188,13 @@ pub(super) fn validate_upstream(
 
 /// The WebSocket client leg of `connect = "ws://REST"` (or `wss://`), `path` taken from it.
 pub(super) fn ws_connect(rest: &str, path: String, ws: &WsCommon) -> WsConnect {
-    WsConnect {
+    Handoff(UpstreamWs {
         // As written: `[::1]:80` keeps its brackets, a name keeps its case.
         host: rest.split('/').next().unwrap_or(rest).to_string(),
         path,
         max_message: ws.max_message,
         ping: ws.ping,
-    }
+    })
 }
 
 /// The first address `target` resolves to (IP literals need no resolver).

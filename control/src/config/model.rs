@@ -3,13 +3,14 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use sallyport_dataplane::sys::{RingSetup, StreamOptions};
-use sallyport_dataplane::{RelayConfig, RelayMode};
+use sallyport_dataplane::{PublicWs, RelayConfig, RelayMode, Upstream, UpstreamWs};
 
 use super::defaults::*;
 use crate::tls::{TlsClient, TlsServer};
@@ -142,22 +143,11 @@ pub struct ForwardService {
     pub upstream: UpstreamConfig,
 }
 
-/// A WebSocket listener's settings (`accept = "ws://…"` or `"wss://…"`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WsAccept {
-    /// Request path this service answers (from the URI; `/` when it has none). Services on one
-    /// address are told apart by it; query strings are ignored when routing.
-    pub path: String,
-    /// `origins`: allowed `Origin` header values; empty: any (or none).
-    pub origins: Vec<String>,
-    /// `protocols`: subprotocols accepted; the first the client offers is chosen.
-    pub protocols: Vec<String>,
-    /// `ws_max_message`: largest message accepted from the client.
-    pub max_message: usize,
-    /// `ws_ping`: ping after this long without a byte from the client; close when nothing at
-    /// all arrives within as long again.
-    pub ping: Option<Duration>,
-}
+/// A WebSocket listener's settings (`accept = "ws://…"` or `"wss://…"`), as the data plane
+/// takes them: `path` from the URI (`/` when it has none; services on one address are told
+/// apart by it, query strings ignored), `origins`, `protocols`, `ws_max_message`, `ws_ping`, and
+/// the service's `handshake_timeout`.
+pub type WsAccept = Handoff<PublicWs>;
 
 /// Where a forwarding service connects, resolved at load time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,17 +164,83 @@ pub struct UpstreamConfig {
     pub ws: Option<WsConnect>,
 }
 
-/// A WebSocket client leg's settings (`connect = "ws://…"` or `"wss://…"`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WsConnect {
-    /// `Host` header: `HOST:PORT` as written in the URI.
-    pub host: String,
-    /// Request path (from the URI; `/` when it has none), query string included.
-    pub path: String,
-    /// `ws_max_message`: largest message accepted from the upstream.
-    pub max_message: usize,
-    /// `ws_ping`: keepalive toward the upstream, as [`WsAccept::ping`].
-    pub ping: Option<Duration>,
+/// A WebSocket client leg's settings (`connect = "ws://…"` or `"wss://…"`), as the data plane
+/// takes them: `host` (the `Host` header, `HOST:PORT` as written in the URI), `path` (from the
+/// URI, `/` when it has none, query string included), `ws_max_message`, `ws_ping`.
+pub type WsConnect = Handoff<UpstreamWs>;
+
+/// A value of one of the data plane's hand-off types, held by the config as the data plane
+/// takes it (the gateway clones it across as is). Those types have neither `Debug` nor
+/// `PartialEq` (the data plane needs neither); `Handoff` compares and prints them by their
+/// settings, so [`Config`] stays comparable (a reload tells other changes apart with it) and
+/// printable.
+#[derive(Clone)]
+pub struct Handoff<T>(pub T);
+
+impl<T> Handoff<T> {
+    /// The data plane's value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Handoff<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The settings of a hand-off value, as [`Handoff`] compares and prints them.
+pub trait Settings {
+    type View<'a>: fmt::Debug + PartialEq
+    where
+        Self: 'a;
+    fn view(&self) -> Self::View<'_>;
+}
+
+impl<T: Settings> PartialEq for Handoff<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.view() == other.0.view()
+    }
+}
+
+impl<T: Settings> Eq for Handoff<T> {}
+
+impl<T: Settings> fmt::Debug for Handoff<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.view().fmt(f)
+    }
+}
+
+impl Settings for PublicWs {
+    /// path, origins, protocols, max_message, ping, handshake_timeout.
+    type View<'a> = (
+        &'a str,
+        &'a [String],
+        &'a [String],
+        usize,
+        Option<Duration>,
+        Duration,
+    );
+    fn view(&self) -> Self::View<'_> {
+        (
+            &self.path,
+            &self.origins,
+            &self.protocols,
+            self.max_message,
+            self.ping,
+            self.handshake_timeout,
+        )
+    }
+}
+
+impl Settings for UpstreamWs {
+    /// host, path, max_message, ping.
+    type View<'a> = (&'a str, &'a str, usize, Option<Duration>);
+    fn view(&self) -> Self::View<'_> {
+        (&self.host, &self.path, self.max_message, self.ping)
+    }
 }
 
 /// accept = "reverse://HOST:PORT/BINDNAME", connect = "tcp://HOST:PORT", "tls://HOST:PORT",
@@ -213,6 +269,19 @@ pub struct InternalService {
     /// `connect = "ws://…"` or `"wss://…"`: the back-end speaks WebSocket; each tunnel's bytes
     /// travel as binary messages after an upgrade request.
     pub target_ws: Option<WsConnect>,
+}
+
+impl InternalService {
+    /// The back-end leg the data plane connects after pairing, to `addr` (the back-end's
+    /// name, resolved at each dial).
+    pub fn backend(&self, addr: SocketAddr) -> Upstream {
+        Upstream {
+            addr,
+            tls: self.target_tls.as_ref().map(TlsClient::target),
+            connect_timeout: self.connect_timeout,
+            ws: self.target_ws.clone().map(Handoff::into_inner),
+        }
+    }
 }
 
 /// A host name or IP literal with a port; not resolved here.

@@ -904,13 +904,14 @@ fn ws_dmz_service_parses_with_defaults_and_options() {
     assert_eq!(d.handshake_timeout, DEFAULT_TLS_HANDSHAKE_TIMEOUT);
     assert_eq!(
         d.ws,
-        Some(WsAccept {
+        Some(Handoff(sallyport_dataplane::PublicWs {
             path: "/echo".to_string(),
             origins: Vec::new(),
             protocols: Vec::new(),
             max_message: DEFAULT_WS_MAX_MESSAGE,
             ping: None,
-        })
+            handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        }))
     );
     assert_eq!(DEFAULT_WS_MAX_MESSAGE, 16 << 20);
     assert_eq!(
@@ -1001,12 +1002,12 @@ fn forwarding_over_websocket_both_ways() {
     assert_eq!(up.addr, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(
         up.ws,
-        Some(WsConnect {
+        Some(Handoff(sallyport_dataplane::UpstreamWs {
             host: "127.0.0.1:8080".to_string(),
             path: "/vpc".to_string(),
             max_message: 64 << 10,
             ping: Some(Duration::from_secs(30)),
-        })
+        }))
     );
     // The Host header is HOST:PORT as written; the path may carry a query; default path /.
     let config = one("tcp://127.0.0.1:0", "ws://[::1]:80/t?k=v&x=1", "").unwrap();

@@ -30,6 +30,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore, ServerConfig};
 use sallyport_dataplane::tls::Reloadable;
+use sallyport_dataplane::TargetTls;
 
 mod certs;
 pub use certs::*;
@@ -104,6 +105,16 @@ pub struct TlsClient {
     pub server_name: ServerName<'static>,
     /// The built configuration; `reload::certificates` replaces what it holds.
     pub config: Arc<Reloadable<ClientConfig>>,
+}
+
+impl TlsClient {
+    /// The data plane's handle of this client: the built configuration and the name to verify.
+    pub fn target(&self) -> TargetTls {
+        TargetTls {
+            config: Arc::clone(&self.config),
+            server_name: self.server_name.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for TlsClient {
