@@ -16,23 +16,36 @@ use sallyport_dataplane::{
     Dataplane, DataplaneConfig, PublicService, PublicTls, StartError, Upstream,
 };
 
-use crate::config::{Config, Handoff, ServiceRole, TlsClient, TlsServer};
+use crate::config::{Config, ConfigError, Handoff, ServiceRole, TlsClient, TlsServer};
 use crate::dmz::{BindTarget, ReverseEndpoint};
 use crate::internal::ReverseService;
 use crate::stats::{ControlStats, InternalStats, ServiceKind, StatsSource};
 
-/// Why a gateway could not start. `Config` errors name the file and key (exit 2); `Runtime`
-/// errors are failures of the host (exit 1).
+/// Why a gateway could not start. `Config` errors name the file and key (exit 2); the others
+/// are failures of the host (exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("{file}: {key}: {reason}")]
-    Config {
-        file: String,
-        key: String,
-        reason: String,
+    /// A listener the file names cannot be bound.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The control thread's runtime could not be built.
+    #[error("cannot start the control runtime: {0}")]
+    ControlRuntime(std::io::Error),
+    /// The control thread could not be spawned.
+    #[error("cannot start the control thread: {0}")]
+    ControlThread(std::io::Error),
+    /// The control thread ended before it was ready.
+    #[error("control thread died")]
+    ControlDied,
+    /// A bound listener could not be handed to the control thread's runtime.
+    #[error("{what} listener: {source}")]
+    Listener {
+        what: &'static str,
+        source: std::io::Error,
     },
-    #[error("{0}")]
-    Runtime(String),
+    /// The data plane could not start (other than a listener it could not bind).
+    #[error(transparent)]
+    Dataplane(StartError),
 }
 
 /// A started gateway.
@@ -50,11 +63,11 @@ pub struct Gateway {
 }
 
 fn bind_error(config: &Config, key: &str, addr: SocketAddr, e: std::io::Error) -> StartupError {
-    StartupError::Config {
-        file: config.path.display().to_string(),
+    StartupError::Config(ConfigError {
+        file: config.path.clone(),
         key: key.to_string(),
         reason: format!("cannot listen on {addr}: {e}"),
-    }
+    })
 }
 
 /// The data plane's view of a DMZ or forwarding service (`None` for internal services, which
@@ -171,7 +184,7 @@ impl Gateway {
                 let key = format!("service[{service}].accept");
                 bind_error(config, &key, addr, source)
             }
-            other => StartupError::Runtime(other.to_string()),
+            other => StartupError::Dataplane(other),
         })?;
         let dataplane = Arc::new(dataplane);
         let control_stats = Arc::new(ControlStats::default());
@@ -249,7 +262,7 @@ impl Gateway {
             stats: Arc::clone(&control_stats),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StartupError>>();
         let admin_source = Arc::clone(&source);
         let control = std::thread::Builder::new()
             .name("sallyport-control".to_string())
@@ -260,8 +273,7 @@ impl Gateway {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ =
-                            ready_tx.send(Err(format!("cannot start the control runtime: {e}")));
+                        let _ = ready_tx.send(Err(StartupError::ControlRuntime(e)));
                         return;
                     }
                 };
@@ -277,7 +289,10 @@ impl Gateway {
                                 tokio::task::spawn_local(crate::dmz::serve(l, Rc::new(endpoint)));
                             }
                             Err(e) => {
-                                let _ = ready_tx.send(Err(format!("reverse listener: {e}")));
+                                let _ = ready_tx.send(Err(StartupError::Listener {
+                                    what: "reverse",
+                                    source: e,
+                                }));
                                 return;
                             }
                         }
@@ -288,7 +303,10 @@ impl Gateway {
                                 tokio::task::spawn_local(crate::admin::serve(l, admin_source));
                             }
                             Err(e) => {
-                                let _ = ready_tx.send(Err(format!("admin listener: {e}")));
+                                let _ = ready_tx.send(Err(StartupError::Listener {
+                                    what: "admin",
+                                    source: e,
+                                }));
                                 return;
                             }
                         }
@@ -300,11 +318,11 @@ impl Gateway {
                     let _ = stop_rx.await;
                 });
             })
-            .map_err(|e| StartupError::Runtime(format!("cannot start the control thread: {e}")))?;
+            .map_err(StartupError::ControlThread)?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(StartupError::Runtime(e)),
-            Err(_) => return Err(StartupError::Runtime("control thread died".to_string())),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(StartupError::ControlDied),
         }
         Ok(Gateway {
             reverse_addr,
