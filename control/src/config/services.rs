@@ -52,6 +52,15 @@ struct Uris<'a> {
     connect_rest: &'a str,
 }
 
+/// What every role's step reads: where errors go, the URIs and the WebSocket settings.
+#[derive(Clone, Copy)]
+struct Service<'a> {
+    check: &'a Check,
+    prefix: &'a str,
+    uris: &'a Uris<'a>,
+    ws: WsCommon,
+}
+
 /// One `[[service]]`: name, URIs, the WebSocket and credential keys any role may have, then the
 /// keys of its role.
 pub(super) fn validate_service(
@@ -64,10 +73,16 @@ pub(super) fn validate_service(
     let uris = split_uris(check, prefix, &accept, &connect)?;
     let ws = websocket_keys(check, prefix, &uris, &raw)?;
     let credentials = validate_credentials(check, prefix, raw.user.take(), raw.password.take())?;
+    let service = Service {
+        check,
+        prefix,
+        uris: &uris,
+        ws,
+    };
     let role = match (uris.accept_scheme, uris.connect_scheme) {
-        (_, Scheme::Reverse) => validate_dmz(check, prefix, &uris, &mut raw, ws, credentials)?,
-        (Scheme::Reverse, _) => validate_internal(check, prefix, &uris, &mut raw, ws, credentials)?,
-        _ => validate_forward(check, prefix, &uris, &mut raw, ws, credentials)?,
+        (_, Scheme::Reverse) => validate_dmz(&service, &mut raw, credentials)?,
+        (Scheme::Reverse, _) => validate_internal(&service, &mut raw, credentials)?,
+        _ => validate_forward(&service, &mut raw, credentials)?,
     };
     Ok(ServiceConfig {
         name,
@@ -227,13 +242,16 @@ fn websocket_keys(
 
 /// A DMZ service (`connect = "reverse://NAME"`): its listener, bind name and `timeout`.
 fn validate_dmz(
-    check: &Check,
-    prefix: &str,
-    uris: &Uris<'_>,
+    service: &Service<'_>,
     raw: &mut RawService,
-    ws: WsCommon,
     credentials: Option<Credentials>,
 ) -> Result<ServiceRole, ConfigError> {
+    let Service {
+        check,
+        prefix,
+        uris,
+        ws,
+    } = *service;
     let key = |field: &str| format!("{prefix}.{field}");
     forbid(
         check,
@@ -279,13 +297,16 @@ fn validate_dmz(
 /// An internal service (`accept = "reverse://HOST:PORT/NAME"`): the DMZ it dials, its pool
 /// (`prepared`, `retry_max`), the back-end with `connect_timeout`, `tls` and `connect_tls`.
 fn validate_internal(
-    check: &Check,
-    prefix: &str,
-    uris: &Uris<'_>,
+    service: &Service<'_>,
     raw: &mut RawService,
-    ws: WsCommon,
     credentials: Option<Credentials>,
 ) -> Result<ServiceRole, ConfigError> {
+    let Service {
+        check,
+        prefix,
+        uris,
+        ws,
+    } = *service;
     let key = |field: &str| format!("{prefix}.{field}");
     if raw.timeout.is_some() {
         return Err(check.fail(
@@ -362,13 +383,16 @@ fn validate_internal(
 
 /// A forwarding service (neither side `reverse://`): its listener and upstream.
 fn validate_forward(
-    check: &Check,
-    prefix: &str,
-    uris: &Uris<'_>,
+    service: &Service<'_>,
     raw: &mut RawService,
-    ws: WsCommon,
     credentials: Option<Credentials>,
 ) -> Result<ServiceRole, ConfigError> {
+    let Service {
+        check,
+        prefix,
+        uris,
+        ws,
+    } = *service;
     let key = |field: &str| format!("{prefix}.{field}");
     forbid(
         check,
