@@ -5,6 +5,7 @@
 //!
 //! It does not decide what is valid: the concern modules do, and report through [`Check::fail`].
 
+use std::fmt;
 use std::path::PathBuf;
 
 use super::uri::validate_name;
@@ -24,11 +25,12 @@ pub(super) struct Check {
 }
 
 impl Check {
-    pub(super) fn fail(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    /// The error of `key`: `reason` is a message or one of the concern modules' typed errors.
+    pub(super) fn fail(&self, key: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
         ConfigError {
             file: self.file.clone(),
             key: key.into(),
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 

@@ -51,21 +51,23 @@ pub(super) fn size_in(
 }
 
 /// A humantime duration (`"100ms"`, `"2s"`, `"1m 30s"`), greater than zero, at most [`MAX_DURATION`].
-pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text)
-        .map_err(|e| format!("invalid duration \"{text}\": {e}; write e.g. \"100ms\" or \"2s\""))?;
+pub(super) fn parse_duration(text: &str) -> Result<Duration, UnitError> {
+    let d = humantime::parse_duration(text).map_err(|source| UnitError::Duration {
+        text: text.to_string(),
+        source,
+    })?;
     if d.is_zero() {
-        return Err(format!("duration \"{text}\" must be greater than zero"));
+        return Err(UnitError::ZeroDuration(text.to_string()));
     }
     if d > MAX_DURATION {
-        return Err(format!("duration \"{text}\" is too long; the limit is 24h"));
+        return Err(UnitError::LongDuration(text.to_string()));
     }
     Ok(d)
 }
 
 /// Bytes from an integer or a string: `"4096"`, `"4096B"`, `"256KiB"`, `"1MiB"`, `"1 GiB"`.
 /// Decimal units (`KB`, `MB`) are refused as ambiguous.
-pub(super) fn parse_size(raw: &RawSize) -> Result<u64, String> {
+pub(super) fn parse_size(raw: &RawSize) -> Result<u64, UnitError> {
     let text = match raw {
         RawSize::Bytes(n) => return Ok(*n),
         RawSize::Text(text) => text.trim(),
@@ -75,31 +77,51 @@ pub(super) fn parse_size(raw: &RawSize) -> Result<u64, String> {
         .unwrap_or(text.len());
     let (digits, unit) = (&text[..digits_end], text[digits_end..].trim());
     if digits.is_empty() {
-        return Err(format!(
-            "invalid size \"{text}\"; expected e.g. 65536, \"256KiB\" or \"1MiB\""
-        ));
+        return Err(UnitError::Size(text.to_string()));
     }
+    let unit_error = |decimal: bool| UnitError::Unit {
+        unit: unit.to_string(),
+        text: text.to_string(),
+        decimal,
+    };
     let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kib" => 1 << 10,
         "mib" => 1 << 20,
         "gib" => 1 << 30,
-        "k" | "kb" | "m" | "mb" | "g" | "gb" => {
-            return Err(format!(
-                "ambiguous unit \"{unit}\" in \"{text}\"; use binary units KiB, MiB or GiB"
-            ))
-        }
-        _ => {
-            return Err(format!(
-                "unknown unit \"{unit}\" in \"{text}\"; use B, KiB, MiB or GiB"
-            ))
-        }
+        "k" | "kb" | "m" | "mb" | "g" | "gb" => return Err(unit_error(true)),
+        _ => return Err(unit_error(false)),
     };
     digits
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| format!("size \"{text}\" is too large"))
+        .ok_or_else(|| UnitError::SizeTooLarge(text.to_string()))
+}
+
+/// Why a duration or a size as written is not one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(super) enum UnitError {
+    #[error("invalid duration \"{text}\": {source}; write e.g. \"100ms\" or \"2s\"")]
+    Duration {
+        text: String,
+        source: humantime::DurationError,
+    },
+    #[error("duration \"{0}\" is too long; the limit is 24h")]
+    LongDuration(String),
+    #[error("invalid size \"{0}\"; expected e.g. 65536, \"256KiB\" or \"1MiB\"")]
+    Size(String),
+    #[error("size \"{0}\" is too large")]
+    SizeTooLarge(String),
+    /// A unit that is not B, KiB, MiB or GiB; `decimal`: KB, MB, GB (ambiguous).
+    #[error("{} unit \"{unit}\" in \"{text}\"; {}", if *.decimal { "ambiguous" } else { "unknown" }, if *.decimal { "use binary units KiB, MiB or GiB" } else { "use B, KiB, MiB or GiB" })]
+    Unit {
+        unit: String,
+        text: String,
+        decimal: bool,
+    },
+    #[error("duration \"{0}\" must be greater than zero")]
+    ZeroDuration(String),
 }
 
 /// `1048576` → `1 MiB`, `1536` → `1536 B`.
