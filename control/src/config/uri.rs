@@ -41,34 +41,98 @@ impl Scheme {
     }
 }
 
+/// Why a URI, address or name as written is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum UriError {
+    #[error("missing address; expected HOST:PORT")]
+    AddressMissing,
+    #[error("unexpected \"{0}\" after ']' in \"{1}\"")]
+    AfterBracket(String, String),
+    /// A name that is not valid as a bind name.
+    #[error("bind name {0}")]
+    BindName(Box<UriError>),
+    #[error("\"{0}\" is not a bind name; a DMZ service connects to reverse://NAME, the name internal gateways BIND with (e.g. reverse://echo), not an address")]
+    BindNameAddress(String),
+    #[error("missing bind name; expected reverse://NAME, e.g. reverse://echo")]
+    BindNameMissing,
+    #[error("missing ']' in \"{0}\"")]
+    Bracket(String),
+    #[error("missing host in \"{0}\"; write 0.0.0.0:PORT or [::]:PORT for all interfaces")]
+    HostMissing(String),
+    #[error("\"{0}\" is not a valid host name or IP address")]
+    HostName(String),
+    #[error("IPv6 addresses must be in brackets, e.g. [::1]:7000; got \"{0}\"")]
+    Ipv6Brackets(String),
+    #[error("\"{0}\" is not an IP address; listen addresses are IP literals with a port, e.g. 0.0.0.0:9000 or [::]:9000")]
+    ListenHost(String),
+    #[error("invalid character {0:?} in \"{1}\"; names use only A-Z a-z 0-9 . _ -")]
+    NameChar(char, String),
+    #[error("must not be empty")]
+    NameEmpty,
+    #[error("is {0} bytes long; the limit is {MAX_NAME_LEN}")]
+    NameLong(usize),
+    #[error("\"{0}\" is not an IPv6 address")]
+    NotIpv6(String),
+    #[error("\"{0}\" is not a URI; expected SCHEME://ADDRESS, e.g. tcp://0.0.0.0:9000")]
+    NotUri(String),
+    #[error(
+        "unexpected path \"{path}\"; expected {scheme}://{form} (paths belong to ws:// and wss://)"
+    )]
+    Path {
+        path: String,
+        scheme: &'static str,
+        form: String,
+    },
+    #[error(
+        "invalid character {0:?} in path \"{1}\"; write it percent-encoded as clients send it"
+    )]
+    PathChar(char, String),
+    #[error("path \"{0}\" has a fragment ('#'); clients never send one")]
+    PathFragment(String),
+    #[error("path is {0} bytes long; the limit is {MAX_WS_PATH_LEN}")]
+    PathLong(usize),
+    #[error("path \"{0}\" has a query string; a listener is routed by path alone (queries are ignored), so write the path without '?...'")]
+    PathQuery(String),
+    #[error("invalid port \"{port}\" in \"{text}\"; expected {min}..=65535")]
+    Port {
+        port: String,
+        text: String,
+        min: u16,
+    },
+    /// The address as written and the form expected.
+    #[error("missing port in \"{0}\"; expected {1}")]
+    PortMissing(String, &'static str),
+    #[error("port 0 in \"{0}\" is not a valid destination")]
+    PortZero(String),
+    #[error("missing bind name after \"reverse://{0}/\"; expected reverse://HOST:PORT/NAME")]
+    ReverseEmptyName(String),
+    #[error("missing bind name in \"reverse://{0}\"; expected reverse://HOST:PORT/NAME")]
+    ReverseNoName(String),
+    #[error("unknown scheme \"{scheme}://\" in \"{uri}\"; expected tcp://, tls://, ws://, wss:// or reverse://")]
+    Scheme { scheme: String, uri: String },
+}
+
 /// Service and bind names: 1..=255 bytes of `[A-Za-z0-9._-]`.
-pub(super) fn validate_name(name: &str) -> Result<(), String> {
+pub(super) fn validate_name(name: &str) -> Result<(), UriError> {
     if name.is_empty() {
-        return Err("must not be empty".to_string());
+        return Err(UriError::NameEmpty);
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "is {} bytes long; the limit is {MAX_NAME_LEN}",
-            name.len()
-        ));
+        return Err(UriError::NameLong(name.len()));
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!(
-            "invalid character {c:?} in \"{name}\"; names use only A-Z a-z 0-9 . _ -"
-        ));
+        return Err(UriError::NameChar(c, name.to_string()));
     }
     Ok(())
 }
 
 /// Splits `SCHEME://REST`, accepting only the schemes this build serves.
-pub(super) fn split_scheme(uri: &str) -> Result<(Scheme, &str), String> {
+pub(super) fn split_scheme(uri: &str) -> Result<(Scheme, &str), UriError> {
     let Some((scheme, rest)) = uri.split_once("://") else {
-        return Err(format!(
-            "\"{uri}\" is not a URI; expected SCHEME://ADDRESS, e.g. tcp://0.0.0.0:9000"
-        ));
+        return Err(UriError::NotUri(uri.to_string()));
     };
     match scheme.to_ascii_lowercase().as_str() {
         "tcp" => Ok((Scheme::Tcp, rest)),
@@ -76,9 +140,10 @@ pub(super) fn split_scheme(uri: &str) -> Result<(Scheme, &str), String> {
         "ws" => Ok((Scheme::Ws, rest)),
         "wss" => Ok((Scheme::Wss, rest)),
         "reverse" => Ok((Scheme::Reverse, rest)),
-        _ => Err(format!(
-            "unknown scheme \"{scheme}://\" in \"{uri}\"; expected tcp://, tls://, ws://, wss:// or reverse://"
-        )),
+        _ => Err(UriError::Scheme {
+            scheme: scheme.to_string(),
+            uri: uri.to_string(),
+        }),
     }
 }
 
@@ -89,17 +154,18 @@ pub(super) fn split_path<'a>(
     rest: &'a str,
     form: &str,
     routing: bool,
-) -> Result<(&'a str, Option<String>), String> {
+) -> Result<(&'a str, Option<String>), UriError> {
     let (addr, path) = match rest.find('/') {
         Some(i) => (&rest[..i], Some(&rest[i..])),
         None => (rest, None),
     };
     if !scheme.is_ws() {
         if let Some(path) = path {
-            return Err(format!(
-                "unexpected path \"{path}\"; expected {}://{form} (paths belong to ws:// and wss://)",
-                scheme.as_str()
-            ));
+            return Err(UriError::Path {
+                path: path.to_string(),
+                scheme: scheme.as_str(),
+                form: form.to_string(),
+            });
         }
         return Ok((addr, None));
     }
@@ -110,28 +176,18 @@ pub(super) fn split_path<'a>(
 
 /// A WebSocket request path as sent on the wire: visible ASCII, no fragment; a listener's
 /// (`routing`) also has no query string, since routing ignores it.
-pub(super) fn validate_ws_path(path: &str, routing: bool) -> Result<(), String> {
+pub(super) fn validate_ws_path(path: &str, routing: bool) -> Result<(), UriError> {
     if path.len() > MAX_WS_PATH_LEN {
-        return Err(format!(
-            "path is {} bytes long; the limit is {MAX_WS_PATH_LEN}",
-            path.len()
-        ));
+        return Err(UriError::PathLong(path.len()));
     }
     if let Some(c) = path.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(format!(
-            "invalid character {c:?} in path \"{path}\"; write it percent-encoded as clients send it"
-        ));
+        return Err(UriError::PathChar(c, path.to_string()));
     }
     if path.contains('#') {
-        return Err(format!(
-            "path \"{path}\" has a fragment ('#'); clients never send one"
-        ));
+        return Err(UriError::PathFragment(path.to_string()));
     }
     if routing && path.contains('?') {
-        return Err(format!(
-            "path \"{path}\" has a query string; a listener is routed by path alone \
-             (queries are ignored), so write the path without '?...'"
-        ));
+        return Err(UriError::PathQuery(path.to_string()));
     }
     Ok(())
 }
@@ -141,7 +197,7 @@ pub(super) fn validate_ws_path(path: &str, routing: bool) -> Result<(), String> 
 pub(super) fn parse_listen_uri(
     scheme: Scheme,
     rest: &str,
-) -> Result<(SocketAddr, Option<String>), String> {
+) -> Result<(SocketAddr, Option<String>), UriError> {
     let (addr, path) = split_path(scheme, rest, "IP:PORT", true)?;
     Ok((parse_listen_addr(addr)?, path))
 }
@@ -151,75 +207,70 @@ pub(super) fn parse_listen_uri(
 pub(super) fn parse_target_uri(
     scheme: Scheme,
     rest: &str,
-) -> Result<(HostPort, Option<String>), String> {
+) -> Result<(HostPort, Option<String>), UriError> {
     let (addr, path) = split_path(scheme, rest, "HOST:PORT", false)?;
     Ok((parse_host_port(addr)?, path))
 }
 
 /// `reverse://BINDNAME` of a DMZ service.
-pub(super) fn parse_dmz_bind_name(rest: &str) -> Result<String, String> {
+pub(super) fn parse_dmz_bind_name(rest: &str) -> Result<String, UriError> {
     if rest.is_empty() {
-        return Err("missing bind name; expected reverse://NAME, e.g. reverse://echo".to_string());
+        return Err(UriError::BindNameMissing);
     }
     if rest.contains([':', '/']) {
-        return Err(format!(
-            "\"{rest}\" is not a bind name; a DMZ service connects to reverse://NAME, \
-             the name internal gateways BIND with (e.g. reverse://echo), not an address"
-        ));
+        return Err(UriError::BindNameAddress(rest.to_string()));
     }
-    validate_name(rest).map_err(|r| format!("bind name {r}"))?;
+    validate_name(rest).map_err(|r| UriError::BindName(Box::new(r)))?;
     Ok(rest.to_string())
 }
 
 /// `reverse://HOST:PORT/BINDNAME` of an internal service.
-pub(super) fn parse_reverse_accept(rest: &str) -> Result<(HostPort, String), String> {
+pub(super) fn parse_reverse_accept(rest: &str) -> Result<(HostPort, String), UriError> {
     let Some((addr, name)) = rest.split_once('/') else {
-        return Err(format!(
-            "missing bind name in \"reverse://{rest}\"; expected reverse://HOST:PORT/NAME"
-        ));
+        return Err(UriError::ReverseNoName(rest.to_string()));
     };
     let dmz = parse_host_port(addr)?;
     if name.is_empty() {
-        return Err(format!(
-            "missing bind name after \"reverse://{addr}/\"; expected reverse://HOST:PORT/NAME"
-        ));
+        return Err(UriError::ReverseEmptyName(addr.to_string()));
     }
-    validate_name(name).map_err(|r| format!("bind name {r}"))?;
+    validate_name(name).map_err(|r| UriError::BindName(Box::new(r)))?;
     Ok((dmz, name.to_string()))
 }
 
 /// `IP:PORT` (IPv6 in brackets), port 0 allowed: a listen address.
-pub(super) fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+pub(super) fn parse_listen_addr(text: &str) -> Result<SocketAddr, UriError> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
     let (host, port) = split_host_port(text)?;
-    port.parse::<u16>()
-        .map_err(|_| format!("invalid port \"{port}\" in \"{text}\"; expected 0..=65535"))?;
-    Err(format!(
-        "\"{host}\" is not an IP address; listen addresses are IP literals with a port, \
-         e.g. 0.0.0.0:9000 or [::]:9000"
-    ))
+    port.parse::<u16>().map_err(|_| UriError::Port {
+        port: port.to_string(),
+        text: text.to_string(),
+        min: 0,
+    })?;
+    Err(UriError::ListenHost(host.to_string()))
 }
 
 /// `HOST:PORT` (IPv6 in brackets), port 1..=65535: a destination.
-pub(super) fn parse_host_port(text: &str) -> Result<HostPort, String> {
+pub(super) fn parse_host_port(text: &str) -> Result<HostPort, UriError> {
     let (host, port) = split_host_port(text)?;
     let port = match port.parse::<u16>() {
-        Ok(0) => return Err(format!("port 0 in \"{text}\" is not a valid destination")),
+        Ok(0) => return Err(UriError::PortZero(text.to_string())),
         Ok(port) => port,
         Err(_) => {
-            return Err(format!(
-                "invalid port \"{port}\" in \"{text}\"; expected 1..=65535"
-            ))
+            return Err(UriError::Port {
+                port: port.to_string(),
+                text: text.to_string(),
+                min: 1,
+            })
         }
     };
     let bracketed = text.starts_with('[');
     if bracketed {
         host.parse::<Ipv6Addr>()
-            .map_err(|_| format!("\"{host}\" is not an IPv6 address"))?;
+            .map_err(|_| UriError::NotIpv6(host.to_string()))?;
     } else if !is_host_name(host) {
-        return Err(format!("\"{host}\" is not a valid host name or IP address"));
+        return Err(UriError::HostName(host.to_string()));
     }
     Ok(HostPort {
         host: host.to_string(),
@@ -228,37 +279,33 @@ pub(super) fn parse_host_port(text: &str) -> Result<HostPort, String> {
 }
 
 /// Splits `host:port` / `[v6]:port` without checking either part beyond presence.
-pub(super) fn split_host_port(text: &str) -> Result<(&str, &str), String> {
+pub(super) fn split_host_port(text: &str) -> Result<(&str, &str), UriError> {
     if text.is_empty() {
-        return Err("missing address; expected HOST:PORT".to_string());
+        return Err(UriError::AddressMissing);
     }
     if let Some(inner) = text.strip_prefix('[') {
         let Some((host, after)) = inner.split_once(']') else {
-            return Err(format!("missing ']' in \"{text}\""));
+            return Err(UriError::Bracket(text.to_string()));
         };
         return match after.strip_prefix(':') {
             Some(port) if !port.is_empty() => Ok((host, port)),
             _ if after.is_empty() || after == ":" => {
-                Err(format!("missing port in \"{text}\"; expected [IPV6]:PORT"))
+                Err(UriError::PortMissing(text.to_string(), "[IPV6]:PORT"))
             }
-            _ => Err(format!("unexpected \"{after}\" after ']' in \"{text}\"")),
+            _ => Err(UriError::AfterBracket(after.to_string(), text.to_string())),
         };
     }
     let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!("missing port in \"{text}\"; expected HOST:PORT"));
+        return Err(UriError::PortMissing(text.to_string(), "HOST:PORT"));
     };
     if host.contains(':') {
-        return Err(format!(
-            "IPv6 addresses must be in brackets, e.g. [::1]:7000; got \"{text}\""
-        ));
+        return Err(UriError::Ipv6Brackets(text.to_string()));
     }
     if host.is_empty() {
-        return Err(format!(
-            "missing host in \"{text}\"; write 0.0.0.0:PORT or [::]:PORT for all interfaces"
-        ));
+        return Err(UriError::HostMissing(text.to_string()));
     }
     if port.is_empty() {
-        return Err(format!("missing port in \"{text}\"; expected HOST:PORT"));
+        return Err(UriError::PortMissing(text.to_string(), "HOST:PORT"));
     }
     Ok((host, port))
 }
