@@ -198,15 +198,30 @@ pub(super) fn ws_connect(rest: &str, path: String, ws: &WsCommon) -> WsConnect {
 }
 
 /// The first address `target` resolves to (IP literals need no resolver).
-pub(super) fn resolve_upstream(target: &HostPort) -> Result<SocketAddr, String> {
+pub(super) fn resolve_upstream(target: &HostPort) -> Result<SocketAddr, ResolveError> {
     use std::net::ToSocketAddrs;
     if let Ok(ip) = target.host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, target.port));
     }
     let mut addrs = (target.host.as_str(), target.port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve upstream \"{}\": {e}", target.host))?;
+        .map_err(|source| ResolveError::Lookup {
+            host: target.host.clone(),
+            source,
+        })?;
     addrs
         .next()
-        .ok_or_else(|| format!("upstream \"{}\" resolves to no address", target.host))
+        .ok_or_else(|| ResolveError::NoAddress(target.host.clone()))
+}
+
+/// Why a forwarding service's upstream has no address.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ResolveError {
+    #[error("cannot resolve upstream \"{host}\": {source}")]
+    Lookup {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("upstream \"{0}\" resolves to no address")]
+    NoAddress(String),
 }

@@ -2,8 +2,8 @@
 //! (`tcp`, `tls`, `ws`, `wss`, `reverse`), listen addresses (IP literals, port 0 allowed),
 //! destinations (`HOST:PORT`, not resolved here), WebSocket paths, and service and bind names.
 //!
-//! Each function returns the reason text for a [`super::ConfigError`]; the caller adds the
-//! file and key. Nothing here resolves names or opens sockets.
+//! Each function fails with a [`UriError`], the reason of a [`super::ConfigError`]; the caller
+//! adds the file and key. Nothing here resolves names or opens sockets.
 
 use std::net::{Ipv6Addr, SocketAddr};
 
