@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::gateway::StatsSource;
+use crate::stats::StatsSource;
 
 /// Largest request head we read; anything bigger gets 431.
 const MAX_HEAD: usize = 8192;

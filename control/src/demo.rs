@@ -20,9 +20,9 @@ use sallyport_bench::load::{self, BulkResult, BulkSpec, LatencySummary, RrSpec};
 use sallyport_bench::report;
 
 use crate::config::{
-    Config, DmzService, GatewayConfig, HostPort, InternalService, RelayMode, ReverseConfig,
-    ServiceConfig, ServiceRole, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_RETRY_MAX, DEFAULT_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    relay_mode_name, Config, DmzService, GatewayConfig, HostPort, InternalService, RelayConfig,
+    RelayMode, ReverseConfig, ServiceConfig, ServiceRole, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RETRY_MAX, DEFAULT_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
 };
 use crate::gateway::Gateway;
 use crate::tls::{self, ServerRole, TlsClient, TlsServer};
@@ -85,7 +85,10 @@ fn gateway_config(
         path: PathBuf::from(format!("(demo {name})")),
         gateway: GatewayConfig {
             workers: options.workers,
-            relay: options.relay,
+            relay: RelayConfig {
+                mode: options.relay,
+                ..GatewayConfig::default().relay
+            },
             cores: Some(demo_cores(reverse.is_none())),
             ..GatewayConfig::default()
         },
@@ -271,7 +274,9 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     }
     println!(
         "  {} worker(s) per gateway, relay {}, {} prepared connections",
-        options.workers, options.relay, options.prepared
+        options.workers,
+        relay_mode_name(options.relay),
+        options.prepared
     );
     let pool_started = Instant::now();
     let want = options.prepared as i64;

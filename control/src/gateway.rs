@@ -13,85 +13,39 @@ use std::thread::JoinHandle;
 
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{
-    Dataplane, DataplaneConfig, PublicService, PublicTls, PublicWs, RelayConfig, StartError,
-    TargetTls, Upstream, UpstreamWs,
+    Dataplane, DataplaneConfig, PublicService, PublicTls, StartError, Upstream,
 };
-use serde_json::Value;
 
-use crate::config::{
-    Config, RelayMode, RingSetup, ServiceRole, TlsClient, TlsServer, WsAccept, WsConnect,
-};
+use crate::config::{Config, ConfigError, Handoff, ServiceRole, TlsClient, TlsServer};
 use crate::dmz::{BindTarget, ReverseEndpoint};
-use crate::internal::{ReverseService, ReverseTls};
-use crate::stats::{self, ControlStats, InternalStats, ServiceView};
+use crate::internal::ReverseService;
+use crate::stats::{ControlStats, InternalStats, ServiceKind, StatsSource};
 
-/// Why a gateway could not start. `Config` errors name the file and key (exit 2); `Runtime`
-/// errors are failures of the host (exit 1).
+/// Why a gateway could not start. `Config` errors name the file and key (exit 2); the others
+/// are failures of the host (exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("{file}: {key}: {reason}")]
-    Config {
-        file: String,
-        key: String,
-        reason: String,
+    /// A listener the file names cannot be bound.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The control thread's runtime could not be built.
+    #[error("cannot start the control runtime: {0}")]
+    ControlRuntime(std::io::Error),
+    /// The control thread could not be spawned.
+    #[error("cannot start the control thread: {0}")]
+    ControlThread(std::io::Error),
+    /// The control thread ended before it was ready.
+    #[error("control thread died")]
+    ControlDied,
+    /// A bound listener could not be handed to the control thread's runtime.
+    #[error("{what} listener: {source}")]
+    Listener {
+        what: &'static str,
+        source: std::io::Error,
     },
-    #[error("{0}")]
-    Runtime(String),
-}
-
-/// A service as the stats know it: DMZ and forwarding services by their index among the data
-/// plane's public services.
-enum ServiceKind {
-    Dmz(usize),
-    Forward(usize),
-    Internal(Arc<InternalStats>),
-}
-
-/// What `/metrics` and `/stats` read.
-pub struct StatsSource {
-    services: Vec<(String, ServiceKind)>,
-    control: Arc<ControlStats>,
-    dataplane: Arc<Dataplane>,
-}
-
-impl StatsSource {
-    fn views(&self) -> Vec<ServiceView<'_>> {
-        self.services
-            .iter()
-            .map(|(name, kind)| match kind {
-                ServiceKind::Dmz(index) => ServiceView::Dmz {
-                    name,
-                    index: *index,
-                },
-                ServiceKind::Forward(index) => ServiceView::Forward {
-                    name,
-                    index: *index,
-                },
-                ServiceKind::Internal(stats) => ServiceView::Internal { name, stats },
-            })
-            .collect()
-    }
-
-    pub fn json(&self) -> Value {
-        let snap = self.dataplane.snapshot();
-        stats::to_json(
-            &self.views(),
-            &snap,
-            &self.control,
-            self.dataplane.workers(),
-        )
-    }
-
-    pub fn prometheus(&self) -> String {
-        let snap = self.dataplane.snapshot();
-        stats::to_prometheus(&self.views(), &snap, &self.control)
-    }
-
-    /// Prepared connections of `service` right now (parked at this DMZ, or parked by this
-    /// internal gateway), if the service exists.
-    pub fn prepared(&self, service: &str) -> Option<i64> {
-        self.json()["services"][service]["prepared"].as_i64()
-    }
+    /// The data plane could not start (other than a listener it could not bind).
+    #[error(transparent)]
+    Dataplane(StartError),
 }
 
 /// A started gateway.
@@ -109,29 +63,11 @@ pub struct Gateway {
 }
 
 fn bind_error(config: &Config, key: &str, addr: SocketAddr, e: std::io::Error) -> StartupError {
-    StartupError::Config {
-        file: config.path.display().to_string(),
+    StartupError::Config(ConfigError {
+        file: config.path.clone(),
         key: key.to_string(),
         reason: format!("cannot listen on {addr}: {e}"),
-    }
-}
-
-/// A WebSocket client leg toward a back-end or upstream, as the data plane takes it.
-fn upstream_ws(w: &WsConnect) -> UpstreamWs {
-    UpstreamWs {
-        host: w.host.clone(),
-        path: w.path.clone(),
-        max_message: w.max_message,
-        ping: w.ping,
-    }
-}
-
-/// TLS toward a back-end or upstream, as the data plane takes it.
-fn target_tls(t: &TlsClient) -> TargetTls {
-    TargetTls {
-        config: Arc::clone(&t.config),
-        server_name: t.server_name.clone(),
-    }
+    })
 }
 
 /// The data plane's view of a DMZ or forwarding service (`None` for internal services, which
@@ -143,23 +79,13 @@ fn public_service(name: &str, role: &ServiceRole) -> Option<PublicService> {
             handshake_timeout,
         })
     };
-    let public_ws = |ws: Option<&WsAccept>, handshake_timeout| {
-        ws.map(|w| PublicWs {
-            path: w.path.clone(),
-            origins: w.origins.clone(),
-            protocols: w.protocols.clone(),
-            max_message: w.max_message,
-            ping: w.ping,
-            handshake_timeout,
-        })
-    };
     match role {
         ServiceRole::Dmz(d) => Some(PublicService {
             name: name.to_string(),
             listen: d.listen,
             timeout: d.timeout,
             tls: public_tls(d.tls.as_ref(), d.handshake_timeout),
-            ws: public_ws(d.ws.as_ref(), d.handshake_timeout),
+            ws: d.ws.clone().map(Handoff::into_inner),
             upstream: None,
         }),
         ServiceRole::Forward(f) => {
@@ -171,12 +97,12 @@ fn public_service(name: &str, role: &ServiceRole) -> Option<PublicService> {
                 // upstream connect is bounded by connect_timeout.
                 timeout: u.connect_timeout,
                 tls: public_tls(f.tls.as_ref(), f.handshake_timeout),
-                ws: public_ws(f.ws.as_ref(), f.handshake_timeout),
+                ws: f.ws.clone().map(Handoff::into_inner),
                 upstream: Some(Upstream {
                     addr: u.addr,
-                    tls: u.tls.as_ref().map(target_tls),
+                    tls: u.tls.as_ref().map(TlsClient::target),
                     connect_timeout: u.connect_timeout,
-                    ws: u.ws.as_ref().map(upstream_ws),
+                    ws: u.ws.clone().map(Handoff::into_inner),
                 }),
             })
         }
@@ -198,24 +124,8 @@ fn dataplane_config(
                 .clone()
                 .unwrap_or_else(|| (0..sallyport_dataplane::available_cores()).collect()),
         ),
-        relay: RelayConfig {
-            mode: match g.relay {
-                RelayMode::Copy => sallyport_dataplane::RelayMode::Copy,
-                RelayMode::Splice => sallyport_dataplane::RelayMode::Splice,
-            },
-            pipe_size: g.pipe_size,
-            buffer_size: g.buffer_size,
-            stream: sallyport_dataplane::StreamOptions {
-                nodelay: g.nodelay,
-                buffer: g.socket_buffer,
-            },
-            busy_poll: g.busy_poll,
-        },
-        ring: match g.ring_setup {
-            RingSetup::CoopTaskrun => sallyport_dataplane::RingSetup::CoopTaskrun,
-            RingSetup::DeferTaskrun => sallyport_dataplane::RingSetup::DeferTaskrun,
-            RingSetup::Plain => sallyport_dataplane::RingSetup::Plain,
-        },
+        relay: g.relay,
+        ring: g.ring_setup,
         services,
         reverse_events,
     }
@@ -273,7 +183,7 @@ impl Gateway {
                 let key = format!("service[{service}].accept");
                 bind_error(config, &key, addr, source)
             }
-            other => StartupError::Runtime(other.to_string()),
+            other => StartupError::Dataplane(other),
         })?;
         let dataplane = Arc::new(dataplane);
         let control_stats = Arc::new(ControlStats::default());
@@ -307,19 +217,7 @@ impl Gateway {
                     let stats = Arc::new(InternalStats::default());
                     pools.push(ReverseService {
                         name: s.name.clone(),
-                        dmz: i.dmz.clone(),
-                        bind_name: i.bind_name.clone(),
-                        target: i.target.clone(),
-                        prepared: i.prepared,
-                        retry_max: i.retry_max,
-                        connect_timeout: i.connect_timeout,
-                        credentials: i.credentials.clone(),
-                        tls: i.tls.as_ref().map(|t| ReverseTls {
-                            config: Arc::clone(&t.config),
-                            server_name: t.server_name.clone(),
-                        }),
-                        target_tls: i.target_tls.as_ref().map(target_tls),
-                        target_ws: i.target_ws.as_ref().map(upstream_ws),
+                        config: i.clone(),
                         stats: Arc::clone(&stats),
                         dataplane: Arc::clone(&dataplane),
                     });
@@ -328,11 +226,11 @@ impl Gateway {
             }
         }
         debug_assert_eq!(public_index, public_services.len());
-        let source = Arc::new(StatsSource {
+        let source = Arc::new(StatsSource::new(
             services,
-            control: Arc::clone(&control_stats),
-            dataplane: Arc::clone(&dataplane),
-        });
+            Arc::clone(&control_stats),
+            Arc::clone(&dataplane),
+        ));
         let public: Vec<(String, SocketAddr)> = public_services
             .iter()
             .enumerate()
@@ -363,7 +261,7 @@ impl Gateway {
             stats: Arc::clone(&control_stats),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StartupError>>();
         let admin_source = Arc::clone(&source);
         let control = std::thread::Builder::new()
             .name("sallyport-control".to_string())
@@ -374,8 +272,7 @@ impl Gateway {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ =
-                            ready_tx.send(Err(format!("cannot start the control runtime: {e}")));
+                        let _ = ready_tx.send(Err(StartupError::ControlRuntime(e)));
                         return;
                     }
                 };
@@ -391,7 +288,10 @@ impl Gateway {
                                 tokio::task::spawn_local(crate::dmz::serve(l, Rc::new(endpoint)));
                             }
                             Err(e) => {
-                                let _ = ready_tx.send(Err(format!("reverse listener: {e}")));
+                                let _ = ready_tx.send(Err(StartupError::Listener {
+                                    what: "reverse",
+                                    source: e,
+                                }));
                                 return;
                             }
                         }
@@ -402,7 +302,10 @@ impl Gateway {
                                 tokio::task::spawn_local(crate::admin::serve(l, admin_source));
                             }
                             Err(e) => {
-                                let _ = ready_tx.send(Err(format!("admin listener: {e}")));
+                                let _ = ready_tx.send(Err(StartupError::Listener {
+                                    what: "admin",
+                                    source: e,
+                                }));
                                 return;
                             }
                         }
@@ -414,11 +317,11 @@ impl Gateway {
                     let _ = stop_rx.await;
                 });
             })
-            .map_err(|e| StartupError::Runtime(format!("cannot start the control thread: {e}")))?;
+            .map_err(StartupError::ControlThread)?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(StartupError::Runtime(e)),
-            Err(_) => return Err(StartupError::Runtime("control thread died".to_string())),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(StartupError::ControlDied),
         }
         Ok(Gateway {
             reverse_addr,

@@ -17,17 +17,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::ServerName;
-use sallyport_dataplane::tls::{Handshake, Read, Reloadable};
+use sallyport_dataplane::tls::{Handshake, Read};
 use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
-use sallyport_dataplane::{
-    Dataplane, OwnedConn, ReverseEvent, ReverseOutcome, TargetTls, Upstream, UpstreamWs,
-};
+use sallyport_dataplane::{Dataplane, OwnedConn, ReverseEvent, ReverseOutcome};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::config::{Credentials, HostPort};
+use crate::config::{HostPort, InternalService};
 use crate::socks_io::{self, ReadError};
 use crate::stats::{DialResult, InternalStats};
 use crate::tls_stream;
@@ -71,31 +68,21 @@ impl Backoff {
     }
 }
 
-/// One reverse service as the pool sees it.
+/// One reverse service as the pool runs it: the config's [`InternalService`] (the one
+/// description of such a service; its fields read through `Deref`) with the service's name and
+/// the handles it reports to.
 pub struct ReverseService {
     pub name: String,
-    pub dmz: HostPort,
-    pub bind_name: String,
-    pub target: HostPort,
-    pub prepared: usize,
-    pub retry_max: Duration,
-    pub connect_timeout: Duration,
-    pub credentials: Option<Credentials>,
-    /// TLS on the reverse leg to the DMZ.
-    pub tls: Option<ReverseTls>,
-    /// TLS to the back-end (`connect = "tls://…"`), done by the worker.
-    pub target_tls: Option<TargetTls>,
-    /// `connect = "ws://…"` or `"wss://…"`: the worker's upgrade to the back-end.
-    pub target_ws: Option<UpstreamWs>,
+    pub config: InternalService,
     pub stats: Arc<InternalStats>,
     pub dataplane: Arc<Dataplane>,
 }
 
-/// The reverse leg's TLS client: verifies the DMZ as `server_name`, presents our certificate.
-pub struct ReverseTls {
-    /// Replaced when certificates are reloaded; each dial takes the current one.
-    pub config: Arc<Reloadable<rustls::ClientConfig>>,
-    pub server_name: ServerName<'static>,
+impl std::ops::Deref for ReverseService {
+    type Target = InternalService;
+    fn deref(&self) -> &InternalService {
+        &self.config
+    }
 }
 
 /// Why a dial did not give a prepared connection.
@@ -325,16 +312,7 @@ async fn dial_and_park(service: &ReverseService, index: usize) -> Result<(), Dia
     let conn = dial(service).await?;
     service
         .dataplane
-        .park_reverse(
-            index,
-            conn,
-            Upstream {
-                addr: target,
-                tls: service.target_tls.clone(),
-                connect_timeout: service.connect_timeout,
-                ws: service.target_ws.clone(),
-            },
-        )
+        .park_reverse(index, conn, service.backend(target))
         .map_err(|_| rejected("every worker queue is full"))
 }
 

@@ -238,11 +238,11 @@ fn run(path: &std::path::Path) -> ExitCode {
     };
     let gateway = match Gateway::start(&config) {
         Ok(g) => g,
-        Err(e @ StartupError::Config { .. }) => {
+        Err(e @ StartupError::Config(_)) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
-        Err(e @ StartupError::Runtime(_)) => {
+        Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }

@@ -2,11 +2,16 @@
 //! control thread's own (SOCKS handshake failures, reverse dials), rendered as Prometheus text
 //! for `GET /metrics` and as JSON for `GET /stats`.
 //!
+//! [`StatsSource`] is what the admin endpoint reads: the gateway builds it, `admin` serves it.
+//!
 //! Counters here are written by the control thread only; the view is built on each read.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use std::sync::Arc;
+
 use sallyport_dataplane::metrics::{names, CloseReason, RefusalReason, Snapshot};
+use sallyport_dataplane::Dataplane;
 use serde_json::{json, Map, Value};
 
 /// Why a SOCKS5 negotiation on the reverse listener ended without a prepared connection.
@@ -500,6 +505,74 @@ pub fn to_prometheus(
     );
     p.sample(names::SPLICE_FALLBACKS, &[], snap.splice_fallbacks);
     p.out
+}
+
+/// A service as the stats know it: DMZ and forwarding services by their index among the data
+/// plane's public services.
+pub enum ServiceKind {
+    Dmz(usize),
+    Forward(usize),
+    Internal(Arc<InternalStats>),
+}
+
+/// What `/metrics` and `/stats` read.
+pub struct StatsSource {
+    services: Vec<(String, ServiceKind)>,
+    control: Arc<ControlStats>,
+    dataplane: Arc<Dataplane>,
+}
+
+impl StatsSource {
+    /// `services` in file order, with their kind and index.
+    pub fn new(
+        services: Vec<(String, ServiceKind)>,
+        control: Arc<ControlStats>,
+        dataplane: Arc<Dataplane>,
+    ) -> StatsSource {
+        StatsSource {
+            services,
+            control,
+            dataplane,
+        }
+    }
+
+    fn views(&self) -> Vec<ServiceView<'_>> {
+        self.services
+            .iter()
+            .map(|(name, kind)| match kind {
+                ServiceKind::Dmz(index) => ServiceView::Dmz {
+                    name,
+                    index: *index,
+                },
+                ServiceKind::Forward(index) => ServiceView::Forward {
+                    name,
+                    index: *index,
+                },
+                ServiceKind::Internal(stats) => ServiceView::Internal { name, stats },
+            })
+            .collect()
+    }
+
+    pub fn json(&self) -> Value {
+        let snap = self.dataplane.snapshot();
+        to_json(
+            &self.views(),
+            &snap,
+            &self.control,
+            self.dataplane.workers(),
+        )
+    }
+
+    pub fn prometheus(&self) -> String {
+        let snap = self.dataplane.snapshot();
+        to_prometheus(&self.views(), &snap, &self.control)
+    }
+
+    /// Prepared connections of `service` right now (parked at this DMZ, or parked by this
+    /// internal gateway), if the service exists.
+    pub fn prepared(&self, service: &str) -> Option<i64> {
+        self.json()["services"][service]["prepared"].as_i64()
+    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@
 //!   aws-lc-rs provider's default cipher suites.
 //! - [`reason`] / [`io_reason`] turn a rustls error into a short sentence for the log
 //!   ("certificate signed by an unknown CA").
-//! - [`DevCa`], [`dev_certs`], [`write_dev_certs`]: a development CA with a DMZ server and an
-//!   internal client certificate.
+//! - [`DevCa`], [`dev_certs`], [`write_dev_certs`] (in `certs`): a development CA with a DMZ
+//!   server and an internal client certificate, for `sallyport certs`.
 //!
 //! What it does not do: handshakes (the data plane's `tls` module, driven by `tls_stream` in
 //! `dmz`/`internal` and by the workers for public listeners and back-ends), reloading
@@ -20,12 +20,9 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
-use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
@@ -33,6 +30,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore, ServerConfig};
 use sallyport_dataplane::tls::Reloadable;
+use sallyport_dataplane::TargetTls;
+
+mod certs;
+pub use certs::*;
 
 /// The crypto provider of every configuration: aws-lc-rs (rustls' default), chosen explicitly
 /// so a second provider compiled into the workspace can never make the choice ambiguous.
@@ -104,6 +105,16 @@ pub struct TlsClient {
     pub server_name: ServerName<'static>,
     /// The built configuration; `reload::certificates` replaces what it holds.
     pub config: Arc<Reloadable<ClientConfig>>,
+}
+
+impl TlsClient {
+    /// The data plane's handle of this client: the built configuration and the name to verify.
+    pub fn target(&self) -> TargetTls {
+        TargetTls {
+            config: Arc::clone(&self.config),
+            server_name: self.server_name.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for TlsClient {
@@ -261,12 +272,12 @@ impl TlsClient {
 }
 
 /// `"path"`, for messages.
-fn quoted(path: &Path) -> String {
+pub(super) fn quoted(path: &Path) -> String {
     format!("\"{}\"", path.display())
 }
 
 /// An I/O error without the " (os error N)" suffix: `No such file or directory`.
-fn io_text(e: &io::Error) -> String {
+pub(super) fn io_text(e: &io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error ") {
         Some(i) => text[..i].to_string(),
@@ -468,340 +479,11 @@ fn alert_reason(alert: AlertDescription) -> String {
     format!("{what} (alert {alert:?})")
 }
 
-// ---------------------------------------------------------------------------------------------
-// Development certificates (`sallyport certs`, `sallyport demo --tls`)
-// ---------------------------------------------------------------------------------------------
-
-/// Default `sallyport certs --days`: 825 days, the longest lifetime browsers and common TLS
-/// clients accept for a leaf certificate, so the files also work beyond sallyport.
-pub const DEFAULT_CERT_DAYS: u32 = 825;
-/// Longest `--days`: a development CA has no business outliving a century.
-pub const MAX_CERT_DAYS: u32 = 36_500;
-/// Default `sallyport certs --dmz-name`.
-pub const DEFAULT_DMZ_NAME: &str = "localhost";
-
-/// File names written by [`write_dev_certs`].
-pub const CA_CERT: &str = "ca.pem";
-pub const CA_KEY: &str = "ca.key";
-pub const DMZ_CERT: &str = "dmz.pem";
-pub const DMZ_KEY: &str = "dmz.key";
-pub const INTERNAL_CERT: &str = "internal.pem";
-pub const INTERNAL_KEY: &str = "internal.key";
-
-/// What a leaf certificate is for (its extended key usage).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CertRole {
-    /// TLS client authentication (an internal gateway).
-    Client,
-    /// TLS server authentication (the DMZ).
-    Server,
-}
-
-/// A certificate and its private key, PEM-encoded.
-pub struct Issued {
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-impl fmt::Debug for Issued {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Issued")
-            .field("cert_pem", &self.cert_pem.len())
-            .field("key_pem", &"MASKED")
-            .finish()
-    }
-}
-
-/// Why development certificates could not be made or written.
-#[derive(Debug, thiserror::Error)]
-pub enum CertsError {
-    /// Files that exist and would be overwritten without `--force` (exit 2).
-    #[error("refusing to overwrite {}; pass --force to replace them", .0.iter().map(|p| quoted(p)).collect::<Vec<_>>().join(", "))]
-    Exists(Vec<PathBuf>),
-    #[error("cannot generate a certificate: {0}")]
-    Generate(#[from] rcgen::Error),
-    #[error("cannot write {}: {}", quoted(.path), io_text(.source))]
-    Io { path: PathBuf, source: io::Error },
-    /// A bad argument (exit 2).
-    #[error("{0}")]
-    Usage(String),
-}
-
-/// Days since 1970-01-01 (UTC) now.
-fn today() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    (secs / 86_400) as i64
-}
-
-/// Year, month, day of the day `days` after 1970-01-01 (proleptic Gregorian; H. Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year as i32, month as u8, day as u8)
-}
-
-/// Sets `params` valid from midnight UTC `from` days after today until midnight `until` days
-/// after today (negative: in the past).
-fn set_validity(params: &mut rcgen::CertificateParams, from: i64, until: i64) {
-    let midnight = |offset: i64| {
-        let (y, m, d) = civil_from_days(today() + offset);
-        rcgen::date_time_ymd(y, m, d)
-    };
-    params.not_before = midnight(from);
-    params.not_after = midnight(until);
-}
-
-/// A development certificate authority.
-pub struct DevCa {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl DevCa {
-    /// A self-signed CA valid from yesterday (clock skew) for `days` days. Its name carries a
-    /// tag from its public key, so two development CAs never share a name (a certificate of
-    /// the other one then fails as "unknown CA", not as a bad signature).
-    pub fn new(days: u32) -> Result<DevCa, CertsError> {
-        let key = rcgen::KeyPair::generate()?;
-        let tag: String = key
-            .public_key_raw()
-            .iter()
-            .skip(1)
-            .take(4)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let mut params = rcgen::CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            format!("sallyport development CA {tag}"),
-        );
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        set_validity(&mut params, -1, i64::from(days));
-        let cert = params.self_signed(&key)?;
-        Ok(DevCa { cert, key })
-    }
-
-    pub fn cert_pem(&self) -> String {
-        self.cert.pem()
-    }
-
-    /// The CA's private key; write it to a 0600 file, never log it.
-    pub fn key_pem(&self) -> String {
-        self.key.serialize_pem()
-    }
-
-    /// Issues a leaf certificate for `names` (DNS names or IP addresses, as SANs), valid from
-    /// `from_day` to `until_day` (days relative to today; negative values are in the past).
-    pub fn issue(
-        &self,
-        role: CertRole,
-        common_name: &str,
-        names: &[String],
-        from_day: i64,
-        until_day: i64,
-    ) -> Result<Issued, CertsError> {
-        let key = rcgen::KeyPair::generate()?;
-        let mut params = rcgen::CertificateParams::new(names.to_vec())?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, common_name);
-        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![match role {
-            CertRole::Client => rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-            CertRole::Server => rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        }];
-        params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, from_day, until_day);
-        let cert = params.signed_by(&key, &self.cert, &self.key)?;
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
-    }
-}
-
-/// A development CA, a DMZ server certificate and an internal client certificate.
-pub struct DevCerts {
-    pub ca: Issued,
-    pub dmz: Issued,
-    pub internal: Issued,
-}
-
-impl fmt::Debug for DevCerts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DevCerts").finish_non_exhaustive()
-    }
-}
-
-/// Checks a `--dmz-name`: a DNS name or an IP address, as TLS clients match it.
-pub fn check_dmz_name(name: &str) -> Result<(), CertsError> {
-    let valid = name.parse::<IpAddr>().is_ok()
-        || (!name.is_empty()
-            && name.is_ascii()
-            && ServerName::try_from(name.to_string())
-                .is_ok_and(|n| matches!(n, ServerName::DnsName(_))));
-    if valid {
-        Ok(())
-    } else {
-        Err(CertsError::Usage(format!(
-            "--dmz-name {name:?} is not a DNS name or IP address"
-        )))
-    }
-}
-
-/// The names of the DMZ certificate for `dmz_name`: it, then `localhost`, `127.0.0.1` and
-/// `::1` (each once).
-pub fn dmz_names(dmz_name: &str) -> Vec<String> {
-    let mut names = vec![dmz_name.to_string()];
-    for extra in ["localhost", "127.0.0.1", "::1"] {
-        if !names.iter().any(|n| n.eq_ignore_ascii_case(extra)) {
-            names.push(extra.to_string());
-        }
-    }
-    names
-}
-
-/// Generates a CA, a DMZ certificate for `dmz_name` (plus `localhost`, `127.0.0.1`, `::1`)
-/// and an internal gateway's client certificate, each valid for `days` days.
-pub fn dev_certs(dmz_name: &str, days: u32) -> Result<DevCerts, CertsError> {
-    check_dmz_name(dmz_name)?;
-    if !(1..=MAX_CERT_DAYS).contains(&days) {
-        return Err(CertsError::Usage(format!(
-            "--days must be between 1 and {MAX_CERT_DAYS}, got {days}"
-        )));
-    }
-    let ca = DevCa::new(days)?;
-    let names = dmz_names(dmz_name);
-    let until = i64::from(days);
-    let dmz = ca.issue(
-        CertRole::Server,
-        &format!("sallyport DMZ {dmz_name}"),
-        &names,
-        -1,
-        until,
-    )?;
-    let internal = ca.issue(
-        CertRole::Client,
-        "sallyport internal gateway",
-        &["sallyport-internal".to_string()],
-        -1,
-        until,
-    )?;
-    Ok(DevCerts {
-        ca: Issued {
-            cert_pem: ca.cert_pem(),
-            key_pem: ca.key_pem(),
-        },
-        dmz,
-        internal,
-    })
-}
-
-/// The six files of `certs` under `dir`: (name, contents, is a private key).
-fn files(certs: &DevCerts) -> [(&'static str, &str, bool); 6] {
-    [
-        (CA_CERT, certs.ca.cert_pem.as_str(), false),
-        (CA_KEY, certs.ca.key_pem.as_str(), true),
-        (DMZ_CERT, certs.dmz.cert_pem.as_str(), false),
-        (DMZ_KEY, certs.dmz.key_pem.as_str(), true),
-        (INTERNAL_CERT, certs.internal.cert_pem.as_str(), false),
-        (INTERNAL_KEY, certs.internal.key_pem.as_str(), true),
-    ]
-}
-
-/// Writes `certs` into `dir` (created if missing): certificates mode 0644, keys mode 0600.
-/// Without `force`, nothing is written when any of the six files exists.
-pub fn write_dev_certs(dir: &Path, certs: &DevCerts, force: bool) -> Result<(), CertsError> {
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CertsError::Io { path, source }
-    };
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let files = files(certs);
-    if !force {
-        let existing: Vec<PathBuf> = files
-            .iter()
-            .map(|(name, _, _)| dir.join(name))
-            .filter(|p| p.symlink_metadata().is_ok())
-            .collect();
-        if !existing.is_empty() {
-            return Err(CertsError::Exists(existing));
-        }
-    }
-    for (name, contents, secret) in files {
-        let path = dir.join(name);
-        let mode = if secret { 0o600 } else { 0o644 };
-        let mut options = fs::OpenOptions::new();
-        options.write(true).mode(mode);
-        if force {
-            options.create(true).truncate(true);
-        } else {
-            options.create_new(true);
-        }
-        let mut file = options.open(&path).map_err(io_err(&path))?;
-        // An existing file keeps its old mode when opened: set it explicitly.
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io_err(&path))?;
-        file.write_all(contents.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io_err(&path))?;
-    }
-    Ok(())
-}
-
-/// A TOML basic string holding `path`.
-fn toml_path(path: &Path) -> String {
-    toml::Value::String(path.display().to_string()).to_string()
-}
-
-/// The config lines that use the files written into `dir` (ideally absolute).
-pub fn config_lines(dir: &Path, dmz_name: &str) -> String {
-    let p = |name: &str| toml_path(&dir.join(name));
-    let server_name = toml::Value::String(dmz_name.to_string()).to_string();
-    format!(
-        "# dmz.toml: mutual TLS on the reverse endpoint (internal gateways must present internal.pem)\n\
-         [reverse]\n\
-         tls = {{ cert = {dmz_cert}, key = {dmz_key}, client_ca = {ca} }}\n\
-         \n\
-         # dmz.toml, optional: a tls:// public listener with the same certificate\n\
-         # accept = \"tls://0.0.0.0:9443\"\n\
-         # tls = {{ cert = {dmz_cert}, key = {dmz_key} }}\n\
-         \n\
-         # internal.toml: in each [[service]] with accept = \"reverse://{host}:PORT/NAME\"\n\
-         tls = {{ ca = {ca}, cert = {internal_cert}, key = {internal_key}, server_name = {server_name} }}\n",
-        dmz_cert = p(DMZ_CERT),
-        dmz_key = p(DMZ_KEY),
-        ca = p(CA_CERT),
-        internal_cert = p(INTERNAL_CERT),
-        internal_key = p(INTERNAL_KEY),
-        host = if dmz_name.contains(':') {
-            format!("[{dmz_name}]")
-        } else {
-            dmz_name.to_string()
-        },
-    )
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::certs::civil_from_days;
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A fresh directory under the system temp dir.

@@ -1,0 +1,164 @@
+//! Diagnostics: the [`ConfigError`] every failure of the configuration becomes (file, key,
+//! reason, printed `FILE: KEY: REASON`), the [`Check`] that builds them for one file, the labels
+//! services get in keys (`service[echo]`, `service[2]`), and locating toml's own syntax and
+//! schema errors at a key path (`service[echo].timeout`) or a line and column.
+//!
+//! It does not decide what is valid: the concern modules do, and report through [`Check::fail`].
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::uri::validate_name;
+
+/// A configuration error: the file, the key (`service[echo].accept`) and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub reason: String,
+}
+
+/// Builds errors for one file.
+pub(super) struct Check {
+    pub(super) file: PathBuf,
+}
+
+impl Check {
+    /// The error of `key`: `reason` is a message or one of the concern modules' typed errors.
+    pub(super) fn fail(&self, key: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            key: key.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A path from the file: relative ones are relative to the config file's directory.
+    pub(super) fn path(&self, written: &str) -> PathBuf {
+        match self.file.parent() {
+            Some(dir) => dir.join(written),
+            None => PathBuf::from(written),
+        }
+    }
+}
+
+/// The label of each service in keys: its name when valid and first of its kind, else its
+/// 1-based position.
+pub(super) fn service_labels<'a>(names: impl Iterator<Item = Option<&'a str>>) -> Vec<String> {
+    let mut seen: Vec<&str> = Vec::new();
+    names
+        .enumerate()
+        .map(|(i, name)| match name {
+            Some(name) if validate_name(name).is_ok() && !seen.contains(&name) => {
+                seen.push(name);
+                name.to_string()
+            }
+            _ => (i + 1).to_string(),
+        })
+        .collect()
+}
+
+/// toml's message, with a hint for the commonest slip: `[service]` written for `[[service]]`.
+pub(super) fn schema_hint(message: &str) -> String {
+    if message.contains("expected a sequence") {
+        format!("{message}; write [[service]] (an array of tables), not [service]")
+    } else {
+        message.to_string()
+    }
+}
+
+/// `line L, column C` (1-based) of byte offset `pos`.
+pub(super) fn line_column(text: &str, pos: usize) -> String {
+    let before = text.get(..pos).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}")
+}
+
+/// Service labels (see [`service_labels`]) from an untyped parse of the file.
+pub(super) fn labels_from_table(table: &toml::Table) -> Vec<String> {
+    match table.get("service") {
+        Some(toml::Value::Array(services)) => service_labels(
+            services
+                .iter()
+                .map(|s| s.get("name").and_then(toml::Value::as_str)),
+        ),
+        _ => Vec::new(),
+    }
+}
+
+/// The dotted key path (`service[echo].timeout`) of the key or value at byte offset `pos`,
+/// found from the table headers above it and the `key =` on its line. Best effort: good for
+/// the flat layout of sallyport files, coarser for inline tables and multi-line values.
+pub(super) fn key_path_at(text: &str, pos: usize, labels: &[String]) -> String {
+    let before = text.get(..pos).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    let line = &text[line_start..line_end];
+
+    let mut table: Vec<String> = Vec::new();
+    let mut services = 0usize;
+    let mut resolve = |header: Header| {
+        if header.array && header.path == ["service"] {
+            services += 1;
+        }
+        let mut path = header.path;
+        if path.first().is_some_and(|p| p == "service") && services > 0 {
+            let label = labels
+                .get(services - 1)
+                .cloned()
+                .unwrap_or_else(|| services.to_string());
+            path[0] = format!("service[{label}]");
+        }
+        path
+    };
+    for l in text[..line_start].lines() {
+        if let Some(header) = parse_header(l) {
+            table = resolve(header);
+        }
+    }
+    if let Some(header) = parse_header(line) {
+        return resolve(header).join(".");
+    }
+    if let Some(eq) = line.find('=') {
+        table.extend(split_key(&line[..eq]));
+    }
+    if table.is_empty() {
+        "(top level)".to_string()
+    } else {
+        table.join(".")
+    }
+}
+
+/// A `[table]` or `[[array]]` header line.
+pub(super) struct Header {
+    array: bool,
+    path: Vec<String>,
+}
+
+pub(super) fn parse_header(line: &str) -> Option<Header> {
+    let line = line.trim();
+    let (array, inner) = if let Some(rest) = line.strip_prefix("[[") {
+        (true, rest.split_once("]]")?.0)
+    } else {
+        (false, line.strip_prefix('[')?.split_once(']')?.0)
+    };
+    let plausible = !inner.trim().is_empty()
+        && inner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | '"' | '\''));
+    plausible.then(|| Header {
+        array,
+        path: split_key(inner),
+    })
+}
+
+/// `a . "b" .c` → `["a", "b", "c"]` (no dots inside quoted keys in sallyport files).
+pub(super) fn split_key(key: &str) -> Vec<String> {
+    key.split('.')
+        .map(|part| part.trim().trim_matches(['"', '\'']).to_string())
+        .collect()
+}

@@ -1,0 +1,246 @@
+//! Checks that need the whole file: DMZ services against `[reverse]`, bind names served once,
+//! and every address the file listens on (admin, reverse endpoint, public listeners) against
+//! the others: overlapping addresses are an error unless they are WebSocket listeners on the
+//! identical address with distinct paths and the same TLS and handshake settings (one socket
+//! serves them, routed by path).
+//!
+//! It does not bind anything: a port taken by another process is reported at start-up.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::diagnostics::{Check, ConfigError};
+use super::model::{GatewayConfig, ReverseConfig, ServiceConfig, ServiceRole, WsAccept};
+use crate::tls::TlsServer;
+
+/// A public listener as the overlap check sees it.
+pub(super) struct PublicListener<'a> {
+    scheme: &'a str,
+    tls: Option<&'a TlsServer>,
+    ws: Option<&'a WsAccept>,
+    handshake_timeout: Duration,
+}
+
+/// An address the file asks to listen on.
+pub(super) struct Listening<'a> {
+    /// `gateway.admin`, `reverse.listen` or `service[NAME]`.
+    owner: String,
+    /// The key naming the address.
+    key: String,
+    addr: SocketAddr,
+    public: Option<PublicListener<'a>>,
+}
+
+/// Checks that need the whole file: roles vs `[reverse]`, bind names, listener collisions and
+/// shared WebSocket ports.
+pub(super) fn cross_check(
+    check: &Check,
+    gateway: &GatewayConfig,
+    reverse: Option<&ReverseConfig>,
+    services: &[ServiceConfig],
+    labels: &[String],
+) -> Result<(), ConfigError> {
+    let mut listeners: Vec<Listening<'_>> = Vec::new();
+    if let Some(admin) = gateway.admin {
+        listeners.push(Listening {
+            owner: "gateway.admin".to_string(),
+            key: "gateway.admin".to_string(),
+            addr: admin,
+            public: None,
+        });
+    }
+    if let Some(reverse) = reverse {
+        listeners.push(Listening {
+            owner: "reverse.listen".to_string(),
+            key: "reverse.listen".to_string(),
+            addr: reverse.listen,
+            public: None,
+        });
+    }
+    let mut bind_names: HashMap<&str, &str> = HashMap::new();
+    let mut has_dmz = false;
+    for (service, label) in services.iter().zip(labels) {
+        let scheme = service.accept.split("://").next().unwrap_or("");
+        let (listen, public) = match &service.role {
+            ServiceRole::Internal(_) => continue,
+            ServiceRole::Forward(f) => (
+                f.listen,
+                PublicListener {
+                    scheme,
+                    tls: f.tls.as_ref(),
+                    ws: f.ws.as_ref(),
+                    handshake_timeout: f.handshake_timeout,
+                },
+            ),
+            ServiceRole::Dmz(dmz) => {
+                has_dmz = true;
+                if reverse.is_none() {
+                    return Err(check.fail(
+                        format!("{label}.connect"),
+                        format!(
+                            "connect = \"{}\" needs a [reverse] section (where internal gateways dial in), \
+                             e.g. [reverse] listen = \"0.0.0.0:1080\"",
+                            service.connect
+                        ),
+                    ));
+                }
+                if let Some(first) = bind_names.insert(&dmz.bind_name, label) {
+                    return Err(check.fail(
+                        format!("{label}.connect"),
+                        format!(
+                            "bind name \"{}\" is already served by {first}; each DMZ service needs its own",
+                            dmz.bind_name
+                        ),
+                    ));
+                }
+                (
+                    dmz.listen,
+                    PublicListener {
+                        scheme,
+                        tls: dmz.tls.as_ref(),
+                        ws: dmz.ws.as_ref(),
+                        handshake_timeout: dmz.handshake_timeout,
+                    },
+                )
+            }
+        };
+        listeners.push(Listening {
+            owner: label.clone(),
+            key: format!("{label}.accept"),
+            addr: listen,
+            public: Some(public),
+        });
+    }
+    if reverse.is_some() && !has_dmz {
+        return Err(check.fail(
+            "reverse",
+            "[reverse] is set but no service uses it (connect = \"reverse://NAME\"); \
+             remove [reverse] or add a DMZ service",
+        ));
+    }
+    for (i, this) in listeners.iter().enumerate() {
+        for other in listeners[..i]
+            .iter()
+            .filter(|o| overlaps(o.addr, this.addr))
+        {
+            share_port(check, this, other)?;
+        }
+    }
+    Ok(())
+}
+
+/// Two listeners on overlapping addresses: an error, unless both are WebSocket listeners on the
+/// identical address that the data plane can serve from one socket (told apart by path).
+pub(super) fn share_port(
+    check: &Check,
+    this: &Listening<'_>,
+    other: &Listening<'_>,
+) -> Result<(), ConfigError> {
+    let (addr, other_addr, owner) = (this.addr, other.addr, &other.owner);
+    let overlap = format!("address {addr} overlaps {other_addr}, already used by {owner}");
+    let (Some(a), Some(b)) = (&this.public, &other.public) else {
+        return Err(check.fail(this.key.clone(), overlap));
+    };
+    let (Some(a_ws), Some(b_ws)) = (a.ws, b.ws) else {
+        let hint = if a.ws.is_some() || b.ws.is_some() {
+            " (a ws:// or wss:// listener shares its port only with other WebSocket services, told apart by path)"
+        } else {
+            ""
+        };
+        return Err(check.fail(this.key.clone(), format!("{overlap}{hint}")));
+    };
+    if addr != other_addr {
+        return Err(check.fail(
+            this.key.clone(),
+            format!(
+                "{overlap}; WebSocket services share a port only when they name the identical address \
+                 (write {other_addr} in both)"
+            ),
+        ));
+    }
+    if a.tls.is_some() != b.tls.is_some() {
+        return Err(check.fail(
+            this.key.clone(),
+            format!(
+                "{}:// cannot share {addr} with {owner}, which is {}://: one listener either speaks TLS or not",
+                a.scheme, b.scheme
+            ),
+        ));
+    }
+    if a_ws.path == b_ws.path {
+        return Err(check.fail(
+            this.key.clone(),
+            format!(
+                "path \"{}\" on {addr} is already served by {owner}; WebSocket services sharing an \
+                 address need distinct paths",
+                a_ws.path
+            ),
+        ));
+    }
+    if let (Some(a_tls), Some(b_tls)) = (a.tls, b.tls) {
+        let show = |p: &Option<PathBuf>| {
+            p.as_ref().map_or("none".to_string(), |p| {
+                format!("{:?}", p.display().to_string())
+            })
+        };
+        let differs = [
+            (
+                "cert",
+                a_tls.cert != b_tls.cert,
+                format!("{:?}", b_tls.cert.display().to_string()),
+            ),
+            (
+                "key",
+                a_tls.key != b_tls.key,
+                format!("{:?}", b_tls.key.display().to_string()),
+            ),
+            (
+                "client_ca",
+                a_tls.client_ca != b_tls.client_ca,
+                show(&b_tls.client_ca),
+            ),
+            (
+                "alpn",
+                a_tls.alpn != b_tls.alpn,
+                format!("{:?}", b_tls.alpn),
+            ),
+        ];
+        if let Some((field, _, theirs)) = differs.into_iter().find(|(_, differs, _)| *differs) {
+            return Err(check.fail(
+                format!("{}.tls.{field}", this.owner),
+                format!(
+                    "services sharing wss://{addr} share one listener and its TLS settings; {field} \
+                     differs from {owner}'s ({theirs}); use the same tls table"
+                ),
+            ));
+        }
+    }
+    if a.handshake_timeout != b.handshake_timeout {
+        return Err(check.fail(
+            format!("{}.handshake_timeout", this.owner),
+            format!(
+                "services sharing {addr} share one listener and its handshake limit; {owner} has {:?}, \
+                 this one {:?}; set the same value (or leave both at the default)",
+                b.handshake_timeout, a.handshake_timeout
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether two listen addresses would take the same connections. Port 0 (ephemeral) never does.
+/// The data plane binds with SO_REUSEPORT, so such a pair would bind without error and silently
+/// share or steal each other's clients.
+pub(super) fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() == 0 || a.port() != b.port() {
+        return false;
+    }
+    let (a, b) = (a.ip(), b.ip());
+    let dual_stack_any = |ip: IpAddr| ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+    a == b
+        || dual_stack_any(a)
+        || dual_stack_any(b)
+        || (a.is_ipv4() == b.is_ipv4() && (a.is_unspecified() || b.is_unspecified()))
+}

@@ -1,0 +1,75 @@
+//! WebSocket values of a listener: `origins` (serialized origins as browsers send them) and
+//! `protocols` (subprotocol names, HTTP tokens). `ws_ping` and `ws_max_message`, which apply
+//! to either leg, are read in `services`; paths in `uri`.
+
+use super::diagnostics::{Check, ConfigError};
+
+/// `origins`: serialized origins (`https://app.example.com`, `http://localhost:8080`) or `null`,
+/// compared byte for byte with the `Origin` header browsers send.
+pub(super) fn validate_origins(
+    check: &Check,
+    key: &str,
+    raw: Option<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
+    let origins = raw.unwrap_or_default();
+    for (i, origin) in origins.iter().enumerate() {
+        let reason = if origin == "null" {
+            None
+        } else if let Some((scheme, rest)) = origin.split_once("://") {
+            if scheme.is_empty() || rest.is_empty() {
+                Some("expected SCHEME://HOST[:PORT], e.g. \"https://app.example.com\"".to_string())
+            } else if rest.contains('/') {
+                Some(
+                    "an origin has no path, not even a trailing '/'; browsers send e.g. \"https://app.example.com\""
+                        .to_string(),
+                )
+            } else if origin.bytes().any(|b| !b.is_ascii_graphic()) {
+                Some("an origin is ASCII without spaces (IDN hosts in punycode)".to_string())
+            } else if origin.bytes().any(|b| b.is_ascii_uppercase()) {
+                Some(format!(
+                    "browsers send origins in lower case; write \"{}\"",
+                    origin.to_ascii_lowercase()
+                ))
+            } else {
+                None
+            }
+        } else {
+            Some(
+                "expected SCHEME://HOST[:PORT] (e.g. \"https://app.example.com\") or \"null\""
+                    .to_string(),
+            )
+        };
+        if let Some(reason) = reason {
+            return Err(check.fail(key, format!("\"{origin}\": {reason}")));
+        }
+        if origins[..i].contains(origin) {
+            return Err(check.fail(key, format!("\"{origin}\" is listed twice")));
+        }
+    }
+    Ok(origins)
+}
+
+/// `protocols`: subprotocol names, HTTP tokens (RFC 6455 §4.1, RFC 7230 §3.2.6).
+pub(super) fn validate_protocols(
+    check: &Check,
+    key: &str,
+    raw: Option<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
+    let protocols = raw.unwrap_or_default();
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    for (i, protocol) in protocols.iter().enumerate() {
+        if protocol.is_empty() || !protocol.bytes().all(tchar) {
+            return Err(check.fail(
+                key,
+                format!(
+                    "\"{protocol}\" is not a subprotocol name; names are HTTP tokens: letters, digits \
+                     and !#$%&'*+-.^_`|~, no spaces or commas"
+                ),
+            ));
+        }
+        if protocols[..i].contains(protocol) {
+            return Err(check.fail(key, format!("\"{protocol}\" is listed twice")));
+        }
+    }
+    Ok(protocols)
+}
