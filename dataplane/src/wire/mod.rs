@@ -9,3 +9,6 @@
 pub mod http;
 pub mod socks5;
 pub mod ws;
+
+#[cfg(test)]
+mod test_util;
