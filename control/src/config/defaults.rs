@@ -5,7 +5,7 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use sallyport_dataplane::sys::RingSetup;
+use sallyport_dataplane::RingSetup;
 use sallyport_dataplane::RelayMode;
 
 /// Default `timeout` of a DMZ service: the longest a client waits for a prepared connection.

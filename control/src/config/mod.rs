@@ -95,7 +95,7 @@ pub use defaults::*;
 pub use diagnostics::ConfigError;
 pub use model::*;
 pub use raw::{RawConfig, RawDuration, RawGateway, RawReverse, RawService, RawSize, RawTls};
-pub use sallyport_dataplane::sys::RingSetup;
+pub use sallyport_dataplane::RingSetup;
 pub use sallyport_dataplane::RelayConfig;
 pub use sallyport_dataplane::RelayMode;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use sallyport_dataplane::sys::{RingSetup, StreamOptions};
+use sallyport_dataplane::{RingSetup, StreamOptions};
 use sallyport_dataplane::{PublicWs, RelayConfig, RelayMode, Upstream, UpstreamWs};
 
 use super::defaults::*;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sallyport_dataplane::sys::{RingSetup, StreamOptions};
+use sallyport_dataplane::{RingSetup, StreamOptions};
 use sallyport_dataplane::{RelayConfig, RelayMode};
 
 use super::defaults::*;

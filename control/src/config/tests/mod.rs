@@ -74,7 +74,7 @@ fn dmz_example_parses_to_expected_values() {
                 mode: RelayMode::Splice,
                 pipe_size: DEFAULT_PIPE_SIZE,
                 buffer_size: DEFAULT_BUFFER_SIZE,
-                stream: sallyport_dataplane::sys::StreamOptions {
+                stream: sallyport_dataplane::StreamOptions {
                     nodelay: true,
                     buffer: None,
                 },
