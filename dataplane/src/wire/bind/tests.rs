@@ -103,7 +103,9 @@ fn run<M: Session>(
     let mut sent = Vec::new();
     let mut events = Vec::new();
     let mut readies = 0;
-    let mut chunks = chunks.iter();
+    // The machine is started once before any byte arrives, as the drivers do: a session that
+    // speaks first (the client's greeting) must do so even when no byte ever comes.
+    let mut chunks = std::iter::once(&[][..]).chain(chunks.iter().copied());
     'feed: for chunk in chunks.by_ref() {
         buf.extend_from_slice(chunk);
         loop {
