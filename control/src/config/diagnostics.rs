@@ -34,6 +34,24 @@ impl Check {
         }
     }
 
+    /// Two keys that go together (`user` and `password`, `cert` and `key`): both set, neither,
+    /// or the error of the missing one (`b_missing` when only `a` is set, `a_missing` when only
+    /// `b` is).
+    pub(super) fn both_or_neither<A, B>(
+        &self,
+        prefix: &str,
+        (a_key, a): (&str, Option<A>),
+        (b_key, b): (&str, Option<B>),
+        [b_missing, a_missing]: [&str; 2],
+    ) -> Result<Option<(A, B)>, ConfigError> {
+        match (a, b) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(self.fail(format!("{prefix}.{b_key}"), b_missing)),
+            (None, Some(_)) => Err(self.fail(format!("{prefix}.{a_key}"), a_missing)),
+            (Some(a), Some(b)) => Ok(Some((a, b))),
+        }
+    }
+
     /// A path from the file: relative ones are relative to the config file's directory.
     pub(super) fn path(&self, written: &str) -> PathBuf {
         match self.file.parent() {

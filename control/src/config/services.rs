@@ -460,21 +460,17 @@ pub(super) fn validate_credentials(
     user: Option<String>,
     password: Option<Secret>,
 ) -> Result<Option<Credentials>, ConfigError> {
-    let (user, password) = match (user, password) {
-        (None, None) => return Ok(None),
-        (Some(_), None) => {
-            return Err(check.fail(
-                format!("{prefix}.password"),
-                "user is set but password is missing; set both or neither",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(check.fail(
-                format!("{prefix}.user"),
-                "password is set but user is missing; set both or neither",
-            ))
-        }
-        (Some(user), Some(password)) => (user, password),
+    let Some((user, password)) = check.both_or_neither(
+        prefix,
+        ("user", user),
+        ("password", password),
+        [
+            "user is set but password is missing; set both or neither",
+            "password is set but user is missing; set both or neither",
+        ],
+    )?
+    else {
+        return Ok(None);
     };
     for (field, len) in [("user", user.len()), ("password", password.expose().len())] {
         if !(1..=MAX_CREDENTIAL_LEN).contains(&len) {

@@ -114,21 +114,17 @@ pub(super) fn validate_tls_client(
     )?;
     let example = "ca = \"ca.pem\", cert = \"internal.pem\", key = \"internal.key\"";
     let ca = tls_path(check, prefix, "ca", raw.ca, example)?;
-    let identity = match (raw.cert, raw.key) {
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(check.fail(
-                format!("{prefix}.key"),
-                "missing; cert is set, so the key of that certificate is needed too (set both or neither)",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(check.fail(
-                format!("{prefix}.cert"),
-                "missing; key is set, so its certificate is needed too (set both or neither)",
-            ))
-        }
-        (Some(cert), Some(key)) => Some((
+    let identity = match check.both_or_neither(
+        prefix,
+        ("cert", raw.cert),
+        ("key", raw.key),
+        [
+            "missing; cert is set, so the key of that certificate is needed too (set both or neither)",
+            "missing; key is set, so its certificate is needed too (set both or neither)",
+        ],
+    )? {
+        None => None,
+        Some((cert, key)) => Some((
             tls_path(check, prefix, "cert", Some(cert), example)?,
             tls_path(check, prefix, "key", Some(key), example)?,
         )),
