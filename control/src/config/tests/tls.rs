@@ -8,14 +8,7 @@ use super::*;
 
 /// A fresh directory holding `sallyport certs` output (CA, dmz, internal).
 pub(super) fn cert_dir(tag: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sallyport-config-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = crate::tls::tests::temp_dir(&format!("config-{tag}"));
     let certs = crate::tls::dev_certs("dmz.example.net", 30).unwrap();
     crate::tls::write_dev_certs(&dir, &certs, false).unwrap();
     dir
