@@ -5,8 +5,8 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use sallyport_dataplane::RingSetup;
 use sallyport_dataplane::RelayMode;
+use sallyport_dataplane::RingSetup;
 
 /// Default `timeout` of a DMZ service: the longest a client waits for a prepared connection.
 /// Refilling a pool takes one round trip to the internal gateway, so two seconds covers a refill

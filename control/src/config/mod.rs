@@ -95,9 +95,9 @@ pub use defaults::*;
 pub use diagnostics::ConfigError;
 pub use model::*;
 pub use raw::{RawConfig, RawDuration, RawGateway, RawReverse, RawService, RawSize, RawTls};
-pub use sallyport_dataplane::RingSetup;
 pub use sallyport_dataplane::RelayConfig;
 pub use sallyport_dataplane::RelayMode;
+pub use sallyport_dataplane::RingSetup;
 
 use diagnostics::{
     key_path_at, labels_from_table, line_column, schema_hint, service_labels, Check,

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use sallyport_dataplane::{RingSetup, StreamOptions};
 use sallyport_dataplane::{PublicWs, RelayConfig, RelayMode, Upstream, UpstreamWs};
+use sallyport_dataplane::{RingSetup, StreamOptions};
 
 use super::defaults::*;
 use crate::tls::{TlsClient, TlsServer};

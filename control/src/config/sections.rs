@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use sallyport_dataplane::{RingSetup, StreamOptions};
 use sallyport_dataplane::{RelayConfig, RelayMode};
+use sallyport_dataplane::{RingSetup, StreamOptions};
 
 use super::defaults::*;
 use super::diagnostics::{Check, ConfigError};
