@@ -1,10 +1,25 @@
-//! The owned value that carries a socket from the control thread to a data-plane worker.
+//! What crosses between the control thread and the data plane: the owned value that carries a
+//! socket to a worker, the two index spaces services are named by, and the reverse-leg events
+//! that come back.
 //!
 //! A socket crosses threads with the bytes already read past the end of its handshake: those
 //! bytes belong to the next layer and are delivered first (wire rule 1). This module does no
 //! I/O.
 
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A public service: its index in [`crate::DataplaneConfig::services`] (listeners, prepared
+/// connection pools, per-service counters). Not to be confused with a [`ReverseIndex`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublicIndex(pub usize);
+
+/// A reverse pool of the internal side: the index the control thread's pool keeper gave
+/// [`crate::Dataplane::park_reverse`] and gets back in [`ReverseEvent::service`]. It names no
+/// public service of the data plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReverseIndex(pub usize);
 
 /// A connected socket, its TLS session if it has one, and the (plaintext) bytes read from it
 /// that no layer has consumed yet.
@@ -41,3 +56,26 @@ impl std::fmt::Debug for OwnedConn {
             .finish()
     }
 }
+
+/// What became of a reverse leg parked by the internal side ([`crate::Dataplane::park_reverse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReverseOutcome {
+    /// Paired, but the back-end refused (`errno`) or did not answer in time (`None`); the
+    /// DMZ leg was reset.
+    BackendFailed { errno: Option<i32> },
+    /// Closed (or answered with something that is not a second BIND reply) after `parked`.
+    Lost { parked: Duration },
+    /// The DMZ paired it with a client (second BIND reply): refill the pool.
+    Paired,
+}
+
+/// One reverse leg's news, for the control thread's pool keeper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReverseEvent {
+    /// The index given to [`crate::Dataplane::park_reverse`].
+    pub service: usize,
+    pub outcome: ReverseOutcome,
+}
+
+/// Called on a worker thread for every [`ReverseEvent`]; must not block.
+pub type ReverseEvents = Arc<dyn Fn(ReverseEvent) + Send + Sync>;

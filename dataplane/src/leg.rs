@@ -343,10 +343,6 @@ impl Leg {
         self.fd.as_fd()
     }
 
-    pub fn into_fd(self) -> OwnedFd {
-        self.fd
-    }
-
     /// The socket and the established TLS session, to hand the leg to another worker. A leg
     /// still in its handshake is not handed on: the socket comes back shut down, so the peer
     /// and the next owner both see a closed connection rather than plaintext.
@@ -377,10 +373,6 @@ impl Leg {
                 .ws
                 .as_ref()
                 .is_some_and(|w| w.outbound_pos < w.outbound.len())
-    }
-
-    pub fn is_websocket(&self) -> bool {
-        self.ws.is_some()
     }
 
     /// The leg's bytes must pass through userspace (TLS or WebSocket): no splice.
@@ -422,11 +414,6 @@ impl Leg {
         http::encode_upgrade_request(host, path, &key, &[], &mut layer.outbound);
         layer.pending_upgrade = Some((key, Vec::new()));
         self.ws = Some(layer);
-    }
-
-    /// The keepalive interval of a WebSocket leg that has one.
-    pub fn keepalive_interval(&self) -> Option<std::time::Duration> {
-        self.ws.as_ref().and_then(|w| w.ping)
     }
 
     /// Keepalive: when nothing at all arrived for the interval, send a ping; when nothing

@@ -15,6 +15,11 @@ macro_rules! dp_debug {
     ($($arg:tt)*) => {
         #[cfg(feature = "verbose-log")]
         tracing::debug!($($arg)*);
+        // Type-checked (so the fields count as used) but never run: the branch is compiled out.
+        #[cfg(not(feature = "verbose-log"))]
+        if false {
+            tracing::debug!($($arg)*);
+        }
     };
 }
 
@@ -22,6 +27,8 @@ pub mod handoff;
 pub mod leg;
 pub mod metrics;
 pub mod relay;
+mod runtime;
+mod service;
 mod sys;
 pub mod tls;
 pub mod wire;
@@ -34,158 +41,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use handoff::OwnedConn;
+pub use handoff::{
+    OwnedConn, PublicIndex, ReverseEvent, ReverseEvents, ReverseIndex, ReverseOutcome,
+};
 use metrics::{Snapshot, WorkerStats};
+pub use runtime::{DataplaneConfig, RelayConfig, RelayMode, StartError};
+pub use service::{PublicService, PublicTls, PublicWs, TargetTls, Upstream, UpstreamWs};
 pub use sys::{available_cores, pipe, prepare_stream, Pipe, RingSetup, StreamOptions};
 use worker::{Msg, Peer, ReverseHandoff, Worker, WorkerSetup};
-
-/// How a plain tunnel moves its bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelayMode {
-    /// read/send through a pooled userspace buffer.
-    Copy,
-    /// splice(2) through a per-tunnel pipe: no userspace copy.
-    Splice,
-}
-
-/// Relay settings shared by every worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RelayConfig {
-    pub mode: RelayMode,
-    /// Requested pipe capacity per direction (the kernel may grant less).
-    pub pipe_size: usize,
-    /// Buffer per direction on the buffered-copy path.
-    pub buffer_size: usize,
-    /// Options set on every relayed socket.
-    pub stream: sys::StreamOptions,
-    /// After any activity, keep reaping completions without sleeping for this long (zero: off).
-    /// Trades CPU for latency; see tuning.md.
-    pub busy_poll: Duration,
-}
-
-/// TLS on a public listener (`tls://`): clients complete a handshake before they are paired.
-#[derive(Clone)]
-pub struct PublicTls {
-    /// Replaced when certificates are reloaded; each handshake takes the current one.
-    pub config: Arc<tls::Reloadable<rustls::ServerConfig>>,
-    /// A client that has not completed its handshake by then is closed.
-    pub handshake_timeout: Duration,
-}
-
-/// TLS toward the back-end (`connect = "tls://…"` on the internal side).
-#[derive(Clone)]
-pub struct TargetTls {
-    /// Replaced when certificates are reloaded; each handshake takes the current one.
-    pub config: Arc<tls::Reloadable<rustls::ClientConfig>>,
-    pub server_name: rustls::pki_types::ServerName<'static>,
-}
-
-/// Where a back-end leg connects: the internal side's back-end after pairing, or a forwarding
-/// service's upstream.
-#[derive(Clone)]
-pub struct Upstream {
-    pub addr: SocketAddr,
-    pub tls: Option<TargetTls>,
-    pub connect_timeout: Duration,
-    /// Speak WebSocket to the upstream (`ws://`, `wss://` with `tls`).
-    pub ws: Option<UpstreamWs>,
-}
-
-/// A WebSocket connector: the request's `Host` and path, limits, keepalive.
-#[derive(Clone)]
-pub struct UpstreamWs {
-    pub host: String,
-    pub path: String,
-    pub max_message: usize,
-    /// Ping after this long without a byte from the peer; close if the ping is not answered
-    /// (by anything) within as long again.
-    pub ping: Option<Duration>,
-}
-
-/// A WebSocket listener (`ws://`, `wss://` with `tls`): services on one address are routed by
-/// request path.
-#[derive(Clone)]
-pub struct PublicWs {
-    /// Request path this service answers, e.g. `/echo` (query strings are ignored).
-    pub path: String,
-    /// Allowed `Origin` values; empty: any (or none).
-    pub origins: Vec<String>,
-    /// Subprotocols this service accepts; the first the client offers is chosen.
-    pub protocols: Vec<String>,
-    pub max_message: usize,
-    /// See [`UpstreamWs::ping`].
-    pub ping: Option<Duration>,
-    /// Longest a client may take to send its upgrade request.
-    pub handshake_timeout: Duration,
-}
-
-/// A public service: served by prepared connections (DMZ side), or, with `upstream`, by a
-/// connection of its own to that upstream per client (forwarding; a refused upstream resets
-/// the client, so it sees what the real server said).
-#[derive(Clone)]
-pub struct PublicService {
-    pub name: String,
-    pub listen: SocketAddr,
-    /// Longest a client waits for a prepared connection before it is reset.
-    pub timeout: Duration,
-    pub tls: Option<PublicTls>,
-    pub ws: Option<PublicWs>,
-    pub upstream: Option<Upstream>,
-}
-
-/// What became of a reverse leg parked by the internal side ([`Dataplane::park_reverse`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReverseOutcome {
-    /// Paired, but the back-end refused (`errno`) or did not answer in time (`None`); the
-    /// DMZ leg was reset.
-    BackendFailed { errno: Option<i32> },
-    /// Closed (or answered with something that is not a second BIND reply) after `parked`.
-    Lost { parked: Duration },
-    /// The DMZ paired it with a client (second BIND reply): refill the pool.
-    Paired,
-}
-
-/// One reverse leg's news, for the control thread's pool keeper.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReverseEvent {
-    /// The index given to [`Dataplane::park_reverse`].
-    pub service: usize,
-    pub outcome: ReverseOutcome,
-}
-
-/// Called on a worker thread for every [`ReverseEvent`]; must not block.
-pub type ReverseEvents = Arc<dyn Fn(ReverseEvent) + Send + Sync>;
-
-/// What [`Dataplane::start`] needs.
-#[derive(Clone)]
-pub struct DataplaneConfig {
-    pub workers: usize,
-    /// Pin worker `i` to core `cores[i % cores.len()]`; `None` or empty: no pinning.
-    pub cores: Option<Vec<usize>>,
-    pub relay: RelayConfig,
-    /// io_uring setup to try first (falls back to simpler ones the kernel supports).
-    pub ring: sys::RingSetup,
-    pub services: Vec<PublicService>,
-    /// Where workers report what became of reverse legs (internal side).
-    pub reverse_events: Option<ReverseEvents>,
-}
-
-/// Why the data plane could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("service {service}: cannot listen on {addr}: {source}")]
-    Listen {
-        service: String,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error(
-        "cannot set up io_uring: {0} (is kernel.io_uring_disabled set, or RLIMIT_MEMLOCK too low? see tuning.md)"
-    )]
-    Ring(std::io::Error),
-    #[error("cannot start a worker thread: {0}")]
-    Thread(std::io::Error),
-}
 
 /// Capacity of each worker's inbound queue. A full queue refuses the hand-off (the control
 /// thread then closes that connection) rather than blocking the control thread.
@@ -300,10 +163,8 @@ impl Dataplane {
                             return;
                         }
                     };
-                    let setup_kind = ring.setup();
                     let _ = ready.send(Ok(()));
-                    dp_debug!(core = id, ring = ?setup_kind, "worker started");
-                    let _ = setup_kind;
+                    dp_debug!(core = id, ring = ?ring.setup(), "worker started");
                     if let Err(e) = Worker::new(setup, ring).run() {
                         tracing::error!(core = id, error = %e, "worker stopped on a ring error");
                     }

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use super::*;
-use crate::ReverseOutcome;
+use crate::handoff::ReverseOutcome;
 
 impl Worker {
     pub(super) fn on_connect_event(&mut self, index: u32, gen: u32, c: Completion) {

@@ -23,11 +23,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::handoff::OwnedConn;
+use crate::handoff::ReverseEvents;
 use crate::leg::Leg;
 use crate::metrics::{CloseReason, RefusalReason, WorkerStats};
 use crate::relay::{Engine, Tunnel, TunnelState};
+use crate::runtime::{RelayConfig, RelayMode};
+use crate::service::{PublicService, PublicTls, PublicWs, Upstream};
 use crate::sys::{self, Completion, Pipe, Ring};
-use crate::{PublicTls, PublicWs, RelayConfig, RelayMode, ReverseEvents, Upstream};
 
 /// Messages a worker accepts from the control thread and from other workers.
 pub(crate) enum Msg {
@@ -221,7 +223,7 @@ pub(crate) struct WorkerSetup {
     pub listeners: Vec<TcpListener>,
     /// The services (indexes) of each listener's group.
     pub groups: Vec<Vec<usize>>,
-    pub services: Vec<crate::PublicService>,
+    pub services: Vec<PublicService>,
     pub relay: RelayConfig,
     pub reverse_events: Option<ReverseEvents>,
 }

@@ -6,8 +6,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::handoff::{ReverseEvent, ReverseOutcome};
 use crate::wire::socks5;
-use crate::{ReverseEvent, ReverseOutcome};
 
 impl Worker {
     pub(super) fn emit(&self, service: usize, outcome: ReverseOutcome) {
@@ -151,7 +151,6 @@ impl Worker {
         };
         self.emit(service, ReverseOutcome::Paired);
         crate::dp_debug!(core = self.id, service, client = %reply.host, "paired; connecting to the back-end");
-        let _ = reply;
         let leftover = std::mem::take(&mut leg.buf);
         let ReverseLeg {
             leg: dmz, upstream, ..

@@ -1,0 +1,82 @@
+//! What a public service and a back-end are, as the data plane sees them: the listener's TLS
+//! and WebSocket settings, and where (and how) a back-end leg connects.
+//!
+//! Plain values the control thread builds once and hands to [`crate::Dataplane::start`] (public
+//! services) or [`crate::Dataplane::park_reverse`] (a reverse leg's back-end). This module does
+//! no I/O and parses no configuration.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::tls;
+
+/// TLS on a public listener (`tls://`): clients complete a handshake before they are paired.
+#[derive(Clone)]
+pub struct PublicTls {
+    /// Replaced when certificates are reloaded; each handshake takes the current one.
+    pub config: Arc<tls::Reloadable<rustls::ServerConfig>>,
+    /// A client that has not completed its handshake by then is closed.
+    pub handshake_timeout: Duration,
+}
+
+/// TLS toward the back-end (`connect = "tls://…"` on the internal side).
+#[derive(Clone)]
+pub struct TargetTls {
+    /// Replaced when certificates are reloaded; each handshake takes the current one.
+    pub config: Arc<tls::Reloadable<rustls::ClientConfig>>,
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+/// Where a back-end leg connects: the internal side's back-end after pairing, or a forwarding
+/// service's upstream.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub tls: Option<TargetTls>,
+    pub connect_timeout: Duration,
+    /// Speak WebSocket to the upstream (`ws://`, `wss://` with `tls`).
+    pub ws: Option<UpstreamWs>,
+}
+
+/// A WebSocket connector: the request's `Host` and path, limits, keepalive.
+#[derive(Clone)]
+pub struct UpstreamWs {
+    pub host: String,
+    pub path: String,
+    pub max_message: usize,
+    /// Ping after this long without a byte from the peer; close if the ping is not answered
+    /// (by anything) within as long again.
+    pub ping: Option<Duration>,
+}
+
+/// A WebSocket listener (`ws://`, `wss://` with `tls`): services on one address are routed by
+/// request path.
+#[derive(Clone)]
+pub struct PublicWs {
+    /// Request path this service answers, e.g. `/echo` (query strings are ignored).
+    pub path: String,
+    /// Allowed `Origin` values; empty: any (or none).
+    pub origins: Vec<String>,
+    /// Subprotocols this service accepts; the first the client offers is chosen.
+    pub protocols: Vec<String>,
+    pub max_message: usize,
+    /// See [`UpstreamWs::ping`].
+    pub ping: Option<Duration>,
+    /// Longest a client may take to send its upgrade request.
+    pub handshake_timeout: Duration,
+}
+
+/// A public service: served by prepared connections (DMZ side), or, with `upstream`, by a
+/// connection of its own to that upstream per client (forwarding; a refused upstream resets
+/// the client, so it sees what the real server said).
+#[derive(Clone)]
+pub struct PublicService {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// Longest a client waits for a prepared connection before it is reset.
+    pub timeout: Duration,
+    pub tls: Option<PublicTls>,
+    pub ws: Option<PublicWs>,
+    pub upstream: Option<Upstream>,
+}
