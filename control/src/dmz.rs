@@ -2,14 +2,17 @@
 //!
 //! Each connection is negotiated here on the control thread: the TLS handshake first when
 //! `[reverse] tls` is set (the data plane's TLS over tokio, [`crate::tls_stream`]; with
-//! `client_ca` a client certificate signed by that CA is required), then SOCKS5 (no-auth or RFC 1929 user/password, then BIND with DST.ADDR = the
-//! service's bind name), all within `handshake_timeout`. On success the first BIND reply carries
-//! the service's public address and the connection, now a *prepared connection*, is handed to
-//! a data-plane worker to be parked, with its TLS session; the worker sends the second reply
-//! when it pairs it with a public client. Anything else gets the matching SOCKS reply (or TLS
-//! alert) and is closed, counted and logged with the reason.
+//! `client_ca` a client certificate signed by that CA is required), then the SOCKS5 BIND
+//! session, run by the data plane's sans-IO server machine (`wire::bind::server`, driven by
+//! [`crate::socks_io::drive`]): no-auth or RFC 1929 user/password, then BIND with DST.ADDR =
+//! the service's bind name, all within `handshake_timeout`. On success the first BIND reply
+//! carries the service's public address and the connection, now a *prepared connection*, is
+//! handed to a data-plane worker to be parked, with its TLS session; the worker sends the
+//! second reply when it pairs it with a public client. Anything else gets the matching SOCKS
+//! reply (or TLS alert) and is closed, counted and logged with the reason (`HandshakeError`).
 //!
-//! This module does not relay bytes and does not keep parked connections.
+//! This module does not parse SOCKS5 itself, does not relay bytes and does not keep parked
+//! connections.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -274,4 +277,87 @@ async fn handle_tls<'e>(
     }
     let conn = OwnedConn::new(into_std(tcp)?, leftover).with_tls(tls_session);
     Ok((target, conn))
+}
+
+#[cfg(test)]
+mod tests {
+    use sallyport_dataplane::wire::bind::Message;
+    use sallyport_dataplane::wire::socks5::{Command, Method};
+
+    use super::*;
+
+    #[test]
+    fn handshake_errors_keep_their_labels_and_log_lines() {
+        let socks = |e| HandshakeError::Socks(SessionError::Session(e));
+        let cases = [
+            (
+                HandshakeError::Timeout {
+                    what: "SOCKS5 BIND over TLS",
+                    timeout: Duration::from_secs(2),
+                },
+                "timeout",
+                "no complete SOCKS5 BIND over TLS within 2s",
+            ),
+            (
+                HandshakeError::CredentialsRequired {
+                    service: "vault".into(),
+                },
+                "auth_failed",
+                "BIND for service \"vault\" without its credentials",
+            ),
+            (
+                socks(ServerError::UnknownUser {
+                    user: "bob".into(),
+                }),
+                "auth_failed",
+                "unknown user/password for user \"bob\"",
+            ),
+            (
+                socks(ServerError::NoAcceptableMethod {
+                    offered: vec![Method::Other(0x80)],
+                }),
+                "no_acceptable_method",
+                "no acceptable authentication method among [Other(128)]",
+            ),
+            (
+                socks(ServerError::UnknownService("nope".into())),
+                "unknown_service",
+                "BIND for unknown service \"nope\" refused",
+            ),
+            (
+                socks(ServerError::UnsupportedCommand(Command::Connect)),
+                "unsupported_command",
+                "Connect is not supported here; only BIND",
+            ),
+            (
+                socks(ServerError::EarlyData(3)),
+                "malformed",
+                "3 bytes after BIND before pairing",
+            ),
+            (
+                socks(ServerError::TlsSpoken),
+                "malformed",
+                "the peer speaks TLS, but [reverse] has no tls (or the peer's tls is set by mistake)",
+            ),
+            (
+                socks(ServerError::TooLong(Message::Greeting)),
+                "malformed",
+                "SOCKS5 greeting too long",
+            ),
+            (
+                HandshakeError::Socks(SessionError::Closed(Message::Request)),
+                "closed",
+                "peer closed before the SOCKS5 request was complete",
+            ),
+            (
+                HandshakeError::TlsClosed,
+                "closed",
+                "peer closed the TLS session right after BIND",
+            ),
+        ];
+        for (e, label, line) in cases {
+            assert_eq!(e.failure().label(), label, "{e:?}");
+            assert_eq!(e.to_string(), line);
+        }
+    }
 }

@@ -4,12 +4,15 @@
 //!
 //! The control thread only dials: connect, TLS handshake when the service has `tls` (verifying
 //! the DMZ's certificate, presenting ours; the data plane's TLS driven under tokio, so other
-//! dials go on meanwhile), SOCKS5
-//! negotiation, BIND, first reply. Then the connection (with its TLS session) is handed to a
-//! data-plane worker, which parks it (a few dozen bytes, no task),
-//! waits for the DMZ's second BIND reply, connects to the back-end and relays. The worker
-//! reports what became of each leg ([`ReverseEvent`]); the pool keeper here counts and refills.
-//! This module listens on nothing. States: `LIFECYCLE.md`.
+//! dials go on meanwhile), then the SOCKS5 BIND session up to the first reply, run by the data
+//! plane's sans-IO client machine (`wire::bind::client`, driven by [`crate::socks_io::drive`]).
+//! Then the connection (with its TLS session) is handed to a data-plane worker, which parks it
+//! (a few dozen bytes, no task), waits for the DMZ's second BIND reply, connects to the
+//! back-end and relays. The worker reports what became of each leg ([`ReverseEvent`]); the
+//! pool keeper here counts and refills. A failed dial is a typed `DialError` (counted by its
+//! [`DialResult`], logged by its Display).
+//!
+//! This module listens on nothing and parses no SOCKS5 itself. States: `LIFECYCLE.md`.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -452,5 +455,87 @@ mod tests {
         assert_eq!(b.step().as_millis(), 100);
         let mut tiny = Backoff::new(Duration::from_millis(50));
         assert_eq!(tiny.step().as_millis(), 50);
+    }
+
+    #[test]
+    fn dial_errors_keep_their_log_lines_and_results() {
+        use sallyport_dataplane::wire::bind::Message;
+        let secs = Duration::from_secs(2);
+        let socks = |e| DialError::socks(e, secs);
+        let cases = [
+            (
+                socks(SessionError::Session(ClientError::Timeout {
+                    waiting: Message::FirstReply,
+                })),
+                "rejected",
+                "SOCKS5 negotiation took longer than 2s".to_string(),
+            ),
+            (
+                socks(SessionError::Closed(Message::MethodChoice)),
+                "rejected",
+                "peer closed before the SOCKS5 method choice was complete (from the DMZ)".into(),
+            ),
+            (
+                socks(SessionError::Session(ClientError::TooLong(
+                    Message::FirstReply,
+                ))),
+                "rejected",
+                "SOCKS5 first BIND reply too long (from the DMZ)".into(),
+            ),
+            (
+                socks(SessionError::Session(ClientError::BindRefused {
+                    bind_name: "echo".into(),
+                    rep: 2,
+                })),
+                "rejected",
+                "DMZ refused BIND for \"echo\" (REP 0x02: unknown service or not allowed)".into(),
+            ),
+            (
+                socks(SessionError::Session(ClientError::TlsSpoken)),
+                "rejected",
+                ClientError::TlsSpoken.to_string(),
+            ),
+            (
+                socks(SessionError::Write(std::io::ErrorKind::BrokenPipe.into())),
+                "rejected",
+                format!(
+                    "write failed: {}",
+                    std::io::Error::from(std::io::ErrorKind::BrokenPipe)
+                ),
+            ),
+            (
+                socks(SessionError::Tls(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    rustls::Error::DecryptError,
+                ))),
+                "tls_failed",
+                format!(
+                    "TLS with the DMZ failed: {}",
+                    crate::tls::reason(&rustls::Error::DecryptError)
+                ),
+            ),
+            (
+                DialError::ConnectTimeout(secs),
+                "connect_failed",
+                "no answer within 2s".into(),
+            ),
+            (
+                DialError::TlsTimeout(secs),
+                "tls_failed",
+                "TLS handshake with the DMZ took longer than 2s".into(),
+            ),
+            (
+                DialError::Resolve(ResolveError::NoAddress(HostPort {
+                    host: "db.internal".into(),
+                    port: 5432,
+                })),
+                "target_unresolved",
+                "back-end db.internal:5432 resolves to no address".into(),
+            ),
+        ];
+        for (e, result, line) in cases {
+            assert_eq!(e.result().label(), result, "{e:?}");
+            assert_eq!(e.to_string(), line);
+        }
     }
 }

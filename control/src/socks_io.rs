@@ -114,3 +114,175 @@ async fn within<T>(
         None => Some(io.await),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use sallyport_dataplane::wire::bind::client::{BindClient, ClientError, Progress};
+    use sallyport_dataplane::wire::bind::server::{BindServer, Park, ServerError, Service};
+    use sallyport_dataplane::wire::socks5::{self, Credentials};
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    struct Svc(&'static str, Option<Credentials>);
+
+    impl Service for Svc {
+        fn bind_name(&self) -> &str {
+            self.0
+        }
+        fn public(&self) -> SocketAddr {
+            SocketAddr::from(([192, 0, 2, 1], 9000))
+        }
+        fn credentials(&self) -> Option<&Credentials> {
+            self.1.as_ref()
+        }
+    }
+
+    fn creds() -> Credentials {
+        Credentials {
+            user: b"internal".to_vec(),
+            password: b"hunter2".to_vec(),
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    /// A client and a server machine, each driven over one end of an in-memory pipe so small
+    /// that most messages cross it in pieces (but wide enough for the server's method choice
+    /// and auth status together, which it writes while the client still writes its pipelined
+    /// requests, as a socket buffer takes them).
+    async fn converse(
+        services: &[Svc],
+        bind_name: &str,
+        creds: Option<&Credentials>,
+        after_park: &[u8],
+    ) -> (
+        Result<Park, SessionError<ServerError>>,
+        Result<(Progress, Vec<u8>), SessionError<ClientError>>,
+    ) {
+        let (mut a, mut b) = tokio::io::duplex(4);
+        let mut server = BindServer::new(services, soon());
+        let mut client = BindClient::new(bind_name, creds, soon()).expect("fits");
+        let serve = async {
+            let mut buf = Vec::new();
+            let parked = drive(&mut a, &mut server, &mut buf).await;
+            if parked.is_ok() {
+                assert!(buf.is_empty(), "a client sends nothing after BIND");
+                a.write_all(after_park).await.expect("write");
+            }
+            parked
+        };
+        let dial = async {
+            let mut buf = Vec::new();
+            let parked = drive(&mut b, &mut client, &mut buf).await;
+            if parked.is_ok() {
+                // What the DMZ sent after the first reply is the parked leg's, in `buf` or
+                // still in the pipe.
+                while buf.len() < after_park.len() {
+                    buf.reserve(READ_CHUNK);
+                    b.read_buf(&mut buf).await.expect("read");
+                }
+            }
+            parked.map(|p| (p, buf))
+        };
+        tokio::join!(serve, dial)
+    }
+
+    #[test]
+    fn both_machines_park_over_a_narrow_pipe() {
+        let services = [Svc("echo", None), Svc("vault", Some(creds()))];
+        let second = SocketAddr::from(([198, 51, 100, 23], 50123));
+        let mut reply = Vec::new();
+        socks5::encode_reply(socks5::rep::SUCCEEDED, second, &mut reply);
+        for (index, name, c) in [(0, "echo", None), (1, "vault", Some(creds()))] {
+            let (server, client) = block_on(converse(&services, name, c.as_ref(), &reply));
+            let park = server.expect("server parks");
+            assert_eq!(park.service, index, "{name}");
+            assert_eq!(park.public, services[index].public());
+            let (progress, leftover) = client.expect("client parks");
+            assert_eq!(progress, Progress::Parked, "{name}");
+            assert_eq!(
+                leftover, reply,
+                "{name}: the second reply is the parked leg's"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_written_before_both_sides_close() {
+        let services = [Svc("echo", None)];
+        let (server, client) = block_on(converse(&services, "nope", None, b""));
+        assert!(
+            matches!(server, Err(SessionError::Session(ServerError::UnknownService(ref n))) if n == "nope"),
+            "{server:?}"
+        );
+        assert!(
+            matches!(
+                client,
+                Err(SessionError::Session(ClientError::BindRefused {
+                    rep: 2,
+                    ..
+                }))
+            ),
+            "{client:?}"
+        );
+    }
+
+    #[test]
+    fn a_silent_peer_times_out_at_the_machines_deadline() {
+        let services = [Svc("echo", None)];
+        let started = Instant::now();
+        let (mut a, _b) = tokio::io::duplex(64);
+        let deadline = started + Duration::from_millis(50);
+        let mut server = BindServer::new(&services, deadline);
+        let result = block_on(drive(&mut a, &mut server, &mut Vec::new()));
+        assert!(
+            matches!(
+                result,
+                Err(SessionError::Session(ServerError::Timeout {
+                    waiting: Message::Greeting
+                }))
+            ),
+            "{result:?}"
+        );
+        assert!(Instant::now() >= deadline);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "woke at the deadline"
+        );
+    }
+
+    #[test]
+    fn eof_mid_message_names_the_message() {
+        let services = [Svc("echo", None)];
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let mut server = BindServer::new(&services, soon());
+        let result = block_on(async {
+            b.write_all(&[5, 1]).await.expect("write");
+            drop(b);
+            drive(&mut a, &mut server, &mut Vec::new()).await
+        });
+        let e = result.expect_err("EOF");
+        assert!(
+            matches!(e, SessionError::Closed(Message::Greeting)),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "peer closed before the SOCKS5 greeting was complete"
+        );
+    }
+}
