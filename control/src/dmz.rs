@@ -2,14 +2,17 @@
 //!
 //! Each connection is negotiated here on the control thread: the TLS handshake first when
 //! `[reverse] tls` is set (the data plane's TLS over tokio, [`crate::tls_stream`]; with
-//! `client_ca` a client certificate signed by that CA is required), then SOCKS5 (no-auth or RFC 1929 user/password, then BIND with DST.ADDR = the
-//! service's bind name), all within `handshake_timeout`. On success the first BIND reply carries
-//! the service's public address and the connection, now a *prepared connection*, is handed to
-//! a data-plane worker to be parked, with its TLS session; the worker sends the second reply
-//! when it pairs it with a public client. Anything else gets the matching SOCKS reply (or TLS
-//! alert) and is closed, counted and logged with the reason.
+//! `client_ca` a client certificate signed by that CA is required), then the SOCKS5 BIND
+//! session, run by the data plane's sans-IO server machine (`wire::bind::server`, driven by
+//! [`crate::socks_io::drive`]): no-auth or RFC 1929 user/password, then BIND with DST.ADDR =
+//! the service's bind name, all within `handshake_timeout`. On success the first BIND reply
+//! carries the service's public address and the connection, now a *prepared connection*, is
+//! handed to a data-plane worker to be parked, with its TLS session; the worker sends the
+//! second reply when it pairs it with a public client. Anything else gets the matching SOCKS
+//! reply (or TLS alert) and is closed, counted and logged with the reason (`HandshakeError`).
 //!
-//! This module does not relay bytes and does not keep parked connections.
+//! This module does not parse SOCKS5 itself, does not relay bytes and does not keep parked
+//! connections.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -17,13 +20,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sallyport_dataplane::tls::{Handshake, Read, Reloadable};
-use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
+use sallyport_dataplane::wire::bind::server::{BindServer, ServerError, Service};
+use sallyport_dataplane::wire::bind::{Action, Session};
+use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{Dataplane, OwnedConn};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use crate::socks_io::{self, ReadError};
+use crate::socks_io::{self, SessionError};
 use crate::stats::{ControlStats, HandshakeFailure};
 use crate::tls_stream;
 
@@ -79,16 +84,70 @@ pub async fn serve(listener: TcpListener, endpoint: Rc<ReverseEndpoint>) {
     }
 }
 
-/// A failed negotiation: the metric label and a sentence for the log.
-struct Failure {
-    why: HandshakeFailure,
-    detail: String,
+/// Why a reverse connection was closed without being parked; its Display is the log line.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    /// rustls could not start a server session (a configuration it refuses).
+    #[error("cannot start a TLS session: {}", crate::tls::reason(.0))]
+    TlsStart(rustls::Error),
+    /// The TLS handshake failed: an `io::Error` wrapping the `rustls::Error` (or the socket's).
+    #[error("TLS handshake failed: {}", crate::tls::io_reason(.0))]
+    TlsHandshake(std::io::Error),
+    /// `handshake_timeout` passed while waiting for `what` (TLS handshake, SOCKS5 BIND).
+    #[error("no complete {what} within {timeout:?}")]
+    Timeout {
+        what: &'static str,
+        timeout: Duration,
+    },
+    /// The BIND named a service that needs credentials other than those given.
+    #[error("BIND for service {service:?} without its credentials")]
+    CredentialsRequired { service: String },
+    /// The SOCKS5 session failed or was refused, or its socket did.
+    #[error(transparent)]
+    Socks(SessionError<ServerError>),
+    /// close_notify right after the BIND request.
+    #[error("peer closed the TLS session right after BIND")]
+    TlsClosed,
+    /// The TLS session failed right after the BIND request.
+    #[error("TLS session ended right after BIND: {}", crate::tls::reason(.0))]
+    TlsEnded(rustls::Error),
+    /// The socket could not leave tokio for the hand-off.
+    #[error("cannot take the socket: {0}")]
+    Socket(std::io::Error),
 }
 
-fn fail(why: HandshakeFailure, detail: impl Into<String>) -> Failure {
-    Failure {
-        why,
-        detail: detail.into(),
+impl HandshakeError {
+    /// The metric label it counts under.
+    fn failure(&self) -> HandshakeFailure {
+        use HandshakeFailure as F;
+        match self {
+            HandshakeError::TlsStart(_) | HandshakeError::TlsHandshake(_) => F::Tls,
+            HandshakeError::Timeout { .. } => F::Timeout,
+            HandshakeError::CredentialsRequired { .. } => F::AuthFailed,
+            HandshakeError::TlsClosed | HandshakeError::TlsEnded(_) | HandshakeError::Socket(_) => {
+                F::Closed
+            }
+            HandshakeError::Socks(e) => match e {
+                SessionError::Session(e) => match e {
+                    ServerError::CredentialsRequired { .. } | ServerError::UnknownUser { .. } => {
+                        F::AuthFailed
+                    }
+                    ServerError::NoAcceptableMethod { .. } => F::NoAcceptableMethod,
+                    ServerError::Timeout { .. } => F::Timeout,
+                    ServerError::UnknownService(_) => F::UnknownService,
+                    ServerError::UnsupportedCommand(_) => F::UnsupportedCommand,
+                    ServerError::EarlyData(_)
+                    | ServerError::Malformed { .. }
+                    | ServerError::NotParked(_)
+                    | ServerError::TlsSpoken
+                    | ServerError::TooLong(_) => F::Malformed,
+                },
+                SessionError::Tls(_) => F::Tls,
+                SessionError::Closed(_) | SessionError::Read { .. } | SessionError::Write(_) => {
+                    F::Closed
+                }
+            },
+        }
     }
 }
 
@@ -100,9 +159,10 @@ async fn handle(stream: TcpStream, peer: SocketAddr, endpoint: &ReverseEndpoint)
     };
     let (target, conn) = match parked {
         Ok(ok) => ok,
-        Err(f) => {
-            endpoint.stats.failed(f.why);
-            tracing::info!(%peer, reason = f.why.label(), "reverse: {}", f.detail);
+        Err(e) => {
+            let why = e.failure();
+            endpoint.stats.failed(why);
+            tracing::info!(%peer, reason = why.label(), "reverse: {e}");
             return;
         }
     };
@@ -123,44 +183,67 @@ async fn handle(stream: TcpStream, peer: SocketAddr, endpoint: &ReverseEndpoint)
 /// What `handle` parks: the service and the connection.
 type Prepared<'e> = (&'e BindTarget, OwnedConn);
 
-fn timed_out(endpoint: &ReverseEndpoint, what: &str) -> Failure {
-    fail(
-        HandshakeFailure::Timeout,
-        format!("no complete {what} within {:?}", endpoint.handshake_timeout),
-    )
-}
-
-/// A prepared connection is silent until it is paired: bytes after the BIND request are a
-/// protocol error, not something to hand on.
-fn no_leftover(leftover: &[u8]) -> Result<(), Failure> {
-    if leftover.is_empty() {
-        Ok(())
-    } else {
-        Err(fail(
-            HandshakeFailure::Malformed,
-            format!("{} bytes after BIND before pairing", leftover.len()),
-        ))
+impl Service for BindTarget {
+    fn bind_name(&self) -> &str {
+        &self.bind_name
+    }
+    fn public(&self) -> SocketAddr {
+        self.public
+    }
+    fn credentials(&self) -> Option<&socks5::Credentials> {
+        self.credentials.as_ref()
     }
 }
 
-fn into_std(stream: TcpStream) -> Result<std::net::TcpStream, Failure> {
-    stream.into_std().map_err(|e| {
-        fail(
-            HandshakeFailure::Closed,
-            format!("cannot take the socket: {e}"),
-        )
-    })
+/// Runs the server machine over `stream` until it parks (the first reply sent); `what` names
+/// the negotiation in the timeout's log line. Returns the service and the session, with the
+/// bytes received after the BIND request (which [`silent`] refuses).
+async fn negotiate<'e, S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    deadline: Instant,
+    endpoint: &'e ReverseEndpoint,
+    what: &'static str,
+) -> Result<(&'e BindTarget, BindServer<'e, BindTarget>, Vec<u8>), HandshakeError> {
+    let targets = &endpoint.targets;
+    let mut session = BindServer::new(targets, deadline.into_std());
+    let mut buf = Vec::with_capacity(64);
+    match socks_io::drive(stream, &mut session, &mut buf).await {
+        Ok(park) => Ok((&targets[park.service], session, buf)),
+        Err(SessionError::Session(ServerError::Timeout { .. })) => Err(HandshakeError::Timeout {
+            what,
+            timeout: endpoint.handshake_timeout,
+        }),
+        Err(SessionError::Session(ServerError::CredentialsRequired { bind_name })) => {
+            let service = targets.iter().find(|t| t.bind_name == bind_name);
+            Err(HandshakeError::CredentialsRequired {
+                service: service.map_or(bind_name, |t| t.service.clone()),
+            })
+        }
+        Err(e) => Err(HandshakeError::Socks(e)),
+    }
+}
+
+/// A prepared connection is silent until it is paired: bytes after the BIND request are a
+/// protocol error (the machine's `EarlyData`), not something to hand on.
+fn silent(session: &mut BindServer<'_, BindTarget>, bytes: &[u8]) -> Result<(), HandshakeError> {
+    match session.handle(bytes, std::time::Instant::now()).action {
+        Action::Close(e) => Err(HandshakeError::Socks(SessionError::Session(e))),
+        Action::NeedInput | Action::Ready(_) => Ok(()),
+    }
+}
+
+fn into_std(stream: TcpStream) -> Result<std::net::TcpStream, HandshakeError> {
+    stream.into_std().map_err(HandshakeError::Socket)
 }
 
 async fn handle_plain(
     mut stream: TcpStream,
     deadline: Instant,
     endpoint: &ReverseEndpoint,
-) -> Result<Prepared<'_>, Failure> {
-    let (target, leftover) = tokio::time::timeout_at(deadline, negotiate(&mut stream, endpoint))
-        .await
-        .map_err(|_| timed_out(endpoint, "SOCKS5 BIND"))??;
-    no_leftover(&leftover)?;
+) -> Result<Prepared<'_>, HandshakeError> {
+    let (target, mut session, leftover) =
+        negotiate(&mut stream, deadline, endpoint, "SOCKS5 BIND").await?;
+    silent(&mut session, &leftover)?;
     Ok((target, OwnedConn::new(into_std(stream)?, leftover)))
 }
 
@@ -169,187 +252,112 @@ async fn handle_tls<'e>(
     stream: TcpStream,
     deadline: Instant,
     endpoint: &'e ReverseEndpoint,
-) -> Result<Prepared<'e>, Failure> {
-    let handshake = Handshake::server(config.current()).map_err(|e| {
-        fail(
-            HandshakeFailure::Tls,
-            format!("cannot start a TLS session: {}", crate::tls::reason(&e)),
-        )
-    })?;
+) -> Result<Prepared<'e>, HandshakeError> {
+    let handshake = Handshake::server(config.current()).map_err(HandshakeError::TlsStart)?;
     let mut tls = tokio::time::timeout_at(deadline, tls_stream::handshake(stream, handshake))
         .await
-        .map_err(|_| timed_out(endpoint, "TLS handshake"))?
-        .map_err(|e| {
-            fail(
-                HandshakeFailure::Tls,
-                format!("TLS handshake failed: {}", crate::tls::io_reason(&e)),
-            )
-        })?;
-    // `send` flushes: the first reply is on the wire before the session changes hands.
-    let (target, leftover) = tokio::time::timeout_at(deadline, negotiate(&mut tls, endpoint))
-        .await
-        .map_err(|_| timed_out(endpoint, "SOCKS5 BIND over TLS"))??;
-    no_leftover(&leftover)?;
-    let (tcp, mut session) = tls.into_parts();
+        .map_err(|_| HandshakeError::Timeout {
+            what: "TLS handshake",
+            timeout: endpoint.handshake_timeout,
+        })?
+        .map_err(HandshakeError::TlsHandshake)?;
+    // The driver flushes: the first reply is on the wire before the session changes hands.
+    let (target, mut session, leftover) =
+        negotiate(&mut tls, deadline, endpoint, "SOCKS5 BIND over TLS").await?;
+    silent(&mut session, &leftover)?;
+    let (tcp, mut tls_session) = tls.into_parts();
     // Plaintext already decrypted but nobody read is part of the stream too; a prepared
     // connection has none (records not yet opened stay in the session for the worker).
     let mut extra = [0u8; 64];
-    match session.read(&mut extra) {
-        Ok(Read::End) => {
-            return Err(fail(
-                HandshakeFailure::Closed,
-                "peer closed the TLS session right after BIND",
-            ))
-        }
-        Ok(Read::Data(n)) => no_leftover(&extra[..n])?,
+    match tls_session.read(&mut extra) {
+        Ok(Read::End) => return Err(HandshakeError::TlsClosed),
+        Ok(Read::Data(n)) => silent(&mut session, &extra[..n])?,
         Ok(Read::NeedInput) => {}
-        Err(e) => {
-            return Err(fail(
-                HandshakeFailure::Closed,
-                format!(
-                    "TLS session ended right after BIND: {}",
-                    crate::tls::reason(&e)
-                ),
-            ))
-        }
+        Err(e) => return Err(HandshakeError::TlsEnded(e)),
     }
-    let conn = OwnedConn::new(into_std(tcp)?, leftover).with_tls(session);
+    let conn = OwnedConn::new(into_std(tcp)?, leftover).with_tls(tls_session);
     Ok((target, conn))
 }
 
-async fn read_message<S: AsyncRead + Unpin, T>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-    parse: fn(&[u8]) -> Parsed<T>,
-    what: &str,
-) -> Result<T, Failure> {
-    socks_io::read_message(stream, buf, parse, what)
-        .await
-        .map_err(|e| match e {
-            ReadError::Closed(detail) => fail(HandshakeFailure::Closed, detail),
-            ReadError::Malformed(_) if socks_io::looks_like_tls(buf) => fail(
-                HandshakeFailure::Malformed,
+#[cfg(test)]
+mod tests {
+    use sallyport_dataplane::wire::bind::Message;
+    use sallyport_dataplane::wire::socks5::{Command, Method};
+
+    use super::*;
+
+    #[test]
+    fn handshake_errors_keep_their_labels_and_log_lines() {
+        let socks = |e| HandshakeError::Socks(SessionError::Session(e));
+        let cases = [
+            (
+                HandshakeError::Timeout {
+                    what: "SOCKS5 BIND over TLS",
+                    timeout: Duration::from_secs(2),
+                },
+                "timeout",
+                "no complete SOCKS5 BIND over TLS within 2s",
+            ),
+            (
+                HandshakeError::CredentialsRequired {
+                    service: "vault".into(),
+                },
+                "auth_failed",
+                "BIND for service \"vault\" without its credentials",
+            ),
+            (
+                socks(ServerError::UnknownUser {
+                    user: "bob".into(),
+                }),
+                "auth_failed",
+                "unknown user/password for user \"bob\"",
+            ),
+            (
+                socks(ServerError::NoAcceptableMethod {
+                    offered: vec![Method::Other(0x80)],
+                }),
+                "no_acceptable_method",
+                "no acceptable authentication method among [Other(128)]",
+            ),
+            (
+                socks(ServerError::UnknownService("nope".into())),
+                "unknown_service",
+                "BIND for unknown service \"nope\" refused",
+            ),
+            (
+                socks(ServerError::UnsupportedCommand(Command::Connect)),
+                "unsupported_command",
+                "Connect is not supported here; only BIND",
+            ),
+            (
+                socks(ServerError::EarlyData(3)),
+                "malformed",
+                "3 bytes after BIND before pairing",
+            ),
+            (
+                socks(ServerError::TlsSpoken),
+                "malformed",
                 "the peer speaks TLS, but [reverse] has no tls (or the peer's tls is set by mistake)",
             ),
-            ReadError::Malformed(detail) => fail(HandshakeFailure::Malformed, detail),
-            ReadError::Tls(detail) => fail(HandshakeFailure::Tls, detail),
-        })
-}
-
-fn write_failure(e: &std::io::Error) -> Failure {
-    match crate::tls::rustls_error(e) {
-        Some(_) => fail(HandshakeFailure::Tls, crate::tls::io_reason(e)),
-        None => fail(HandshakeFailure::Closed, format!("write failed: {e}")),
-    }
-}
-
-async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<(), Failure> {
-    // flush: over TLS the records may still sit in rustls after write_all.
-    stream
-        .write_all(bytes)
-        .await
-        .map_err(|e| write_failure(&e))?;
-    stream.flush().await.map_err(|e| write_failure(&e))
-}
-
-async fn reply<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    rep: u8,
-    addr: SocketAddr,
-) -> Result<(), Failure> {
-    let mut out = Vec::with_capacity(22);
-    socks5::encode_reply(rep, addr, &mut out);
-    send(stream, &out).await
-}
-
-fn unspecified() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 0))
-}
-
-async fn negotiate<'e, S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    endpoint: &'e ReverseEndpoint,
-) -> Result<(&'e BindTarget, Vec<u8>), Failure> {
-    let mut buf = Vec::with_capacity(64);
-    let greeting = read_message(stream, &mut buf, socks5::parse_greeting, "greeting").await?;
-    let any_credentials = endpoint.targets.iter().any(|t| t.credentials.is_some());
-    let method = if greeting.offers(Method::UserPass) && any_credentials {
-        Method::UserPass
-    } else if greeting.offers(Method::NoAuth) {
-        Method::NoAuth
-    } else if greeting.offers(Method::UserPass) {
-        Method::UserPass
-    } else {
-        let mut out = Vec::new();
-        socks5::encode_method_choice(socks5::NO_ACCEPTABLE_METHOD, &mut out);
-        send(stream, &out).await?;
-        return Err(fail(
-            HandshakeFailure::NoAcceptableMethod,
-            format!(
-                "no acceptable authentication method among {:?}",
-                greeting.methods
+            (
+                socks(ServerError::TooLong(Message::Greeting)),
+                "malformed",
+                "SOCKS5 greeting too long",
             ),
-        ));
-    };
-    let mut out = Vec::new();
-    socks5::encode_method_choice(method.to_byte(), &mut out);
-    send(stream, &out).await?;
-
-    let mut authenticated = None;
-    if method == Method::UserPass {
-        let creds = read_message(stream, &mut buf, socks5::parse_userpass, "user/password").await?;
-        let known = !any_credentials
-            || endpoint
-                .targets
-                .iter()
-                .any(|t| t.credentials.as_ref() == Some(&creds));
-        out.clear();
-        socks5::encode_userpass_status(known, &mut out);
-        send(stream, &out).await?;
-        if !known {
-            return Err(fail(
-                HandshakeFailure::AuthFailed,
-                format!(
-                    "unknown user/password for user {:?}",
-                    String::from_utf8_lossy(&creds.user)
-                ),
-            ));
+            (
+                HandshakeError::Socks(SessionError::Closed(Message::Request)),
+                "closed",
+                "peer closed before the SOCKS5 request was complete",
+            ),
+            (
+                HandshakeError::TlsClosed,
+                "closed",
+                "peer closed the TLS session right after BIND",
+            ),
+        ];
+        for (e, label, line) in cases {
+            assert_eq!(e.failure().label(), label, "{e:?}");
+            assert_eq!(e.to_string(), line);
         }
-        authenticated = Some(creds);
     }
-
-    let request = read_message(stream, &mut buf, socks5::parse_request, "request").await?;
-    if request.command != Command::Bind {
-        reply(stream, socks5::rep::COMMAND_NOT_SUPPORTED, unspecified()).await?;
-        return Err(fail(
-            HandshakeFailure::UnsupportedCommand,
-            format!("{:?} is not supported here; only BIND", request.command),
-        ));
-    }
-    let target = match &request.host {
-        Host::Domain(name) => endpoint.targets.iter().find(|t| &t.bind_name == name),
-        Host::Ip(_) => None,
-    };
-    let Some(target) = target else {
-        reply(stream, socks5::rep::NOT_ALLOWED, unspecified()).await?;
-        return Err(fail(
-            HandshakeFailure::UnknownService,
-            format!(
-                "BIND for unknown service {:?} refused",
-                request.host.to_string()
-            ),
-        ));
-    };
-    if target.credentials.is_some() && target.credentials != authenticated {
-        reply(stream, socks5::rep::NOT_ALLOWED, unspecified()).await?;
-        return Err(fail(
-            HandshakeFailure::AuthFailed,
-            format!(
-                "BIND for service {:?} without its credentials",
-                target.service
-            ),
-        ));
-    }
-    reply(stream, socks5::rep::SUCCEEDED, target.public).await?;
-    Ok((target, buf))
 }

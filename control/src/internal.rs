@@ -4,12 +4,15 @@
 //!
 //! The control thread only dials: connect, TLS handshake when the service has `tls` (verifying
 //! the DMZ's certificate, presenting ours; the data plane's TLS driven under tokio, so other
-//! dials go on meanwhile), SOCKS5
-//! negotiation, BIND, first reply. Then the connection (with its TLS session) is handed to a
-//! data-plane worker, which parks it (a few dozen bytes, no task),
-//! waits for the DMZ's second BIND reply, connects to the back-end and relays. The worker
-//! reports what became of each leg ([`ReverseEvent`]); the pool keeper here counts and refills.
-//! This module listens on nothing. States: `LIFECYCLE.md`.
+//! dials go on meanwhile), then the SOCKS5 BIND session up to the first reply, run by the data
+//! plane's sans-IO client machine (`wire::bind::client`, driven by [`crate::socks_io::drive`]).
+//! Then the connection (with its TLS session) is handed to a data-plane worker, which parks it
+//! (a few dozen bytes, no task), waits for the DMZ's second BIND reply, connects to the
+//! back-end and relays. The worker reports what became of each leg ([`ReverseEvent`]); the
+//! pool keeper here counts and refills. A failed dial is a typed `DialError` (counted by its
+//! [`DialResult`], logged by its Display).
+//!
+//! This module listens on nothing and parses no SOCKS5 itself. States: `LIFECYCLE.md`.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -18,14 +21,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sallyport_dataplane::tls::{Handshake, Read};
-use sallyport_dataplane::wire::socks5::{self, Command, Host, Method, Parsed};
+use sallyport_dataplane::wire::bind::client::{BindClient, ClientError};
+use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{Dataplane, OwnedConn, ReverseEvent, ReverseOutcome};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::config::{HostPort, InternalService};
-use crate::socks_io::{self, ReadError};
+use crate::socks_io::{self, SessionError};
 use crate::stats::{DialResult, InternalStats};
 use crate::tls_stream;
 
@@ -85,36 +89,108 @@ impl std::ops::Deref for ReverseService {
     }
 }
 
-/// Why a dial did not give a prepared connection.
-#[derive(Debug)]
-struct DialError {
-    result: DialResult,
-    detail: String,
+/// Why a dial did not give a prepared connection (or a leg was lost at once); its Display is
+/// the log line's detail.
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    /// The back-end's name did not resolve; no dial was made.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The connect to the DMZ failed.
+    #[error("{0}")]
+    Connect(std::io::Error),
+    /// The connect to the DMZ took longer than `connect_timeout`.
+    #[error("no answer within {0:?}")]
+    ConnectTimeout(Duration),
+    /// rustls could not start a client session.
+    #[error("cannot start a TLS session: {}", crate::tls::reason(.0))]
+    TlsStart(rustls::Error),
+    /// The TLS handshake failed: an `io::Error` wrapping the `rustls::Error` (or the socket's).
+    #[error("TLS handshake with the DMZ failed: {}", crate::tls::io_reason(.0))]
+    TlsHandshake(std::io::Error),
+    /// The TLS handshake took longer than `connect_timeout`.
+    #[error("TLS handshake with the DMZ took longer than {0:?}")]
+    TlsTimeout(Duration),
+    /// The TLS session failed during the SOCKS5 exchange, e.g. the DMZ rejected our
+    /// certificate: TLS 1.3 tells the client after its side of the handshake is done, with an
+    /// alert on the first read.
+    #[error("TLS with the DMZ failed: {}", crate::tls::io_reason(.0))]
+    Tls(std::io::Error),
+    /// The SOCKS5 negotiation took longer than `connect_timeout`.
+    #[error("SOCKS5 negotiation took longer than {0:?}")]
+    NegotiationTimeout(Duration),
+    /// The BIND request could not be encoded (a field over 255 bytes).
+    #[error("{0}")]
+    Encode(socks5::WireError),
+    /// The DMZ answered but refused, or spoke TLS to a plain dial.
+    #[error("{0}")]
+    Refused(ClientError),
+    /// The DMZ's bytes broke the protocol (malformed, too long), or it closed or failed mid-way.
+    #[error("{0} (from the DMZ)")]
+    Broken(SessionError<ClientError>),
+    /// A write to the DMZ failed.
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    /// The socket could not leave tokio for the hand-off.
+    #[error("{0}")]
+    Socket(std::io::Error),
+    /// `Dataplane::park_reverse` refused: every worker queue is full.
+    #[error("every worker queue is full")]
+    QueueFull,
+    /// A worker reported the leg lost within [`MIN_HEALTHY_PARK`] of parking.
+    #[error("the DMZ closed a prepared connection right after parking it")]
+    LostAtOnce,
 }
 
-fn rejected(detail: impl Into<String>) -> DialError {
-    DialError {
-        result: DialResult::Rejected,
-        detail: detail.into(),
+impl DialError {
+    /// The dial result it counts under.
+    fn result(&self) -> DialResult {
+        match self {
+            DialError::Resolve(_) => DialResult::TargetUnresolved,
+            DialError::Connect(_) | DialError::ConnectTimeout(_) => DialResult::ConnectFailed,
+            DialError::TlsStart(_)
+            | DialError::TlsHandshake(_)
+            | DialError::TlsTimeout(_)
+            | DialError::Tls(_) => DialResult::TlsFailed,
+            DialError::NegotiationTimeout(_)
+            | DialError::Encode(_)
+            | DialError::Refused(_)
+            | DialError::Broken(_)
+            | DialError::Write(_)
+            | DialError::Socket(_)
+            | DialError::QueueFull
+            | DialError::LostAtOnce => DialResult::Rejected,
+        }
+    }
+
+    /// The client machine's failure, as the log names it (`timeout` is the negotiation's).
+    fn socks(e: SessionError<ClientError>, timeout: Duration) -> DialError {
+        match e {
+            SessionError::Session(ClientError::Timeout { .. }) => {
+                DialError::NegotiationTimeout(timeout)
+            }
+            SessionError::Session(ClientError::Encode(e)) => DialError::Encode(e),
+            SessionError::Session(
+                e @ (ClientError::Malformed { .. } | ClientError::TooLong(_)),
+            ) => DialError::Broken(SessionError::Session(e)),
+            SessionError::Session(e) => DialError::Refused(e),
+            SessionError::Tls(e) => DialError::Tls(e),
+            SessionError::Write(e) => DialError::Write(e),
+            e @ (SessionError::Closed(_) | SessionError::Read { .. }) => DialError::Broken(e),
+        }
     }
 }
 
-fn tls_failed(detail: impl Into<String>) -> DialError {
-    DialError {
-        result: DialResult::TlsFailed,
-        detail: detail.into(),
-    }
-}
-
-/// A failed write: a TLS failure when rustls says so.
-fn write_failed(e: &std::io::Error) -> DialError {
-    match crate::tls::rustls_error(e) {
-        Some(_) => tls_failed(format!(
-            "TLS with the DMZ failed: {}",
-            crate::tls::io_reason(e)
-        )),
-        None => rejected(format!("write failed: {e}")),
-    }
+/// Why the back-end's name gave no address.
+#[derive(Debug, thiserror::Error)]
+enum ResolveError {
+    #[error("cannot resolve back-end {target}: {source}")]
+    Lookup {
+        target: HostPort,
+        source: std::io::Error,
+    },
+    #[error("back-end {0} resolves to no address")]
+    NoAddress(HostPort),
 }
 
 /// The pool keeper's view of one service.
@@ -142,15 +218,15 @@ impl Pool {
 
     /// A dial failed or a leg died at once: wait before the next round of dials. Several
     /// dials failing together count as one step of the backoff.
-    fn fail(&mut self, now: Instant, result: DialResult, detail: &str) {
+    fn fail(&mut self, now: Instant, error: &DialError) {
         if self.retry_at.is_some() {
             return;
         }
         let delay = self.backoff.step();
         self.retry_at = Some(now + delay);
         if !self.failing {
-            tracing::warn!(service = %self.service.name, dmz = %self.service.dmz, reason = result.label(),
-                retry_in = ?delay, "reverse dial failed: {detail}");
+            tracing::warn!(service = %self.service.name, dmz = %self.service.dmz, reason = error.result().label(),
+                retry_in = ?delay, "reverse dial failed: {error}");
         }
         self.failing = true;
     }
@@ -218,6 +294,11 @@ pub async fn run_pools(services: Vec<ReverseService>, mut events: UnboundedRecei
             }
         };
         tokio::select! {
+            // A dial's result first: its task sends it right after handing the leg to a
+            // worker (no await between), so it is queued before any event of that leg. Taken
+            // in random order, a `Paired` could be counted before the leg's `parked += 1` and
+            // the pool would believe it holds one leg more than it does (and not refill).
+            biased;
             Some((index, result)) = done_rx.recv() => {
                 let pool = &mut pools[index];
                 pool.dialing -= 1;
@@ -228,8 +309,8 @@ pub async fn run_pools(services: Vec<ReverseService>, mut events: UnboundedRecei
                         pool.succeeded();
                     }
                     Err(e) => {
-                        pool.service.stats.dialed(e.result);
-                        pool.fail(Instant::now(), e.result, &e.detail);
+                        pool.service.stats.dialed(e.result());
+                        pool.fail(Instant::now(), &e);
                     }
                 }
                 pool.publish();
@@ -255,11 +336,7 @@ fn on_event(pool: &mut Pool, outcome: ReverseOutcome) {
             pool.parked = pool.parked.saturating_sub(1);
             stats.lost.fetch_add(1, Ordering::Relaxed);
             if parked < MIN_HEALTHY_PARK {
-                pool.fail(
-                    Instant::now(),
-                    DialResult::Rejected,
-                    "the DMZ closed a prepared connection right after parking it",
-                );
+                pool.fail(Instant::now(), &DialError::LostAtOnce);
             }
         }
         ReverseOutcome::BackendFailed { errno } => {
@@ -281,50 +358,28 @@ fn on_event(pool: &mut Pool, outcome: ReverseOutcome) {
     }
 }
 
-async fn read_message<S: AsyncRead + Unpin, T>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-    parse: fn(&[u8]) -> Parsed<T>,
-    what: &str,
-) -> Result<T, DialError> {
-    socks_io::read_message(stream, buf, parse, what)
-        .await
-        .map_err(|e| match e {
-            // E.g. the DMZ rejected our certificate: TLS 1.3 tells the client after its side
-            // of the handshake is done, with an alert on the first read.
-            ReadError::Tls(reason) => tls_failed(format!("TLS with the DMZ failed: {reason}")),
-            ReadError::Malformed(_) if socks_io::looks_like_tls(buf) => rejected(
-                "the DMZ answered with TLS: its reverse endpoint has [reverse] tls, so this \
-                 service needs tls = { ca = ... } too",
-            ),
-            ReadError::Closed(_) | ReadError::Malformed(_) => {
-                rejected(format!("{e} (from the DMZ)"))
-            }
-        })
-}
-
 /// Resolves the back-end, dials the DMZ, and hands the prepared connection to a worker.
 async fn dial_and_park(service: &ReverseService, index: usize) -> Result<(), DialError> {
-    let target = resolve(&service.target).await.map_err(|detail| DialError {
-        result: DialResult::TargetUnresolved,
-        detail,
-    })?;
+    let target = resolve(&service.target).await?;
     let conn = dial(service).await?;
     service
         .dataplane
         .park_reverse(index, conn, service.backend(target))
-        .map_err(|_| rejected("every worker queue is full"))
+        .map_err(|_| DialError::QueueFull)
 }
 
 /// The back-end's address, looked up for every dial so a DNS change takes effect with the
 /// next prepared connection.
-async fn resolve(target: &HostPort) -> Result<SocketAddr, String> {
+async fn resolve(target: &HostPort) -> Result<SocketAddr, ResolveError> {
     let mut addrs = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
-        .map_err(|e| format!("cannot resolve back-end {target}: {e}"))?;
+        .map_err(|source| ResolveError::Lookup {
+            target: target.clone(),
+            source,
+        })?;
     addrs
         .next()
-        .ok_or_else(|| format!("back-end {target} resolves to no address"))
+        .ok_or_else(|| ResolveError::NoAddress(target.clone()))
 }
 
 /// Connects to the DMZ (and completes TLS when configured), negotiates, sends BIND and waits
@@ -332,54 +387,26 @@ async fn resolve(target: &HostPort) -> Result<SocketAddr, String> {
 async fn dial(service: &ReverseService) -> Result<OwnedConn, DialError> {
     let addr = (service.dmz.host.as_str(), service.dmz.port);
     let connect = tokio::time::timeout(service.connect_timeout, TcpStream::connect(addr)).await;
-    let mut stream = match connect {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(DialError {
-                result: DialResult::ConnectFailed,
-                detail: e.to_string(),
-            })
-        }
-        Err(_) => {
-            return Err(DialError {
-                result: DialResult::ConnectFailed,
-                detail: format!("no answer within {:?}", service.connect_timeout),
-            })
-        }
-    };
+    let mut stream = connect
+        .map_err(|_| DialError::ConnectTimeout(service.connect_timeout))?
+        .map_err(DialError::Connect)?;
     let _ = stream.set_nodelay(true);
-    let into_std = |s: TcpStream| s.into_std().map_err(|e| rejected(e.to_string()));
+    let into_std = |s: TcpStream| s.into_std().map_err(DialError::Socket);
     let Some(tls) = &service.tls else {
-        let buf = negotiate_within(service, &mut stream).await?;
+        let buf = negotiate(service, &mut stream).await?;
         return Ok(OwnedConn::new(into_std(stream)?, buf));
     };
-    let handshake =
-        Handshake::client(tls.config.current(), tls.server_name.clone()).map_err(|e| {
-            tls_failed(format!(
-                "cannot start a TLS session: {}",
-                crate::tls::reason(&e)
-            ))
-        })?;
+    let handshake = Handshake::client(tls.config.current(), tls.server_name.clone())
+        .map_err(DialError::TlsStart)?;
     let handshake = tokio::time::timeout(
         service.connect_timeout,
         tls_stream::handshake(stream, handshake),
     );
-    let mut stream = match handshake.await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(tls_failed(format!(
-                "TLS handshake with the DMZ failed: {}",
-                crate::tls::io_reason(&e)
-            )))
-        }
-        Err(_) => {
-            return Err(tls_failed(format!(
-                "TLS handshake with the DMZ took longer than {:?}",
-                service.connect_timeout
-            )))
-        }
-    };
-    let mut buf = negotiate_within(service, &mut stream).await?;
+    let mut stream = handshake
+        .await
+        .map_err(|_| DialError::TlsTimeout(service.connect_timeout))?
+        .map_err(DialError::TlsHandshake)?;
+    let mut buf = negotiate(service, &mut stream).await?;
     let (tcp, mut session) = stream.into_parts();
     // Plaintext already decrypted (the second reply, if the DMZ paired this leg at once)
     // belongs after the first reply: move it into the hand-off's leftover bytes, where the
@@ -393,20 +420,9 @@ async fn dial(service: &ReverseService) -> Result<OwnedConn, DialError> {
     Ok(OwnedConn::new(into_std(tcp)?, buf).with_tls(session))
 }
 
-/// `negotiate` within the service's `connect_timeout`.
-async fn negotiate_within<S: AsyncRead + AsyncWrite + Unpin>(
-    service: &ReverseService,
-    stream: &mut S,
-) -> Result<Vec<u8>, DialError> {
-    match tokio::time::timeout(service.connect_timeout, negotiate(service, stream)).await {
-        Ok(result) => result,
-        Err(_) => Err(rejected(format!(
-            "SOCKS5 negotiation took longer than {:?}",
-            service.connect_timeout
-        ))),
-    }
-}
-
+/// Runs the client machine (greeting, user/password, BIND in one write; method choice, auth
+/// status, first reply) within the service's `connect_timeout`. Returns the bytes read after
+/// the first reply (maybe the second reply already): the parked leg's.
 async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     service: &ReverseService,
     stream: &mut S,
@@ -415,64 +431,14 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         user: c.user.as_bytes().to_vec(),
         password: c.password.expose().as_bytes().to_vec(),
     });
-    let mut out = Vec::with_capacity(600);
-    let method = if creds.is_some() {
-        Method::UserPass
-    } else {
-        Method::NoAuth
-    };
-    socks5::encode_greeting(&[method], &mut out);
-    // Pipelined: the whole request goes out before the method choice comes back, which
-    // saves round trips; the server reads it in order.
-    if let Some(creds) = &creds {
-        socks5::encode_userpass(creds, &mut out).map_err(|e| rejected(e.to_string()))?;
-    }
-    let host = Host::Domain(service.bind_name.clone());
-    socks5::encode_request(Command::Bind, &host, 0, &mut out)
-        .map_err(|e| rejected(e.to_string()))?;
-    stream.write_all(&out).await.map_err(|e| write_failed(&e))?;
-    // Over TLS the records may still sit in rustls after write_all.
-    stream.flush().await.map_err(|e| write_failed(&e))?;
-
+    let failed = |e| DialError::socks(e, service.connect_timeout);
+    let deadline = Instant::now() + service.connect_timeout;
+    let mut session = BindClient::new(&service.bind_name, creds.as_ref(), deadline)
+        .map_err(|e| failed(SessionError::Session(e)))?;
     let mut buf = Vec::with_capacity(64);
-    let chosen = read_message(
-        stream,
-        &mut buf,
-        socks5::parse_method_choice,
-        "method choice",
-    )
-    .await?;
-    if chosen != method.to_byte() {
-        return Err(rejected(format!(
-            "DMZ refused authentication method {:#04x} (answered {chosen:#04x})",
-            method.to_byte()
-        )));
-    }
-    if creds.is_some() {
-        let ok = read_message(
-            stream,
-            &mut buf,
-            socks5::parse_userpass_status,
-            "auth status",
-        )
-        .await?;
-        if !ok {
-            return Err(rejected("DMZ rejected the user/password"));
-        }
-    }
-    let first = read_message(stream, &mut buf, socks5::parse_reply, "first BIND reply").await?;
-    if first.rep != socks5::rep::SUCCEEDED {
-        return Err(rejected(format!(
-            "DMZ refused BIND for {:?} (REP {:#04x}{})",
-            service.bind_name,
-            first.rep,
-            if first.rep == socks5::rep::NOT_ALLOWED {
-                ": unknown service or not allowed"
-            } else {
-                ""
-            }
-        )));
-    }
+    socks_io::drive(stream, &mut session, &mut buf)
+        .await
+        .map_err(failed)?;
     Ok(buf)
 }
 
@@ -489,5 +455,87 @@ mod tests {
         assert_eq!(b.step().as_millis(), 100);
         let mut tiny = Backoff::new(Duration::from_millis(50));
         assert_eq!(tiny.step().as_millis(), 50);
+    }
+
+    #[test]
+    fn dial_errors_keep_their_log_lines_and_results() {
+        use sallyport_dataplane::wire::bind::Message;
+        let secs = Duration::from_secs(2);
+        let socks = |e| DialError::socks(e, secs);
+        let cases = [
+            (
+                socks(SessionError::Session(ClientError::Timeout {
+                    waiting: Message::FirstReply,
+                })),
+                "rejected",
+                "SOCKS5 negotiation took longer than 2s".to_string(),
+            ),
+            (
+                socks(SessionError::Closed(Message::MethodChoice)),
+                "rejected",
+                "peer closed before the SOCKS5 method choice was complete (from the DMZ)".into(),
+            ),
+            (
+                socks(SessionError::Session(ClientError::TooLong(
+                    Message::FirstReply,
+                ))),
+                "rejected",
+                "SOCKS5 first BIND reply too long (from the DMZ)".into(),
+            ),
+            (
+                socks(SessionError::Session(ClientError::BindRefused {
+                    bind_name: "echo".into(),
+                    rep: 2,
+                })),
+                "rejected",
+                "DMZ refused BIND for \"echo\" (REP 0x02: unknown service or not allowed)".into(),
+            ),
+            (
+                socks(SessionError::Session(ClientError::TlsSpoken)),
+                "rejected",
+                ClientError::TlsSpoken.to_string(),
+            ),
+            (
+                socks(SessionError::Write(std::io::ErrorKind::BrokenPipe.into())),
+                "rejected",
+                format!(
+                    "write failed: {}",
+                    std::io::Error::from(std::io::ErrorKind::BrokenPipe)
+                ),
+            ),
+            (
+                socks(SessionError::Tls(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    rustls::Error::DecryptError,
+                ))),
+                "tls_failed",
+                format!(
+                    "TLS with the DMZ failed: {}",
+                    crate::tls::reason(&rustls::Error::DecryptError)
+                ),
+            ),
+            (
+                DialError::ConnectTimeout(secs),
+                "connect_failed",
+                "no answer within 2s".into(),
+            ),
+            (
+                DialError::TlsTimeout(secs),
+                "tls_failed",
+                "TLS handshake with the DMZ took longer than 2s".into(),
+            ),
+            (
+                DialError::Resolve(ResolveError::NoAddress(HostPort {
+                    host: "db.internal".into(),
+                    port: 5432,
+                })),
+                "target_unresolved",
+                "back-end db.internal:5432 resolves to no address".into(),
+            ),
+        ];
+        for (e, result, line) in cases {
+            assert_eq!(e.result().label(), result, "{e:?}");
+            assert_eq!(e.to_string(), line);
+        }
     }
 }
