@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use std::sync::Arc;
 
-use sallyport_dataplane::metrics::{names, CloseReason, RefusalReason, Snapshot};
+use sallyport_dataplane::metrics::{names, Outcome, RefusalReason, Snapshot};
 use sallyport_dataplane::Dataplane;
 use serde_json::{json, Map, Value};
 
@@ -221,15 +221,32 @@ pub fn to_json(
         .zip(&control.handshake_failures)
         .map(|(r, n)| (r.label().to_string(), json!(load(n))))
         .collect();
-    let closes: Map<String, Value> = CloseReason::ALL
+    let closes: Map<String, Value> = Outcome::ALL
         .iter()
         .zip(snap.closes)
         .map(|(r, n)| (r.label().to_string(), json!(n)))
         .collect();
+    let close_reasons: Vec<Value> = snap
+        .close_reasons
+        .iter()
+        .map(|(r, n)| {
+            json!({
+                "reason": r.reason.label(),
+                "side": r.side_label(),
+                "errno": r.errno.label(),
+                "count": n,
+            })
+        })
+        .collect();
     json!({
         "workers": workers,
         "services": per_service,
-        "tunnels": { "active": snap.tunnels_active, "total": snap.tunnels_total, "closes": closes },
+        "tunnels": {
+            "active": snap.tunnels_active,
+            "total": snap.tunnels_total,
+            "closes": closes,
+            "close_reasons": close_reasons,
+        },
         "bytes": { "upstream": snap.bytes_upstream, "downstream": snap.bytes_downstream },
         "handshake_failures": failures,
         "prepared_accepted": load(&control.prepared_accepted),
@@ -480,8 +497,21 @@ pub fn to_prometheus(
         "counter",
         "Tunnels closed, by reason.",
     );
-    for (reason, n) in CloseReason::ALL.iter().zip(snap.closes) {
+    for (reason, n) in Outcome::ALL.iter().zip(snap.closes) {
         p.sample(names::TUNNEL_CLOSES, &[("reason", reason.label())], n);
+    }
+    p.family(
+        names::TUNNEL_CLOSE_REASONS,
+        "counter",
+        "Tunnels closed, by what ended them, on which leg, with which errno (only those seen).",
+    );
+    for (r, n) in &snap.close_reasons {
+        let labels = [
+            ("reason", r.reason.label()),
+            ("side", r.side_label()),
+            ("errno", r.errno.label()),
+        ];
+        p.sample(names::TUNNEL_CLOSE_REASONS, &labels, n);
     }
     p.family(
         names::BYTES,

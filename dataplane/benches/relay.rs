@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sallyport_dataplane::leg::Leg;
-use sallyport_dataplane::metrics::WorkerStats;
+use sallyport_dataplane::metrics::{Side, WorkerStats};
 use sallyport_dataplane::relay::{Engine, Tunnel, TunnelState};
 use sallyport_dataplane::{pipe, prepare_stream, StreamOptions};
 
@@ -75,8 +75,8 @@ fn transfer(splice: bool, msg: usize) -> Duration {
         got
     });
     loop {
-        let up = tunnel.on_ready(0, None, &stats).expect("relay");
-        let down = tunnel.on_ready(1, None, &stats).expect("relay");
+        let up = tunnel.on_ready(Side::Client, None, &stats).expect("relay");
+        let down = tunnel.on_ready(Side::Target, None, &stats).expect("relay");
         if up == TunnelState::Finished || down == TunnelState::Finished {
             break;
         }

@@ -72,21 +72,21 @@ impl Dataplane {
         let workers = config.workers.max(1);
         // Services on the same non-zero address that all speak WebSocket share one listener
         // and are told apart by request path; every other service has a listener of its own.
-        let mut groups: Vec<(SocketAddr, Vec<usize>)> = Vec::new();
+        let mut groups: Vec<(SocketAddr, Vec<PublicIndex>)> = Vec::new();
         for (i, service) in config.services.iter().enumerate() {
             let shared = service.ws.is_some() && service.listen.port() != 0;
             match groups.iter_mut().find(|(addr, members)| {
-                shared && *addr == service.listen && config.services[members[0]].ws.is_some()
+                shared && *addr == service.listen && config.services[members[0].0].ws.is_some()
             }) {
-                Some((_, members)) => members.push(i),
-                None => groups.push((service.listen, vec![i])),
+                Some((_, members)) => members.push(PublicIndex(i)),
+                None => groups.push((service.listen, vec![PublicIndex(i)])),
             }
         }
         // listeners[w][g]: worker w's listener for group g.
         let mut listeners: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = vec![SocketAddr::from(([0, 0, 0, 0], 0)); config.services.len()];
         for (listen, members) in &groups {
-            let service = &config.services[members[0]];
+            let service = &config.services[members[0].0];
             let listen_err = |source| StartError::Listen {
                 service: service.name.clone(),
                 addr: *listen,
@@ -100,10 +100,11 @@ impl Dataplane {
                 per_worker.push(sys::reuseport_listener(bound).map_err(listen_err)?);
             }
             for &m in members {
-                addrs[m] = bound;
+                addrs[m.0] = bound;
             }
         }
-        let groups: Vec<Vec<usize>> = groups.into_iter().map(|(_, members)| members).collect();
+        let groups: Vec<Vec<PublicIndex>> =
+            groups.into_iter().map(|(_, members)| members).collect();
         if config.services.iter().any(|s| s.tls.is_some()) {
             // The seam for kTLS is `tls::Session` (traffic keys and sequence numbers); until the
             // hand-over to the kernel is written, say what runs.
@@ -200,7 +201,7 @@ impl Dataplane {
     }
 
     /// Parks a prepared connection (first BIND reply already sent) for public service
-    /// `service` on the worker that needs it most: one with clients waiting, else the one with
+    /// `service` (a [`PublicIndex`]'s number: the index in [`DataplaneConfig::services`]) on the worker that needs it most: one with clients waiting, else the one with
     /// the fewest parked. Gives the connection back when every queue is full.
     pub fn park(&self, service: usize, conn: OwnedConn) -> Result<(), OwnedConn> {
         let load = |p: &Peer| {
@@ -211,7 +212,10 @@ impl Dataplane {
         };
         let mut order: Vec<usize> = (0..self.peers.len()).collect();
         order.sort_by_key(|&i| load(&self.peers[i]));
-        let mut msg = Msg::Prepared { service, conn };
+        let mut msg = Msg::Prepared {
+            service: PublicIndex(service),
+            conn,
+        };
         for i in order {
             match self.peers[i].send(msg) {
                 Ok(()) => return Ok(()),
@@ -224,8 +228,9 @@ impl Dataplane {
         }
     }
 
-    /// Internal side: parks a reverse leg (first BIND reply received; `conn.leftover` holds
-    /// whatever was read after it) on the next worker in turn. When the DMZ sends the second
+    /// Internal side: parks a reverse leg of reverse pool `service` (a [`ReverseIndex`]'s
+    /// number, given back in [`ReverseEvent::service`]; `conn.leftover` holds whatever was read
+    /// after the first BIND reply) on the next worker in turn. When the DMZ sends the second
     /// reply the worker connects to the back-end (`upstream`: TCP, with TLS and/or a WebSocket
     /// upgrade when set) and relays; the outcome is reported through
     /// [`DataplaneConfig::reverse_events`]. Gives the connection back when every queue is full.
@@ -238,7 +243,7 @@ impl Dataplane {
         let n = self.peers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut msg = Msg::Reverse(Box::new(ReverseHandoff {
-            service,
+            service: ReverseIndex(service),
             conn,
             upstream,
         }));

@@ -19,6 +19,8 @@ pub mod names {
     pub const PREPARED_LOST: &str = "sallyport_prepared_lost_total";
     pub const PREPARED_STOLEN: &str = "sallyport_prepared_stolen_total";
     pub const TUNNEL_CLOSES: &str = "sallyport_tunnel_closes_total";
+    /// Tunnel closes by reason, side and errno (finer than [`TUNNEL_CLOSES`]).
+    pub const TUNNEL_CLOSE_REASONS: &str = "sallyport_tunnel_close_reasons_total";
     pub const SPLICE_FALLBACKS: &str = "sallyport_splice_fallbacks_total";
     pub const HANDSHAKE_FAILURES: &str = "sallyport_handshake_failures_total";
     pub const TLS_FAILURES: &str = "sallyport_public_tls_failures_total";
@@ -29,19 +31,20 @@ pub mod names {
     pub const RECONNECTS: &str = "sallyport_reverse_dials_total";
 }
 
-/// Why a tunnel ended. Labels for `sallyport_tunnel_closes_total`.
+/// The coarse outcome of a tunnel: labels (`reason`) of `sallyport_tunnel_closes_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
+pub enum Outcome {
     /// Both directions finished with EOF, every byte delivered.
     Completed,
-    /// A read or write failed (reset, broken pipe); the other side was reset too.
+    /// A leg failed (reset, broken pipe, a TLS or WebSocket error, a silent peer); the other
+    /// side was reset too.
     Error,
     /// The worker shut down with the tunnel open.
     Shutdown,
 }
 
-impl CloseReason {
-    pub const ALL: [CloseReason; 3] = [Self::Completed, Self::Error, Self::Shutdown];
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Self::Completed, Self::Error, Self::Shutdown];
     pub fn label(self) -> &'static str {
         match self {
             Self::Completed => "completed",
@@ -49,8 +52,211 @@ impl CloseReason {
             Self::Shutdown => "shutdown",
         }
     }
-    fn index(self) -> usize {
+}
+
+/// One leg of a tunnel: the one facing the client (the public client at the DMZ, the DMZ leg
+/// at the internal side) or the one facing the target (the prepared connection at the DMZ,
+/// the back-end at the internal side). STYLE's third side, `Internal` (the gateway itself),
+/// is a [`CloseReason`] without a side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Target,
+}
+
+impl Side {
+    pub const ALL: [Side; 2] = [Self::Client, Self::Target];
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Target => "target",
+        }
+    }
+    /// The other leg.
+    pub fn peer(self) -> Side {
+        match self {
+            Self::Client => Self::Target,
+            Self::Target => Self::Client,
+        }
+    }
+    /// 0 for the client leg, 1 for the target leg (the order of a tunnel's legs).
+    pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// What ended a tunnel, finer than [`Outcome`]: label `reason` of
+/// `sallyport_tunnel_close_reasons_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Both directions finished with EOF, every byte delivered.
+    Completed,
+    /// A socket read or write failed (the errno says how).
+    Io,
+    /// A WebSocket peer answered no keepalive ping.
+    Keepalive,
+    /// The ring could not watch a leg (arming its poll failed).
+    Poll,
+    /// The peer broke the protocol of the leg: a TLS error or alert, a WebSocket protocol
+    /// error, a refused or missing upgrade.
+    Protocol,
+    /// The worker shut down with the tunnel open.
+    Shutdown,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Self::Completed,
+        Self::Io,
+        Self::Keepalive,
+        Self::Poll,
+        Self::Protocol,
+        Self::Shutdown,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Io => "io",
+            Self::Keepalive => "keepalive",
+            Self::Poll => "poll",
+            Self::Protocol => "protocol",
+            Self::Shutdown => "shutdown",
+        }
+    }
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Self::Completed => Outcome::Completed,
+            Self::Shutdown => Outcome::Shutdown,
+            Self::Io | Self::Keepalive | Self::Poll | Self::Protocol => Outcome::Error,
+        }
+    }
+}
+
+/// The errno of a failed socket operation, as a metric label: the ones a relay meets, the
+/// rest as `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Errno {
+    ConnAborted,
+    ConnRefused,
+    ConnReset,
+    HostUnreach,
+    NetUnreach,
+    /// No errno: the failure was not a system call's (or nothing failed).
+    None,
+    Other,
+    Pipe,
+    TimedOut,
+}
+
+impl Errno {
+    pub const ALL: [Errno; 9] = [
+        Self::ConnAborted,
+        Self::ConnRefused,
+        Self::ConnReset,
+        Self::HostUnreach,
+        Self::NetUnreach,
+        Self::None,
+        Self::Other,
+        Self::Pipe,
+        Self::TimedOut,
+    ];
+    pub fn from_raw(errno: Option<i32>) -> Errno {
+        match errno {
+            None => Self::None,
+            Some(libc::ECONNABORTED) => Self::ConnAborted,
+            Some(libc::ECONNREFUSED) => Self::ConnRefused,
+            Some(libc::ECONNRESET) => Self::ConnReset,
+            Some(libc::EHOSTUNREACH) => Self::HostUnreach,
+            Some(libc::ENETUNREACH) => Self::NetUnreach,
+            Some(libc::EPIPE) => Self::Pipe,
+            Some(libc::ETIMEDOUT) => Self::TimedOut,
+            Some(_) => Self::Other,
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ConnAborted => "econnaborted",
+            Self::ConnRefused => "econnrefused",
+            Self::ConnReset => "econnreset",
+            Self::HostUnreach => "ehostunreach",
+            Self::NetUnreach => "enetunreach",
+            Self::None => "none",
+            Self::Other => "other",
+            Self::Pipe => "epipe",
+            Self::TimedOut => "etimedout",
+        }
+    }
+}
+
+/// Why one tunnel ended: what happened, on which leg (`None`: no leg's doing, e.g. completed
+/// or shut down), with which errno. Small and `Copy`, made on the relay's error path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    pub reason: Reason,
+    pub side: Option<Side>,
+    pub errno: Errno,
+}
+
+impl CloseReason {
+    pub const COMPLETED: CloseReason = CloseReason::without_side(Reason::Completed);
+    pub const SHUTDOWN: CloseReason = CloseReason::without_side(Reason::Shutdown);
+    /// How many distinct values there are (the size of a per-reason counter table).
+    pub const COUNT: usize = Reason::ALL.len() * (Side::ALL.len() + 1) * Errno::ALL.len();
+
+    pub const fn without_side(reason: Reason) -> CloseReason {
+        CloseReason {
+            reason,
+            side: None,
+            errno: Errno::None,
+        }
+    }
+
+    /// A failure on leg `side`: `reason`, with the errno of `error` if it has one.
+    pub fn failed(reason: Reason, side: Side, error: &std::io::Error) -> CloseReason {
+        CloseReason {
+            reason,
+            side: Some(side),
+            errno: Errno::from_raw(error.raw_os_error()),
+        }
+    }
+
+    pub fn outcome(self) -> Outcome {
+        self.reason.outcome()
+    }
+
+    /// The `side` label: the leg's, or `none`.
+    pub fn side_label(self) -> &'static str {
+        self.side.map_or("none", Side::label)
+    }
+
+    /// Position in a counter table of [`CloseReason::COUNT`] entries.
+    pub fn index(self) -> usize {
+        let side = self.side.map_or(0, |s| s.index() + 1);
+        let errno = Errno::ALL
+            .iter()
+            .position(|e| *e == self.errno)
+            .unwrap_or(0);
+        let reason = Reason::ALL
+            .iter()
+            .position(|r| *r == self.reason)
+            .unwrap_or(0);
+        (reason * (Side::ALL.len() + 1) + side) * Errno::ALL.len() + errno
+    }
+
+    /// The value at `index` (inverse of [`CloseReason::index`]).
+    pub fn from_index(index: usize) -> Option<CloseReason> {
+        let errno = *Errno::ALL.get(index % Errno::ALL.len())?;
+        let rest = index / Errno::ALL.len();
+        let side = match rest % (Side::ALL.len() + 1) {
+            0 => None,
+            s => Some(Side::ALL[s - 1]),
+        };
+        let reason = *Reason::ALL.get(rest / (Side::ALL.len() + 1))?;
+        Some(CloseReason {
+            reason,
+            side,
+            errno,
+        })
     }
 }
 
@@ -115,7 +321,8 @@ pub struct WorkerStats {
     pub tunnels_total: AtomicU64,
     pub bytes_upstream: AtomicU64,
     pub bytes_downstream: AtomicU64,
-    pub closes: [AtomicU64; 3],
+    /// Indexed by [`CloseReason::index`].
+    pub closes: Box<[AtomicU64]>,
     pub splice_fallbacks: AtomicU64,
 }
 
@@ -127,7 +334,7 @@ impl WorkerStats {
             tunnels_total: AtomicU64::new(0),
             bytes_upstream: AtomicU64::new(0),
             bytes_downstream: AtomicU64::new(0),
-            closes: Default::default(),
+            closes: (0..CloseReason::COUNT).map(|_| AtomicU64::new(0)).collect(),
             splice_fallbacks: AtomicU64::new(0),
         }
     }
@@ -147,7 +354,9 @@ impl WorkerStats {
 
     pub fn tunnel_closed(&self, reason: CloseReason) {
         self.tunnels_active.fetch_sub(1, Ordering::Relaxed);
-        self.closes[reason.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = self.closes.get(reason.index()) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn refused(&self, service: usize, reason: RefusalReason) {
@@ -179,8 +388,10 @@ pub struct Snapshot {
     pub tunnels_total: u64,
     pub bytes_upstream: u64,
     pub bytes_downstream: u64,
-    /// Indexed like [`CloseReason::ALL`].
+    /// Indexed like [`Outcome::ALL`].
     pub closes: [u64; 3],
+    /// Every close reason counted at least once, in [`CloseReason::index`] order.
+    pub close_reasons: Vec<(CloseReason, u64)>,
     pub splice_fallbacks: u64,
 }
 
@@ -195,6 +406,7 @@ impl Snapshot {
             services: vec![ServiceSnapshot::default(); services],
             ..Snapshot::default()
         };
+        let mut closes = vec![0u64; CloseReason::COUNT];
         for w in workers {
             for (total, s) in snap.services.iter_mut().zip(&w.services) {
                 total.prepared += s.prepared.load(Ordering::Relaxed);
@@ -214,10 +426,18 @@ impl Snapshot {
             snap.tunnels_total += load(&w.tunnels_total);
             snap.bytes_upstream += load(&w.bytes_upstream);
             snap.bytes_downstream += load(&w.bytes_downstream);
-            for (t, c) in snap.closes.iter_mut().zip(&w.closes) {
+            for (t, c) in closes.iter_mut().zip(w.closes.iter()) {
                 *t += load(c);
             }
             snap.splice_fallbacks += load(&w.splice_fallbacks);
+        }
+        for (index, n) in closes.into_iter().enumerate() {
+            let Some(reason) = CloseReason::from_index(index).filter(|_| n > 0) else {
+                continue;
+            };
+            let outcome = Outcome::ALL.iter().position(|o| *o == reason.outcome());
+            snap.closes[outcome.unwrap_or(0)] += n;
+            snap.close_reasons.push((reason, n));
         }
         snap
     }
@@ -235,7 +455,7 @@ mod tests {
         b.services[1].prepared.fetch_add(2, Ordering::Relaxed);
         a.tunnel_opened();
         b.tunnel_opened();
-        b.tunnel_closed(CloseReason::Completed);
+        b.tunnel_closed(CloseReason::COMPLETED);
         a.add_bytes(Direction::Upstream, 10);
         b.add_bytes(Direction::Downstream, 7);
         b.refused(0, RefusalReason::NoPrepared);
@@ -246,5 +466,21 @@ mod tests {
         assert_eq!(s.tunnels_total, 2);
         assert_eq!((s.bytes_upstream, s.bytes_downstream), (10, 7));
         assert_eq!(s.closes, [1, 0, 0]);
+        assert_eq!(s.close_reasons, vec![(CloseReason::COMPLETED, 1)]);
+    }
+
+    #[test]
+    fn close_reasons_index_round_trip() {
+        for index in 0..CloseReason::COUNT {
+            let reason = CloseReason::from_index(index).expect("in range");
+            assert_eq!(reason.index(), index);
+        }
+        assert_eq!(CloseReason::from_index(CloseReason::COUNT), None);
+        let reset = std::io::Error::from_raw_os_error(libc::ECONNRESET);
+        let r = CloseReason::failed(Reason::Io, Side::Target, &reset);
+        assert_eq!(
+            (r.errno, r.side_label(), r.outcome()),
+            (Errno::ConnReset, "target", Outcome::Error)
+        );
     }
 }

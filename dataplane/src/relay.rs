@@ -1,7 +1,7 @@
 //! The relay engine: moves a tunnel's bytes between its two legs after readiness events.
 //!
-//! A [`Tunnel`] has two legs and two [`Flow`]s (leg 0 → leg 1 is upstream, toward the
-//! back-end; leg 1 → leg 0 is downstream). Each flow first writes its prefix (bytes that
+//! A [`Tunnel`] has two legs, [`Side::Client`] and [`Side::Target`], and two [`Flow`]s (client →
+//! target is upstream, toward the back-end; target → client is downstream). Each flow first writes its prefix (bytes that
 //! belong on the wire before any relayed byte: a SOCKS reply, or bytes read past a handshake),
 //! then moves bytes with splice(2) through its own pipe (plain legs), or through a pooled
 //! buffer when no pipe could be had or a leg speaks TLS (see `leg`). Half-close: EOF on a flow's source, once its pipe or
@@ -10,14 +10,15 @@
 //! peer's reads and memory per tunnel is bounded by two pipes or two buffers.
 //!
 //! This module does no waiting and knows nothing of io_uring: the worker calls
-//! [`Tunnel::on_ready`] with the poll bits of a leg and acts on the returned state.
+//! [`Tunnel::on_ready`] with the poll bits of a leg and acts on the returned state; a failure
+//! comes back as a [`CloseReason`] naming the leg, what went wrong and the errno.
 //! See `LIFECYCLE.md` beside this file.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use crate::leg::Leg;
-use crate::metrics::{Direction, WorkerStats};
+use crate::leg::{Leg, WsLegError};
+use crate::metrics::{CloseReason, Direction, Reason, Side, WorkerStats};
 use crate::sys::{self, Pipe};
 
 /// Where a flow keeps bytes between reading and writing them.
@@ -56,6 +57,8 @@ impl Engine {
 
 /// One direction of a tunnel.
 pub struct Flow {
+    /// The leg this flow reads from; it writes to the other.
+    src: Side,
     dir: Direction,
     prefix: Vec<u8>,
     prefix_sent: usize,
@@ -71,12 +74,31 @@ fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
+/// Why a leg's operation failed, as a close reason: a peer that stopped answering pings, a
+/// protocol broken on the leg (TLS, WebSocket), or a socket error.
+pub fn close_reason(side: Side, error: &io::Error) -> CloseReason {
+    let ws = error.get_ref().and_then(|e| e.downcast_ref::<WsLegError>());
+    let reason = match (ws, error.kind()) {
+        (Some(WsLegError::KeepaliveTimeout), _) => Reason::Keepalive,
+        (Some(_), _) => Reason::Protocol,
+        (None, _) if error.raw_os_error().is_some() => Reason::Io,
+        (None, io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof) => Reason::Protocol,
+        (None, _) => Reason::Io,
+    };
+    CloseReason::failed(reason, side, error)
+}
+
 impl Flow {
-    fn new(dir: Direction, prefix: Vec<u8>, engine: Engine) -> Flow {
+    fn new(src: Side, prefix: Vec<u8>, engine: Engine) -> Flow {
+        let dir = match src {
+            Side::Client => Direction::Upstream,
+            Side::Target => Direction::Downstream,
+        };
         // A prefix is owed to the destination before anything is read: the first POLLOUT on
         // the destination must pump this flow even if its source stays silent.
         let blocked_on_write = !prefix.is_empty();
         Flow {
+            src,
             dir,
             prefix,
             prefix_sent: 0,
@@ -169,27 +191,40 @@ impl Flow {
         }
     }
 
-    /// Moves bytes until the source is empty or the destination is full.
-    fn pump(&mut self, src: &mut Leg, dst: &mut Leg, stats: &WorkerStats) -> io::Result<()> {
+    /// Moves bytes until the source is empty or the destination is full; a failure names the
+    /// leg it happened on.
+    fn pump(
+        &mut self,
+        src: &mut Leg,
+        dst: &mut Leg,
+        stats: &WorkerStats,
+    ) -> Result<(), CloseReason> {
+        let (src_side, dst_side) = (self.src, self.src.peer());
         if self.shut {
             return Ok(());
         }
         loop {
-            if !self.flush(dst, stats)? {
+            let flushed = self
+                .flush(dst, stats)
+                .map_err(|e| close_reason(dst_side, &e))?;
+            if !flushed {
                 self.blocked_on_write = true;
                 return Ok(());
             }
             self.blocked_on_write = false;
             if self.src_eof {
                 // Everything read has been delivered: propagate the half-close.
-                if dst.shutdown_write()? {
+                if dst
+                    .shutdown_write()
+                    .map_err(|e| close_reason(dst_side, &e))?
+                {
                     self.shut = true;
                 } else {
                     self.blocked_on_write = true;
                 }
                 return Ok(());
             }
-            if !self.fill(src)? {
+            if !self.fill(src).map_err(|e| close_reason(src_side, &e))? {
                 return Ok(());
             }
         }
@@ -212,8 +247,9 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    /// `legs[0]` faces the client side (its bytes go upstream), `legs[1]` the back-end side.
-    /// `prefixes[i]` is written to the destination of flow `i` before anything it relays.
+    /// `legs[0]` is the [`Side::Client`] leg (its bytes go upstream), `legs[1]` the
+    /// [`Side::Target`] leg. `prefixes[0]` is written to the target before anything relayed
+    /// upstream, `prefixes[1]` to the client before anything relayed downstream.
     /// A TLS leg needs buffer engines on both flows (the worker chooses them).
     pub fn new(legs: [Leg; 2], prefixes: [Vec<u8>; 2], engines: [Engine; 2]) -> Tunnel {
         let [up_prefix, down_prefix] = prefixes;
@@ -221,51 +257,58 @@ impl Tunnel {
         Tunnel {
             legs,
             flows: [
-                Flow::new(Direction::Upstream, up_prefix, up_engine),
-                Flow::new(Direction::Downstream, down_prefix, down_engine),
+                Flow::new(Side::Client, up_prefix, up_engine),
+                Flow::new(Side::Target, down_prefix, down_engine),
             ],
         }
     }
 
-    pub fn leg(&self, i: usize) -> BorrowedFd<'_> {
-        self.legs[i].fd()
+    pub fn leg(&self, side: Side) -> BorrowedFd<'_> {
+        self.legs[side.index()].fd()
     }
 
-    fn pump_flow(&mut self, i: usize, stats: &WorkerStats) -> io::Result<()> {
-        let [leg0, leg1] = &mut self.legs;
-        let (src, dst) = if i == 0 { (leg0, leg1) } else { (leg1, leg0) };
-        self.flows[i].pump(src, dst, stats)
+    /// Runs the flow that reads from `src`.
+    fn pump_flow(&mut self, src: Side, stats: &WorkerStats) -> Result<(), CloseReason> {
+        let [client, target] = &mut self.legs;
+        let (from, to) = match src {
+            Side::Client => (client, target),
+            Side::Target => (target, client),
+        };
+        self.flows[src.index()].pump(from, to, stats)
     }
 
-    /// Handles poll bits `revents` reported on leg `leg` (`None`: pump everything, e.g. on
+    /// Handles poll bits `revents` reported on leg `side` (`None`: pump everything, e.g. on
     /// the first arming). An error means a leg failed: the caller resets both.
     pub fn on_ready(
         &mut self,
-        leg: usize,
+        side: Side,
         revents: Option<u32>,
         stats: &WorkerStats,
-    ) -> io::Result<TunnelState> {
+    ) -> Result<TunnelState, CloseReason> {
         let all = revents.is_none();
         let bits = revents.unwrap_or(0);
         let readable = all || bits & !sys::POLLOUT != 0;
         let writable = all || bits & !sys::POLLIN != 0;
         // Readable leg: the flow it feeds. Writable leg: the flow that writes into it, but
         // only when that flow is waiting for room (a socket is nearly always writable).
-        let other = 1 - leg;
+        let other = side.peer();
+        let leg = side.index();
         if readable {
-            self.pump_flow(leg, stats)?;
+            self.pump_flow(side, stats)?;
             // Reading a TLS or WebSocket leg can unblock writes into it (a handshake finished,
             // the 101 came back) without any POLLOUT: a data wake-up reports POLLIN only.
-            if self.legs[leg].needs_userspace() && self.flows[other].blocked_on_write {
+            if self.legs[leg].needs_userspace() && self.flows[other.index()].blocked_on_write {
                 self.pump_flow(other, stats)?;
             }
         }
         if writable {
             // TLS records of the leg's own (handshake, key update answers) go out first.
             if self.legs[leg].wants_write() {
-                self.legs[leg].flush_tls()?;
+                self.legs[leg]
+                    .flush_tls()
+                    .map_err(|e| close_reason(side, &e))?;
             }
-            if all || self.flows[other].blocked_on_write {
+            if all || self.flows[other.index()].blocked_on_write {
                 self.pump_flow(other, stats)?;
             }
         }
@@ -278,10 +321,13 @@ impl Tunnel {
 
     /// Runs both legs' WebSocket keepalive (see [`Leg::keepalive`]); the next time to look, or
     /// `None` when neither leg has one. An error means a peer stopped answering.
-    pub fn keepalive(&mut self, now: std::time::Instant) -> io::Result<Option<std::time::Instant>> {
+    pub fn keepalive(
+        &mut self,
+        now: std::time::Instant,
+    ) -> Result<Option<std::time::Instant>, CloseReason> {
         let mut next = None;
-        for leg in &mut self.legs {
-            if let Some(at) = leg.keepalive(now)? {
+        for (leg, side) in self.legs.iter_mut().zip(Side::ALL) {
+            if let Some(at) = leg.keepalive(now).map_err(|e| close_reason(side, &e))? {
                 next = Some(next.map_or(at, |n: std::time::Instant| n.min(at)));
             }
         }
@@ -347,8 +393,8 @@ mod tests {
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let s0 = tunnel.on_ready(0, None, &stats).unwrap();
-            let s1 = tunnel.on_ready(1, None, &stats).unwrap();
+            let s0 = tunnel.on_ready(Side::Client, None, &stats).unwrap();
+            let s1 = tunnel.on_ready(Side::Target, None, &stats).unwrap();
             if s0 == TunnelState::Finished || s1 == TunnelState::Finished {
                 break;
             }
@@ -390,6 +436,8 @@ mod tests {
             [Vec::new(), Vec::new()],
             [engine(true), engine(true)],
         );
-        assert!(tunnel.on_ready(0, None, &stats).is_err());
+        let reason = tunnel.on_ready(Side::Client, None, &stats).unwrap_err();
+        assert_eq!(reason.side, Some(Side::Client), "{reason:?}");
+        assert_eq!(reason.reason, Reason::Io, "{reason:?}");
     }
 }

@@ -1,31 +1,72 @@
-//! Connecting a tunnel's back-end leg without blocking: the internal side after the DMZ pairs
-//! a reverse leg, and (later) forwarding services. The connect completes at once on loopback or
-//! after POLLOUT; a refusal or a missed deadline resets the other leg, so its peer sees the
-//! failure at once instead of a connection that hangs.
+//! Connecting a tunnel's target leg without blocking: the internal side after the DMZ pairs a
+//! reverse leg, and forwarding services for each client. The connect completes at once on
+//! loopback or after POLLOUT; a refusal or a missed deadline resets the other leg, so its peer
+//! sees the failure at once instead of a connection that hangs.
+//!
+//! [`Connecting`] owns both sockets and the bytes owed to the back-end; its handler
+//! [`Connecting::on_writable`] says whether the connect succeeded. This file does not relay.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
-use super::*;
-use crate::handoff::ReverseOutcome;
+use super::slots::occupant;
+use super::{relaxed, Entry, Key, Token, Worker};
+use crate::handoff::{PublicIndex, ReverseIndex, ReverseOutcome};
+use crate::leg::Leg;
+use crate::service::Upstream;
+use crate::sys::{self, Completion};
+
+/// Who asked for an upstream connect, to report its failure.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Origin {
+    /// A forwarding public service.
+    Forward(PublicIndex),
+    /// A reverse leg of the internal side.
+    Reverse(ReverseIndex),
+}
+
+/// A back-end connect in progress, and the leg waiting for it.
+pub(super) struct Connecting {
+    /// The leg waiting for its peer (the paired DMZ leg, or a public client).
+    from: Leg,
+    target: OwnedFd,
+    upstream: Upstream,
+    origin: Origin,
+    /// Client bytes that came with the second reply: the back-end gets them first.
+    leftover: Vec<u8>,
+}
+
+/// How a connect ended.
+enum ConnectStep {
+    Connected,
+    /// Refused or failed, with the errno when there is one.
+    Failed(Option<i32>),
+}
+
+impl Connecting {
+    /// POLLOUT (or an error) on the connecting socket: SO_ERROR tells which.
+    fn on_writable(&self) -> ConnectStep {
+        match sys::socket_error(self.target.as_fd()) {
+            Ok(None) => ConnectStep::Connected,
+            Ok(Some(e)) | Err(e) => ConnectStep::Failed(e.raw_os_error()),
+        }
+    }
+}
 
 impl Worker {
-    pub(super) fn on_connect_event(&mut self, index: u32, gen: u32, c: Completion) {
+    pub(super) fn on_connect_event(&mut self, key: Key, c: Completion) {
         if c.result < 0 {
             return; // Cancelled: the slot has moved on.
         }
-        let Some(Entry::Connecting(conn)) = self.slots.get_mut(index, gen) else {
+        let Some(conn) = occupant!(self.slots, key, Connecting) else {
             return;
         };
-        match sys::socket_error(conn.target.as_fd()) {
-            Ok(None) => {
-                let Some(Entry::Connecting(conn)) = self.slots.remove(index, gen) else {
+        match conn.on_writable() {
+            ConnectStep::Connected => {
+                let Some(Entry::Connecting(conn)) = self.slots.remove(key) else {
                     return;
                 };
-                let _ = self.ring.cancel(
-                    user_data(TAG_CONNECT, gen, index),
-                    user_data(TAG_CANCEL, 0, 0),
-                );
+                self.disarm(Token::Connect(key)).ok();
                 let Connecting {
                     from,
                     target,
@@ -34,21 +75,19 @@ impl Worker {
                     ..
                 } = *conn;
                 let target = target_leg(target, &upstream);
-                self.start_tunnel([from, target], [leftover, Vec::new()]);
+                self.start_tunnel(from, target, leftover);
             }
-            Ok(Some(e)) | Err(e) => self.fail_connect(index, gen, e.raw_os_error()),
+            ConnectStep::Failed(errno) => self.fail_connect(key, errno),
         }
     }
 
-    /// The back-end refused or did not answer: reset the other leg so its peer learns at once.
-    pub(super) fn fail_connect(&mut self, index: u32, gen: u32, errno: Option<i32>) {
-        let Some(Entry::Connecting(conn)) = self.slots.remove(index, gen) else {
+    /// The back-end refused or did not answer (`errno` `None`): reset the other leg so its
+    /// peer learns at once.
+    pub(super) fn fail_connect(&mut self, key: Key, errno: Option<i32>) {
+        let Some(Entry::Connecting(conn)) = self.slots.remove(key) else {
             return;
         };
-        let _ = self.ring.cancel(
-            user_data(TAG_CONNECT, gen, index),
-            user_data(TAG_CANCEL, 0, 0),
-        );
+        self.disarm(Token::Connect(key)).ok();
         self.upstream_failed(conn.from, conn.origin, errno);
     }
 
@@ -57,7 +96,7 @@ impl Worker {
         match origin {
             Origin::Reverse(service) => self.emit(service, ReverseOutcome::BackendFailed { errno }),
             Origin::Forward(service) => {
-                self.stats.services[service]
+                self.service_stats(service)
                     .upstream_failures
                     .fetch_add(1, relaxed());
                 if let Some(also_failed) = self.upstream_log.allow(Instant::now()) {
@@ -67,7 +106,7 @@ impl Worker {
                     );
                     tracing::info!(
                         core = self.id,
-                        service = %self.services[service].name,
+                        service = %self.service(service).name,
                         also_failed,
                         "upstream unreachable ({why}); client reset"
                     );
@@ -89,11 +128,11 @@ impl Worker {
         match sys::connect_nonblocking(upstream.addr) {
             Ok((target, true)) => {
                 let target = target_leg(target, upstream);
-                self.start_tunnel([from, target], [leftover, Vec::new()])
+                self.start_tunnel(from, target, leftover)
             }
             Ok((target, false)) => {
                 let deadline = Instant::now() + upstream.connect_timeout;
-                let raw = target.as_raw_fd();
+                let fd = target.as_raw_fd();
                 let connecting = Box::new(Connecting {
                     from,
                     target,
@@ -101,14 +140,15 @@ impl Worker {
                     origin,
                     leftover,
                 });
-                let (index, gen) = self.slots.insert(Entry::Connecting(connecting));
-                let ud = user_data(TAG_CONNECT, gen, index);
-                if self.ring.poll_multi(raw, sys::POLL_CONNECT, ud).is_err() {
-                    self.fail_connect(index, gen, None);
+                let key = self.slots.insert(Entry::Connecting(connecting));
+                if self
+                    .arm(fd, sys::POLL_CONNECT, Token::Connect(key))
+                    .is_err()
+                {
+                    self.fail_connect(key, None);
                     return;
                 }
-                self.deadlines
-                    .push(std::cmp::Reverse((deadline, index, gen)));
+                self.add_deadline(deadline, key);
             }
             Err(e) => self.upstream_failed(from, origin, e.raw_os_error()),
         }
@@ -127,7 +167,7 @@ fn target_leg(fd: OwnedFd, upstream: &Upstream) -> Leg {
                 // tunnel fails at once instead of sending plaintext to a TLS back-end.
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start a TLS session with the back-end");
-                    let _ = sys::shutdown_both(fd.as_fd());
+                    sys::shutdown_both(fd.as_fd()).ok();
                     Leg::plain(fd)
                 }
             }

@@ -1,18 +1,87 @@
 //! The internal side of a worker: reverse legs parked at the DMZ until the second BIND reply
 //! arrives, then a non-blocking connect to the back-end (TLS when configured) and the tunnel.
 //! Outcomes go back to the control thread's pool keeper as [`ReverseEvent`]s.
+//!
+//! [`ReverseLeg`] owns the leg and the bytes read since the first reply; its handler
+//! [`ReverseLeg::on_readable`] reads and feeds them to the sans-IO BIND client's parked half
+//! ([`bind::client::Parked`]) and says what comes next. It does not dial the DMZ (the control
+//! thread does) and relays nothing.
 
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::*;
-use crate::handoff::{ReverseEvent, ReverseOutcome};
-use crate::wire::socks5;
+use super::connect::Origin;
+use super::slots::occupant;
+use super::{Entry, Key, ReverseHandoff, Token, Worker};
+use crate::handoff::{ReverseEvent, ReverseIndex, ReverseOutcome};
+use crate::leg::Leg;
+use crate::service::Upstream;
+use crate::sys::{self, Completion};
+use crate::wire::bind::client::{ClientError, Paired, Parked};
+
+/// Bytes read per `read` while waiting for the second reply: it stops as soon as the reply is
+/// whole, so client bytes beyond it mostly stay in the socket for the relay.
+const REPLY_READ_CHUNK: usize = 64;
+
+/// A reverse leg parked by the internal side, waiting for the second BIND reply.
+pub(super) struct ReverseLeg {
+    leg: Leg,
+    service: ReverseIndex,
+    /// The back-end to connect once paired.
+    upstream: Upstream,
+    /// Bytes read and not yet parsed (at most one reply plus what came with it).
+    buf: Vec<u8>,
+    parked_at: Instant,
+}
+
+/// What the bytes so far make of a parked reverse leg.
+enum ReverseStep {
+    /// No whole reply yet: wait for the socket.
+    Wait,
+    /// Paired: the reply was `used` bytes of `buf`; the rest is the client's.
+    Paired { paired: Paired, used: usize },
+    /// Closed before the reply (EOF, a read error).
+    Closed,
+    /// A reply that is not a successful second reply (a failure REP, malformed).
+    Refused(ClientError),
+}
+
+impl ReverseLeg {
+    /// Parses what was read so far.
+    fn parse(&self) -> ReverseStep {
+        match Parked.handle(&self.buf) {
+            Ok(None) => ReverseStep::Wait,
+            Ok(Some((paired, used))) => ReverseStep::Paired { paired, used },
+            Err(e) => ReverseStep::Refused(e),
+        }
+    }
+
+    /// The socket is readable: reads until the reply is whole (or the socket is empty).
+    fn on_readable(&mut self) -> ReverseStep {
+        let mut chunk = [0u8; REPLY_READ_CHUNK];
+        loop {
+            match self.parse() {
+                ReverseStep::Wait => {}
+                done => return done,
+            }
+            match self.leg.read(&mut chunk) {
+                Ok(0) => return ReverseStep::Closed,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReverseStep::Wait,
+                Err(_) => return ReverseStep::Closed,
+            }
+        }
+    }
+}
 
 impl Worker {
-    pub(super) fn emit(&self, service: usize, outcome: ReverseOutcome) {
+    pub(super) fn emit(&self, service: ReverseIndex, outcome: ReverseOutcome) {
         if let Some(events) = &self.reverse_events {
-            events(ReverseEvent { service, outcome });
+            events(ReverseEvent {
+                service: service.0,
+                outcome,
+            });
         }
     }
 
@@ -39,118 +108,88 @@ impl Worker {
             buf,
             parked_at: Instant::now(),
         });
+        let lost_at_once = ReverseOutcome::Lost {
+            parked: Duration::ZERO,
+        };
         if sys::prepare_stream(leg.leg.fd(), self.relay.stream).is_err() {
-            self.emit(
-                service,
-                ReverseOutcome::Lost {
-                    parked: Duration::ZERO,
-                },
-            );
-            return;
+            return self.emit(service, lost_at_once);
         }
         // The second reply may have arrived in the same read as the first.
-        match socks5::parse_reply(&leg.buf) {
-            Ok(None) => {}
-            Ok(Some(_)) | Err(_) => return self.on_second_reply(*leg),
+        match leg.parse() {
+            ReverseStep::Wait => {}
+            step => return self.end_reverse(*leg, step),
         }
-        let raw = leg.leg.fd().as_raw_fd();
+        let fd = leg.leg.fd().as_raw_fd();
         let tls = leg.leg.has_buffered_input();
-        let (index, gen) = self.slots.insert(Entry::Reverse(leg));
-        let ud = user_data(TAG_REVERSE, gen, index);
+        let key = self.slots.insert(Entry::Reverse(leg));
         if tls {
             // Records the control thread read but did not decrypt may already hold the second
             // reply: no socket event would announce them, so look now.
             let now = Completion {
-                user_data: ud,
+                user_data: Token::Reverse(key).user_data(),
                 result: sys::POLLIN as i32,
                 more: true,
             };
-            if self.on_reverse_event(index, gen, now).is_err() {
+            if self.on_reverse_event(key, now).is_err() {
                 return;
             }
-            if !matches!(self.slots.get_mut(index, gen), Some(Entry::Reverse(_))) {
+            if occupant!(self.slots, key, Reverse).is_none() {
                 return; // Already paired or lost.
             }
         }
-        if self.ring.poll_multi(raw, sys::POLL_PARKED, ud).is_err() {
-            self.slots.remove(index, gen);
-            self.emit(
-                service,
-                ReverseOutcome::Lost {
-                    parked: Duration::ZERO,
-                },
-            );
+        if self.arm(fd, sys::POLL_PARKED, Token::Reverse(key)).is_err() {
+            self.slots.remove(key);
+            self.emit(service, lost_at_once);
         }
     }
 
-    pub(super) fn on_reverse_event(
-        &mut self,
-        index: u32,
-        gen: u32,
-        c: Completion,
-    ) -> std::io::Result<()> {
-        let Some(Entry::Reverse(leg)) = self.slots.get_mut(index, gen) else {
+    pub(super) fn on_reverse_event(&mut self, key: Key, c: Completion) -> io::Result<()> {
+        let Some(leg) = occupant!(self.slots, key, Reverse) else {
             return Ok(());
         };
-        let raw = leg.leg.fd().as_raw_fd();
-        let ud = user_data(TAG_REVERSE, gen, index);
-        let mut ended = c.result < 0 && c.result != -libc::ECANCELED;
-        if c.result >= 0 {
-            // Read one chunk at a time and stop as soon as the reply is whole: client bytes
-            // beyond it stay in the socket for the relay.
-            let mut chunk = [0u8; 64];
-            while matches!(socks5::parse_reply(&leg.buf), Ok(None)) {
-                match leg.leg.read(&mut chunk) {
-                    Ok(0) => {
-                        ended = true;
-                        break;
-                    }
-                    Ok(n) => leg.buf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        ended = true;
-                        break;
-                    }
-                }
-            }
-        }
-        let complete = !matches!(socks5::parse_reply(&leg.buf), Ok(None));
-        if !complete && !ended {
-            if !c.more {
-                self.ring.poll_multi(raw, sys::POLL_PARKED, ud)?;
-            }
-            return Ok(());
-        }
-        let Some(Entry::Reverse(leg)) = self.slots.remove(index, gen) else {
-            return Ok(());
-        };
-        self.ring.cancel(ud, user_data(TAG_CANCEL, 0, 0))?;
-        if complete {
-            self.on_second_reply(*leg);
+        let step = if c.result >= 0 {
+            leg.on_readable()
+        } else if c.result == -libc::ECANCELED {
+            leg.parse()
         } else {
-            let parked = leg.parked_at.elapsed();
-            self.emit(leg.service, ReverseOutcome::Lost { parked });
+            ReverseStep::Closed
+        };
+        if let ReverseStep::Wait = step {
+            if !c.more {
+                let fd = leg.leg.fd().as_raw_fd();
+                self.arm(fd, sys::POLL_PARKED, Token::Reverse(key))?;
+            }
+            return Ok(());
         }
+        let Some(Entry::Reverse(leg)) = self.slots.remove(key) else {
+            return Ok(());
+        };
+        self.disarm(Token::Reverse(key))?;
+        self.end_reverse(*leg, step);
         Ok(())
     }
 
-    /// The DMZ paired this leg with a client (or sent something that is not a reply).
-    pub(super) fn on_second_reply(&mut self, mut leg: ReverseLeg) {
+    /// The parked leg's session ended: paired (connect to the back-end) or lost.
+    fn end_reverse(&mut self, mut leg: ReverseLeg, step: ReverseStep) {
         let service = leg.service;
-        let reply = match socks5::parse_reply(&leg.buf) {
-            Ok(Some((reply, used))) if reply.rep == socks5::rep::SUCCEEDED => {
-                leg.buf.drain(..used);
-                reply
+        let used = match step {
+            ReverseStep::Paired { paired, used } => {
+                crate::dp_debug!(core = self.id, service = service.0, client = %paired.bind_host, "paired; connecting to the back-end");
+                used
             }
-            _ => {
+            ReverseStep::Refused(error) => {
+                crate::dp_debug!(core = self.id, service = service.0, %error, "parked leg lost");
                 sys::set_reset_on_close(leg.leg.fd());
                 let parked = leg.parked_at.elapsed();
-                self.emit(service, ReverseOutcome::Lost { parked });
-                return;
+                return self.emit(service, ReverseOutcome::Lost { parked });
+            }
+            ReverseStep::Closed | ReverseStep::Wait => {
+                let parked = leg.parked_at.elapsed();
+                return self.emit(service, ReverseOutcome::Lost { parked });
             }
         };
         self.emit(service, ReverseOutcome::Paired);
-        crate::dp_debug!(core = self.id, service, client = %reply.host, "paired; connecting to the back-end");
+        leg.buf.drain(..used);
         let leftover = std::mem::take(&mut leg.buf);
         let ReverseLeg {
             leg: dmz, upstream, ..

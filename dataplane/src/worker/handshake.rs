@@ -1,0 +1,312 @@
+//! A public client's handshake at the DMZ side: the TLS handshake of a `tls://` or `wss://`
+//! service, then, on a WebSocket listener, the HTTP upgrade request that picks the service by
+//! path. [`Handshake`] owns the client's leg and the request bytes so far; its handler
+//! [`Handshake::on_readable`] says what comes next ([`Step`]); the worker arms its poll, keeps
+//! its deadline, and on the end either pairs the client or answers, counts and closes it.
+//!
+//! It does not pair anything itself (`pool.rs`) and relays nothing.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Instant;
+
+use super::slots::occupant;
+use super::{relaxed, Entry, Key, LocalService, Token, Worker};
+use crate::handoff::PublicIndex;
+use crate::leg::Leg;
+use crate::sys::{self, Completion};
+use crate::wire::http;
+
+/// Bytes of an upgrade request read per `read`.
+const HTTP_READ_CHUNK: usize = 2048;
+
+/// A public client between accept and pairing: its leg, and how far its handshake got.
+pub(super) struct Handshake {
+    leg: Leg,
+    addr: SocketAddr,
+    /// The listener group the client came in on (its service is known after routing).
+    group: usize,
+    stage: Stage,
+}
+
+enum Stage {
+    /// HTTP upgrade request bytes so far (WebSocket listeners).
+    Http(Vec<u8>),
+    Tls,
+}
+
+/// What a handshake event led to.
+pub(super) enum Step {
+    /// Complete: pair the client with (or forward it for) this service.
+    Done(PublicIndex),
+    Failed(HandshakeError),
+    /// Wait for the socket.
+    Wait,
+}
+
+/// An upgrade request refused with an HTTP error response.
+#[derive(Debug)]
+pub(super) enum Refusal {
+    /// The request itself: malformed (400), not an upgrade (426), head too large (431)…
+    Request(http::HttpError),
+    /// No service of the listener's group answers this path (404).
+    NoService { path: String },
+    /// The service does not allow this `Origin` (403).
+    Origin { origin: String },
+}
+
+impl Refusal {
+    fn status(&self) -> u16 {
+        match self {
+            Refusal::Request(e) => e.status(),
+            Refusal::NoService { .. } => 404,
+            Refusal::Origin { .. } => 403,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Request(e) => e.reason(),
+            Refusal::NoService { .. } => "Not Found",
+            Refusal::Origin { .. } => "Forbidden",
+        }
+    }
+
+    fn headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Refusal::Request(e) => e.extra_headers(),
+            Refusal::NoService { .. } | Refusal::Origin { .. } => &[],
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {} {}: ", self.status(), self.reason())?;
+        match self {
+            Refusal::Request(e) => write!(f, "{e}"),
+            Refusal::NoService { path } => write!(f, "no service at path {path:?}"),
+            Refusal::Origin { origin } => write!(f, "origin {origin:?} not allowed"),
+        }
+    }
+}
+
+/// Why a public client's handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HandshakeError {
+    /// The client closed before its upgrade request was complete.
+    #[error("closed during the upgrade")]
+    ClosedDuringUpgrade,
+    /// The ring could not watch the client's socket.
+    #[error("cannot poll")]
+    Poll(#[source] io::Error),
+    /// Reading the upgrade request failed (a reset; a TLS error after the handshake).
+    #[error("{0}")]
+    Read(io::Error),
+    /// The upgrade request was refused with an HTTP response.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// The service's handshake timeout passed.
+    #[error("handshake timed out")]
+    TimedOut,
+    /// The TLS handshake failed (a rustls error, or the client left mid-handshake).
+    #[error("{0}")]
+    Tls(io::Error),
+    /// The bytes after the upgrade request are not valid WebSocket frames.
+    #[error("{0}")]
+    Upgrade(io::Error),
+}
+
+impl Handshake {
+    /// The client's socket is readable (or writable): moves the handshake on as far as the
+    /// bytes at hand allow. `services` and `groups` route the upgrade request.
+    fn on_readable(&mut self, services: &[LocalService], groups: &[Vec<PublicIndex>]) -> Step {
+        let first = groups[self.group][0];
+        if let Stage::Tls = self.stage {
+            match self.leg.handshake() {
+                Ok(true) if services[first.0].ws.is_some() => self.stage = Stage::Http(Vec::new()),
+                Ok(true) => return Step::Done(first),
+                Ok(false) => return Step::Wait,
+                Err(e) => return Step::Failed(HandshakeError::Tls(e)),
+            }
+        }
+        self.http_step(services, &groups[self.group])
+    }
+
+    /// Reads the upgrade request as far as it has come and answers it: a routed service with
+    /// its 101 queued, or the refusal to send before the close.
+    fn http_step(&mut self, services: &[LocalService], members: &[PublicIndex]) -> Step {
+        let Stage::Http(buf) = &mut self.stage else {
+            return Step::Wait;
+        };
+        let limits = http::RequestLimits::default();
+        let mut chunk = [0u8; HTTP_READ_CHUNK];
+        loop {
+            match http::parse_upgrade_request(buf, &limits) {
+                Ok(None) => {}
+                Ok(Some((request, used))) => {
+                    let path = request.path.split('?').next().unwrap_or("");
+                    let routed = members
+                        .iter()
+                        .copied()
+                        .find(|&m| services[m.0].ws.as_ref().is_some_and(|w| w.path == path));
+                    let Some(service) = routed else {
+                        let path = path.to_owned();
+                        return refused(Refusal::NoService { path });
+                    };
+                    let Some(ws) = services[service.0].ws.as_ref() else {
+                        return Step::Wait;
+                    };
+                    if !ws.origins.is_empty()
+                        && !request
+                            .origin
+                            .as_ref()
+                            .is_some_and(|o| ws.origins.contains(o))
+                    {
+                        let origin = request.origin.clone().unwrap_or_default();
+                        return refused(Refusal::Origin { origin });
+                    }
+                    let protocol = request
+                        .protocols
+                        .iter()
+                        .find(|p| ws.protocols.contains(p))
+                        .map(String::as_str);
+                    let mut response = Vec::with_capacity(256);
+                    http::encode_switching_protocols(&request.key, protocol, &mut response);
+                    let leftover = buf.split_off(used);
+                    let (max_message, ping) = (ws.max_message, ws.ping);
+                    return match self
+                        .leg
+                        .upgrade_server(response, &leftover, max_message, ping)
+                    {
+                        Ok(()) => Step::Done(service),
+                        Err(e) => Step::Failed(HandshakeError::Upgrade(e)),
+                    };
+                }
+                Err(e) => return refused(Refusal::Request(e)),
+            }
+            match self.leg.read(&mut chunk) {
+                Ok(0) => return Step::Failed(HandshakeError::ClosedDuringUpgrade),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+                Err(e) => return Step::Failed(HandshakeError::Read(e)),
+            }
+        }
+    }
+}
+
+fn refused(refusal: Refusal) -> Step {
+    Step::Failed(HandshakeError::Refused(refusal))
+}
+
+impl Worker {
+    /// A client accepted on listener group `group`: ready at once (plain service), or its
+    /// handshake starts.
+    pub(super) fn on_client(&mut self, group: usize, client: OwnedFd) {
+        let first = self.groups[group][0];
+        let addr = match sys::prepare_stream(client.as_fd(), self.relay.stream)
+            .and_then(|()| sys::peer_addr(client.as_fd()))
+        {
+            Ok(addr) => addr,
+            Err(_) => return, // Gone before we looked at it.
+        };
+        let local = self.service(first);
+        let ws_timeout = local.ws.as_ref().map(|w| w.handshake_timeout);
+        let (leg, stage, timeout) = match &local.tls {
+            Some(tls) => match crate::tls::Handshake::server(tls.config.current()) {
+                Ok(handshake) => (
+                    Leg::tls(client, handshake),
+                    Stage::Tls,
+                    tls.handshake_timeout,
+                ),
+                Err(e) => {
+                    tracing::warn!(core = self.id, service = %local.name, error = %e, "cannot start a TLS session");
+                    return;
+                }
+            },
+            None => match ws_timeout {
+                Some(timeout) => (Leg::plain(client), Stage::Http(Vec::new()), timeout),
+                None => return self.on_ready_client(first, Leg::plain(client), addr),
+            },
+        };
+        let fd = leg.fd().as_raw_fd();
+        let handshake = Box::new(Handshake {
+            leg,
+            addr,
+            group,
+            stage,
+        });
+        let key = self.slots.insert(Entry::Handshake(handshake));
+        if self
+            .arm(fd, sys::POLL_TUNNEL, Token::Handshake(key))
+            .is_err()
+        {
+            self.slots.remove(key);
+            return;
+        }
+        self.add_deadline(Instant::now() + timeout, key);
+    }
+
+    pub(super) fn on_handshake_event(&mut self, key: Key, c: Completion) {
+        if c.result < 0 {
+            return; // Cancelled: the slot has moved on.
+        }
+        let Some(h) = occupant!(self.slots, key, Handshake) else {
+            return;
+        };
+        match h.on_readable(&self.services, &self.groups) {
+            Step::Wait if c.more => {}
+            Step::Wait => {
+                let fd = h.leg.fd().as_raw_fd();
+                if let Err(e) = self.arm(fd, sys::POLL_TUNNEL, Token::Handshake(key)) {
+                    self.end_handshake(key, Err(HandshakeError::Poll(e)));
+                }
+            }
+            Step::Done(service) => self.end_handshake(key, Ok(service)),
+            Step::Failed(e) => self.end_handshake(key, Err(e)),
+        }
+    }
+
+    /// The handshake's deadline passed.
+    pub(super) fn handshake_timed_out(&mut self, key: Key) {
+        self.end_handshake(key, Err(HandshakeError::TimedOut));
+    }
+
+    /// Ends a public client's handshake: ready for pairing, or answered, counted and closed.
+    fn end_handshake(&mut self, key: Key, result: Result<PublicIndex, HandshakeError>) {
+        let Some(Entry::Handshake(h)) = self.slots.remove(key) else {
+            return;
+        };
+        self.disarm(Token::Handshake(key)).ok();
+        let Handshake {
+            mut leg,
+            addr,
+            group,
+            ..
+        } = *h;
+        let first = self.groups[group][0];
+        let error = match result {
+            Ok(service) => return self.on_ready_client(service, leg, addr),
+            Err(e) => e,
+        };
+        let stats = self.service_stats(first);
+        match &error {
+            HandshakeError::Refused(r) => {
+                stats.ws_rejects.fetch_add(1, relaxed());
+                let mut response = Vec::with_capacity(256);
+                http::encode_error_response(r.status(), r.reason(), r.headers(), &mut response);
+                // Best effort: the client may be gone already; it is closed either way.
+                leg.write(&response).ok();
+                leg.shutdown_write().ok();
+            }
+            _ => {
+                stats.tls_failures.fetch_add(1, relaxed());
+            }
+        }
+        if let Some(also_failed) = self.handshake_log.allow(Instant::now()) {
+            tracing::info!(core = self.id, service = %self.service(first).name, client = %addr, also_failed,
+                "handshake with a public client failed: {error}");
+        }
+    }
+}
