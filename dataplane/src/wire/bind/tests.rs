@@ -103,8 +103,8 @@ fn run<M: Session>(
     let mut sent = Vec::new();
     let mut events = Vec::new();
     let mut readies = 0;
-    // The machine is started once before any byte arrives, as the drivers do: a session that
-    // speaks first (the client's greeting) must do so even when no byte ever comes.
+    // An empty delivery first, as a real driver calls `handle` before its first read (the
+    // client sends its requests then): a stream of no chunks still starts the session.
     let mut chunks = std::iter::once(&[][..]).chain(chunks.iter().copied());
     'feed: for chunk in chunks.by_ref() {
         buf.extend_from_slice(chunk);
