@@ -2,6 +2,8 @@
 //! stands in for a prepared connection, and bounded waiting.
 #![allow(dead_code)] // Each test file uses its own subset.
 
+pub mod pki;
+
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
