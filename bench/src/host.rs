@@ -7,15 +7,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use sallyport_kit::sys;
+
 /// Kernel clock ticks per second as `/proc/PID/stat` counts them (`USER_HZ`, 100 on Linux).
 pub fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 {
-        hz as f64
-    } else {
-        100.0
-    }
+    sys::clock_ticks().map_or(100.0, |hz| hz as f64)
 }
 
 /// CPU seconds (user + system, all threads, plus children it has reaped) spent so far by `pid`.
@@ -81,9 +77,7 @@ fn parse_sockstat(text: &str) -> Option<TcpSockstat> {
 }
 
 fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+    sys::page_size().unwrap_or(4096)
 }
 
 /// `KEY:   N kB` from `/proc` status-style text, in KiB.
@@ -98,34 +92,15 @@ fn kib_field(text: &str, key: &str) -> Option<u64> {
 
 /// The open-files limit after [`raise_nofile_limit`]: (soft, hard).
 pub fn nofile_limit() -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((lim.rlim_cur, lim.rlim_max))
+    sys::nofile_limit()
 }
 
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (what `ulimit -n $(ulimit -Hn)`
 /// does); children spawned afterwards inherit it. Returns the new (soft, hard).
 pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: `lim` is a valid rlimit with soft <= hard.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    let (soft, hard) = sys::nofile_limit()?;
+    if soft < hard {
+        sys::set_nofile_limit(hard, hard)?;
     }
     nofile_limit()
 }

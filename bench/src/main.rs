@@ -17,6 +17,7 @@
 //! Output: a table on stdout, progress on stderr, and optionally `--json`, `--hdr` and `--plot`.
 //! Exit status: 0 on success, 1 on a runtime failure (including a load that did not finish),
 //! 2 on usage errors.
+#![deny(unsafe_code)]
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -532,32 +533,14 @@ fn rr_target(
 ) -> Result<()> {
     let result = load::rr(target, spec).with_context(|| format!("rr against {target}"))?;
     let s = result.summary();
-    let headers = [
-        "target",
-        "connections",
-        "size",
-        "requests",
-        "req/s",
-        "p50 us",
-        "p90 us",
-        "p99 us",
-        "p99.9 us",
-        "p99.99 us",
-        "max us",
-    ];
-    let row = vec![
+    let mut headers = vec!["target", "connections", "size"];
+    headers.extend(load::LatencySummary::COLUMNS);
+    let mut row = vec![
         target.to_string(),
         spec.connections.to_string(),
         spec.size.to_string(),
-        s.requests.to_string(),
-        format!("{:.0}", s.requests_per_sec),
-        format!("{:.1}", s.p50_us),
-        format!("{:.1}", s.p90_us),
-        format!("{:.1}", s.p99_us),
-        format!("{:.1}", s.p999_us),
-        format!("{:.1}", s.p9999_us),
-        format!("{:.1}", s.max_us),
     ];
+    row.extend(s.cells());
     print!("{}", report::table(&headers, &[row]));
     if let Some(path) = json {
         let doc = serde_json::json!({

@@ -11,7 +11,6 @@
 
 use std::collections::HashSet;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use sallyport_kit::sys;
 
 /// How long a child gets to exit after SIGTERM before it is SIGKILLed.
 const TERM_GRACE: Duration = Duration::from_secs(5);
@@ -65,11 +65,11 @@ pub fn install_signal_cleanup() -> io::Result<()> {
                     pids.len()
                 );
                 for &pid in &pids {
-                    signal_pid(pid, libc::SIGTERM);
+                    signal_pid(pid, sys::SIGTERM);
                 }
                 thread::sleep(Duration::from_millis(300));
                 for &pid in &pids {
-                    signal_pid(pid, libc::SIGKILL);
+                    signal_pid(pid, sys::SIGKILL);
                 }
                 for dir in scratch_dirs().iter() {
                     let _ = std::fs::remove_dir_all(dir);
@@ -80,13 +80,9 @@ pub fn install_signal_cleanup() -> io::Result<()> {
     Ok(())
 }
 
-fn signal_pid(pid: u32, signal: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill has no memory-safety preconditions; a gone pid just returns ESRCH.
-        unsafe {
-            libc::kill(pid, signal);
-        }
-    }
+fn signal_pid(pid: u32, signal: sys::c_int) {
+    // A gone pid just returns ESRCH; nothing to do about it.
+    let _ = sys::signal_pid(pid, signal);
 }
 
 /// A private directory for config files and child logs, removed when dropped.
@@ -149,15 +145,7 @@ impl Proc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr));
-        // SAFETY: the closure only calls prctl, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        sys::kill_with_parent(&mut cmd);
         // Register under the lock, so a signal cannot slip between spawn and registration.
         let mut reg = registered();
         let mut child = cmd
@@ -260,7 +248,7 @@ impl Proc {
     /// Sends SIGTERM without waiting; [`Proc::stop`] or drop finishes the job.
     pub fn terminate(&self) {
         if registered().contains(&self.child.id()) {
-            signal_pid(self.child.id(), libc::SIGTERM);
+            signal_pid(self.child.id(), sys::SIGTERM);
         }
     }
 
@@ -271,8 +259,7 @@ impl Proc {
         let status = self.stop_inner()?;
         // Either killed by the signal, or handled it and exited with the shell's 128 + 15.
         let by_sigterm = self.sigterm_is_clean
-            && (status.signal() == Some(libc::SIGTERM)
-                || status.code() == Some(128 + libc::SIGTERM));
+            && (status.signal() == Some(sys::SIGTERM) || status.code() == Some(128 + sys::SIGTERM));
         if !status.success() && !by_sigterm {
             return Err(self.failure(&format!("stopped with {status}")));
         }

@@ -10,22 +10,18 @@
 //!   session that echoes what it decrypts (TLS half-close: close_notify, then `SHUT_WR`). It adds
 //!   each connection thread's CPU time (`RUSAGE_THREAD`) to a counter, so `bulk` can show what a
 //!   bare TLS termination costs per GB.
-//! - [`pump_in`], [`pump_out`], [`wait`]: the socket ↔ rustls plumbing shared with the TLS load
-//!   generators in [`crate::load`]. Socket reads are large (the caller's buffer, 256 KiB) and fed
-//!   to rustls from memory, so a bulk transfer is not a 4 KiB `read` per call.
+//! The socket <-> rustls plumbing it shares with the TLS load generators is in
+//! [`crate::transport::tls`].
 //!
 //! rustls with the aws-lc-rs provider and its defaults (TLS 1.3 and 1.2), as in the gateways.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -34,21 +30,20 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::load::TlsTarget;
+use crate::backend::EchoServer;
 use crate::procs::Scratch;
+use crate::transport::tls::{
+    handshake, pump_in, pump_out, wait, Inbound, TlsTarget, TLS_BUFFER_LIMIT,
+};
 
 /// The name the development DMZ certificate is valid for (`sallyport certs` default).
 pub const SERVER_NAME: &str = "localhost";
-/// Most plaintext and TLS bytes a session buffers before `write` stops accepting.
-pub const TLS_BUFFER_LIMIT: usize = 256 << 10;
 /// Bytes read from the socket per `read` by the echo server.
 const WIRE_BUFFER: usize = 256 << 10;
 /// Longest a server-side handshake may take.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 /// Longest an idle connection thread sleeps in `poll` before looking at the stop flag.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// How long `Drop` waits for its wake-up connection.
-const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// aws-lc-rs, chosen explicitly (as in the gateways) so no process-wide default is needed.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -173,296 +168,69 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Socket <-> rustls plumbing
-
-/// What one [`pump_in`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Inbound {
-    /// The socket had nothing (`WouldBlock`).
-    Idle,
-    /// Bytes arrived (plaintext, if any, went to the sink).
-    Data,
-    /// The peer's stream ended: close_notify, or TCP EOF without one.
-    End,
-}
-
-/// Hands `sink` the plaintext `tls` already holds (e.g. decrypted together with the handshake's
-/// last message, or left by a [`pump_in`] that failed in `sink`) if there is any; otherwise one
-/// `read` of up to `wire.len()` bytes from the non-blocking `sock`, fed through `tls`, every chunk
-/// of plaintext that comes out passed to `sink`.
-pub(crate) fn pump_in(
-    tls: &mut rustls::Connection,
-    sock: &TcpStream,
-    wire: &mut [u8],
-    plain: &mut [u8],
-    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<Inbound> {
-    match drain(tls, plain, &mut sink)? {
-        Drained::End => return Ok(Inbound::End),
-        Drained::Some => return Ok(Inbound::Data),
-        Drained::Nothing => {}
-    }
-    let n = match (&*sock).read(wire) {
-        Ok(n) => n,
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
-            return Ok(Inbound::Idle)
-        }
-        Err(e) => return Err(e),
-    };
-    if n == 0 {
-        // Tell rustls the transport ended; the reader then says whether close_notify came first.
-        tls.read_tls(&mut io::empty())?;
-    }
-    let mut rest = &wire[..n];
-    loop {
-        // Never hand rustls an empty slice while data flows: it would take it for EOF.
-        if !rest.is_empty() {
-            tls.read_tls(&mut rest)?;
-        }
-        tls.process_new_packets()
-            .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
-        if drain(tls, plain, &mut sink)? == Drained::End {
-            return Ok(Inbound::End);
-        }
-        if rest.is_empty() {
-            break;
-        }
-    }
-    Ok(if n == 0 { Inbound::End } else { Inbound::Data })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Drained {
-    Nothing,
-    Some,
-    End,
-}
-
-/// Passes the plaintext `tls` holds to `sink`; `End` once the peer's stream has ended.
-fn drain(
-    tls: &mut rustls::Connection,
-    plain: &mut [u8],
-    sink: &mut impl FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<Drained> {
-    let mut got = Drained::Nothing;
-    loop {
-        match tls.reader().read(plain) {
-            Ok(0) => return Ok(Drained::End),
-            Ok(k) => {
-                got = Drained::Some;
-                sink(&plain[..k])?;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(got),
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(Drained::End),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Writes the records `tls` holds to the non-blocking `sock`: (wrote anything, none left).
-pub(crate) fn pump_out(tls: &mut rustls::Connection, sock: &TcpStream) -> io::Result<(bool, bool)> {
-    let mut wrote = false;
-    while tls.wants_write() {
-        match tls.write_tls(&mut &*sock) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(_) => wrote = true,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok((wrote, false)),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((wrote, true))
-}
-
-/// `poll` on `sock` for reading and/or writing, at most `timeout`.
-pub(crate) fn wait(sock: &TcpStream, read: bool, write: bool, timeout: Duration) -> io::Result<()> {
-    let mut events = 0;
-    if read {
-        events |= libc::POLLIN;
-    }
-    if write {
-        events |= libc::POLLOUT;
-    }
-    let mut fd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one valid pollfd, for the duration of the call.
-    let r = unsafe { libc::poll(&mut fd, 1, ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() != ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
-/// Blocking handshake on `sock` (with timeouts), then leaves the socket without timeouts.
-pub(crate) fn handshake(
-    tls: &mut rustls::Connection,
-    sock: &mut TcpStream,
-    limit: Duration,
-) -> io::Result<()> {
-    sock.set_read_timeout(Some(limit))?;
-    sock.set_write_timeout(Some(limit))?;
-    while tls.is_handshaking() {
-        tls.complete_io(sock)?;
-    }
-    while tls.wants_write() {
-        tls.write_tls(sock)?;
-    }
-    sock.set_read_timeout(None)?;
-    sock.set_write_timeout(None)
-}
-
-/// User + system CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    // SAFETY: getrusage fills the struct it is given; zeroed is a valid initial value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-// ---------------------------------------------------------------------------------------------
 // The rustls echo server
 
-/// A TLS echo server (rustls) on background threads until dropped.
+/// A TLS echo server (rustls) on background threads until dropped: `sallyport-kit`'s
+/// [`EchoServer`] accept loop with a rustls session per connection.
 pub struct TlsEchoServer {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    server: EchoServer,
+    /// CPU time of finished connection threads, nanoseconds.
+    cpu_nanos: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for TlsEchoServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsEchoServer")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish_non_exhaustive()
-    }
-}
-
-struct Shared {
-    stop: AtomicBool,
-    connections: AtomicU64,
-    /// CPU time of finished connection threads, nanoseconds.
-    cpu_nanos: AtomicU64,
-    /// Clones of the open sockets, so `Drop` can shut them down.
-    open: Mutex<HashMap<u64, TcpStream>>,
-}
-
-impl Shared {
-    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, TcpStream>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl TlsEchoServer {
     /// Binds `bind` (port 0 for an ephemeral port) and serves `config`.
     pub fn start(bind: SocketAddr, config: Arc<ServerConfig>) -> io::Result<TlsEchoServer> {
-        let listener = TcpListener::bind(bind)?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            connections: AtomicU64::new(0),
-            cpu_nanos: AtomicU64::new(0),
-            open: Mutex::new(HashMap::new()),
-        });
-        let accept_shared = Arc::clone(&shared);
-        let accept = thread::Builder::new()
-            .name(format!("tls-echo-{}", addr.port()))
-            .spawn(move || accept_loop(listener, config, &accept_shared))?;
-        Ok(TlsEchoServer {
-            addr,
-            shared,
-            accept: Some(accept),
-        })
+        let cpu_nanos = Arc::new(AtomicU64::new(0));
+        let cpu = Arc::clone(&cpu_nanos);
+        let server = EchoServer::start_with(bind, "tls-echo", move |sock, stop| {
+            let mut counted = false;
+            // Errors end the connection; the client reports what it saw.
+            let _ = serve(sock, Arc::clone(&config), stop, &cpu, &mut counted);
+            if !counted {
+                add_cpu(&cpu);
+            }
+        })?;
+        Ok(TlsEchoServer { server, cpu_nanos })
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
-        self.shared.connections.load(Ordering::Relaxed)
+        self.server.connections()
     }
 
     /// CPU seconds (user + system) of the connection threads that have finished echoing. A
     /// connection's time is added before its close_notify is sent, so it is counted by the time
     /// the client sees the end of the stream.
     pub fn cpu_seconds(&self) -> f64 {
-        self.shared.cpu_nanos.load(Ordering::SeqCst) as f64 / 1e9
+        self.cpu_nanos.load(Ordering::SeqCst) as f64 / 1e9
     }
 }
 
-impl Drop for TlsEchoServer {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let woken = TcpStream::connect_timeout(&self.addr, WAKE_TIMEOUT).is_ok();
-        if let Some(accept) = self.accept.take() {
-            if woken {
-                let _ = accept.join();
-            }
-        }
-        for s in self.shared.open().values() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, shared: &Arc<Shared>) {
-    loop {
-        let accepted = listener.accept();
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok((sock, _)) = accepted else {
-            thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        let id = shared.connections.fetch_add(1, Ordering::Relaxed);
-        if let Ok(clone) = sock.try_clone() {
-            shared.open().insert(id, clone);
-        }
-        let config = Arc::clone(&config);
-        let conn_shared = Arc::clone(shared);
-        let spawned = thread::Builder::new()
-            .name(format!("tls-echo-conn-{id}"))
-            .spawn(move || {
-                let mut counted = false;
-                // Errors end the connection; the client reports what it saw.
-                let _ = serve(sock, config, &conn_shared, &mut counted);
-                if !counted {
-                    add_cpu(&conn_shared);
-                }
-                conn_shared.open().remove(&id);
-            });
-        if spawned.is_err() {
-            shared.open().remove(&id);
-        }
-    }
-}
-
-fn add_cpu(shared: &Shared) {
-    let nanos = u64::try_from(thread_cpu().as_nanos()).unwrap_or(u64::MAX);
-    shared.cpu_nanos.fetch_add(nanos, Ordering::SeqCst);
+fn add_cpu(cpu_nanos: &AtomicU64) {
+    let nanos = u64::try_from(sallyport_kit::sys::thread_cpu().as_nanos()).unwrap_or(u64::MAX);
+    cpu_nanos.fetch_add(nanos, Ordering::SeqCst);
 }
 
 /// Echoes one connection: decrypt, queue, encrypt back; half-close when the client's stream ends.
 fn serve(
     mut sock: TcpStream,
     config: Arc<ServerConfig>,
-    shared: &Shared,
+    stop: &AtomicBool,
+    cpu_nanos: &AtomicU64,
     counted: &mut bool,
 ) -> io::Result<()> {
     sock.set_nodelay(true)?;
@@ -478,7 +246,7 @@ fn serve(
     let mut peer_done = false;
     let mut close_queued = false;
     loop {
-        if shared.stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
         let mut progress = false;
@@ -495,7 +263,7 @@ fn serve(
             pending_pos = 0;
         }
         if peer_done && pending.is_empty() && !close_queued {
-            add_cpu(shared);
+            add_cpu(cpu_nanos);
             *counted = true;
             tls.send_close_notify();
             close_queued = true;
@@ -529,6 +297,7 @@ fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn loopback() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 0))

@@ -1,11 +1,12 @@
 //! End-to-end checks of the `sallyport-bench` binary: the echo subcommand's ready line, bulk and rr
 //! runs against it with JSON and HdrHistogram output, and exit codes. No timing assertions.
+#![deny(unsafe_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
-use sallyport_bench::backend::EchoServer;
+use sallyport_kit::backend::EchoServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sallyport-bench");
 

@@ -1,12 +1,13 @@
 //! Every orchestrated mode of `sallyport-bench` run end to end with tiny sizes, through the real
 //! `sallyport` binary (built once here) and any installed peers. No timing assertions: only that
 //! each mode runs, prints its table, writes its files and stops what it started.
+#![deny(unsafe_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sallyport-bench");
 
@@ -571,16 +572,10 @@ fn interrupt_stops_every_child() {
         gateways.len() >= 2,
         "expected DMZ and internal children, got {gateways:?}"
     );
-    // SAFETY: kill has no memory-safety preconditions.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "bench did not exit after SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    sallyport_kit::sys::signal_pid(pid, sallyport_kit::sys::SIGINT).expect("SIGINT the bench");
+    let status = sallyport_kit::child::wait_exit(&mut child, Duration::from_secs(20))
+        .expect("wait")
+        .expect("bench did not exit after SIGINT");
     assert_eq!(status.code(), Some(130));
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .expect("temp dir")
@@ -592,12 +587,10 @@ fn interrupt_stops_every_child() {
         })
         .collect();
     assert!(leftovers.is_empty(), "scratch left behind: {leftovers:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gateways.iter().all(|&g| is_dead(g)) {
-        assert!(
-            Instant::now() < deadline,
-            "children left running: {gateways:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        sallyport_kit::child::poll_until(Duration::from_secs(10), || gateways
+            .iter()
+            .all(|&g| is_dead(g))),
+        "children left running: {gateways:?}"
+    );
 }

@@ -1,13 +1,14 @@
 //! `sallyport demo`: an echo back-end, a DMZ gateway and an internal gateway in this process on
 //! loopback (port 0 everywhere), a short bounded load through the tunnel and directly, and a
-//! printed comparison. It uses the `sallyport-bench` load generators, not a second one.
+//! printed comparison. It uses the `sallyport-kit` load generators (the ones `sallyport-bench`
+//! runs), not a second one.
 //!
 //! It proves the path works end to end on this machine and gives a first figure; it is not a
 //! benchmark (`sallyport-bench` is: separate processes, CPU per process, more modes).
 //!
 //! With `--tls` the reverse leg runs over mutual TLS, with development certificates made by the
 //! `sallyport certs` code in a temporary directory (removed afterwards). The public listener
-//! stays plain TCP: the bench load generators speak plain TCP only.
+//! stays plain TCP: the kit's load generators speak plain TCP only.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
-use sallyport_bench::backend::EchoServer;
-use sallyport_bench::load::{self, BulkResult, BulkSpec, LatencySummary, RrSpec};
-use sallyport_bench::report;
+use sallyport_kit::backend::EchoServer;
+use sallyport_kit::load::{self, BulkResult, BulkSpec, LatencySummary, RrSpec};
+use sallyport_kit::report;
 
 use crate::config::{
     relay_mode_name, Config, DmzService, GatewayConfig, HostPort, InternalService, RelayConfig,

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use sallyport::config::Config;
 use sallyport::gateway::Gateway;
 use sallyport::tls::{CertRole, DevCa};
-use sallyport_bench::backend::EchoServer;
+use sallyport_kit::backend::EchoServer;
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(15);

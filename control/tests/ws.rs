@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use sallyport::config::Config;
 use sallyport::gateway::Gateway;
 use sallyport::tls::{CertRole, DevCa};
-use sallyport_bench::backend::EchoServer;
 use sallyport_dataplane::wire::{http, ws};
+use sallyport_kit::backend::EchoServer;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 

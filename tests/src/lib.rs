@@ -5,6 +5,7 @@
 //! Every address is bound on port 0 and read back from the gateway's stdout; nothing here uses a
 //! fixed port or sleeps to wait for a condition: waits poll a condition with a deadline. It does
 //! not test anything by itself and holds no assertions about the product beyond "it started".
+#![deny(unsafe_code)]
 
 use std::collections::HashMap;
 use std::fs;
@@ -17,7 +18,8 @@ use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use sallyport_bench::backend::EchoServer;
+pub use sallyport_kit::backend::EchoServer;
+pub use sallyport_kit::{child, sys};
 use serde_json::Value;
 
 /// Longest a gateway may take from spawn to its `ready` line (a shared 2-core machine may be slow).
@@ -235,20 +237,17 @@ impl Gateway {
         deadline: Duration,
         cond: impl Fn(&Value) -> bool,
     ) -> Value {
-        let end = Instant::now() + deadline;
-        loop {
-            let stats = self.stats();
-            if cond(&stats) {
-                return stats;
-            }
-            if Instant::now() >= end {
-                panic!(
-                    "timed out after {deadline:?} waiting for {what}\nlast stats: {stats:#}\nstderr:\n{}",
-                    self.stderr()
-                );
-            }
-            thread::sleep(POLL_INTERVAL);
+        let mut stats = Value::Null;
+        if child::poll_every(deadline, POLL_INTERVAL, || {
+            stats = self.stats();
+            cond(&stats)
+        }) {
+            return stats;
         }
+        panic!(
+            "timed out after {deadline:?} waiting for {what}\nlast stats: {stats:#}\nstderr:\n{}",
+            self.stderr()
+        );
     }
 
     /// Waits until `services.<service>.prepared == n`.
@@ -262,22 +261,20 @@ impl Gateway {
 
     /// SIGKILL and reap; the process is gone when this returns.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        child::kill_and_reap(&mut self.child);
     }
 
-    /// Sends `signal` (e.g. `libc::SIGHUP`) to the gateway.
-    pub fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) touches no memory; `pid` is our own child, not reaped yet (we hold
-        // its `Child`), so it cannot name another process.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({signal}): {}", io::Error::last_os_error());
+    /// Sends `signal` (e.g. `sys::SIGHUP`) to the gateway. `pid` is our own child, not reaped
+    /// yet (we hold its `Child`), so it cannot name another process.
+    pub fn signal(&self, signal: sys::c_int) {
+        if let Err(e) = sys::signal_pid(self.child.id(), signal) {
+            panic!("kill({signal}): {e}");
+        }
     }
 
     /// SIGTERM, wait for the exit, and assert it was a clean one (status 0).
     pub fn stop(mut self) {
-        self.signal(libc::SIGTERM);
+        self.signal(sys::SIGTERM);
         let status = self.wait_exit(STOP_TIMEOUT);
         match status {
             Some(status) => assert!(
@@ -297,16 +294,7 @@ impl Gateway {
 
     /// Waits up to `deadline` for the child to exit on its own.
     fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + deadline;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
+        child::wait_exit(&mut self.child, deadline).ok().flatten()
     }
 }
 

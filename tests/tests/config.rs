@@ -3,15 +3,15 @@
 //! the key; `--version` and unknown subcommands behave as documented.
 //!
 //! Only the binary's exit code and output are checked here; no traffic is relayed.
+#![deny(unsafe_code)]
 
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sallyport_tests::{sallyport_bin, write_config};
+use sallyport_tests::{child, sallyport_bin, write_config};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
 const INVALID: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/invalid");
@@ -136,29 +136,17 @@ fn run_with_service_port_in_use_exits_2_naming_the_key() {
          connect = \"reverse://echo\"\ntimeout = \"500ms\"\n"
     );
     let path = write_config("port_in_use.toml", &config);
-    let mut child = Command::new(sallyport_bin())
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sallyport run");
-    let end = Instant::now() + RUN_FAIL_TIMEOUT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("collect output");
+    let mut cmd = Command::new(sallyport_bin());
+    cmd.arg("run").arg("--config").arg(&path);
+    let out = child::output_within(&mut cmd, RUN_FAIL_TIMEOUT)
+        .expect("spawn sallyport run")
+        .unwrap_or_else(|out| {
             panic!(
                 "run kept going with port {port} taken\nstdout:\n{}\nstderr:\n{}",
                 text(&out.stdout),
                 text(&out.stderr)
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("collect output");
+            )
+        });
     let stderr = text(&out.stderr);
     assert_eq!(
         out.status.code(),

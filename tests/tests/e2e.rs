@@ -4,6 +4,7 @@
 //!
 //! These check what a client and an operator can observe (bytes, resets, `/stats`, `/metrics`);
 //! they do not time anything beyond the refusal bound, which is part of the contract.
+#![deny(unsafe_code)]
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};

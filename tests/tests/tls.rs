@@ -7,6 +7,7 @@
 //! What a client and an operator can observe is checked: bytes and checksums, `/stats`
 //! counters, and the reason each gateway writes to its stderr. Waits poll with a deadline; the
 //! only timing assertion is the public handshake timeout's upper bound.
+#![deny(unsafe_code)]
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -22,8 +23,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use sallyport_tests::{
-    connect, forward_config, temp_dir, DevCerts, EchoServer, Gateway, Tunnel, IO_TIMEOUT,
-    STATE_TIMEOUT,
+    child, connect, forward_config, sys, temp_dir, DevCerts, EchoServer, Gateway, Tunnel,
+    IO_TIMEOUT, STATE_TIMEOUT,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -171,12 +172,7 @@ fn days_since_epoch() -> i64 {
 
 /// Year, month, day of the day `days` after 1970-01-01, as rcgen takes them.
 fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let (year, month, day) = sallyport_bench::modes::civil_from_days(days);
-    (
-        i32::try_from(year).expect("year fits i32"),
-        u8::try_from(month).expect("month fits u8"),
-        u8::try_from(day).expect("day fits u8"),
-    )
+    sallyport_kit::date::civil_ymd(days)
 }
 
 /// One DER TLV: (tag, contents, the bytes after it).
@@ -342,18 +338,16 @@ fn strip_ansi(text: &str) -> String {
 /// Waits until `gateway`'s stderr (colours removed) has a line containing `text`; returns it.
 /// Panics with the stderr otherwise.
 fn wait_log(who: &str, gateway: &Gateway, text: &str) -> String {
-    let end = Instant::now() + STATE_TIMEOUT;
-    loop {
-        let log = strip_ansi(&gateway.stderr());
-        if let Some(line) = log.lines().find(|l| l.contains(text)) {
-            return line.to_string();
-        }
-        assert!(
-            Instant::now() < end,
-            "{who} stderr has no line containing {text:?} after {STATE_TIMEOUT:?}:\n{log}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    let mut log = String::new();
+    let mut found = None;
+    child::poll_until(STATE_TIMEOUT, || {
+        log = strip_ansi(&gateway.stderr());
+        found = log.lines().find(|l| l.contains(text)).map(str::to_string);
+        found.is_some()
+    });
+    found.unwrap_or_else(|| {
+        panic!("{who} stderr has no line containing {text:?} after {STATE_TIMEOUT:?}:\n{log}")
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -842,33 +836,21 @@ fn python_ssl_handshake_and_echo_through_tls_listener() {
     }
     let pki = Pki::generate();
     let t = tls_tunnel(&pki, 2, "");
-    let mut child = Command::new("python3")
-        .arg("-c")
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c")
         .arg(PYTHON_CLIENT)
         .arg(t.public.ip().to_string())
         .arg(t.public.port().to_string())
-        .arg(pki.path("ca.pem"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
-    let end = Instant::now() + IO_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for python3") {
-            break status;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
+        .arg(pki.path("ca.pem"));
+    let output = child::output_within(&mut cmd, IO_TIMEOUT)
+        .expect("spawn python3")
+        .unwrap_or_else(|_| {
             panic!(
                 "python3 client still running after {IO_TIMEOUT:?}\n{}",
                 t.logs()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let output = child.wait_with_output().expect("python3 output");
+            )
+        });
+    let status = output.status;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -1132,7 +1114,7 @@ fn sighup_reloads_certificates_for_new_handshakes() {
     before.read_exact(&mut got).expect("echo before reload");
 
     install(&second);
-    gateway.signal(libc::SIGHUP);
+    gateway.signal(sys::SIGHUP);
     wait_log("gateway", &gateway, "certificates and keys reloaded");
     assert_eq!(echoes(&second).as_deref(), Some(&payload[..]));
     assert!(echoes(&first).is_none(), "the old certificate is gone");
@@ -1142,7 +1124,7 @@ fn sighup_reloads_certificates_for_new_handshakes() {
 
     // A key that cannot be read: the running certificates stay, the log names the key.
     std::fs::write(&key, "not a key").expect("garble key");
-    gateway.signal(libc::SIGHUP);
+    gateway.signal(sys::SIGHUP);
     let line = wait_log("gateway", &gateway, "certificate reload failed");
     assert!(line.contains("service[secure].tls"), "{line}");
     assert_eq!(echoes(&second).as_deref(), Some(&payload[..]));

@@ -10,6 +10,7 @@
 //! socket, so it can also break the protocol on purpose. A missing browser or Python module is
 //! reported as `SKIPPED: …` on stderr, never a silent pass. Waits poll with a deadline; the only
 //! timing assertion is the keepalive's upper bound.
+#![deny(unsafe_code)]
 
 use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
@@ -27,8 +28,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use sallyport_dataplane::wire::{http, ws};
 use sallyport_tests::{
-    bulk_echo, connect, dmz_config, dmz_config_accept, echo_round_trip, forward_config, temp_dir,
-    DevCerts, EchoServer, Gateway, Relay, Tunnel, STATE_TIMEOUT,
+    bulk_echo, child, connect, dmz_config, dmz_config_accept, echo_round_trip, forward_config, sys,
+    temp_dir, DevCerts, EchoServer, Gateway, Relay, Tunnel, STATE_TIMEOUT,
 };
 use serde_json::Value;
 
@@ -621,13 +622,9 @@ struct Browser {
 
 impl Browser {
     fn kill(&mut self) {
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) touches no memory. `-pid` names the process group our own child
-            // leads (process_group(0) at spawn) and is not reaped yet, so it names no one else.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
-        }
+        // `-pid` names the process group our own child leads (process_group(0) at spawn) and
+        // is not reaped yet, so it names no one else. Already gone: nothing to kill.
+        let _ = sys::kill(-i64::from(self.child.id()), sys::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -833,28 +830,14 @@ fn python_websockets(scheme: &str) {
     if let Some(c) = &certs {
         cmd.arg(c.path("ca.pem"));
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
-    let end = Instant::now() + TOOL_TIMEOUT;
-    loop {
-        if child.try_wait().expect("wait for python3").is_some() {
-            break;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
+    let out = child::output_within(&mut cmd, TOOL_TIMEOUT)
+        .expect("spawn python3")
+        .unwrap_or_else(|_| {
             panic!(
                 "python websockets client still running after {TOOL_TIMEOUT:?}\n{}",
                 t.logs()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("python3 output");
+            )
+        });
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let what = format!(

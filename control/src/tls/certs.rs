@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::ServerName;
+use sallyport_kit::date::civil_ymd;
 
 use super::{io_text, quoted};
 
@@ -83,26 +84,11 @@ fn today() -> i64 {
     (secs / 86_400) as i64
 }
 
-/// Year, month, day of the day `days` after 1970-01-01 (proleptic Gregorian; H. Hinnant's
-/// `civil_from_days`).
-pub(super) fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year as i32, month as u8, day as u8)
-}
-
 /// Sets `params` valid from midnight UTC `from` days after today until midnight `until` days
 /// after today (negative: in the past).
 fn set_validity(params: &mut rcgen::CertificateParams, from: i64, until: i64) {
     let midnight = |offset: i64| {
-        let (y, m, d) = civil_from_days(today() + offset);
+        let (y, m, d) = civil_ymd(today() + offset);
         rcgen::date_time_ymd(y, m, d)
     };
     params.not_before = midnight(from);

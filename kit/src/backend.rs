@@ -4,6 +4,9 @@
 //! connection finishes echoing what it has, shuts down its write side (so half-close is preserved end to
 //! end) and closes. Dropping the server stops the accept loop and shuts down the connections still open.
 //!
+//! [`EchoServer::start_with`] runs the same accept loop and shutdown with the caller's
+//! per-connection loop instead (`sallyport-bench` serves TLS with it).
+//!
 //! It does not parse, delay, count bytes or limit connections; it is a measuring stick, not a target model.
 
 use std::collections::HashMap;
@@ -48,10 +51,28 @@ impl Shared {
     }
 }
 
+/// What serves one accepted connection, on a thread of its own; the flag is set when the
+/// server is dropped (the socket is shut down then, too).
+type Serve = dyn Fn(TcpStream, &AtomicBool) + Send + Sync;
+
 impl EchoServer {
     /// Binds `bind` (use port 0 for an ephemeral port) and starts accepting. The listener is bound when
     /// this returns, so clients may connect at once.
     pub fn start(bind: SocketAddr) -> io::Result<EchoServer> {
+        EchoServer::start_with(bind, "echo", |stream, _stop| {
+            // Errors just end this connection; the client sees the reset or EOF.
+            let _ = echo(stream);
+        })
+    }
+
+    /// [`EchoServer::start`] with `serve` as each connection's loop instead of the plain echo
+    /// (threads named `NAME-accept-PORT` and `NAME-ID`). `serve` should return soon after its
+    /// stop flag is set or its socket is shut down.
+    pub fn start_with(
+        bind: SocketAddr,
+        name: &str,
+        serve: impl Fn(TcpStream, &AtomicBool) + Send + Sync + 'static,
+    ) -> io::Result<EchoServer> {
         let listener = TcpListener::bind(bind)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -60,9 +81,11 @@ impl EchoServer {
             open: Mutex::new(HashMap::new()),
         });
         let accept_shared = Arc::clone(&shared);
+        let serve: Arc<Serve> = Arc::new(serve);
+        let conn_name = name.to_string();
         let accept = thread::Builder::new()
-            .name(format!("echo-accept-{}", addr.port()))
-            .spawn(move || accept_loop(listener, &accept_shared))?;
+            .name(format!("{name}-accept-{}", addr.port()))
+            .spawn(move || accept_loop(listener, &accept_shared, &conn_name, &serve))?;
         Ok(EchoServer {
             addr,
             shared,
@@ -110,7 +133,7 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
+fn accept_loop(listener: TcpListener, shared: &Arc<Shared>, name: &str, serve: &Arc<Serve>) {
     loop {
         let accepted = listener.accept();
         if shared.stop.load(Ordering::SeqCst) {
@@ -129,11 +152,11 @@ fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
             shared.open().insert(id, clone);
         }
         let conn_shared = Arc::clone(shared);
+        let serve = Arc::clone(serve);
         let spawned = thread::Builder::new()
-            .name(format!("echo-{id}"))
+            .name(format!("{name}-{id}"))
             .spawn(move || {
-                // Errors just end this connection; the client sees the reset or EOF.
-                let _ = echo(stream);
+                serve(stream, &conn_shared.stop);
                 conn_shared.open().remove(&id);
             });
         if spawned.is_err() {

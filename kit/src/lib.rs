@@ -1,0 +1,20 @@
+//! What sallyport's demo, benchmark and tests share, so that none of them depends on another:
+//!
+//! - [`backend`]: a blocking TCP echo server (the back-end behind tunnels, the direct baseline);
+//! - [`load`]: the bulk, request/response and new-connection load loops (transport-neutral; plain
+//!   TCP here, TLS and WebSocket transports in `sallyport-bench`);
+//! - [`report`]: fixed-width tables, ratios, HdrHistogram percentile distributions, host facts;
+//! - [`date`]: civil dates and ISO 8601 timestamps from days and seconds since the epoch;
+//! - [`child`]: waiting for a child's exit or a polled condition with a deadline;
+//! - [`sys`]: the one module with `unsafe`, safe wrappers around the libc calls the others need.
+//!
+//! It depends on no crate of this workspace. It has no CLI, topology, peer-tunnel or process
+//! orchestration code (that is `sallyport-bench`), so the `sallyport` binary stays small.
+#![deny(unsafe_code)]
+
+pub mod backend;
+pub mod child;
+pub mod date;
+pub mod load;
+pub mod report;
+pub mod sys;
