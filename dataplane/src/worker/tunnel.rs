@@ -123,7 +123,7 @@ impl Worker {
         self.ring.submit().ok();
         let (legs, engines) = tunnel.into_parts();
         for leg in &legs {
-            if reason == CloseReason::COMPLETED {
+            if reason.reason == Reason::Completed {
                 // A peer's last records (a TLS close_notify behind a WebSocket Close) may still
                 // be unread: read them so the close is a FIN and loses nothing of the peer's.
                 sys::discard_input(leg.fd(), DISCARD_ON_CLOSE);
