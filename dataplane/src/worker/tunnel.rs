@@ -65,8 +65,7 @@ impl Worker {
                 return;
             };
             let fd = tunnel.leg(side).as_raw_fd();
-            let token = Token::Leg(key, side).user_data();
-            if let Err(e) = self.ring.poll_multi(fd, sys::POLL_TUNNEL, token) {
+            if let Err(e) = self.arm(fd, sys::POLL_TUNNEL, Token::Leg(key, side)) {
                 self.close_tunnel(key, CloseReason::failed(Reason::Poll, side, &e));
                 return;
             }
@@ -103,8 +102,7 @@ impl Worker {
             Err(reason) => self.close_tunnel(key, reason),
             Ok(TunnelState::Open) if !c.more => {
                 let fd = tunnel.leg(side).as_raw_fd();
-                let token = Token::Leg(key, side).user_data();
-                self.ring.poll_multi(fd, sys::POLL_TUNNEL, token)?;
+                self.arm(fd, sys::POLL_TUNNEL, Token::Leg(key, side))?;
             }
             Ok(TunnelState::Open) => {}
         }
