@@ -420,6 +420,35 @@ mod tests {
     }
 
     #[test]
+    fn close_reasons_name_what_failed() {
+        use crate::metrics::Errno;
+        let reset = io::Error::from_raw_os_error(libc::ECONNRESET);
+        let r = close_reason(Side::Target, &reset);
+        assert_eq!(
+            (r.reason, r.side, r.errno),
+            (Reason::Io, Some(Side::Target), Errno::ConnReset)
+        );
+        let silent = io::Error::new(io::ErrorKind::TimedOut, WsLegError::KeepaliveTimeout);
+        assert_eq!(
+            close_reason(Side::Client, &silent).reason,
+            Reason::Keepalive
+        );
+        let upgrade = io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            WsLegError::ClosedBeforeUpgrade,
+        );
+        assert_eq!(
+            close_reason(Side::Target, &upgrade).reason,
+            Reason::Protocol
+        );
+        let tls = io::Error::new(io::ErrorKind::InvalidData, "bad record mac");
+        let r = close_reason(Side::Client, &tls);
+        assert_eq!((r.reason, r.errno), (Reason::Protocol, Errno::None));
+        let zero = io::Error::from(io::ErrorKind::WriteZero);
+        assert_eq!(close_reason(Side::Client, &zero).reason, Reason::Io);
+    }
+
+    #[test]
     fn reset_leg_is_an_error() {
         let (client, leg0) = socket_pair();
         let (leg1, _server) = socket_pair();

@@ -254,8 +254,7 @@ impl Worker {
 
     fn arm_wake(&mut self) -> std::io::Result<()> {
         let fd = self.wake.as_raw_fd();
-        self.ring
-            .poll_multi(fd, sys::POLL_READABLE, Token::Wake.user_data())
+        self.arm(fd, sys::POLL_READABLE, Token::Wake)
     }
 
     fn arm_accept(&mut self, group: usize) -> std::io::Result<()> {

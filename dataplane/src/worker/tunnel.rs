@@ -65,8 +65,7 @@ impl Worker {
                 return;
             };
             let fd = tunnel.leg(side).as_raw_fd();
-            let token = Token::Leg(key, side).user_data();
-            if let Err(e) = self.ring.poll_multi(fd, sys::POLL_TUNNEL, token) {
+            if let Err(e) = self.arm(fd, sys::POLL_TUNNEL, Token::Leg(key, side)) {
                 self.close_tunnel(key, CloseReason::failed(Reason::Poll, side, &e));
                 return;
             }
@@ -103,8 +102,7 @@ impl Worker {
             Err(reason) => self.close_tunnel(key, reason),
             Ok(TunnelState::Open) if !c.more => {
                 let fd = tunnel.leg(side).as_raw_fd();
-                let token = Token::Leg(key, side).user_data();
-                self.ring.poll_multi(fd, sys::POLL_TUNNEL, token)?;
+                self.arm(fd, sys::POLL_TUNNEL, Token::Leg(key, side))?;
             }
             Ok(TunnelState::Open) => {}
         }
@@ -123,7 +121,7 @@ impl Worker {
         self.ring.submit().ok();
         let (legs, engines) = tunnel.into_parts();
         for leg in &legs {
-            if reason == CloseReason::COMPLETED {
+            if reason.reason == Reason::Completed {
                 // A peer's last records (a TLS close_notify behind a WebSocket Close) may still
                 // be unread: read them so the close is a FIN and loses nothing of the peer's.
                 sys::discard_input(leg.fd(), DISCARD_ON_CLOSE);
