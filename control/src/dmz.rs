@@ -23,7 +23,7 @@ use sallyport_dataplane::tls::{Handshake, Read, Reloadable};
 use sallyport_dataplane::wire::bind::server::{BindServer, ServerError, Service};
 use sallyport_dataplane::wire::bind::{Action, Session};
 use sallyport_dataplane::wire::socks5;
-use sallyport_dataplane::{Dataplane, OwnedConn};
+use sallyport_dataplane::{Dataplane, OwnedConn, PublicIndex};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -38,7 +38,7 @@ pub struct BindTarget {
     pub service: String,
     pub bind_name: String,
     /// Index of the service in the data plane.
-    pub index: usize,
+    pub index: PublicIndex,
     /// Sent as BND in the first BIND reply.
     pub public: SocketAddr,
     /// RFC 1929 credentials required for this service, if any.

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{
-    Dataplane, DataplaneConfig, PublicService, PublicTls, StartError, Upstream,
+    Dataplane, DataplaneConfig, PublicIndex, PublicService, PublicTls, StartError, Upstream,
 };
 
 use crate::config::{Config, ConfigError, Handoff, ServiceRole, TlsClient, TlsServer};
@@ -199,8 +199,8 @@ impl Gateway {
                     targets.push(BindTarget {
                         service: s.name.clone(),
                         bind_name: d.bind_name.clone(),
-                        index: public_index,
-                        public: dataplane.service_addr(public_index),
+                        index: PublicIndex(public_index),
+                        public: dataplane.service_addr(PublicIndex(public_index)),
                         credentials: d.credentials.as_ref().map(|c| socks5::Credentials {
                             user: c.user.as_bytes().to_vec(),
                             password: c.password.expose().as_bytes().to_vec(),
@@ -234,7 +234,7 @@ impl Gateway {
         let public: Vec<(String, SocketAddr)> = public_services
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.name.clone(), dataplane.service_addr(i)))
+            .map(|(i, s)| (s.name.clone(), dataplane.service_addr(PublicIndex(i))))
             .collect();
         let reverse_addr = reverse_listener.as_ref().and_then(|l| l.local_addr().ok());
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use sallyport_dataplane::tls::{Handshake, Read};
 use sallyport_dataplane::wire::bind::client::{BindClient, ClientError};
 use sallyport_dataplane::wire::socks5;
-use sallyport_dataplane::{Dataplane, OwnedConn, ReverseEvent, ReverseOutcome};
+use sallyport_dataplane::{Dataplane, OwnedConn, ReverseEvent, ReverseIndex, ReverseOutcome};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -316,7 +316,7 @@ pub async fn run_pools(services: Vec<ReverseService>, mut events: UnboundedRecei
                 pool.publish();
             }
             Some(event) = events.recv() => {
-                let Some(pool) = pools.get_mut(event.service) else { continue };
+                let Some(pool) = pools.get_mut(event.service.0) else { continue };
                 on_event(pool, event.outcome);
                 pool.publish();
             }
@@ -364,7 +364,7 @@ async fn dial_and_park(service: &ReverseService, index: usize) -> Result<(), Dia
     let conn = dial(service).await?;
     service
         .dataplane
-        .park_reverse(index, conn, service.backend(target))
+        .park_reverse(ReverseIndex(index), conn, service.backend(target))
         .map_err(|_| DialError::QueueFull)
 }
 

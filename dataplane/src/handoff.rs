@@ -73,7 +73,7 @@ pub enum ReverseOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReverseEvent {
     /// The index given to [`crate::Dataplane::park_reverse`].
-    pub service: usize,
+    pub service: ReverseIndex,
     pub outcome: ReverseOutcome,
 }
 

@@ -192,8 +192,8 @@ impl Dataplane {
     }
 
     /// The bound address of public service `service` (the real port when 0 was asked for).
-    pub fn service_addr(&self, service: usize) -> SocketAddr {
-        self.addrs[service]
+    pub fn service_addr(&self, service: PublicIndex) -> SocketAddr {
+        self.addrs[service.0]
     }
 
     pub fn workers(&self) -> usize {
@@ -201,21 +201,18 @@ impl Dataplane {
     }
 
     /// Parks a prepared connection (first BIND reply already sent) for public service
-    /// `service` (a [`PublicIndex`]'s number: the index in [`DataplaneConfig::services`]) on the worker that needs it most: one with clients waiting, else the one with
+    /// `service` (its index in [`DataplaneConfig::services`]) on the worker that needs it most: one with clients waiting, else the one with
     /// the fewest parked. Gives the connection back when every queue is full.
-    pub fn park(&self, service: usize, conn: OwnedConn) -> Result<(), OwnedConn> {
+    pub fn park(&self, service: PublicIndex, conn: OwnedConn) -> Result<(), OwnedConn> {
         let load = |p: &Peer| {
-            let s = &p.stats.services[service];
+            let s = &p.stats.services[service.0];
             let waiting = s.waiting.load(Ordering::Relaxed);
             let prepared = s.prepared.load(Ordering::Relaxed);
             (waiting <= 0, prepared)
         };
         let mut order: Vec<usize> = (0..self.peers.len()).collect();
         order.sort_by_key(|&i| load(&self.peers[i]));
-        let mut msg = Msg::Prepared {
-            service: PublicIndex(service),
-            conn,
-        };
+        let mut msg = Msg::Prepared { service, conn };
         for i in order {
             match self.peers[i].send(msg) {
                 Ok(()) => return Ok(()),
@@ -228,22 +225,21 @@ impl Dataplane {
         }
     }
 
-    /// Internal side: parks a reverse leg of reverse pool `service` (a [`ReverseIndex`]'s
-    /// number, given back in [`ReverseEvent::service`]; `conn.leftover` holds whatever was read
+    /// Internal side: parks a reverse leg of reverse pool `service` (given back in [`ReverseEvent::service`]; `conn.leftover` holds whatever was read
     /// after the first BIND reply) on the next worker in turn. When the DMZ sends the second
     /// reply the worker connects to the back-end (`upstream`: TCP, with TLS and/or a WebSocket
     /// upgrade when set) and relays; the outcome is reported through
     /// [`DataplaneConfig::reverse_events`]. Gives the connection back when every queue is full.
     pub fn park_reverse(
         &self,
-        service: usize,
+        service: ReverseIndex,
         conn: OwnedConn,
         upstream: Upstream,
     ) -> Result<(), OwnedConn> {
         let n = self.peers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut msg = Msg::Reverse(Box::new(ReverseHandoff {
-            service: ReverseIndex(service),
+            service,
             conn,
             upstream,
         }));

@@ -14,8 +14,8 @@ use common::prepared_pair;
 use rustls::pki_types::{PrivateKeyDer, ServerName};
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{
-    Dataplane, OwnedConn, PublicService, PublicTls, RelayMode, ReverseEvent, ReverseEvents,
-    ReverseOutcome, TargetTls,
+    Dataplane, OwnedConn, PublicIndex, PublicService, PublicTls, RelayMode, ReverseEvent,
+    ReverseEvents, ReverseIndex, ReverseOutcome, TargetTls,
 };
 
 fn server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
@@ -70,9 +70,10 @@ fn tls_client_is_relayed_to_a_plain_prepared_connection() {
     let pki = pki();
     let dp = start_public(&pki, Duration::from_secs(5));
     let (dmz_side, mut internal) = prepared_pair();
-    dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
+    dp.park(PublicIndex(0), OwnedConn::new(dmz_side, Vec::new()))
+        .unwrap();
 
-    let mut client = tls_client(&pki, dp.service_addr(0));
+    let mut client = tls_client(&pki, dp.service_addr(PublicIndex(0)));
     // The first write completes the handshake and sends the data right behind the client's
     // Finished: the worker must deliver it after the second BIND reply, not drop it.
     client.write_all(b"hello through tls").unwrap();
@@ -114,14 +115,15 @@ fn stalled_handshake_times_out_without_blocking_others() {
     let pki = pki();
     let dp = start_public(&pki, Duration::from_millis(300));
     // A client that connects and says nothing.
-    let mut stalled = TcpStream::connect(dp.service_addr(0)).unwrap();
+    let mut stalled = TcpStream::connect(dp.service_addr(PublicIndex(0))).unwrap();
     stalled
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     // Meanwhile a good client is served.
     let (dmz_side, mut internal) = prepared_pair();
-    dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
-    let mut good = tls_client(&pki, dp.service_addr(0));
+    dp.park(PublicIndex(0), OwnedConn::new(dmz_side, Vec::new()))
+        .unwrap();
+    let mut good = tls_client(&pki, dp.service_addr(PublicIndex(0)));
     good.write_all(b"ok?").unwrap();
     let mut head = vec![0u8; 13];
     internal.read_exact(&mut head).unwrap();
@@ -146,7 +148,7 @@ fn stalled_handshake_times_out_without_blocking_others() {
 fn plain_client_on_a_tls_listener_fails_its_handshake() {
     let pki = pki();
     let dp = start_public(&pki, Duration::from_secs(5));
-    let mut plain = TcpStream::connect(dp.service_addr(0)).unwrap();
+    let mut plain = TcpStream::connect(dp.service_addr(PublicIndex(0))).unwrap();
     plain
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -190,7 +192,7 @@ fn reverse_leg_reaches_a_tls_back_end() {
         server_name: ServerName::try_from("localhost").unwrap(),
     };
     dp.park_reverse(
-        0,
+        ReverseIndex(0),
         OwnedConn::new(leg, Vec::new()),
         common::backend(backend_addr, Duration::from_secs(5), Some(target_tls)),
     )

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use common::{plain_service, prepared_pair, wait_until};
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{
-    Dataplane, OwnedConn, PublicService, RelayMode, ReverseEvent, ReverseEvents, ReverseOutcome,
-    Upstream,
+    Dataplane, OwnedConn, PublicIndex, PublicService, RelayMode, ReverseEvent, ReverseEvents,
+    ReverseIndex, ReverseOutcome, Upstream,
 };
 
 fn start(workers: usize, mode: RelayMode, timeout: Duration) -> Dataplane {
@@ -48,10 +48,11 @@ fn round_trip(mode: RelayMode) {
     let dp = start(1, mode, Duration::from_secs(5));
     let baseline = open_fds();
     let (dmz_side, mut internal) = prepared_pair();
-    dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
+    dp.park(PublicIndex(0), OwnedConn::new(dmz_side, Vec::new()))
+        .unwrap();
     wait_until("parked", || dp.snapshot().services[0].prepared == 1);
 
-    let mut client = TcpStream::connect(dp.service_addr(0)).unwrap();
+    let mut client = TcpStream::connect(dp.service_addr(PublicIndex(0))).unwrap();
     let client_addr = client.local_addr().unwrap();
     assert_eq!(read_second_reply(&mut internal), client_addr);
 
@@ -100,11 +101,12 @@ fn copy_round_trip_with_half_close() {
 #[test]
 fn client_bytes_written_before_pairing_follow_the_reply() {
     let dp = start(1, RelayMode::Splice, Duration::from_secs(5));
-    let mut client = TcpStream::connect(dp.service_addr(0)).unwrap();
+    let mut client = TcpStream::connect(dp.service_addr(PublicIndex(0))).unwrap();
     client.write_all(b"early bytes").unwrap();
     wait_until("client waiting", || dp.snapshot().services[0].waiting == 1);
     let (dmz_side, mut internal) = prepared_pair();
-    dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
+    dp.park(PublicIndex(0), OwnedConn::new(dmz_side, Vec::new()))
+        .unwrap();
     let mut buf = vec![0u8; 10 + 11];
     internal.read_exact(&mut buf).unwrap();
     let (reply, used) = socks5::parse_reply(&buf).unwrap().unwrap();
@@ -116,7 +118,7 @@ fn client_bytes_written_before_pairing_follow_the_reply() {
 fn client_without_prepared_connection_is_reset_after_timeout() {
     let dp = start(1, RelayMode::Splice, Duration::from_millis(300));
     let started = Instant::now();
-    let mut client = TcpStream::connect(dp.service_addr(0)).unwrap();
+    let mut client = TcpStream::connect(dp.service_addr(PublicIndex(0))).unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -131,7 +133,8 @@ fn client_without_prepared_connection_is_reset_after_timeout() {
 fn parked_connection_that_closes_leaves_the_pool() {
     let dp = start(1, RelayMode::Splice, Duration::from_secs(1));
     let (dmz_side, internal) = prepared_pair();
-    dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
+    dp.park(PublicIndex(0), OwnedConn::new(dmz_side, Vec::new()))
+        .unwrap();
     wait_until("parked", || dp.snapshot().services[0].prepared == 1);
     drop(internal);
     wait_until("dropped from pool", || {
@@ -147,9 +150,10 @@ fn workers_lend_prepared_connections_to_each_other() {
     // clients over both workers, so some must take it from the other worker.
     for i in 0..24u32 {
         let (dmz_side, mut internal) = prepared_pair();
-        dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
+        dp.park(PublicIndex(0), OwnedConn::new(dmz_side, Vec::new()))
+            .unwrap();
         wait_until("parked", || dp.snapshot().services[0].prepared == 1);
-        let mut client = TcpStream::connect(dp.service_addr(0)).unwrap();
+        let mut client = TcpStream::connect(dp.service_addr(PublicIndex(0))).unwrap();
         read_second_reply(&mut internal);
         client.write_all(&i.to_be_bytes()).unwrap();
         let mut got = [0u8; 4];
@@ -191,7 +195,7 @@ fn reverse_leg_connects_the_back_end_and_delivers_leftover_first() {
     let backend = TcpListener::bind("127.0.0.1:0").unwrap();
     let (leg, mut dmz) = prepared_pair();
     dp.park_reverse(
-        3,
+        ReverseIndex(3),
         OwnedConn::new(leg, Vec::new()),
         common::backend(backend.local_addr().unwrap(), Duration::from_secs(5), None),
     )
@@ -204,7 +208,7 @@ fn reverse_leg_connects_the_back_end_and_delivers_leftover_first() {
     assert_eq!(
         event,
         ReverseEvent {
-            service: 3,
+            service: ReverseIndex(3),
             outcome: ReverseOutcome::Paired
         }
     );
@@ -229,7 +233,7 @@ fn reverse_leg_whose_back_end_refuses_is_reset() {
     let (leg, mut dmz) = prepared_pair();
     // Second reply already read by the control thread along with the first.
     dp.park_reverse(
-        0,
+        ReverseIndex(0),
         OwnedConn::new(leg, second_reply("203.0.113.5:1")),
         common::backend(closed, Duration::from_secs(5), None),
     )
@@ -263,14 +267,14 @@ fn reverse_leg_closed_by_the_dmz_is_lost() {
     let (leg, dmz) = prepared_pair();
     let target = "127.0.0.1:9".parse().unwrap();
     dp.park_reverse(
-        1,
+        ReverseIndex(1),
         OwnedConn::new(leg, Vec::new()),
         common::backend(target, Duration::from_secs(1), None),
     )
     .unwrap();
     drop(dmz);
     let event = events.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!(event.service, 1);
+    assert_eq!(event.service, ReverseIndex(1));
     assert!(
         matches!(event.outcome, ReverseOutcome::Lost { .. }),
         "{event:?}"
@@ -288,7 +292,7 @@ fn busy_port_is_a_listen_error() {
     // Even a second SO_REUSEPORT group on the same port is refused, not silently shared.
     let other = start(1, RelayMode::Splice, Duration::from_secs(1));
     let mut busy = plain_service("busy", Duration::from_secs(1));
-    busy.listen = other.service_addr(0);
+    busy.listen = other.service_addr(PublicIndex(0));
     let err = Dataplane::start(common::config(1, RelayMode::Splice, vec![busy], None))
         .err()
         .expect("port in use");
@@ -312,7 +316,7 @@ fn start_forward(upstream: SocketAddr) -> Dataplane {
 fn forwarding_service_connects_its_own_upstream() {
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
     let dp = start_forward(upstream.local_addr().unwrap());
-    let mut client = TcpStream::connect(dp.service_addr(0)).unwrap();
+    let mut client = TcpStream::connect(dp.service_addr(PublicIndex(0))).unwrap();
     client.write_all(b"ping").unwrap();
     let (mut server, _) = upstream.accept().unwrap();
     let mut got = [0u8; 4];
@@ -330,7 +334,7 @@ fn forwarding_service_mirrors_a_refused_upstream_as_a_reset() {
         .local_addr()
         .unwrap();
     let dp = start_forward(closed);
-    let mut client = TcpStream::connect(dp.service_addr(0)).unwrap();
+    let mut client = TcpStream::connect(dp.service_addr(PublicIndex(0))).unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::prepared_pair;
 use sallyport_dataplane::wire::{http, socks5, ws};
 use sallyport_dataplane::{
-    Dataplane, OwnedConn, PublicService, PublicWs, RelayMode, Upstream, UpstreamWs,
+    Dataplane, OwnedConn, PublicIndex, PublicService, PublicWs, RelayMode, Upstream, UpstreamWs,
 };
 
 fn public_ws(path: &str, ping: Option<Duration>) -> PublicWs {
@@ -156,9 +156,11 @@ fn ws_client_is_paired_and_frames_carry_the_stream() {
         None,
     )]);
     let (dmz_side, mut internal) = prepared_pair();
-    dp.park(0, OwnedConn::new(dmz_side, Vec::new())).unwrap();
+    dp.park(PublicIndex(0), OwnedConn::new(dmz_side, Vec::new()))
+        .unwrap();
     // The upgrade request and the first frame in one segment (wire rule 1).
-    let (mut client, protocol) = Client::connect(dp.service_addr(0), "/echo?x=1", Some(b"first"));
+    let (mut client, protocol) =
+        Client::connect(dp.service_addr(PublicIndex(0)), "/echo?x=1", Some(b"first"));
     assert_eq!(protocol.as_deref(), Some("tunnel"));
     let mut head = vec![0u8; 15];
     internal.read_exact(&mut head).unwrap();
@@ -218,9 +220,13 @@ fn services_share_a_port_by_path_and_bad_requests_get_clear_answers() {
         service("a", addr, Some(public_ws("/a", None)), None),
         service("b", addr, Some(public_ws("/b", None)), None),
     ]);
-    assert_eq!(dp.service_addr(0), dp.service_addr(1));
+    assert_eq!(
+        dp.service_addr(PublicIndex(0)),
+        dp.service_addr(PublicIndex(1))
+    );
     let (dmz_b, mut internal_b) = prepared_pair();
-    dp.park(1, OwnedConn::new(dmz_b, Vec::new())).unwrap();
+    dp.park(PublicIndex(1), OwnedConn::new(dmz_b, Vec::new()))
+        .unwrap();
     let (mut client, _) = Client::connect(addr, "/b", None);
     client.send(b"to b");
     let mut head = vec![0u8; 14];
@@ -270,7 +276,7 @@ fn virtual_private_connection_tcp_over_websocket() {
             ws: None,
         }),
     )]);
-    let b_addr = b.service_addr(0);
+    let b_addr = b.service_addr(PublicIndex(0));
     let a = start(vec![service(
         "vpc",
         "127.0.0.1:0".parse().unwrap(),
@@ -287,7 +293,7 @@ fn virtual_private_connection_tcp_over_websocket() {
             }),
         }),
     )]);
-    let mut client = TcpStream::connect(a.service_addr(0)).unwrap();
+    let mut client = TcpStream::connect(a.service_addr(PublicIndex(0))).unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
@@ -324,8 +330,9 @@ fn silent_ws_peer_is_closed_by_keepalive_and_busy_one_is_not() {
     )]);
     // A busy client keeps talking: never closed.
     let (dmz1, mut internal1) = prepared_pair();
-    dp.park(0, OwnedConn::new(dmz1, Vec::new())).unwrap();
-    let (mut busy, _) = Client::connect(dp.service_addr(0), "/ka", None);
+    dp.park(PublicIndex(0), OwnedConn::new(dmz1, Vec::new()))
+        .unwrap();
+    let (mut busy, _) = Client::connect(dp.service_addr(PublicIndex(0)), "/ka", None);
     let mut head = vec![0u8; 10];
     internal1.read_exact(&mut head).unwrap();
     let started = Instant::now();
@@ -342,8 +349,9 @@ fn silent_ws_peer_is_closed_by_keepalive_and_busy_one_is_not() {
 
     // A client that answers nothing (not even pings) is closed after ~2 intervals.
     let (dmz2, mut internal2) = prepared_pair();
-    dp.park(0, OwnedConn::new(dmz2, Vec::new())).unwrap();
-    let (silent, _) = Client::connect(dp.service_addr(0), "/ka", None);
+    dp.park(PublicIndex(0), OwnedConn::new(dmz2, Vec::new()))
+        .unwrap();
+    let (silent, _) = Client::connect(dp.service_addr(PublicIndex(0)), "/ka", None);
     let mut head = vec![0u8; 10];
     internal2.read_exact(&mut head).unwrap();
     let started = Instant::now();

@@ -78,10 +78,7 @@ impl ReverseLeg {
 impl Worker {
     pub(super) fn emit(&self, service: ReverseIndex, outcome: ReverseOutcome) {
         if let Some(events) = &self.reverse_events {
-            events(ReverseEvent {
-                service: service.0,
-                outcome,
-            });
+            events(ReverseEvent { service, outcome });
         }
     }
 
