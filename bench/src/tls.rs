@@ -9,7 +9,9 @@
 //! - [`TlsEchoServer`]: one thread per connection, each a non-blocking loop around one rustls
 //!   session that echoes what it decrypts (TLS half-close: close_notify, then `SHUT_WR`). It adds
 //!   each connection thread's CPU time (`RUSAGE_THREAD`) to a counter, so `bulk` can show what a
-//!   bare TLS termination costs per GB.
+//!   bare TLS termination costs per GB. It is kit's echo server accept loop with this
+//!   per-connection loop.
+//!
 //! The socket <-> rustls plumbing it shares with the TLS load generators is in
 //! [`crate::transport::tls`].
 //!

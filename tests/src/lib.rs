@@ -307,6 +307,17 @@ impl Drop for Gateway {
     }
 }
 
+/// The counter at `path` (keys from the root) in a `/stats` document; panics naming the path
+/// and showing the document when it is missing or not a number.
+pub fn counter(stats: &Value, path: &[&str]) -> u64 {
+    let mut v = stats;
+    for key in path {
+        v = &v[*key];
+    }
+    v.as_u64()
+        .unwrap_or_else(|| panic!("no counter {} in {stats:#}", path.join(".")))
+}
+
 fn parse_addr(s: &str) -> SocketAddr {
     s.parse()
         .unwrap_or_else(|e| panic!("bad address {s:?} on gateway stdout: {e}"))

@@ -23,10 +23,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use sallyport_tests::{
-    child, connect, forward_config, sys, temp_dir, DevCerts, EchoServer, Gateway, Tunnel,
+    child, connect, counter, forward_config, sys, temp_dir, DevCerts, EchoServer, Gateway, Tunnel,
     IO_TIMEOUT, STATE_TIMEOUT,
 };
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const BULK_BYTES: usize = 64 << 20;
@@ -304,15 +303,6 @@ fn tls_tunnel(pki: &Pki, prepared: u32, dmz_extra: &str) -> Tunnel {
         |reverse, echo| internal_tls_config(reverse, echo, prepared, &good_internal_tls(pki)),
         prepared,
     )
-}
-
-fn counter(stats: &Value, path: &[&str]) -> u64 {
-    let mut v = stats;
-    for key in path {
-        v = &v[*key];
-    }
-    v.as_u64()
-        .unwrap_or_else(|| panic!("no counter {} in {stats:#}", path.join(".")))
 }
 
 /// `text` without ANSI escape sequences (the gateway colours its log even into a file).

@@ -28,10 +28,9 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use sallyport_dataplane::wire::{http, ws};
 use sallyport_tests::{
-    bulk_echo, child, connect, dmz_config, dmz_config_accept, echo_round_trip, forward_config, sys,
-    temp_dir, DevCerts, EchoServer, Gateway, Relay, Tunnel, STATE_TIMEOUT,
+    bulk_echo, child, connect, counter, dmz_config, dmz_config_accept, echo_round_trip,
+    forward_config, sys, temp_dir, DevCerts, EchoServer, Gateway, Relay, Tunnel, STATE_TIMEOUT,
 };
-use serde_json::Value;
 
 const BULK_BYTES: usize = 64 << 20;
 
@@ -75,15 +74,6 @@ fn assert_no_panic(who: &str, gateway: &Gateway) {
         !stderr.contains("panicked"),
         "{who} gateway panicked:\n{stderr}"
     );
-}
-
-fn counter(stats: &Value, path: &[&str]) -> u64 {
-    let mut v = stats;
-    for key in path {
-        v = &v[*key];
-    }
-    v.as_u64()
-        .unwrap_or_else(|| panic!("no counter {} in {stats:#}", path.join(".")))
 }
 
 // ---------------------------------------------------------------------------------------------
