@@ -16,9 +16,9 @@ use sallyport_dataplane::{PublicWs, UpstreamWs};
 
 use super::model::{Handoff, HostPort, UpstreamConfig, WsAccept, WsConnect};
 use super::raw::RawService;
-use super::services::WsCommon;
 use super::tls_files::{validate_connect_tls, validate_tls_server};
 use super::uri::{parse_listen_uri, parse_target_uri, Scheme};
+use super::websocket::WsCommon;
 use super::websocket::{validate_origins, validate_protocols};
 use crate::tls::{ServerRole as TlsServerRole, TlsServer};
 

@@ -21,6 +21,7 @@ use super::uri::{
     parse_dmz_bind_name, parse_reverse_accept, parse_target_uri, split_scheme, validate_name,
     Scheme,
 };
+use super::websocket::WsCommon;
 
 /// The first of `fields` that is present: an error built by `reason` from its name.
 pub(super) fn forbid(
@@ -33,13 +34,6 @@ pub(super) fn forbid(
         Some((field, _)) => Err(check.fail(format!("{prefix}.{field}"), reason(field))),
         None => Ok(()),
     }
-}
-
-/// The WebSocket settings that apply to either side (`ws_ping`, `ws_max_message`).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct WsCommon {
-    pub(super) max_message: usize,
-    pub(super) ping: Option<Duration>,
 }
 
 /// A service's two URIs as written, split at their schemes.

@@ -1,8 +1,17 @@
 //! WebSocket values of a listener: `origins` (serialized origins as browsers send them) and
 //! `protocols` (subprotocol names, HTTP tokens). `ws_ping` and `ws_max_message`, which apply
-//! to either leg, are read in `services`; paths in `uri`.
+//! to either leg, are read in `services` into a [`WsCommon`]; paths in `uri`.
+
+use std::time::Duration;
 
 use super::diagnostics::{Check, ConfigError};
+
+/// The WebSocket settings that apply to either side (`ws_ping`, `ws_max_message`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WsCommon {
+    pub(super) max_message: usize,
+    pub(super) ping: Option<Duration>,
+}
 
 /// `origins`: serialized origins (`https://app.example.com`, `http://localhost:8080`) or `null`,
 /// compared byte for byte with the `Origin` header browsers send.

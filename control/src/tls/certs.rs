@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustls::pki_types::ServerName;
 use sallyport_kit::date::civil_ymd;
 
-use super::{io_text, quoted};
+use super::text::{io_text, quoted};
 
 // ---------------------------------------------------------------------------------------------
 // Development certificates (`sallyport certs`, `sallyport demo --tls`)

@@ -33,7 +33,9 @@ use sallyport_dataplane::tls::Reloadable;
 use sallyport_dataplane::TargetTls;
 
 mod certs;
+mod text;
 pub use certs::*;
+use text::{io_text, quoted};
 
 /// The crypto provider of every configuration: aws-lc-rs (rustls' default), chosen explicitly
 /// so a second provider compiled into the workspace can never make the choice ambiguous.
@@ -268,20 +270,6 @@ impl TlsClient {
             server_name,
             config: Reloadable::new(Arc::new(config)),
         })
-    }
-}
-
-/// `"path"`, for messages.
-pub(super) fn quoted(path: &Path) -> String {
-    format!("\"{}\"", path.display())
-}
-
-/// An I/O error without the " (os error N)" suffix: `No such file or directory`.
-pub(super) fn io_text(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
     }
 }
 

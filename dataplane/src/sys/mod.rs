@@ -11,6 +11,7 @@
 #![allow(unsafe_code)]
 
 mod cpu;
+mod cvt;
 mod eventfd;
 mod pipe;
 mod random;
@@ -33,15 +34,6 @@ pub(crate) use socket::{
     socket_error,
 };
 pub use socket::{prepare_stream, StreamOptions};
-
-/// A syscall's `ssize_t` result as a byte count, or the `errno` it set.
-fn cvt(res: libc::ssize_t) -> std::io::Result<usize> {
-    if res < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(res as usize)
-    }
-}
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -7,7 +7,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::cvt;
+use super::cvt::cvt;
 
 /// A pipe for one direction of a splice tunnel: both ends non-blocking.
 pub struct Pipe {
