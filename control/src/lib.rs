@@ -3,7 +3,7 @@
 //! settings and development certificates (`tls`), certificate reload (`reload`), the admin
 //! endpoint, and the `demo` topology. The `sallyport` binary is a thin CLI over it.
 //!
-//! No `unsafe` here: every system call goes through `sallyport_dataplane::sys`.
+//! No `unsafe` here: every system call goes through the data plane (its private `sys` tree) or std.
 #![forbid(unsafe_code)]
 
 pub mod admin;

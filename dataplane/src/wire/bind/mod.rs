@@ -65,7 +65,7 @@ impl<T, E> Step<T, E> {
     }
 }
 
-/// Where a session stands; the same five stages on both sides (`LIFECYCLE.md`).
+/// Where a session stands; the same stages on both sides (five of the session, then `Closed`) (`LIFECYCLE.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Server: waits for the greeting. Client: greeting sent, waits for the method choice.
