@@ -7,7 +7,7 @@ use std::thread;
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use super::{
+use super::common::{
     client_protocol, compare, document, f2, header, push_lines, reverse_leg_tls, start_echo,
     Common, Outcome, CPU_SETTLE,
 };

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
-use super::{compare, document, f1, f2, header, push_lines, start_echo, Common, Outcome};
+use super::common::{compare, document, f1, f2, header, push_lines, start_echo, Common, Outcome};
 use crate::admin;
 use crate::load::{self, CpsResult, CpsSpec};
 use crate::procs::Progress;

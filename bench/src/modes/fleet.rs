@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::{
+use super::common::{
     environment_json, gateway_json, header, start_echo, Outcome, BASELINE_FILL, FD_SPARE,
     MAX_PREPARED, MEMORY_SETTLE,
 };

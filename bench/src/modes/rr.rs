@@ -4,7 +4,7 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::{
+use super::common::{
     client_protocol, compare, document, f2, header, push_lines, reverse_leg_tls, start_echo,
     Common, Outcome,
 };

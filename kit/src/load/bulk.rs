@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 
-use super::{
+use super::common::{
     collect, connect_all, deadline_after, invalid_input, keep, named, spawn, Crew,
     DEFAULT_BULK_BYTES, DEFAULT_CONNECTIONS, DEFAULT_TIME_LIMIT, DEFAULT_WRITE_SIZE,
 };

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::{
+use super::common::{
     deadline_after, invalid_input, join_all, merge, new_histogram, record, recv_until, spawn,
     DEFAULT_CPS_CONCURRENCY, DEFAULT_CPS_COUNT, DEFAULT_RR_SIZE, DEFAULT_TIME_LIMIT,
 };

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::{
+use super::common::{
     collect, connect_all, deadline_after, invalid_input, keep, merge, named, new_histogram, record,
     spawn, Crew, DEFAULT_CONNECTIONS, DEFAULT_RR_REQUESTS, DEFAULT_RR_SIZE, DEFAULT_TIME_LIMIT,
 };

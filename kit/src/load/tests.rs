@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::Duration;
 
+use super::common::*;
 use super::*;
 use crate::backend::EchoServer;
 
