@@ -9,7 +9,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
-use super::slots::occupant;
+use super::entry::occupant;
 use super::{relaxed, Entry, Key, Token, Worker};
 use crate::handoff::{PublicIndex, ReverseIndex, ReverseOutcome};
 use crate::leg::Leg;

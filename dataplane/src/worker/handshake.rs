@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
-use super::slots::occupant;
+use super::entry::occupant;
 use super::{relaxed, Entry, Key, LocalService, Token, Worker};
 use crate::handoff::PublicIndex;
 use crate::leg::Leg;

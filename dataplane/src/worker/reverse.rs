@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::connect::Origin;
-use super::slots::occupant;
+use super::entry::occupant;
 use super::{Entry, Key, ReverseHandoff, Token, Worker};
 use crate::handoff::{ReverseEvent, ReverseIndex, ReverseOutcome};
 use crate::leg::Leg;

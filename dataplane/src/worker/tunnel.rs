@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::slots::occupant;
+use super::entry::occupant;
 use super::{relaxed, Entry, Key, Token, Worker};
 use crate::leg::Leg;
 use crate::metrics::{CloseReason, Reason, Side};
