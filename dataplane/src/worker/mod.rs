@@ -19,6 +19,7 @@
 //! not move bytes itself (see `relay`).
 
 mod connect;
+mod driver;
 mod entry;
 mod handshake;
 mod pool;
