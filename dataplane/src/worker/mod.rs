@@ -10,7 +10,7 @@
 //! The parts: each connection state is its own type in its own file, owning its socket and
 //! buffers, with an event handler that says what happens next ([`handshake::Handshake`],
 //! [`pool::Parked`], [`reverse::ReverseLeg`], [`connect::Connecting`], and the relay's
-//! [`crate::relay::Tunnel`], driven from `tunnel.rs`); [`slots`] holds them (as an [`entry::Entry`]) and [`token`] names their
+//! [`crate::relay::Tunnel`]); `driver.rs` applies what their handlers return; [`slots`] holds them (as an [`entry::Entry`]) and [`token`] names their
 //! completions. This file is the loop: it turns completions into calls on those states and
 //! applies the transitions they return. The states and transitions are in `LIFECYCLE.md`
 //! beside this file.
@@ -26,7 +26,6 @@ mod pool;
 mod reverse;
 mod slots;
 mod token;
-mod tunnel;
 
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::TcpListener;
