@@ -6,13 +6,14 @@
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::connect::{target_leg, ConnectStep, Connecting, Origin};
 use super::entry::{occupant, Entry};
 use super::pool::{Parked, ParkedStep, Waiter};
-use super::{relaxed, Key, Msg, Token, Worker};
-use crate::handoff::{OwnedConn, PublicIndex, ReverseOutcome};
+use super::reverse::{ReverseLeg, ReverseStep};
+use super::{relaxed, Key, Msg, ReverseHandoff, Token, Worker};
+use crate::handoff::{OwnedConn, PublicIndex, ReverseEvent, ReverseIndex, ReverseOutcome};
 use crate::leg::Leg;
 use crate::metrics::{CloseReason, Reason, RefusalReason, Side};
 use crate::relay::{Engine, Tunnel, TunnelState};
@@ -416,5 +417,126 @@ impl Worker {
             Engine::Copy { buf, .. } if self.buffers.len() < POOL_KEEP => self.buffers.push(buf),
             _ => {}
         }
+    }
+}
+
+// Reverse legs of the internal side (`reverse.rs`).
+impl Worker {
+    pub(super) fn emit(&self, service: ReverseIndex, outcome: ReverseOutcome) {
+        if let Some(events) = &self.reverse_events {
+            events(ReverseEvent { service, outcome });
+        }
+    }
+
+    /// Internal side: parks a reverse leg until the DMZ pairs it (second BIND reply).
+    pub(super) fn park_reverse(&mut self, handoff: ReverseHandoff) {
+        let ReverseHandoff {
+            service,
+            conn,
+            upstream,
+        } = handoff;
+        let fd = OwnedFd::from(conn.stream);
+        let tls = conn.tls;
+        // The control thread's buffer is usually empty: free it there and start with none, so
+        // a long-parked leg pins no memory of the control thread's allocator arena.
+        let buf = if conn.leftover.is_empty() {
+            Vec::new()
+        } else {
+            conn.leftover
+        };
+        let leg = Box::new(ReverseLeg {
+            leg: Leg::from_parts(fd, tls),
+            service,
+            upstream,
+            buf,
+            parked_at: Instant::now(),
+        });
+        let lost_at_once = ReverseOutcome::Lost {
+            parked: Duration::ZERO,
+        };
+        if sys::prepare_stream(leg.leg.fd(), self.relay.stream).is_err() {
+            return self.emit(service, lost_at_once);
+        }
+        // The second reply may have arrived in the same read as the first.
+        match leg.parse() {
+            ReverseStep::Wait => {}
+            step => return self.end_reverse(*leg, step),
+        }
+        let fd = leg.leg.fd().as_raw_fd();
+        let tls = leg.leg.has_buffered_input();
+        let key = self.slots.insert(Entry::Reverse(leg));
+        if tls {
+            // Records the control thread read but did not decrypt may already hold the second
+            // reply: no socket event would announce them, so look now.
+            let now = Completion {
+                user_data: Token::Reverse(key).user_data(),
+                result: sys::POLLIN as i32,
+                more: true,
+            };
+            if self.on_reverse_event(key, now).is_err() {
+                return;
+            }
+            if occupant!(self.slots, key, Reverse).is_none() {
+                return; // Already paired or lost.
+            }
+        }
+        if self.arm(fd, sys::POLL_PARKED, Token::Reverse(key)).is_err() {
+            self.slots.remove(key);
+            self.emit(service, lost_at_once);
+        }
+    }
+
+    pub(super) fn on_reverse_event(&mut self, key: Key, c: Completion) -> std::io::Result<()> {
+        let Some(leg) = occupant!(self.slots, key, Reverse) else {
+            return Ok(());
+        };
+        let step = if c.result >= 0 {
+            leg.on_readable()
+        } else if c.result == -libc::ECANCELED {
+            leg.parse()
+        } else {
+            ReverseStep::Closed
+        };
+        if let ReverseStep::Wait = step {
+            if !c.more {
+                let fd = leg.leg.fd().as_raw_fd();
+                self.arm(fd, sys::POLL_PARKED, Token::Reverse(key))?;
+            }
+            return Ok(());
+        }
+        let Some(Entry::Reverse(leg)) = self.slots.remove(key) else {
+            return Ok(());
+        };
+        self.disarm(Token::Reverse(key))?;
+        self.end_reverse(*leg, step);
+        Ok(())
+    }
+
+    /// The parked leg's session ended: paired (connect to the back-end) or lost.
+    fn end_reverse(&mut self, mut leg: ReverseLeg, step: ReverseStep) {
+        let service = leg.service;
+        let used = match step {
+            ReverseStep::Paired { paired, used } => {
+                crate::dp_debug!(core = self.id, service = service.0, client = %paired.bind_host, "paired; connecting to the back-end");
+                used
+            }
+            ReverseStep::Refused(error) => {
+                crate::dp_debug!(core = self.id, service = service.0, %error, "parked leg lost");
+                sys::set_reset_on_close(leg.leg.fd());
+                let parked = leg.parked_at.elapsed();
+                return self.emit(service, ReverseOutcome::Lost { parked });
+            }
+            ReverseStep::Closed | ReverseStep::Wait => {
+                let parked = leg.parked_at.elapsed();
+                return self.emit(service, ReverseOutcome::Lost { parked });
+            }
+        };
+        self.emit(service, ReverseOutcome::Paired);
+        leg.buf.drain(..used);
+        let leftover = std::mem::take(&mut leg.buf);
+        let ReverseLeg {
+            leg: dmz, upstream, ..
+        } = leg;
+        self.connect_upstream(dmz, leftover, &upstream, Origin::Reverse(service));
     }
 }
