@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::connect::{target_leg, ConnectStep, Connecting, Origin};
 use super::entry::{occupant, Entry};
+use super::handshake::{Handshake, HandshakeError, Stage, Step};
 use super::pool::{Parked, ParkedStep, Waiter};
 use super::reverse::{ReverseLeg, ReverseStep};
 use super::{relaxed, Key, Msg, ReverseHandoff, Token, Worker};
@@ -20,6 +21,7 @@ use crate::relay::{Engine, Tunnel, TunnelState};
 use crate::runtime::RelayMode;
 use crate::service::Upstream;
 use crate::sys::{self, Completion};
+use crate::wire::http;
 
 // Connecting (`connect.rs`).
 impl Worker {
@@ -538,5 +540,117 @@ impl Worker {
             leg: dmz, upstream, ..
         } = leg;
         self.connect_upstream(dmz, leftover, &upstream, Origin::Reverse(service));
+    }
+}
+
+// Public clients' handshakes (`handshake.rs`).
+impl Worker {
+    /// A client accepted on listener group `group`: ready at once (plain service), or its
+    /// handshake starts.
+    pub(super) fn on_client(&mut self, group: usize, client: OwnedFd) {
+        let first = self.groups[group][0];
+        let addr = match sys::prepare_stream(client.as_fd(), self.relay.stream)
+            .and_then(|()| sys::peer_addr(client.as_fd()))
+        {
+            Ok(addr) => addr,
+            Err(_) => return, // Gone before we looked at it.
+        };
+        let local = self.service(first);
+        let ws_timeout = local.ws.as_ref().map(|w| w.handshake_timeout);
+        let (leg, stage, timeout) = match &local.tls {
+            Some(tls) => match crate::tls::Handshake::server(tls.config.current()) {
+                Ok(handshake) => (
+                    Leg::tls(client, handshake),
+                    Stage::Tls,
+                    tls.handshake_timeout,
+                ),
+                Err(e) => {
+                    tracing::warn!(core = self.id, service = %local.name, error = %e, "cannot start a TLS session");
+                    return;
+                }
+            },
+            None => match ws_timeout {
+                Some(timeout) => (Leg::plain(client), Stage::Http(Vec::new()), timeout),
+                None => return self.on_ready_client(first, Leg::plain(client), addr),
+            },
+        };
+        let fd = leg.fd().as_raw_fd();
+        let handshake = Box::new(Handshake {
+            leg,
+            addr,
+            group,
+            stage,
+        });
+        let key = self.slots.insert(Entry::Handshake(handshake));
+        if self
+            .arm(fd, sys::POLL_TUNNEL, Token::Handshake(key))
+            .is_err()
+        {
+            self.slots.remove(key);
+            return;
+        }
+        self.add_deadline(Instant::now() + timeout, key);
+    }
+
+    pub(super) fn on_handshake_event(&mut self, key: Key, c: Completion) {
+        if c.result < 0 {
+            return; // Cancelled: the slot has moved on.
+        }
+        let Some(h) = occupant!(self.slots, key, Handshake) else {
+            return;
+        };
+        match h.on_readable(&self.services, &self.groups) {
+            Step::Wait if c.more => {}
+            Step::Wait => {
+                let fd = h.leg.fd().as_raw_fd();
+                if let Err(e) = self.arm(fd, sys::POLL_TUNNEL, Token::Handshake(key)) {
+                    self.end_handshake(key, Err(HandshakeError::Poll(e)));
+                }
+            }
+            Step::Done(service) => self.end_handshake(key, Ok(service)),
+            Step::Failed(e) => self.end_handshake(key, Err(e)),
+        }
+    }
+
+    /// The handshake's deadline passed.
+    pub(super) fn handshake_timed_out(&mut self, key: Key) {
+        self.end_handshake(key, Err(HandshakeError::TimedOut));
+    }
+
+    /// Ends a public client's handshake: ready for pairing, or answered, counted and closed.
+    fn end_handshake(&mut self, key: Key, result: Result<PublicIndex, HandshakeError>) {
+        let Some(Entry::Handshake(h)) = self.slots.remove(key) else {
+            return;
+        };
+        self.disarm(Token::Handshake(key)).ok();
+        let Handshake {
+            mut leg,
+            addr,
+            group,
+            ..
+        } = *h;
+        let first = self.groups[group][0];
+        let error = match result {
+            Ok(service) => return self.on_ready_client(service, leg, addr),
+            Err(e) => e,
+        };
+        let stats = self.service_stats(first);
+        match &error {
+            HandshakeError::Refused(r) => {
+                stats.ws_rejects.fetch_add(1, relaxed());
+                let mut response = Vec::with_capacity(256);
+                http::encode_error_response(r.status(), r.reason(), r.headers(), &mut response);
+                // Best effort: the client may be gone already; it is closed either way.
+                leg.write(&response).ok();
+                leg.shutdown_write().ok();
+            }
+            _ => {
+                stats.tls_failures.fetch_add(1, relaxed());
+            }
+        }
+        if let Some(also_failed) = self.handshake_log.allow(Instant::now()) {
+            tracing::info!(core = self.id, service = %self.service(first).name, client = %addr, also_failed,
+                "handshake with a public client failed: {error}");
+        }
     }
 }
