@@ -1,21 +1,17 @@
 //! A public client's handshake at the DMZ side: the TLS handshake of a `tls://` or `wss://`
 //! service, then, on a WebSocket listener, the HTTP upgrade request that picks the service by
 //! path. [`Handshake`] owns the client's leg and the request bytes so far; its handler
-//! [`Handshake::on_readable`] says what comes next ([`Step`]); the worker arms its poll, keeps
+//! [`Handshake::on_readable`] says what comes next ([`Step`]); the worker (`driver.rs`) arms its poll, keeps
 //! its deadline, and on the end either pairs the client or answers, counts and closes it.
 //!
-//! It does not pair anything itself (`pool.rs`) and relays nothing.
+//! It does not pair anything itself (`driver.rs`) and relays nothing.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::Instant;
 
-use super::slots::occupant;
-use super::{relaxed, Entry, Key, LocalService, Token, Worker};
+use super::LocalService;
 use crate::handoff::PublicIndex;
 use crate::leg::Leg;
-use crate::sys::{self, Completion};
 use crate::wire::http;
 
 /// Bytes of an upgrade request read per `read`.
@@ -23,14 +19,14 @@ const HTTP_READ_CHUNK: usize = 2048;
 
 /// A public client between accept and pairing: its leg, and how far its handshake got.
 pub(super) struct Handshake {
-    leg: Leg,
-    addr: SocketAddr,
+    pub(super) leg: Leg,
+    pub(super) addr: SocketAddr,
     /// The listener group the client came in on (its service is known after routing).
-    group: usize,
-    stage: Stage,
+    pub(super) group: usize,
+    pub(super) stage: Stage,
 }
 
-enum Stage {
+pub(super) enum Stage {
     /// HTTP upgrade request bytes so far (WebSocket listeners).
     Http(Vec<u8>),
     Tls,
@@ -57,7 +53,7 @@ pub(super) enum Refusal {
 }
 
 impl Refusal {
-    fn status(&self) -> u16 {
+    pub(super) fn status(&self) -> u16 {
         match self {
             Refusal::Request(e) => e.status(),
             Refusal::NoService { .. } => 404,
@@ -65,7 +61,7 @@ impl Refusal {
         }
     }
 
-    fn reason(&self) -> &'static str {
+    pub(super) fn reason(&self) -> &'static str {
         match self {
             Refusal::Request(e) => e.reason(),
             Refusal::NoService { .. } => "Not Found",
@@ -73,7 +69,7 @@ impl Refusal {
         }
     }
 
-    fn headers(&self) -> &'static [(&'static str, &'static str)] {
+    pub(super) fn headers(&self) -> &'static [(&'static str, &'static str)] {
         match self {
             Refusal::Request(e) => e.extra_headers(),
             Refusal::NoService { .. } | Refusal::Origin { .. } => &[],
@@ -121,7 +117,11 @@ pub(super) enum HandshakeError {
 impl Handshake {
     /// The client's socket is readable (or writable): moves the handshake on as far as the
     /// bytes at hand allow. `services` and `groups` route the upgrade request.
-    fn on_readable(&mut self, services: &[LocalService], groups: &[Vec<PublicIndex>]) -> Step {
+    pub(super) fn on_readable(
+        &mut self,
+        services: &[LocalService],
+        groups: &[Vec<PublicIndex>],
+    ) -> Step {
         let first = groups[self.group][0];
         if let Stage::Tls = self.stage {
             match self.leg.handshake() {
@@ -198,115 +198,4 @@ impl Handshake {
 
 fn refused(refusal: Refusal) -> Step {
     Step::Failed(HandshakeError::Refused(refusal))
-}
-
-impl Worker {
-    /// A client accepted on listener group `group`: ready at once (plain service), or its
-    /// handshake starts.
-    pub(super) fn on_client(&mut self, group: usize, client: OwnedFd) {
-        let first = self.groups[group][0];
-        let addr = match sys::prepare_stream(client.as_fd(), self.relay.stream)
-            .and_then(|()| sys::peer_addr(client.as_fd()))
-        {
-            Ok(addr) => addr,
-            Err(_) => return, // Gone before we looked at it.
-        };
-        let local = self.service(first);
-        let ws_timeout = local.ws.as_ref().map(|w| w.handshake_timeout);
-        let (leg, stage, timeout) = match &local.tls {
-            Some(tls) => match crate::tls::Handshake::server(tls.config.current()) {
-                Ok(handshake) => (
-                    Leg::tls(client, handshake),
-                    Stage::Tls,
-                    tls.handshake_timeout,
-                ),
-                Err(e) => {
-                    tracing::warn!(core = self.id, service = %local.name, error = %e, "cannot start a TLS session");
-                    return;
-                }
-            },
-            None => match ws_timeout {
-                Some(timeout) => (Leg::plain(client), Stage::Http(Vec::new()), timeout),
-                None => return self.on_ready_client(first, Leg::plain(client), addr),
-            },
-        };
-        let fd = leg.fd().as_raw_fd();
-        let handshake = Box::new(Handshake {
-            leg,
-            addr,
-            group,
-            stage,
-        });
-        let key = self.slots.insert(Entry::Handshake(handshake));
-        if self
-            .arm(fd, sys::POLL_TUNNEL, Token::Handshake(key))
-            .is_err()
-        {
-            self.slots.remove(key);
-            return;
-        }
-        self.add_deadline(Instant::now() + timeout, key);
-    }
-
-    pub(super) fn on_handshake_event(&mut self, key: Key, c: Completion) {
-        if c.result < 0 {
-            return; // Cancelled: the slot has moved on.
-        }
-        let Some(h) = occupant!(self.slots, key, Handshake) else {
-            return;
-        };
-        match h.on_readable(&self.services, &self.groups) {
-            Step::Wait if c.more => {}
-            Step::Wait => {
-                let fd = h.leg.fd().as_raw_fd();
-                if let Err(e) = self.arm(fd, sys::POLL_TUNNEL, Token::Handshake(key)) {
-                    self.end_handshake(key, Err(HandshakeError::Poll(e)));
-                }
-            }
-            Step::Done(service) => self.end_handshake(key, Ok(service)),
-            Step::Failed(e) => self.end_handshake(key, Err(e)),
-        }
-    }
-
-    /// The handshake's deadline passed.
-    pub(super) fn handshake_timed_out(&mut self, key: Key) {
-        self.end_handshake(key, Err(HandshakeError::TimedOut));
-    }
-
-    /// Ends a public client's handshake: ready for pairing, or answered, counted and closed.
-    fn end_handshake(&mut self, key: Key, result: Result<PublicIndex, HandshakeError>) {
-        let Some(Entry::Handshake(h)) = self.slots.remove(key) else {
-            return;
-        };
-        self.disarm(Token::Handshake(key)).ok();
-        let Handshake {
-            mut leg,
-            addr,
-            group,
-            ..
-        } = *h;
-        let first = self.groups[group][0];
-        let error = match result {
-            Ok(service) => return self.on_ready_client(service, leg, addr),
-            Err(e) => e,
-        };
-        let stats = self.service_stats(first);
-        match &error {
-            HandshakeError::Refused(r) => {
-                stats.ws_rejects.fetch_add(1, relaxed());
-                let mut response = Vec::with_capacity(256);
-                http::encode_error_response(r.status(), r.reason(), r.headers(), &mut response);
-                // Best effort: the client may be gone already; it is closed either way.
-                leg.write(&response).ok();
-                leg.shutdown_write().ok();
-            }
-            _ => {
-                stats.tls_failures.fetch_add(1, relaxed());
-            }
-        }
-        if let Some(also_failed) = self.handshake_log.allow(Instant::now()) {
-            tracing::info!(core = self.id, service = %self.service(first).name, client = %addr, also_failed,
-                "handshake with a public client failed: {error}");
-        }
-    }
 }

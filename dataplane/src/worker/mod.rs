@@ -10,7 +10,7 @@
 //! The parts: each connection state is its own type in its own file, owning its socket and
 //! buffers, with an event handler that says what happens next ([`handshake::Handshake`],
 //! [`pool::Parked`], [`reverse::ReverseLeg`], [`connect::Connecting`], and the relay's
-//! [`crate::relay::Tunnel`], driven from `tunnel.rs`); [`slots`] holds them and [`token`] names their
+//! [`crate::relay::Tunnel`]); `driver.rs` applies what their handlers return; [`slots`] holds them (as an [`entry::Entry`]) and [`token`] names their
 //! completions. This file is the loop: it turns completions into calls on those states and
 //! applies the transitions they return. The states and transitions are in `LIFECYCLE.md`
 //! beside this file.
@@ -19,12 +19,13 @@
 //! not move bytes itself (see `relay`).
 
 mod connect;
+mod driver;
+mod entry;
 mod handshake;
 mod pool;
 mod reverse;
 mod slots;
 mod token;
-mod tunnel;
 
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::TcpListener;
@@ -39,8 +40,9 @@ use crate::metrics::{CloseReason, RefusalReason, WorkerStats};
 use crate::runtime::RelayConfig;
 use crate::service::{PublicService, PublicTls, PublicWs, Upstream};
 use crate::sys::{self, Completion, Pipe, Ring};
+use entry::Entry;
 use pool::Waiter;
-use slots::{Entry, Slots};
+use slots::Slots;
 use token::{Key, Token};
 
 /// Messages a worker accepts from the control thread and from other workers.
@@ -128,7 +130,7 @@ pub(crate) struct Worker {
     groups: Vec<Vec<PublicIndex>>,
     /// Indexed by [`PublicIndex`].
     services: Vec<LocalService>,
-    slots: Slots,
+    slots: Slots<Entry>,
     pipes: Vec<Pipe>,
     buffers: Vec<Box<[u8]>>,
     relay: RelayConfig,
