@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use super::LocalService;
+use super::pool::LocalService;
 use crate::handoff::PublicIndex;
 use crate::leg::Leg;
 use crate::wire::http;

@@ -38,10 +38,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::handoff::{OwnedConn, PublicIndex, ReverseEvents, ReverseIndex};
 use crate::metrics::{CloseReason, RefusalReason, WorkerStats};
 use crate::runtime::RelayConfig;
-use crate::service::{PublicService, PublicTls, PublicWs, Upstream};
+use crate::service::{PublicService, Upstream};
 use crate::sys::{self, Completion, Pipe, Ring};
 use entry::Entry;
-use pool::Waiter;
+use pool::LocalService;
 use slots::Slots;
 use token::{Key, Token};
 
@@ -86,22 +86,6 @@ impl Peer {
             Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) => Err(m),
         }
     }
-}
-
-/// A public service as one worker keeps it: its settings and its local pool and queue.
-struct LocalService {
-    /// The service's name, for log lines.
-    name: String,
-    timeout: Duration,
-    tls: Option<PublicTls>,
-    ws: Option<PublicWs>,
-    /// Forwarding service: each client gets its own connection to this upstream instead of a
-    /// prepared connection.
-    upstream: Option<Upstream>,
-    /// Parked prepared connections, oldest first. Entries whose slot moved on are skipped
-    /// when popped.
-    pool: VecDeque<Key>,
-    waiting: VecDeque<Waiter>,
 }
 
 pub(crate) struct WorkerSetup {

@@ -5,17 +5,37 @@
 //! sans-IO BIND server's [`bind::server::Parked`]) goes down the prepared connection ahead of
 //! the client's bytes.
 //!
-//! This file holds the states and their handlers; the worker side (pools, waiting queues,
+//! This file holds the states and their handlers, and [`LocalService`] (a service's settings,
+//! pool and queue as one worker keeps them); the worker side (pools, waiting queues,
 //! polls, counters, lending) is in `driver.rs`. It relays nothing itself: a pair becomes a
 //! tunnel through `Worker::start_tunnel`.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::token::Key;
 use crate::handoff::PublicIndex;
 use crate::leg::Leg;
+use crate::service::{PublicTls, PublicWs, Upstream};
 use crate::sys::Completion;
 use crate::wire::bind;
+
+/// A public service as one worker keeps it: its settings and its local pool and queue.
+pub(super) struct LocalService {
+    /// The service's name, for log lines.
+    pub(super) name: String,
+    pub(super) timeout: Duration,
+    pub(super) tls: Option<PublicTls>,
+    pub(super) ws: Option<PublicWs>,
+    /// Forwarding service: each client gets its own connection to this upstream instead of a
+    /// prepared connection.
+    pub(super) upstream: Option<Upstream>,
+    /// Parked prepared connections, oldest first. Entries whose slot moved on are skipped
+    /// when popped.
+    pub(super) pool: VecDeque<Key>,
+    pub(super) waiting: VecDeque<Waiter>,
+}
 
 /// A prepared connection parked at the DMZ side: the first BIND reply went out (on the
 /// control thread); all that is left of its session is the second reply.
