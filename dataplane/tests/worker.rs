@@ -255,9 +255,7 @@ fn reverse_leg_whose_back_end_refuses_is_reset() {
             errno: Some(libc_econnrefused())
         }
     );
-    dmz.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = [0u8; 4];
-    let err = dmz.read(&mut buf).expect_err("reset");
+    let err = common::read_error(&mut dmz, Duration::from_secs(10));
     assert_eq!(err.kind(), ErrorKind::ConnectionReset);
 }
 
@@ -334,12 +332,7 @@ fn forwarding_service_mirrors_a_refused_upstream_as_a_reset() {
         .local_addr()
         .unwrap();
     let dp = start_forward(closed);
-    let mut client = TcpStream::connect(dp.service_addr(PublicIndex(0))).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut buf = [0u8; 4];
-    let err = client.read(&mut buf).expect_err("reset");
+    let err = common::connect_error(dp.service_addr(PublicIndex(0)), Duration::from_secs(10));
     assert_eq!(err.kind(), ErrorKind::ConnectionReset);
     wait_until("failure counted", || {
         dp.snapshot().services[0].upstream_failures == 1

@@ -94,3 +94,27 @@ pub fn backend(
         ws: None,
     }
 }
+
+/// The error the next read on `stream` ends with, within `limit` (a reset, usually). A reset
+/// that arrives before the read timeout is set fails that `setsockopt` already: it is the
+/// answer then. Panics if the read returns data or EOF instead.
+pub fn read_error(stream: &mut TcpStream, limit: Duration) -> std::io::Error {
+    use std::io::Read;
+    if let Err(e) = stream.set_read_timeout(Some(limit)) {
+        return e;
+    }
+    let mut buf = [0u8; 8];
+    match stream.read(&mut buf) {
+        Ok(n) => panic!("expected an error, read {n} bytes"),
+        Err(e) => e,
+    }
+}
+
+/// The error a fresh connection to `addr` ends with within `limit`: a server that resets at
+/// once can do so before `connect` has returned here, and then `connect` reports it.
+pub fn connect_error(addr: std::net::SocketAddr, limit: Duration) -> std::io::Error {
+    match TcpStream::connect(addr) {
+        Err(e) => e,
+        Ok(mut stream) => read_error(&mut stream, limit),
+    }
+}
