@@ -13,8 +13,9 @@ use std::time::Instant;
 use sallyport_dataplane::wire::bind::{Action, Message, Session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Bytes asked for per read. Small on purpose: a parked connection waiting for its second
-/// reply keeps this buffer, and bytes past the reply stay in the socket for the worker.
+/// Room reserved in the buffer before each read (a read fills whatever room the buffer has,
+/// so it may take more). Small on purpose: the SOCKS5 messages are short. Bytes read past the
+/// message the session took stay in the buffer and go to the worker as leftover.
 const READ_CHUNK: usize = 64;
 
 /// Why a session driven by [`drive`] did not reach its next stage.
