@@ -12,11 +12,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use sallyport_dataplane::wire::socks5;
-use sallyport_dataplane::{
-    Dataplane, DataplaneConfig, PublicIndex, PublicService, PublicTls, StartError, Upstream,
-};
+use sallyport_dataplane::{Dataplane, DataplaneConfig, PublicIndex, PublicService, StartError};
 
-use crate::config::{Config, ConfigError, Handoff, ServiceRole, TlsClient, TlsServer};
+use crate::config::{Config, ConfigError, ServiceRole};
 use crate::dmz::{BindTarget, ReverseEndpoint};
 use crate::internal::ReverseService;
 use crate::stats::{ControlStats, InternalStats, ServiceKind, StatsSource};
@@ -70,46 +68,6 @@ fn bind_error(config: &Config, key: &str, addr: SocketAddr, e: std::io::Error) -
     })
 }
 
-/// The data plane's view of a DMZ or forwarding service (`None` for internal services, which
-/// listen on nothing).
-fn public_service(name: &str, role: &ServiceRole) -> Option<PublicService> {
-    let public_tls = |tls: Option<&TlsServer>, handshake_timeout| {
-        tls.map(|t| PublicTls {
-            config: Arc::clone(&t.config),
-            handshake_timeout,
-        })
-    };
-    match role {
-        ServiceRole::Dmz(d) => Some(PublicService {
-            name: name.to_string(),
-            listen: d.listen,
-            timeout: d.timeout,
-            tls: public_tls(d.tls.as_ref(), d.handshake_timeout),
-            ws: d.ws.clone().map(Handoff::into_inner),
-            upstream: None,
-        }),
-        ServiceRole::Forward(f) => {
-            let u = &f.upstream;
-            Some(PublicService {
-                name: name.to_string(),
-                listen: f.listen,
-                // Never used: a forwarding service waits for no prepared connection; its
-                // upstream connect is bounded by connect_timeout.
-                timeout: u.connect_timeout,
-                tls: public_tls(f.tls.as_ref(), f.handshake_timeout),
-                ws: f.ws.clone().map(Handoff::into_inner),
-                upstream: Some(Upstream {
-                    addr: u.addr,
-                    tls: u.tls.as_ref().map(TlsClient::target),
-                    connect_timeout: u.connect_timeout,
-                    ws: u.ws.clone().map(Handoff::into_inner),
-                }),
-            })
-        }
-        ServiceRole::Internal(_) => None,
-    }
-}
-
 /// The data plane's settings for `config`'s gateway and public services.
 fn dataplane_config(
     config: &Config,
@@ -142,7 +100,7 @@ impl Gateway {
         let public_services: Vec<PublicService> = config
             .services
             .iter()
-            .filter_map(|s| public_service(&s.name, &s.role))
+            .filter_map(|s| s.role.public_service(&s.name))
             .collect();
         let reverse_listener = match &config.reverse {
             Some(r) => Some(

@@ -5,11 +5,13 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use sallyport_dataplane::{PublicWs, RelayConfig, RelayMode, Upstream, UpstreamWs};
+use sallyport_dataplane::UpstreamWs;
+use sallyport_dataplane::{PublicService, PublicTls, PublicWs, RelayConfig, RelayMode, Upstream};
 use sallyport_dataplane::{RingSetup, StreamOptions};
 
 use super::defaults::*;
@@ -104,6 +106,45 @@ pub enum ServiceRole {
     Internal(InternalService),
 }
 
+impl ServiceRole {
+    /// The data plane's view of a DMZ or forwarding service named `name`; `None` for an
+    /// internal service, which listens on nothing.
+    pub fn public_service(&self, name: &str) -> Option<PublicService> {
+        let (listen, tls, ws, handshake_timeout, timeout, upstream) = match self {
+            ServiceRole::Dmz(d) => (
+                d.listen,
+                &d.tls,
+                &d.ws,
+                d.handshake_timeout,
+                d.timeout,
+                None,
+            ),
+            // A forwarding service waits for no prepared connection, so `timeout` is never
+            // used: its upstream connect is bounded by connect_timeout.
+            ServiceRole::Forward(f) => (
+                f.listen,
+                &f.tls,
+                &f.ws,
+                f.handshake_timeout,
+                f.upstream.connect_timeout,
+                Some(f.upstream.upstream()),
+            ),
+            ServiceRole::Internal(_) => return None,
+        };
+        Some(PublicService {
+            name: name.to_string(),
+            listen,
+            timeout,
+            tls: tls.as_ref().map(|t| PublicTls {
+                config: Arc::clone(&t.config),
+                handshake_timeout,
+            }),
+            ws: ws.clone().map(Handoff::into_inner),
+            upstream,
+        })
+    }
+}
+
 /// accept = "tcp://IP:PORT", "tls://IP:PORT", "ws://IP:PORT/PATH" or "wss://IP:PORT/PATH",
 /// connect = "reverse://BINDNAME"
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +203,29 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// `ws://`, `wss://`: the upgrade request sent (client frames are masked).
     pub ws: Option<WsConnect>,
+}
+
+impl UpstreamConfig {
+    /// The leg the data plane connects for each client.
+    pub fn upstream(&self) -> Upstream {
+        backend_leg(self.addr, &self.tls, self.connect_timeout, &self.ws)
+    }
+}
+
+/// A back-end leg to `addr`: what a forwarding service's upstream and an internal service's
+/// back-end both hand the data plane.
+fn backend_leg(
+    addr: SocketAddr,
+    tls: &Option<TlsClient>,
+    connect_timeout: Duration,
+    ws: &Option<WsConnect>,
+) -> Upstream {
+    Upstream {
+        addr,
+        tls: tls.as_ref().map(TlsClient::target),
+        connect_timeout,
+        ws: ws.clone().map(Handoff::into_inner),
+    }
 }
 
 /// A WebSocket client leg's settings (`connect = "ws://…"` or `"wss://…"`), as the data plane
@@ -275,12 +339,12 @@ impl InternalService {
     /// The back-end leg the data plane connects after pairing, to `addr` (the back-end's
     /// name, resolved at each dial).
     pub fn backend(&self, addr: SocketAddr) -> Upstream {
-        Upstream {
+        backend_leg(
             addr,
-            tls: self.target_tls.as_ref().map(TlsClient::target),
-            connect_timeout: self.connect_timeout,
-            ws: self.target_ws.clone().map(Handoff::into_inner),
-        }
+            &self.target_tls,
+            self.connect_timeout,
+            &self.target_ws,
+        )
     }
 }
 
