@@ -269,14 +269,7 @@ fn parse_address(input: &[u8]) -> Parsed<(Host, u16)> {
             (Host::Ip(IpAddr::V6(Ipv6Addr::from(*b))), 1 + 16)
         }
         ATYP_DOMAIN => {
-            let Some(&len) = input.get(1) else {
-                return Ok(None);
-            };
-            if len == 0 {
-                return Err(WireError::BadDomain);
-            }
-            let end = 2 + usize::from(len);
-            let Some(raw) = input.get(2..end) else {
+            let Some((raw, end)) = nonempty_field(input, 1, WireError::BadDomain)? else {
                 return Ok(None);
             };
             let name = std::str::from_utf8(raw).map_err(|_| WireError::BadDomain)?;
@@ -330,6 +323,16 @@ fn length_prefixed(input: &[u8], at: usize) -> Option<(&[u8], usize)> {
     Some((input.get(at + 1..end)?, end))
 }
 
+/// Parses a one-byte-length-prefixed field at `at` that may not be empty (`empty` when its
+/// length is 0, told as soon as the length byte is in): the field and the offset after it.
+fn nonempty_field(input: &[u8], at: usize, empty: WireError) -> Parsed<&[u8]> {
+    match input.get(at) {
+        None => Ok(None),
+        Some(0) => Err(empty),
+        Some(_) => Ok(length_prefixed(input, at)),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Server side (DMZ gateway): parsers
 // ---------------------------------------------------------------------------------------------
@@ -339,14 +342,7 @@ pub fn parse_greeting(input: &[u8]) -> Parsed<Greeting> {
     if !check_version(input, VERSION, WireError::BadVersion)? {
         return Ok(None);
     }
-    let Some(&n) = input.get(1) else {
-        return Ok(None);
-    };
-    if n == 0 {
-        return Err(WireError::NoMethods);
-    }
-    let end = 2 + usize::from(n);
-    let Some(raw) = input.get(2..end) else {
+    let Some((raw, end)) = nonempty_field(input, 1, WireError::NoMethods)? else {
         return Ok(None);
     };
     let methods = raw.iter().map(|&b| Method::from_byte(b)).collect();
