@@ -891,11 +891,14 @@ fn stalled_public_tls_handshake_times_out_without_affecting_others() {
                 }
                 Err(e) => return Err(format!("round {rounds}: {e}")),
             }
-            // Done when told so, or when the test thread is gone (it panicked).
-            if !matches!(done_rx.try_recv(), Err(mpsc::TryRecvError::Empty)) {
+            // Done when told so, or when the test thread is gone (it panicked); else the next
+            // round 20 ms on.
+            if !matches!(
+                done_rx.recv_timeout(Duration::from_millis(20)),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            ) {
                 return Ok(rounds);
             }
-            thread::sleep(Duration::from_millis(20));
         }
     });
     for (i, (mut s, opened)) in stalled.into_iter().enumerate() {
