@@ -2,24 +2,24 @@
 //! endpoint and a `tls://` public listener, internal gateways with good and bad certificates,
 //! an echo back-end, and a rustls client as the public client.
 //!
-//! Certificates come from the `sallyport certs` code (`sallyport::tls::DevCa`), written to a
-//! temporary directory per test. Waits poll a condition with a deadline; nothing sleeps to wait.
+//! Certificates come from the test PKI (`sallyport_kit::pki`), written to a temporary
+//! directory per test. Waits poll a condition with a deadline; nothing sleeps to wait.
+
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
+use common::{internal_config, start_in, DEADLINE};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use sallyport::config::Config;
 use sallyport::gateway::Gateway;
-use sallyport::tls::{CertRole, DevCa};
 use sallyport_kit::backend::EchoServer;
+use sallyport_kit::child;
+use sallyport_kit::pki::{Ca, Role};
 use serde_json::Value;
-
-const DEADLINE: Duration = Duration::from_secs(15);
 
 /// Everything the control threads log, for checking the reasons they give.
 #[derive(Clone, Default)]
@@ -54,18 +54,15 @@ fn logged(text: &str) -> bool {
     String::from_utf8_lossy(&logs().0.lock().unwrap()).contains(text)
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !done() {
-        if Instant::now() >= end {
-            let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
-            let tail: Vec<&str> = text.lines().rev().take(12).collect();
-            panic!(
-                "timed out waiting for {what}; last log lines (newest first):\n{}",
-                tail.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
+/// [`common::wait_for`] that shows the newest log lines when it times out.
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    if !child::poll_until(DEADLINE, done) {
+        let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+        let tail: Vec<&str> = text.lines().rev().take(12).collect();
+        panic!(
+            "timed out waiting for {what}; last log lines (newest first):\n{}",
+            tail.join("\n")
+        );
     }
 }
 
@@ -84,36 +81,22 @@ impl Pki {
             std::env::temp_dir().join(format!("sallyport-tls-e2e-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let pki = Pki { dir };
-        let ca = DevCa::new(30).unwrap();
-        let other = DevCa::new(30).unwrap();
-        pki.write("ca.pem", &ca.cert_pem());
-        pki.write("other-ca.pem", &other.cert_pem());
-        let names = ["localhost".to_string(), "127.0.0.1".to_string()];
-        let dmz = ca.issue(CertRole::Server, "dmz", &names, -1, 30).unwrap();
-        pki.write("dmz.pem", &dmz.cert_pem);
-        pki.write("dmz.key", &dmz.key_pem);
-        let client = |ca: &DevCa, name: &str, from: i64, until: i64| {
-            let issued = ca
-                .issue(
-                    CertRole::Client,
-                    name,
-                    &["internal".to_string()],
-                    from,
-                    until,
-                )
+        let ca = Ca::new();
+        let other = Ca::new();
+        ca.write(&dir, "ca").unwrap();
+        other.write(&dir, "other-ca").unwrap();
+        ca.leaf(Role::Server, "dmz", &["localhost", "127.0.0.1"])
+            .write(&dir, "dmz")
+            .unwrap();
+        let client = |ca: &Ca, name: &str, from: i64, until: i64| {
+            ca.leaf_valid(Role::Client, name, &["internal"], from, until)
+                .write(&dir, name)
                 .unwrap();
-            pki.write(&format!("{name}.pem"), &issued.cert_pem);
-            pki.write(&format!("{name}.key"), &issued.key_pem);
         };
         client(&ca, "good", -1, 30);
         client(&ca, "expired", -10, -1);
         client(&other, "stranger", -1, 30);
-        pki
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.dir.join(name), text).unwrap();
+        Pki { dir }
     }
 }
 
@@ -121,11 +104,6 @@ impl Drop for Pki {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn start(dir: &Path, name: &str, text: &str) -> Gateway {
-    let config = Config::parse(&dir.join(name), text).unwrap_or_else(|e| panic!("{e}"));
-    Gateway::start(&config).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn dmz(pki: &Pki) -> Gateway {
@@ -144,27 +122,14 @@ fn dmz(pki: &Pki) -> Gateway {
         tls = { cert = "dmz.pem", key = "dmz.key", alpn = ["echo/1"] }
         connect = "reverse://echo"
         "#;
-    start(&pki.dir, "dmz.toml", text)
+    start_in(&pki.dir, "dmz.toml", text)
 }
 
 /// An internal gateway for `dmz` whose reverse leg uses `tls` (a TOML inline table or "").
 fn internal(pki: &Pki, dmz: &Gateway, echo: SocketAddr, tls: &str) -> Gateway {
-    let reverse = dmz.reverse_addr.unwrap();
-    let text = format!(
-        r#"
-        [gateway]
-        workers = 1
-        cores = []
-        [[service]]
-        name = "echo"
-        accept = "reverse://{reverse}/echo"
-        connect = "tcp://{echo}"
-        prepared = 2
-        retry_max = "200ms"
-        {tls}
-        "#
-    );
-    start(&pki.dir, "internal.toml", &text)
+    let extra = format!("retry_max = \"200ms\"\n        {tls}");
+    let text = internal_config(dmz.reverse_addr.unwrap(), echo, &extra);
+    start_in(&pki.dir, "internal.toml", &text)
 }
 
 fn stats(g: &Gateway) -> Value {
@@ -224,13 +189,8 @@ fn client_waiting_before_the_pool_exists_is_paired_at_once() {
         "tls = { ca = \"ca.pem\", cert = \"good.pem\", key = \"good.key\" }",
     );
     client.join().unwrap();
-    let filled = || dmz.stats().prepared("echo") == Some(2);
-    let end = Instant::now() + DEADLINE;
-    while !filled() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
     assert!(
-        filled(),
+        child::poll_until(DEADLINE, || dmz.stats().prepared("echo") == Some(2)),
         "pool did not refill to 2:\nDMZ {:#}\ninternal {:#}",
         dmz.stats().json(),
         internal.stats().json()

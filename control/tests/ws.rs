@@ -6,26 +6,20 @@
 //! The WebSocket client here speaks the protocol with the data plane's sans-IO codecs over a
 //! blocking socket. Waits poll a condition with a deadline; nothing sleeps to wait.
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use sallyport::config::Config;
+use common::{internal_config, start_in, wait_for, DEADLINE};
 use sallyport::gateway::Gateway;
-use sallyport::tls::{CertRole, DevCa};
 use sallyport_dataplane::wire::{http, ws};
 use sallyport_kit::backend::EchoServer;
-
-const DEADLINE: Duration = Duration::from_secs(15);
+use sallyport_kit::pki::{Ca, Role};
 
 fn start(name: &str, text: &str) -> Gateway {
     start_in(Path::new("."), name, text)
-}
-
-fn start_in(dir: &Path, name: &str, text: &str) -> Gateway {
-    let config = Config::parse(&dir.join(name), text).unwrap_or_else(|e| panic!("{e}"));
-    Gateway::start(&config).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn echo() -> EchoServer {
@@ -38,14 +32,6 @@ fn public(g: &Gateway, name: &str) -> SocketAddr {
         .find(|(n, _)| n == name)
         .map(|(_, a)| *a)
         .unwrap_or_else(|| panic!("no public listener {name}"))
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !done() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Sends `len` patterned bytes through `addr` from a second thread and reads them back.
@@ -241,13 +227,11 @@ fn virtual_private_connection_over_wss() {
     let dir = std::env::temp_dir().join(format!("sallyport-ws-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let ca = DevCa::new(30).unwrap();
-    let names = ["localhost".to_string(), "127.0.0.1".to_string()];
-    let server = ca.issue(CertRole::Server, "b", &names, -1, 30).unwrap();
-    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
-    write("ca.pem", &ca.cert_pem());
-    write("b.pem", &server.cert_pem);
-    write("b.key", &server.key_pem);
+    let ca = Ca::new();
+    ca.write(&dir, "ca").unwrap();
+    ca.leaf(Role::Server, "b", &["localhost", "127.0.0.1"])
+        .write(&dir, "b")
+        .unwrap();
 
     let echo = echo();
     let b = start_in(
@@ -319,20 +303,7 @@ fn dmz_ws_listener_is_served_by_reverse_connections() {
     );
     let internal = start(
         "internal.toml",
-        &format!(
-            r#"
-            [gateway]
-            workers = 1
-            cores = []
-            [[service]]
-            name = "echo"
-            accept = "reverse://{}/echo"
-            connect = "tcp://{}"
-            prepared = 2
-            "#,
-            dmz.reverse_addr.unwrap(),
-            echo.addr()
-        ),
+        &internal_config(dmz.reverse_addr.unwrap(), echo.addr(), ""),
     );
     wait_for("2 prepared connections", || {
         dmz.stats().prepared("echo") == Some(2)

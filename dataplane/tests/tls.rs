@@ -9,30 +9,27 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::pki::{pki, Pki};
-use common::prepared_pair;
-use rustls::pki_types::{PrivateKeyDer, ServerName};
+use common::{prepared_pair, wait_until};
+use rustls::pki_types::ServerName;
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{
     Dataplane, OwnedConn, PublicIndex, PublicService, PublicTls, RelayMode, ReverseEvent,
     ReverseEvents, ReverseIndex, ReverseOutcome, TargetTls,
 };
+use sallyport_kit::pki::Pki;
 
 fn server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
     Arc::new(
         rustls::ServerConfig::builder()
             .with_no_client_auth()
-            .with_single_cert(
-                vec![pki.cert.clone()],
-                PrivateKeyDer::Pkcs8(pki.key.clone_key()),
-            )
+            .with_single_cert(vec![pki.server.cert.clone()], pki.server.key_der())
             .unwrap(),
     )
 }
 
 fn client_config(pki: &Pki) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca.clone()).unwrap();
+    roots.add(pki.ca.der()).unwrap();
     Arc::new(
         rustls::ClientConfig::builder()
             .with_root_certificates(roots)
@@ -67,7 +64,7 @@ fn tls_client(
 
 #[test]
 fn tls_client_is_relayed_to_a_plain_prepared_connection() {
-    let pki = pki();
+    let pki = Pki::localhost();
     let dp = start_public(&pki, Duration::from_secs(5));
     let (dmz_side, mut internal) = prepared_pair();
     dp.park(PublicIndex(0), OwnedConn::new(dmz_side, Vec::new()))
@@ -112,7 +109,7 @@ fn tls_client_is_relayed_to_a_plain_prepared_connection() {
 
 #[test]
 fn stalled_handshake_times_out_without_blocking_others() {
-    let pki = pki();
+    let pki = Pki::localhost();
     let dp = start_public(&pki, Duration::from_millis(300));
     // A client that connects and says nothing.
     let mut stalled = TcpStream::connect(dp.service_addr(PublicIndex(0))).unwrap();
@@ -137,16 +134,14 @@ fn stalled_handshake_times_out_without_blocking_others() {
         other => panic!("expected the stalled client to be closed, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while dp.snapshot().services[0].tls_failures == 0 {
-        assert!(Instant::now() < deadline, "tls failure not counted");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("tls failure counted", || {
+        dp.snapshot().services[0].tls_failures > 0
+    });
 }
 
 #[test]
 fn plain_client_on_a_tls_listener_fails_its_handshake() {
-    let pki = pki();
+    let pki = Pki::localhost();
     let dp = start_public(&pki, Duration::from_secs(5));
     let mut plain = TcpStream::connect(dp.service_addr(PublicIndex(0))).unwrap();
     plain
@@ -155,17 +150,15 @@ fn plain_client_on_a_tls_listener_fails_its_handshake() {
     plain.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     let mut buf = Vec::new();
     let _ = plain.read_to_end(&mut buf); // An alert, then close (or reset).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while dp.snapshot().services[0].tls_failures == 0 {
-        assert!(Instant::now() < deadline, "tls failure not counted");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("tls failure counted", || {
+        dp.snapshot().services[0].tls_failures > 0
+    });
     assert_eq!(dp.snapshot().tunnels_total, 0);
 }
 
 #[test]
 fn reverse_leg_reaches_a_tls_back_end() {
-    let pki = pki();
+    let pki = Pki::localhost();
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
     let events: ReverseEvents = Arc::new(move |e: ReverseEvent| {
@@ -221,7 +214,7 @@ fn a_tls_leg_returns_every_record_at_hand_in_one_read() {
     use sallyport_dataplane::leg::Leg;
     use std::os::fd::OwnedFd;
 
-    let pki = pki();
+    let pki = Pki::localhost();
     let client_config = client_config(&pki);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -248,23 +241,18 @@ fn a_tls_leg_returns_every_record_at_hand_in_one_read() {
     sock.set_nonblocking(true).unwrap();
     let handshake = sallyport_dataplane::tls::Handshake::server(server_config(&pki)).unwrap();
     let mut leg = Leg::tls(OwnedFd::from(sock), handshake);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !leg.handshake().unwrap() {
-        assert!(Instant::now() < deadline, "handshake did not finish");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until("handshake finished", || leg.handshake().unwrap());
     written_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
-    let n = loop {
-        match leg.read(&mut buf) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                assert!(Instant::now() < deadline, "no plaintext arrived");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => panic!("read failed: {e}"),
+    let mut n = 0;
+    wait_until("plaintext", || match leg.read(&mut buf) {
+        Ok(read) => {
+            n = read;
+            true
         }
-    };
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(e) => panic!("read failed: {e}"),
+    });
     assert_eq!(n, payload.len(), "one read returns all three records");
     assert!(buf[..n] == payload[..]);
     let e = leg.read(&mut buf).unwrap_err();
@@ -272,14 +260,14 @@ fn a_tls_leg_returns_every_record_at_hand_in_one_read() {
     // close_notify is the end of the stream.
     close_tx.send(()).unwrap();
     client.join().unwrap();
-    let end = loop {
-        match leg.read(&mut buf) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                assert!(Instant::now() < deadline, "no end of stream");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            other => break other.unwrap(),
+    let mut end = None;
+    wait_until("end of stream", || match leg.read(&mut buf) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        other => {
+            end = Some(other.unwrap());
+            true
         }
-    };
+    });
+    let end = end.unwrap();
     assert_eq!(end, 0);
 }

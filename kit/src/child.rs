@@ -65,6 +65,11 @@ pub fn poll_until(timeout: Duration, done: impl FnMut() -> bool) -> bool {
     poll_every(timeout, POLL_INTERVAL, done)
 }
 
+/// [`poll_until`] for tests: panics with "timed out waiting for {what}" when `timeout` passes.
+pub fn wait_until(what: &str, timeout: Duration, done: impl FnMut() -> bool) {
+    assert!(poll_until(timeout, done), "timed out waiting for {what}");
+}
+
 /// [`poll_until`] looking every `interval`.
 pub fn poll_every(timeout: Duration, interval: Duration, mut done: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;

@@ -6,6 +6,7 @@
 //! - [`report`]: fixed-width tables, ratios, HdrHistogram percentile distributions, host facts;
 //! - [`date`]: civil dates and ISO 8601 timestamps from days and seconds since the epoch;
 //! - [`child`]: waiting for a child's exit or a polled condition with a deadline;
+//! - [`pki`] (feature `pki`): a throw-away test PKI, CAs and leaves as DER and PEM;
 //! - [`sys`]: the one module with `unsafe`, safe wrappers around the libc calls the others need.
 //!
 //! It depends on no crate of this workspace. It has no CLI, topology, peer-tunnel or process
@@ -16,5 +17,7 @@ pub mod backend;
 pub mod child;
 pub mod date;
 pub mod load;
+#[cfg(feature = "pki")]
+pub mod pki;
 pub mod report;
 pub mod sys;

@@ -2,7 +2,7 @@
 //! and a `tls://` public listener, an internal gateway dialling it over TLS, an echo back-end —
 //! each gateway a separate `sallyport run` process, every address on loopback port 0.
 //! Certificates come from `sallyport certs` (run as a process too); the expired client
-//! certificate is signed here with rcgen by the same CA key.
+//! certificate is signed here by the same CA key with the test PKI (`sallyport_kit::pki`).
 //!
 //! What a client and an operator can observe is checked: bytes and checksums, `/stats`
 //! counters, and the reason each gateway writes to its stderr. Waits poll with a deadline; the
@@ -14,7 +14,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -22,6 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use sallyport_kit::pki::{self, Ca, Role};
 use sallyport_tests::{
     child, connect, counter, forward_config, sys, temp_dir, DevCerts, EchoServer, Gateway, Tunnel,
     IO_TIMEOUT, STATE_TIMEOUT,
@@ -98,159 +99,44 @@ impl Pki {
     /// Writes a client certificate signed by this CA's key that expired at midnight UTC today
     /// (valid the day before, when the CA was valid too); returns (cert, key) paths.
     fn expired_client(&self) -> (String, String) {
-        let ca_pem = std::fs::read(self.certs.dir().join("ca.pem")).expect("read ca.pem");
-        let ca_der = CertificateDer::from_pem_slice(&ca_pem).expect("parse ca.pem");
-        let ca_key_pem =
-            std::fs::read_to_string(self.certs.dir().join("ca.key")).expect("read ca.key");
-        let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).expect("parse ca.key");
-        // rcgen (without x509-parser) cannot load a CA certificate: rebuild one with the same
-        // subject and key, which is all a signature and the issuer name depend on.
-        let mut ca_params = rcgen::CertificateParams::default();
-        ca_params.distinguished_name = subject_of(&ca_der);
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer = ca_params.self_signed(&ca_key).expect("rebuild the CA");
-
-        let mut params = rcgen::CertificateParams::new(vec!["sallyport-internal".to_string()])
-            .expect("leaf params");
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "expired internal gateway");
-        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
-        let today = days_since_epoch();
-        let (y, m, d) = civil_from_days(today - 1);
-        params.not_before = rcgen::date_time_ymd(y, m, d);
-        let (y, m, d) = civil_from_days(today);
-        params.not_after = rcgen::date_time_ymd(y, m, d);
-        let key = rcgen::KeyPair::generate().expect("leaf key");
-        let cert = params
-            .signed_by(&key, &issuer, &ca_key)
-            .expect("sign the expired certificate");
-
+        let read = |name: &str| {
+            std::fs::read_to_string(self.certs.dir().join(name))
+                .unwrap_or_else(|e| panic!("read {name}: {e}"))
+        };
+        let ca = Ca::from_pem(&read("ca.pem"), &read("ca.key"));
+        let expired = ca.leaf_valid(
+            Role::Client,
+            "expired internal gateway",
+            &["sallyport-internal"],
+            -1,
+            0,
+        );
+        let today = pki::today();
         // The certificate chains to the CA and is only expired: a verifier with this CA as the
         // only root accepts it an hour before it expired, and calls it expired now.
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()), provider())
                 .build()
                 .expect("client verifier");
-        let leaf = CertificateDer::from(cert.der().to_vec());
+        let leaf = &expired.cert;
         let before = UnixTime::since_unix_epoch(Duration::from_secs(
             u64::try_from(today).expect("after 1970") * 86_400 - 3_600,
         ));
-        if let Err(e) = verifier.verify_client_cert(&leaf, &[], before) {
+        if let Err(e) = verifier.verify_client_cert(leaf, &[], before) {
             panic!("the test's expired certificate does not chain to the CA: {e}");
         }
-        match verifier.verify_client_cert(&leaf, &[], UnixTime::now()) {
+        match verifier.verify_client_cert(leaf, &[], UnixTime::now()) {
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. },
             )) => {}
             other => panic!("the test's certificate is not expired: {other:?}"),
         }
 
-        let cert_path = self.certs.dir().join("expired.pem");
-        let key_path = self.certs.dir().join("expired.key");
-        std::fs::write(&cert_path, cert.pem()).expect("write expired.pem");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write expired.key");
+        expired
+            .write(self.certs.dir(), "expired")
+            .expect("write expired.pem and expired.key");
         (self.path("expired.pem"), self.path("expired.key"))
     }
-}
-
-fn days_since_epoch() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    i64::try_from(secs / 86_400).expect("days fit i64")
-}
-
-/// Year, month, day of the day `days` after 1970-01-01, as rcgen takes them.
-fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    sallyport_kit::date::civil_ymd(days)
-}
-
-/// One DER TLV: (tag, contents, the bytes after it).
-fn der(input: &[u8]) -> (u8, &[u8], &[u8]) {
-    assert!(input.len() >= 2, "truncated DER");
-    let (len, header) = match input[1] {
-        l if l < 0x80 => (usize::from(l), 2),
-        l @ 0x81..=0x83 => {
-            let n = usize::from(l & 0x7f);
-            let len = input[2..2 + n]
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-            (len, 2 + n)
-        }
-        l => panic!("unsupported DER length byte {l:#04x}"),
-    };
-    (
-        input[0],
-        &input[header..header + len],
-        &input[header + len..],
-    )
-}
-
-/// The arcs of a DER-encoded OBJECT IDENTIFIER.
-fn oid_arcs(bytes: &[u8]) -> Vec<u64> {
-    let mut subs = Vec::new();
-    let mut value = 0u64;
-    for b in bytes {
-        value = (value << 7) | u64::from(b & 0x7f);
-        if b & 0x80 == 0 {
-            subs.push(value);
-            value = 0;
-        }
-    }
-    let first = subs.remove(0);
-    let (a, b) = match first {
-        0..=39 => (0, first),
-        40..=79 => (1, first - 40),
-        _ => (2, first - 80),
-    };
-    [a, b].into_iter().chain(subs).collect()
-}
-
-/// The subject of a DER certificate as an rcgen name (UTF8String and PrintableString values).
-fn subject_of(cert: &[u8]) -> rcgen::DistinguishedName {
-    let (_, cert, _) = der(cert);
-    let (_, tbs, _) = der(cert);
-    let mut rest = tbs;
-    if rest[0] == 0xa0 {
-        rest = der(rest).2; // [0] version
-    }
-    for _ in 0..4 {
-        rest = der(rest).2; // serialNumber, signature, issuer, validity
-    }
-    let (tag, mut name, _) = der(rest);
-    assert_eq!(tag, 0x30, "subject is not a SEQUENCE");
-    let mut dn = rcgen::DistinguishedName::new();
-    while !name.is_empty() {
-        let (tag, mut set, after) = der(name);
-        assert_eq!(tag, 0x31, "RDN is not a SET");
-        name = after;
-        while !set.is_empty() {
-            let (_, atv, after) = der(set);
-            set = after;
-            let (tag, oid, value) = der(atv);
-            assert_eq!(tag, 0x06, "attribute type is not an OID");
-            let (tag, value, _) = der(value);
-            let text = String::from_utf8(value.to_vec()).expect("attribute value is text");
-            let value = match tag {
-                0x0c => rcgen::DnValue::Utf8String(text),
-                0x13 => rcgen::DnValue::PrintableString(
-                    text.as_str().try_into().expect("PrintableString"),
-                ),
-                other => panic!("unsupported string type {other:#04x} in the CA's subject"),
-            };
-            dn.push(rcgen::DnType::from_oid(&oid_arcs(oid)), value);
-        }
-    }
-    dn
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1005,11 +891,14 @@ fn stalled_public_tls_handshake_times_out_without_affecting_others() {
                 }
                 Err(e) => return Err(format!("round {rounds}: {e}")),
             }
-            // Done when told so, or when the test thread is gone (it panicked).
-            if !matches!(done_rx.try_recv(), Err(mpsc::TryRecvError::Empty)) {
+            // Done when told so, or when the test thread is gone (it panicked); else the next
+            // round 20 ms on.
+            if !matches!(
+                done_rx.recv_timeout(Duration::from_millis(20)),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            ) {
                 return Ok(rounds);
             }
-            thread::sleep(Duration::from_millis(20));
         }
     });
     for (i, (mut s, opened)) in stalled.into_iter().enumerate() {

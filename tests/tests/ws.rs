@@ -512,20 +512,17 @@ impl PageServer {
 
     fn serve(listener: TcpListener, html: String) -> PageServer {
         let addr = listener.local_addr().expect("page server address");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking page listener");
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, results) = mpsc::channel();
         let flag = Arc::clone(&stop);
+        // Blocking accepts; `drop` sets `stop` and connects once to wake the last one.
         let thread = thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => serve_one(stream, &html, &tx),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(20)),
+            for stream in listener.incoming() {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    serve_one(stream, &html, &tx);
                 }
             }
         });
@@ -541,6 +538,8 @@ impl PageServer {
 impl Drop for PageServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // The wake-up: its accept sees `stop` (a failed connect means nothing is listening).
+        let _ = TcpStream::connect(self.addr);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -548,7 +547,6 @@ impl Drop for PageServer {
 }
 
 fn serve_one(mut stream: TcpStream, html: &str, results: &mpsc::Sender<String>) {
-    let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];

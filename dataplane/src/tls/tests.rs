@@ -8,14 +8,12 @@ use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::{CipherSuite, ClientConfig, Connection, ServerConfig, SupportedProtocolVersion};
 
 use super::{Handshake, Read, Session, MAX_RECORD};
 
-#[path = "../../tests/common/pki.rs"]
-mod pki;
-use pki::{pki as make_pki, Pki};
+use sallyport_kit::pki::Pki;
 
 fn provider(suite: CipherSuite) -> Arc<CryptoProvider> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
@@ -38,17 +36,14 @@ fn server_config(pki: &Pki, suite: CipherSuite) -> Arc<ServerConfig> {
             .with_protocol_versions(&[version(suite)])
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(
-                vec![pki.cert.clone()],
-                PrivateKeyDer::Pkcs8(pki.key.clone_key()),
-            )
+            .with_single_cert(vec![pki.server.cert.clone()], pki.server.key_der())
             .unwrap(),
     )
 }
 
 fn client_config(pki: &Pki, suite: CipherSuite) -> Arc<ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca.clone()).unwrap();
+    roots.add(pki.ca.der()).unwrap();
     Arc::new(
         ClientConfig::builder_with_provider(provider(suite))
             .with_protocol_versions(&[version(suite)])
@@ -205,7 +200,7 @@ const SUITES: [CipherSuite; 6] = [
 
 #[test]
 fn every_suite_both_ways_as_server_and_as_client() {
-    let pki = make_pki();
+    let pki = Pki::localhost();
     for suite in SUITES {
         // Our server, a rustls client.
         let mut peer: Connection =
@@ -233,7 +228,7 @@ fn every_suite_both_ways_as_server_and_as_client() {
 
 #[test]
 fn key_update_asked_for_by_the_peer_is_followed_and_answered() {
-    let pki = make_pki();
+    let pki = Pki::localhost();
     let suite = CipherSuite::TLS13_AES_128_GCM_SHA256;
     let (mut session, mut peer) = server_pair(&pki, suite);
     exchange(&mut session, &mut peer, 20_000);
@@ -260,7 +255,7 @@ fn exchange_peer_first(session: &mut Session, peer: &mut Connection, len: usize)
 
 #[test]
 fn data_in_the_same_flight_as_the_finished_message_comes_first() {
-    let pki = make_pki();
+    let pki = Pki::localhost();
     let suite = CipherSuite::TLS13_AES_256_GCM_SHA384;
     let mut peer: Connection = rustls::ClientConnection::new(client_config(&pki, suite), name())
         .unwrap()
@@ -286,7 +281,7 @@ fn data_in_the_same_flight_as_the_finished_message_comes_first() {
 
 #[test]
 fn a_quiet_session_holds_no_buffers() {
-    let pki = make_pki();
+    let pki = Pki::localhost();
     let (mut session, mut peer) = server_pair(&pki, CipherSuite::TLS13_AES_128_GCM_SHA256);
     exchange(&mut session, &mut peer, 100_000);
     assert!(session.rx.is_empty(), "receive buffer back in the pool");
@@ -297,7 +292,7 @@ fn a_quiet_session_holds_no_buffers() {
 
 #[test]
 fn a_slow_reader_never_grows_the_send_buffer() {
-    let pki = make_pki();
+    let pki = Pki::localhost();
     let (mut session, _peer) = server_pair(&pki, CipherSuite::TLS13_AES_128_GCM_SHA256);
     let data = pattern(100_000, 5);
     for _ in 0..500 {
@@ -311,7 +306,7 @@ fn a_slow_reader_never_grows_the_send_buffer() {
 
 #[test]
 fn a_flood_of_records_without_data_ends_the_session_without_output() {
-    let pki = make_pki();
+    let pki = Pki::localhost();
     let (mut session, mut peer) = server_pair(&pki, CipherSuite::TLS13_AES_128_GCM_SHA256);
     let mut wire = Vec::new();
     for _ in 0..40 {
@@ -337,7 +332,7 @@ fn a_flood_of_records_without_data_ends_the_session_without_output() {
 
 #[test]
 fn nothing_is_sealed_after_close_notify() {
-    let pki = make_pki();
+    let pki = Pki::localhost();
     let (mut session, mut peer) = server_pair(&pki, CipherSuite::TLS13_AES_128_GCM_SHA256);
     session.close().unwrap();
     let closing = session.output().len();
@@ -357,7 +352,7 @@ fn nothing_is_sealed_after_close_notify() {
 
 #[test]
 fn a_record_cut_short_by_the_end_of_the_transport_is_an_error() {
-    let pki = make_pki();
+    let pki = Pki::localhost();
     let (mut session, mut peer) = server_pair(&pki, CipherSuite::TLS13_AES_128_GCM_SHA256);
     peer.writer().write_all(b"whole").unwrap();
     let mut wire = peer_output(&mut peer);
@@ -381,7 +376,7 @@ fn a_record_cut_short_by_the_end_of_the_transport_is_an_error() {
 
 #[test]
 fn close_notify_ends_the_stream_and_is_sent_on_close() {
-    let pki = make_pki();
+    let pki = Pki::localhost();
     let suite = CipherSuite::TLS13_AES_128_GCM_SHA256;
     let (mut session, mut peer) = server_pair(&pki, suite);
     peer.writer().write_all(b"last words").unwrap();
@@ -401,7 +396,7 @@ fn close_notify_ends_the_stream_and_is_sent_on_close() {
 
 #[test]
 fn a_tampered_record_is_an_error_not_data() {
-    let pki = make_pki();
+    let pki = Pki::localhost();
     let suite = CipherSuite::TLS13_CHACHA20_POLY1305_SHA256;
     let (mut session, mut peer) = server_pair(&pki, suite);
     peer.writer().write_all(b"do not change me").unwrap();
@@ -432,8 +427,8 @@ fn a_tampered_record_is_an_error_not_data() {
 
 #[test]
 fn a_failed_handshake_leaves_an_alert_for_the_peer() {
-    let pki = make_pki();
-    let other = make_pki();
+    let pki = Pki::localhost();
+    let other = Pki::localhost();
     let suite = CipherSuite::TLS13_AES_128_GCM_SHA256;
     // The client trusts another CA: it rejects our certificate and tells us with an alert.
     let mut peer: Connection = rustls::ClientConnection::new(client_config(&other, suite), name())
@@ -464,7 +459,7 @@ fn a_failed_handshake_leaves_an_alert_for_the_peer() {
 
 #[test]
 fn arbitrary_bytes_after_the_handshake_never_panic() {
-    let pki = make_pki();
+    let pki = Pki::localhost();
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
         state ^= state << 13;
@@ -509,7 +504,7 @@ fn arbitrary_bytes_after_the_handshake_never_panic() {
 #[test]
 #[ignore]
 fn record_cost() {
-    let pki = make_pki();
+    let pki = Pki::localhost();
     let suite = CipherSuite::TLS13_AES_128_GCM_SHA256;
     let mut client = Handshake::client(client_config(&pki, suite), name()).unwrap();
     let mut server = Handshake::server(server_config(&pki, suite)).unwrap();

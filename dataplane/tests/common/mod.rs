@@ -2,10 +2,8 @@
 //! stands in for a prepared connection, and bounded waiting.
 #![allow(dead_code)] // Each test file uses its own subset.
 
-pub mod pki;
-
 use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sallyport_dataplane::{
     Dataplane, DataplaneConfig, PublicService, RelayConfig, RelayMode, ReverseEvents, RingSetup,
@@ -72,13 +70,12 @@ pub fn prepared_pair() -> (TcpStream, TcpStream) {
     (ours, other)
 }
 
-/// Polls `cond` every 5 ms for at most 10 s.
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// How long [`wait_until`] waits for a condition.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Waits at most [`WAIT`] for `cond` (polled; what it watches sends no message).
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    sallyport_kit::child::wait_until(what, WAIT, cond)
 }
 
 /// A back-end reached over plain TCP, or TLS with `tls`: where a reverse leg connects once paired.
