@@ -121,18 +121,15 @@ pub enum BulkConn {
 /// from what was sent, and for an EOF before everything came back. Hitting the time limit is not an
 /// error: the sockets are shut down and the result has `complete == false`.
 pub fn bulk(addr: SocketAddr, spec: &BulkSpec) -> io::Result<BulkResult> {
-    spec.check()?;
-    let deadline = deadline_after(spec.time_limit);
-    let streams = connect_all(addr, spec.connections, deadline, false)?;
-    let conns = streams
-        .into_iter()
-        .map(|s| {
+    run_bulk(
+        spec,
+        |deadline| connect_all(addr, spec.connections, deadline, false),
+        |s| {
             let writer: Box<dyn EchoWriter> = Box::new(TcpWriter(s.try_clone()?));
             let reader: Box<dyn EchoReader> = Box::new(TcpReader(s.try_clone()?));
             Ok((s, BulkConn::Split(writer, reader)))
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    run_bulk(spec, deadline, conns)
+        },
+    )
 }
 
 /// Plain TCP writer: `write_all`, then `SHUT_WR`.
@@ -167,15 +164,21 @@ impl EchoReader for TcpReader {
     }
 }
 
-/// Runs `conns` (each with a handle to its socket, for halting) as one bulk run started
-/// before `deadline`: the transport-neutral loop behind [`bulk`] and its TLS and WebSocket
-/// variants. Errors and the time limit behave as in [`bulk`].
-pub fn run_bulk(
+/// The transport-neutral loop behind [`bulk`] and its TLS and WebSocket variants: checks `spec`,
+/// opens the connections with `connect` (given the deadline: the time limit from now), turns
+/// each into a handle to its socket (for halting) and a [`BulkConn`] with `conn`, and runs them
+/// as one bulk run. Errors and the time limit behave as in [`bulk`].
+pub fn run_bulk<C>(
     spec: &BulkSpec,
-    deadline: Instant,
-    conns: Vec<(TcpStream, BulkConn)>,
+    connect: impl FnOnce(Instant) -> io::Result<Vec<C>>,
+    conn: impl FnMut(C) -> io::Result<(TcpStream, BulkConn)>,
 ) -> io::Result<BulkResult> {
     spec.check()?;
+    let deadline = deadline_after(spec.time_limit);
+    let conns = connect(deadline)?
+        .into_iter()
+        .map(conn)
+        .collect::<io::Result<Vec<_>>>()?;
     let pattern = Arc::new(Pattern::new(spec.write_size.max(READ_BUFFER)));
     let mut crew = Crew::new();
     let mut jobs = Vec::with_capacity(conns.len());

@@ -166,25 +166,28 @@ impl LatencySummary {
 /// the request, and records the latency. A socket error, a short read or a wrong reply is an `Err`
 /// naming the connection. Reaching the time limit just ends the run with fewer requests.
 pub fn rr(addr: SocketAddr, spec: &RrSpec) -> io::Result<RrResult> {
-    spec.check()?;
-    let deadline = deadline_after(spec.time_limit);
-    let streams = connect_all(addr, spec.connections, deadline, true)?;
-    let conns = streams
-        .into_iter()
-        .map(|s| Ok((s.try_clone()?, s)))
-        .collect::<io::Result<Vec<_>>>()?;
-    run_rr(spec, deadline, conns)
+    run_rr(
+        spec,
+        |deadline| connect_all(addr, spec.connections, deadline, true),
+        |s| Ok((s.try_clone()?, s)),
+    )
 }
 
-/// Runs the rr jobs over `conns` (a handle to the socket, for halting; the stream to use), set
-/// up before `deadline`: the transport-neutral loop behind [`rr`] and its TLS and WebSocket
-/// variants. Errors and the time limit behave as in [`rr`].
-pub fn run_rr<S: Read + Write + Send + 'static>(
+/// The transport-neutral loop behind [`rr`] and its TLS and WebSocket variants: checks `spec`,
+/// opens the connections with `connect` (given the deadline: the time limit from now), turns
+/// each into a handle to its socket (for halting) and the stream to use with `stream`, and runs
+/// the rr jobs over them. Errors and the time limit behave as in [`rr`].
+pub fn run_rr<C, S: Read + Write + Send + 'static>(
     spec: &RrSpec,
-    deadline: Instant,
-    conns: Vec<(TcpStream, S)>,
+    connect: impl FnOnce(Instant) -> io::Result<Vec<C>>,
+    stream: impl FnMut(C) -> io::Result<(TcpStream, S)>,
 ) -> io::Result<RrResult> {
     spec.check()?;
+    let deadline = deadline_after(spec.time_limit);
+    let conns = connect(deadline)?
+        .into_iter()
+        .map(stream)
+        .collect::<io::Result<Vec<_>>>()?;
     let mut crew = Crew::new();
     let mut streams = Vec::with_capacity(conns.len());
     for (socket, stream) in conns {
