@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use rand::{RngCore, SeedableRng};
 
 use super::common::{
-    collect, connect_all, deadline_after, invalid_input, keep, named, spawn, Crew,
-    DEFAULT_BULK_BYTES, DEFAULT_CONNECTIONS, DEFAULT_TIME_LIMIT, DEFAULT_WRITE_SIZE,
+    collect, connect_all, ensure, keep, named, spawn, Crew, DEFAULT_BULK_BYTES,
+    DEFAULT_CONNECTIONS, DEFAULT_TIME_LIMIT, DEFAULT_WRITE_SIZE,
 };
 use crate::report::ratio;
 
@@ -55,12 +55,10 @@ impl Default for BulkSpec {
 impl BulkSpec {
     /// `InvalidInput` for no connections or a zero write size.
     pub fn check(&self) -> io::Result<()> {
-        if self.connections == 0 || self.write_size == 0 {
-            return Err(invalid_input(
-                "bulk needs at least 1 connection and a write size of at least 1",
-            ));
-        }
-        Ok(())
+        ensure(
+            self.connections > 0 && self.write_size > 0,
+            "bulk needs at least 1 connection and a write size of at least 1",
+        )
     }
 }
 
@@ -171,22 +169,15 @@ impl EchoReader for TcpReader {
 pub fn run_bulk<C>(
     spec: &BulkSpec,
     connect: impl FnOnce(Instant) -> io::Result<Vec<C>>,
-    conn: impl FnMut(C) -> io::Result<(TcpStream, BulkConn)>,
+    mut conn: impl FnMut(C) -> io::Result<(TcpStream, BulkConn)>,
 ) -> io::Result<BulkResult> {
     spec.check()?;
-    let deadline = deadline_after(spec.time_limit);
-    let conns = connect(deadline)?
-        .into_iter()
-        .map(conn)
-        .collect::<io::Result<Vec<_>>>()?;
-    let pattern = Arc::new(Pattern::new(spec.write_size.max(READ_BUFFER)));
-    let mut crew = Crew::new();
-    let mut jobs = Vec::with_capacity(conns.len());
-    for (socket, conn) in conns {
+    let (deadline, crew, jobs) = Crew::connect(spec.time_limit, connect, |c| {
+        let (socket, kind) = conn(c)?;
         let shut = socket.try_clone()?;
-        crew.sockets.push(socket);
-        jobs.push((shut, conn));
-    }
+        Ok((socket, (shut, kind)))
+    })?;
+    let pattern = Arc::new(Pattern::new(spec.write_size.max(READ_BUFFER)));
 
     let (tx, rx) = mpsc::channel::<BulkEvent>();
     let start = Instant::now();

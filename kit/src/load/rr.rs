@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::common::{
-    collect, connect_all, deadline_after, invalid_input, keep, merge, named, new_histogram, record,
-    spawn, Crew, DEFAULT_CONNECTIONS, DEFAULT_RR_REQUESTS, DEFAULT_RR_SIZE, DEFAULT_TIME_LIMIT,
+    collect, connect_all, ensure, keep, merge, named, new_histogram, record, spawn, Crew,
+    DEFAULT_CONNECTIONS, DEFAULT_RR_REQUESTS, DEFAULT_RR_SIZE, DEFAULT_TIME_LIMIT,
 };
 use crate::report::ratio;
 
@@ -57,19 +57,15 @@ impl Default for RrSpec {
 impl RrSpec {
     /// `InvalidInput` for no connections, a zero size or a rate that is not positive.
     pub fn check(&self) -> io::Result<()> {
-        if self.connections == 0 || self.size == 0 {
-            return Err(invalid_input(
-                "rr needs at least 1 connection and a size of at least 1 byte",
-            ));
-        }
-        if let Some(rate) = self.rate_per_sec {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(invalid_input(
-                    "rr rate must be a positive number of requests per second",
-                ));
-            }
-        }
-        Ok(())
+        ensure(
+            self.connections > 0 && self.size > 0,
+            "rr needs at least 1 connection and a size of at least 1 byte",
+        )?;
+        ensure(
+            self.rate_per_sec
+                .is_none_or(|rate| rate.is_finite() && rate > 0.0),
+            "rr rate must be a positive number of requests per second",
+        )
     }
 }
 
@@ -183,17 +179,7 @@ pub fn run_rr<C, S: Read + Write + Send + 'static>(
     stream: impl FnMut(C) -> io::Result<(TcpStream, S)>,
 ) -> io::Result<RrResult> {
     spec.check()?;
-    let deadline = deadline_after(spec.time_limit);
-    let conns = connect(deadline)?
-        .into_iter()
-        .map(stream)
-        .collect::<io::Result<Vec<_>>>()?;
-    let mut crew = Crew::new();
-    let mut streams = Vec::with_capacity(conns.len());
-    for (socket, stream) in conns {
-        crew.sockets.push(socket);
-        streams.push(stream);
-    }
+    let (deadline, crew, streams) = Crew::connect(spec.time_limit, connect, stream)?;
 
     let (tx, rx) = mpsc::channel::<RrEvent>();
     let start = Instant::now();
