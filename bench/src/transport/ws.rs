@@ -5,7 +5,7 @@
 //! Client side only; it starts no servers and does not answer pings during bulk (the gateways
 //! here send none: `ws_ping` is off by default).
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, Cursor, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -254,8 +254,8 @@ struct WsStream {
     input: Vec<u8>,
     in_start: usize,
     in_end: usize,
-    payload: Vec<u8>,
-    payload_pos: usize,
+    /// Decoded payload not read yet; emptied (and rewound) once read to its end.
+    payload: Cursor<Vec<u8>>,
     closed: bool,
 }
 
@@ -272,8 +272,7 @@ impl WsStream {
             input,
             in_start: 0,
             in_end,
-            payload: Vec::new(),
-            payload_pos: 0,
+            payload: Cursor::default(),
             closed: false,
         }
     }
@@ -315,13 +314,11 @@ impl Read for WsStream {
             return Ok(0);
         }
         loop {
-            if self.payload_pos < self.payload.len() {
-                let k = buf.len().min(self.payload.len() - self.payload_pos);
-                buf[..k].copy_from_slice(&self.payload[self.payload_pos..self.payload_pos + k]);
-                self.payload_pos += k;
-                if self.payload_pos == self.payload.len() {
-                    self.payload.clear();
-                    self.payload_pos = 0;
+            let k = self.payload.read(buf)?;
+            if k > 0 {
+                if self.payload.position() == self.payload.get_ref().len() as u64 {
+                    self.payload.get_mut().clear();
+                    self.payload.set_position(0);
                 }
                 return Ok(k);
             }
@@ -331,7 +328,10 @@ impl Read for WsStream {
             if self.in_start < self.in_end {
                 let (used, event) = self
                     .decoder
-                    .decode(&self.input[self.in_start..self.in_end], &mut self.payload)
+                    .decode(
+                        &self.input[self.in_start..self.in_end],
+                        self.payload.get_mut(),
+                    )
                     .map_err(ws_error)?;
                 self.in_start += used;
                 match event {
