@@ -58,6 +58,28 @@ fn bench(args: &[&str]) -> Output {
     out
 }
 
+/// Runs the bench binary as it is, for the tests of its refusals.
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run")
+}
+
+/// Runs the bench binary and asserts it exited with `code` and `needle` in its stderr.
+fn fails(args: &[&str], code: i32, needle: &str) {
+    let out = run(args);
+    assert_eq!(out.status.code(), Some(code), "{args:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(needle), "{stderr}");
+}
+
+/// [`bench`] with `--json` to the scratch file `name`: its stdout and the document.
+fn bench_json(name: &str, args: &[&str]) -> (String, serde_json::Value) {
+    let json = scratch(name);
+    let mut args = args.to_vec();
+    args.extend(["--json", json.to_str().expect("utf8 path")]);
+    let out = bench(&args);
+    (stdout(&out), read_json(&json))
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -67,6 +89,29 @@ fn row<'a>(text: &'a str, name: &str) -> &'a str {
     text.lines()
         .find(|l| l.split_whitespace().next() == Some(name))
         .unwrap_or_else(|| panic!("no row {name:?} in:\n{text}"))
+}
+
+/// The cells of the table line starting with `name`.
+fn cells<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    row(text, name).split_whitespace().collect()
+}
+
+/// Asserts that the second cell (tunnels, or requests) of each path's row is `count`.
+fn assert_counts(text: &str, paths: &[&str], count: &str) {
+    for path in paths {
+        assert_eq!(cells(text, path).get(1).copied(), Some(count), "{text}");
+    }
+}
+
+/// Asserts that the HdrHistogram file `{stem}-{path}.hdr` of each path holds 50 values (the
+/// requests of the rr tests), and removes it.
+fn assert_hdr_per_path(stem: &str, paths: &[&str]) {
+    for path in paths {
+        let file = scratch(&format!("{stem}-{path}.hdr"));
+        let text = std::fs::read_to_string(&file).expect("hdr file per path");
+        let _ = std::fs::remove_file(&file);
+        assert!(text.contains("Total count    =           50]"), "{text}");
+    }
 }
 
 fn read_json(path: &Path) -> serde_json::Value {
@@ -91,24 +136,22 @@ fn installed_peers() -> Vec<&'static str> {
 
 #[test]
 fn bulk_direct_and_sallyport() {
-    let json = scratch("bulk.json");
-    let out = bench(&[
-        "bulk",
-        "--paths",
-        "direct,sallyport",
-        "--connections",
-        "1",
-        "--bytes",
-        "1048576",
-        "--json",
-        json.to_str().expect("utf8 path"),
-    ]);
-    let text = stdout(&out);
+    let (text, doc) = bench_json(
+        "bulk.json",
+        &[
+            "bulk",
+            "--paths",
+            "direct,sallyport",
+            "--connections",
+            "1",
+            "--bytes",
+            "1048576",
+        ],
+    );
     assert!(text.contains("1 worker(s) per gateway"), "{text}");
     let sallyport_row = row(&text, "sallyport");
     assert!(sallyport_row.ends_with("yes"), "{sallyport_row}");
     row(&text, "direct");
-    let doc = read_json(&json);
     assert_eq!(doc["kind"], "bulk");
     let results = doc["results"].as_array().expect("results");
     assert_eq!(results.len(), 2);
@@ -125,35 +168,28 @@ fn bulk_direct_and_sallyport() {
 
 #[test]
 fn rr_writes_json_hdr_per_path_and_plot() {
-    let json = scratch("rr.json");
     let hdr = scratch("rr.hdr");
     let svg = scratch("rr.svg");
-    let out = bench(&[
-        "rr",
-        "--paths",
-        "direct,sallyport",
-        "--connections",
-        "1",
-        "--requests",
-        "50",
-        "--json",
-        json.to_str().expect("utf8"),
-        "--hdr",
-        hdr.to_str().expect("utf8"),
-        "--plot",
-        svg.to_str().expect("utf8"),
-    ]);
-    let text = stdout(&out);
-    assert!(row(&text, "sallyport").split_whitespace().nth(1) == Some("50"));
-    let doc = read_json(&json);
+    let (text, doc) = bench_json(
+        "rr.json",
+        &[
+            "rr",
+            "--paths",
+            "direct,sallyport",
+            "--connections",
+            "1",
+            "--requests",
+            "50",
+            "--hdr",
+            hdr.to_str().expect("utf8"),
+            "--plot",
+            svg.to_str().expect("utf8"),
+        ],
+    );
+    assert_counts(&text, &["sallyport"], "50");
     assert_eq!(doc["results"][1]["latency"]["requests"], 50);
     assert!(doc["results"][1]["x_direct"]["p99"].is_number());
-    for path in ["direct", "sallyport"] {
-        let file = scratch(&format!("rr-{path}.hdr"));
-        let text = std::fs::read_to_string(&file).expect("hdr file per path");
-        let _ = std::fs::remove_file(&file);
-        assert!(text.contains("Total count    =           50]"), "{text}");
-    }
+    assert_hdr_per_path("rr", &["direct", "sallyport"]);
     let plot = std::fs::read_to_string(&svg).expect("svg");
     let _ = std::fs::remove_file(&svg);
     assert!(plot.contains("<svg"));
@@ -163,16 +199,7 @@ fn rr_writes_json_hdr_per_path_and_plot() {
 
 #[test]
 fn bulk_tls_beside_rustls_and_direct() {
-    let json = scratch("bulk-tls.json");
-    let out = bench(&[
-        "bulk",
-        "--tls",
-        "--bytes",
-        "1048576",
-        "--json",
-        json.to_str().expect("utf8 path"),
-    ]);
-    let text = stdout(&out);
+    let (text, doc) = bench_json("bulk-tls.json", &["bulk", "--tls", "--bytes", "1048576"]);
     assert!(text.contains("x rustls"), "{text}");
     assert!(text.contains("TLS: the load speaks TLS"), "{text}");
     row(&text, "direct");
@@ -182,10 +209,9 @@ fn bulk_tls_beside_rustls_and_direct() {
     let sallyport_row = row(&text, "sallyport");
     assert!(sallyport_row.ends_with("yes"), "{sallyport_row}");
     // path, GB/s, direct GB/s, x direct, rustls GB/s, x rustls, front, back, total, complete
-    let cells: Vec<&str> = sallyport_row.split_whitespace().collect();
+    let cells = cells(&text, "sallyport");
     assert_eq!(cells.len(), 10, "{sallyport_row}");
     assert!(cells[4].parse::<f64>().is_ok() && cells[5].parse::<f64>().is_ok());
-    let doc = read_json(&json);
     assert_eq!(doc["config"]["tls"], true);
     assert!(doc["config"]["gateway"]["tls"].is_object());
     let results = doc["results"].as_array().expect("results");
@@ -219,26 +245,21 @@ fn bulk_tls_beside_rustls_and_direct() {
 
 #[test]
 fn rr_tls_beside_rustls_and_direct() {
-    let json = scratch("rr-tls.json");
     let hdr = scratch("rr-tls.hdr");
-    let out = bench(&[
-        "rr",
-        "--tls",
-        "--requests",
-        "50",
-        "--json",
-        json.to_str().expect("utf8"),
-        "--hdr",
-        hdr.to_str().expect("utf8"),
-    ]);
-    let text = stdout(&out);
-    assert!(text.contains("p99 x rustls"), "{text}");
-    assert_eq!(
-        row(&text, "sallyport").split_whitespace().nth(1),
-        Some("50")
+    let (text, doc) = bench_json(
+        "rr-tls.json",
+        &[
+            "rr",
+            "--tls",
+            "--requests",
+            "50",
+            "--hdr",
+            hdr.to_str().expect("utf8"),
+        ],
     );
-    assert_eq!(row(&text, "rustls").split_whitespace().nth(2), Some("50"));
-    let doc = read_json(&json);
+    assert!(text.contains("p99 x rustls"), "{text}");
+    assert_counts(&text, &["sallyport"], "50");
+    assert_eq!(cells(&text, "rustls")[2], "50", "{text}");
     assert_eq!(doc["config"]["tls"], true);
     let s = &doc["results"][3];
     assert_eq!(s["path"], "sallyport");
@@ -247,26 +268,24 @@ fn rr_tls_beside_rustls_and_direct() {
     assert!(s["x_rustls"]["p99"].is_number());
     assert_eq!(doc["results"][2]["path"], "mtls");
     assert_eq!(doc["results"][2]["latency"]["requests"], 50);
-    for path in ["direct", "tls-direct", "mtls", "sallyport"] {
-        let file = scratch(&format!("rr-tls-{path}.hdr"));
-        let text = std::fs::read_to_string(&file).expect("hdr file per path");
-        let _ = std::fs::remove_file(&file);
-        assert!(text.contains("Total count    =           50]"), "{text}");
-    }
+    assert_hdr_per_path("rr-tls", &["direct", "tls-direct", "mtls", "sallyport"]);
 }
 
 #[test]
 fn tls_paths_are_checked() {
     sallyport();
-    let run = |args: &[&str]| Command::new(BIN).args(args).output().expect("run");
     for paths in ["direct,tls-direct", "direct,mtls"] {
-        let out = run(&["bulk", "--paths", paths, "--bytes", "1024"]);
-        assert_eq!(out.status.code(), Some(1));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("needs --tls"));
+        fails(
+            &["bulk", "--paths", paths, "--bytes", "1024"],
+            1,
+            "needs --tls",
+        );
     }
-    let out = run(&["rr", "--tls", "--paths", "direct,socat", "--requests", "5"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("without TLS"));
+    fails(
+        &["rr", "--tls", "--paths", "direct,socat", "--requests", "5"],
+        1,
+        "without TLS",
+    );
     let out = run(&["rr", "--tls", "--target", "127.0.0.1:1"]);
     assert_eq!(out.status.code(), Some(2));
     // tls-direct alone: certificates, the in-process rustls echo server, and nothing else.
@@ -276,19 +295,18 @@ fn tls_paths_are_checked() {
 
 #[test]
 fn bulk_and_rr_over_websocket_and_vpc() {
-    let json = scratch("bulk-ws.json");
-    let out = bench(&[
-        "bulk",
-        "--paths",
-        "direct,ws,vpc",
-        "--bytes",
-        "1048576",
-        "--write-size",
-        "65536",
-        "--json",
-        json.to_str().expect("utf8 path"),
-    ]);
-    let text = stdout(&out);
+    let (text, doc) = bench_json(
+        "bulk-ws.json",
+        &[
+            "bulk",
+            "--paths",
+            "direct,ws,vpc",
+            "--bytes",
+            "1048576",
+            "--write-size",
+            "65536",
+        ],
+    );
     assert!(
         text.contains("ws: the DMZ's public listener is ws://"),
         "{text}"
@@ -300,7 +318,6 @@ fn bulk_and_rr_over_websocket_and_vpc() {
         // path, GB/s, direct GB/s, x direct, front, back, total, complete
         assert_eq!(r.split_whitespace().count(), 8, "{r}");
     }
-    let doc = read_json(&json);
     let results = doc["results"].as_array().expect("results");
     let paths: Vec<&str> = results
         .iter()
@@ -320,47 +337,38 @@ fn bulk_and_rr_over_websocket_and_vpc() {
 
     let out = bench(&["rr", "--paths", "ws,vpc", "--requests", "50"]);
     let text = stdout(&out);
-    for path in ["ws", "vpc"] {
-        assert_eq!(
-            row(&text, path).split_whitespace().nth(1),
-            Some("50"),
-            "{text}"
-        );
-    }
-    assert!(row(&text, "ws").split_whitespace().count() == 12, "{text}");
+    assert_counts(&text, &["ws", "vpc"], "50");
+    assert!(cells(&text, "ws").len() == 12, "{text}");
 }
 
 #[test]
 fn websocket_paths_are_checked() {
     sallyport();
-    let run = |args: &[&str]| Command::new(BIN).args(args).output().expect("run");
-    let out = run(&["bulk", "--tls", "--paths", "direct,ws", "--bytes", "1024"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("without TLS"));
-    let out = run(&["cps", "--paths", "ws", "--count", "5"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("WebSocket"));
+    fails(
+        &["bulk", "--tls", "--paths", "direct,ws", "--bytes", "1024"],
+        1,
+        "without TLS",
+    );
+    fails(&["cps", "--paths", "ws", "--count", "5"], 1, "WebSocket");
 }
 
 #[test]
 fn cps_reports_tunnels_and_pool_counters() {
-    let json = scratch("cps.json");
-    let out = bench(&[
-        "cps",
-        "--paths",
-        "direct,sallyport",
-        "--count",
-        "30",
-        "--concurrency",
-        "2",
-        "--json",
-        json.to_str().expect("utf8"),
-    ]);
-    let text = stdout(&out);
-    let cells: Vec<&str> = row(&text, "sallyport").split_whitespace().collect();
+    let (text, doc) = bench_json(
+        "cps.json",
+        &[
+            "cps",
+            "--paths",
+            "direct,sallyport",
+            "--count",
+            "30",
+            "--concurrency",
+            "2",
+        ],
+    );
+    let cells = cells(&text, "sallyport");
     assert_eq!(cells[1], "30", "{text}");
     assert_eq!(cells[2], "0", "{text}");
-    let doc = read_json(&json);
     let s = &doc["results"][1];
     assert_eq!(s["completed"], 30);
     // Every tunnel used one prepared connection, refilled after it.
@@ -377,18 +385,8 @@ fn cps_reports_tunnels_and_pool_counters() {
 
 #[test]
 fn fleet_one_pair() {
-    let json = scratch("fleet1.json");
-    let out = bench(&[
-        "fleet",
-        "--count",
-        "200",
-        "--json",
-        json.to_str().expect("utf8"),
-    ]);
-    let text = stdout(&out);
-    let cells: Vec<&str> = row(&text, "200").split_whitespace().collect();
-    assert_eq!(cells[1], "1", "{text}");
-    let doc = read_json(&json);
+    let (text, doc) = bench_json("fleet1.json", &["fleet", "--count", "200"]);
+    assert_counts(&text, &["200"], "1");
     let r = &doc["results"][0];
     assert_eq!(r["pairs"], 1);
     assert!(r["fill_seconds"].as_f64().expect("fill") > 0.0);
@@ -399,40 +397,19 @@ fn fleet_one_pair() {
 
 #[test]
 fn fleet_over_mutual_tls() {
-    let json = scratch("fleet-tls.json");
-    let out = bench(&[
-        "fleet",
-        "--tls",
-        "--count",
-        "100",
-        "--json",
-        json.to_str().expect("utf8"),
-    ]);
-    let text = stdout(&out);
+    let (text, doc) = bench_json("fleet-tls.json", &["fleet", "--tls", "--count", "100"]);
     assert!(text.contains("over mutual TLS"), "{text}");
-    let doc = read_json(&json);
     assert_eq!(doc["config"]["tls"], true);
     assert_eq!(doc["results"][0]["per_pair"][0]["prepared"], 100);
 }
 
 #[test]
 fn fleet_two_pairs_when_per_process_is_capped() {
-    let json = scratch("fleet2.json");
-    let out = bench(&[
-        "fleet",
-        "--count",
-        "200",
-        "--per-process",
-        "100",
-        "--json",
-        json.to_str().expect("utf8"),
-    ]);
-    let cells: Vec<String> = row(&stdout(&out), "200")
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    assert_eq!(cells[1], "2");
-    let doc = read_json(&json);
+    let (text, doc) = bench_json(
+        "fleet2.json",
+        &["fleet", "--count", "200", "--per-process", "100"],
+    );
+    assert_counts(&text, &["200"], "2");
     let per_pair = doc["results"][0]["per_pair"].as_array().expect("pairs");
     assert_eq!(per_pair.len(), 2);
     assert!(per_pair.iter().all(|p| p["prepared"] == 100));
@@ -441,12 +418,11 @@ fn fleet_two_pairs_when_per_process_is_capped() {
 #[test]
 fn fleet_refuses_more_per_process_than_open_files_allow() {
     sallyport();
-    let out = Command::new(BIN)
-        .args(["fleet", "--count", "10", "--per-process", "10000000"])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("open files"));
+    fails(
+        &["fleet", "--count", "10", "--per-process", "10000000"],
+        1,
+        "open files",
+    );
 }
 
 #[test]
@@ -463,39 +439,24 @@ fn peers_when_installed() {
         assert!(row(&text, p).ends_with("yes"), "{text}");
     }
     let out = bench(&["rr", "--paths", &list, "--requests", "50"]);
-    let text = stdout(&out);
-    for p in &peers {
-        assert_eq!(
-            row(&text, p).split_whitespace().nth(1),
-            Some("50"),
-            "{text}"
-        );
-    }
+    assert_counts(&stdout(&out), &peers, "50");
     let out = bench(&["cps", "--paths", &list, "--count", "30"]);
-    let text = stdout(&out);
-    for p in &peers {
-        assert_eq!(
-            row(&text, p).split_whitespace().nth(1),
-            Some("30"),
-            "{text}"
-        );
-    }
+    assert_counts(&stdout(&out), &peers, "30");
 }
 
 #[test]
 fn missing_sallyport_binary_is_a_clear_error() {
-    let out = Command::new(BIN)
-        .args([
+    fails(
+        &[
             "bulk",
             "--paths",
             "sallyport",
             "--sallyport",
             "/nonexistent/sallyport",
-        ])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/sallyport"));
+        ],
+        1,
+        "/nonexistent/sallyport",
+    );
 }
 
 /// Child process ids of `pid`, from `/proc/*/stat`.

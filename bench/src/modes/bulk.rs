@@ -8,8 +8,8 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 use super::common::{
-    client_protocol, compare, document, f2, header, push_lines, reverse_leg_tls, start_echo,
-    Common, Outcome, CPU_SETTLE,
+    client_protocol, document, f2, push_lines, reverse_leg_tls, run_compare, unfinished, Common,
+    Outcome, CPU_SETTLE,
 };
 use crate::load::{self, BulkResult, BulkSpec};
 use crate::procs::Progress;
@@ -62,15 +62,14 @@ fn measure_bulk(running: &mut Running, spec: &BulkSpec) -> Result<BulkMeasure> {
 
 /// `bulk`: `spec.connections` connections each echo `spec.bytes_per_connection` bytes, per path.
 pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result<Outcome> {
-    let echo = start_echo()?;
-    let (rows, skipped) = compare("bulk", common, &echo, progress, |r| measure_bulk(r, spec))?;
     let what = format!(
         "{} connection(s) x {} MiB echoed, {} KiB writes",
         spec.connections,
         spec.bytes_per_connection as f64 / (1 << 20) as f64,
         spec.write_size / 1024
     );
-    let mut text = header("bulk", &what, Some(&common.paths), &common.gateway);
+    let (rows, skipped, mut text) =
+        run_compare("bulk", &what, common, progress, |r| measure_bulk(r, spec))?;
     let tls = common.tls();
     let mut headers = vec!["path", "GB/s", "direct GB/s", "x direct"];
     if tls {
@@ -87,8 +86,7 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
     let mut results = Vec::new();
     let mut incomplete = Vec::new();
     for row in &rows {
-        let m = &row.m;
-        let base = row.direct.as_ref().unwrap_or(m);
+        let (m, base) = (&row.m, row.base());
         let x = ratio(m.result.gbytes_per_sec, base.result.gbytes_per_sec);
         let x_rustls = row
             .rustls
@@ -173,19 +171,13 @@ pub fn bulk(common: &Common, spec: &BulkSpec, progress: &mut Progress) -> Result
         "connections": spec.connections,
         "bytes_per_connection": spec.bytes_per_connection,
         "write_size": spec.write_size,
-        "time_limit_secs": spec.time_limit.as_secs_f64(),
     });
-    let json = document("bulk", common, config, results, &skipped);
+    let json = document("bulk", common, config, spec.time_limit, results, &skipped);
     incomplete.dedup();
     Ok(Outcome {
         text,
         json,
         histograms: Vec::new(),
-        incomplete: (!incomplete.is_empty()).then(|| {
-            format!(
-                "bulk did not finish within the time limit on: {}",
-                incomplete.join(", ")
-            )
-        }),
+        incomplete: unfinished("bulk did not finish within the time limit on", &incomplete),
     })
 }

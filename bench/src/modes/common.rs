@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use sallyport_kit::date::iso8601;
 use serde_json::{json, Value};
+use std::borrow::Borrow;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -110,10 +111,17 @@ pub(super) struct Row<M> {
     pub(super) rustls: Option<M>,
 }
 
+impl<M> Row<M> {
+    /// The direct run this row is compared with: its own measurement on the direct row.
+    pub(super) fn base(&self) -> &M {
+        self.direct.as_ref().unwrap_or(&self.m)
+    }
+}
+
 /// For each path other than direct: start it, measure direct, (with `--tls`, except for
 /// tls-direct itself: measure tls-direct,) measure the path, stop it. A requested direct path
 /// becomes the first row (the first baseline run, or a run of its own when it is the only path).
-pub(super) fn compare<M: Clone>(
+fn compare<M: Clone>(
     mode: &str,
     common: &Common,
     echo: &EchoServer,
@@ -188,6 +196,22 @@ pub(super) fn compare<M: Clone>(
     Ok((rows, skipped))
 }
 
+/// A path-comparing mode's run: the echo back-end for the paths to measure through, [`compare`],
+/// then the text's header (`what` says what each run does). Returns the rows, the skipped paths
+/// and the text so far.
+pub(super) fn run_compare<M: Clone>(
+    mode: &str,
+    what: &str,
+    common: &Common,
+    progress: &mut Progress,
+    measure: impl FnMut(&mut Running) -> Result<M>,
+) -> Result<(Vec<Row<M>>, Vec<String>, String)> {
+    let echo = start_echo()?;
+    let (rows, skipped) = compare(mode, common, &echo, progress, measure)?;
+    let text = header(mode, what, Some(&common.paths), &common.gateway);
+    Ok((rows, skipped, text))
+}
+
 pub(super) fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -239,16 +263,18 @@ pub fn git_commit() -> Option<String> {
     })
 }
 
-/// The JSON document of a path-comparing mode: its own `config` keys plus the paths, the
-/// gateway and, with `--tls`, `"tls": true`; then the results, the skipped paths and the
-/// environment.
+/// The JSON document of a path-comparing mode: its own `config` keys plus the time limit, the
+/// paths, the gateway and, with `--tls`, `"tls": true`; then the results, the skipped paths and
+/// the environment.
 pub(super) fn document(
     kind: &str,
     common: &Common,
     mut config: Value,
+    time_limit: Duration,
     results: Vec<Value>,
     skipped: &[String],
 ) -> Value {
+    config["time_limit_secs"] = json!(time_limit.as_secs_f64());
     config["paths"] = json!(path_names(&common.paths));
     config["gateway"] = gateway_json(&common.gateway);
     if common.tls() {
@@ -371,6 +397,11 @@ pub(super) fn reverse_leg_tls(path: PathKind) -> bool {
 
 pub(super) fn path_names(paths: &[PathKind]) -> Vec<&'static str> {
     paths.iter().map(|p| p.name()).collect()
+}
+
+/// The note of a load that did not finish on `paths` (`why` says how), if there are any.
+pub(super) fn unfinished<S: Borrow<str>>(why: &str, paths: &[S]) -> Option<String> {
+    (!paths.is_empty()).then(|| format!("{why}: {}", paths.join(", ")))
 }
 
 pub(super) fn push_lines(text: &mut String, lines: &[String]) {

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
-use super::common::{compare, document, f1, f2, header, push_lines, start_echo, Common, Outcome};
+use super::common::{document, f1, f2, push_lines, run_compare, unfinished, Common, Outcome};
 use crate::admin;
 use crate::load::{self, CpsResult, CpsSpec};
 use crate::procs::Progress;
@@ -57,8 +57,6 @@ pub fn cps(common: &Common, spec: &CpsSpec, progress: &mut Progress) -> Result<O
     if common.paths.contains(&PathKind::Ws) {
         bail!("path ws needs the WebSocket load, which bulk and rr have; cps opens plain TCP connections (vpc works)");
     }
-    let echo = start_echo()?;
-    let (rows, skipped) = compare("cps", common, &echo, progress, |r| measure_cps(r, spec))?;
     let what = format!(
         "up to {} connections ({} in parallel, each: connect, one {} B round trip, close), time limit {:.0} s",
         spec.count,
@@ -66,7 +64,8 @@ pub fn cps(common: &Common, spec: &CpsSpec, progress: &mut Progress) -> Result<O
         spec.size,
         spec.time_limit.as_secs_f64()
     );
-    let mut text = header("cps", &what, Some(&common.paths), &common.gateway);
+    let (rows, skipped, mut text) =
+        run_compare("cps", &what, common, progress, |r| measure_cps(r, spec))?;
     let headers = [
         "path",
         "tunnels",
@@ -84,8 +83,7 @@ pub fn cps(common: &Common, spec: &CpsSpec, progress: &mut Progress) -> Result<O
     let mut results = Vec::new();
     let mut notes = Vec::new();
     for row in &rows {
-        let m = &row.m;
-        let base = row.direct.as_ref().unwrap_or(m);
+        let (m, base) = (&row.m, row.base());
         let r = &m.result;
         let pct = |p: f64| {
             if r.histogram.is_empty() {
@@ -157,9 +155,8 @@ pub fn cps(common: &Common, spec: &CpsSpec, progress: &mut Progress) -> Result<O
         "count": spec.count,
         "concurrency": spec.concurrency,
         "size": spec.size,
-        "time_limit_secs": spec.time_limit.as_secs_f64(),
     });
-    let json = document("cps", common, config, results, &skipped);
+    let json = document("cps", common, config, spec.time_limit, results, &skipped);
     let incomplete = rows
         .iter()
         .filter(|r| r.m.result.completed == 0)
@@ -169,7 +166,6 @@ pub fn cps(common: &Common, spec: &CpsSpec, progress: &mut Progress) -> Result<O
         text,
         json,
         histograms: Vec::new(),
-        incomplete: (!incomplete.is_empty())
-            .then(|| format!("cps: no connection completed on: {}", incomplete.join(", "))),
+        incomplete: unfinished("cps: no connection completed on", &incomplete),
     })
 }

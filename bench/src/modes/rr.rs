@@ -5,8 +5,8 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::common::{
-    client_protocol, compare, document, f2, header, push_lines, reverse_leg_tls, start_echo,
-    Common, Outcome,
+    client_protocol, document, f2, push_lines, reverse_leg_tls, run_compare, unfinished, Common,
+    Outcome,
 };
 use crate::load::{self, LatencySummary, RrResult, RrSpec};
 use crate::procs::Progress;
@@ -25,8 +25,6 @@ fn measure_rr(running: &mut Running, spec: &RrSpec) -> Result<RrResult> {
 
 /// `rr`: request/response latency per path (closed loop, or open loop at `spec.rate_per_sec`).
 pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Outcome> {
-    let echo = start_echo()?;
-    let (rows, skipped) = compare("rr", common, &echo, progress, |r| measure_rr(r, spec))?;
     let what = format!(
         "{} connection(s) x {} requests of {} B, {}",
         spec.connections,
@@ -38,7 +36,8 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
                 format!("open loop at {rate} requests/s (latency from the intended send time)"),
         }
     );
-    let mut text = header("rr", &what, Some(&common.paths), &common.gateway);
+    let (rows, skipped, mut text) =
+        run_compare("rr", &what, common, progress, |r| measure_rr(r, spec))?;
     let tls = common.tls();
     let mut headers = vec!["path"];
     headers.extend(LatencySummary::COLUMNS);
@@ -55,7 +54,7 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
         .saturating_mul(spec.connections as u64);
     for row in &rows {
         let s = row.m.summary();
-        let d = row.direct.as_ref().unwrap_or(&row.m).summary();
+        let d = row.base().summary();
         if row.m.requests < wanted {
             short.push(row.path.name());
         }
@@ -127,18 +126,16 @@ pub fn rr(common: &Common, spec: &RrSpec, progress: &mut Progress) -> Result<Out
         "size": spec.size,
         "requests_per_connection": spec.requests_per_connection,
         "rate_per_sec": spec.rate_per_sec,
-        "time_limit_secs": spec.time_limit.as_secs_f64(),
     });
-    let json = document("rr", common, config, results, &skipped);
+    let json = document("rr", common, config, spec.time_limit, results, &skipped);
     Ok(Outcome {
         text,
         json,
         histograms,
-        incomplete: (!short.is_empty() && spec.rate_per_sec.is_none()).then(|| {
-            format!(
-                "rr stopped at the time limit before every request was sent on: {}",
-                short.join(", ")
-            )
-        }),
+        incomplete: unfinished(
+            "rr stopped at the time limit before every request was sent on",
+            &short,
+        )
+        .filter(|_| spec.rate_per_sec.is_none()),
     })
 }

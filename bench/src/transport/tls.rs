@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use sallyport_kit::load::{
-    connect_all, deadline_after, named, run_bulk, run_rr, time_left, BulkConn, BulkResult,
-    BulkSpec, EchoDuplex, RrResult, RrSpec, Source, Verifier, READ_BUFFER,
+    named, run_bulk, run_rr, BulkConn, BulkResult, BulkSpec, EchoDuplex, RrResult, RrSpec, Source,
+    Verifier, READ_BUFFER,
 };
 use sallyport_kit::sys;
+
+use super::connect_all_then;
 
 /// Most plaintext and TLS bytes a session buffers before `write` stops accepting.
 pub const TLS_BUFFER_LIMIT: usize = 256 << 10;
@@ -40,12 +42,10 @@ pub struct TlsTarget {
 /// close_notify (or EOF). Errors and the time limit behave as in `bulk`; a failed handshake is
 /// an `Err` naming the connection.
 pub fn bulk_tls(addr: SocketAddr, spec: &BulkSpec, tls: &TlsTarget) -> io::Result<BulkResult> {
-    spec.check()?;
-    let deadline = deadline_after(spec.time_limit);
-    let sessions = connect_all_tls(addr, spec.connections, deadline, false, tls)?;
-    let conns = sessions
-        .into_iter()
-        .map(|(session, sock)| {
+    run_bulk(
+        spec,
+        |deadline| connect_all_tls(addr, spec.connections, deadline, false, tls),
+        |(session, sock)| {
             let handle = sock.try_clone()?;
             let duplex: Box<dyn EchoDuplex> = Box::new(TlsDuplex {
                 session: rustls::Connection::Client(session),
@@ -53,9 +53,8 @@ pub fn bulk_tls(addr: SocketAddr, spec: &BulkSpec, tls: &TlsTarget) -> io::Resul
                 write_size: spec.write_size,
             });
             Ok((handle, BulkConn::Duplex(duplex)))
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    run_bulk(spec, deadline, conns)
+        },
+    )
 }
 
 /// [`sallyport_kit::load::rr`] over TLS: each connection (with `TCP_NODELAY`) completes a TLS
@@ -63,17 +62,14 @@ pub fn bulk_tls(addr: SocketAddr, spec: &BulkSpec, tls: &TlsTarget) -> io::Resul
 /// is then one TLS record each way. Errors as in `rr`; a failed handshake is an `Err` naming the
 /// connection.
 pub fn rr_tls(addr: SocketAddr, spec: &RrSpec, tls: &TlsTarget) -> io::Result<RrResult> {
-    spec.check()?;
-    let deadline = deadline_after(spec.time_limit);
-    let sessions = connect_all_tls(addr, spec.connections, deadline, true, tls)?;
-    let conns = sessions
-        .into_iter()
-        .map(|(session, sock)| Ok((sock.try_clone()?, rustls::StreamOwned::new(session, sock))))
-        .collect::<io::Result<Vec<_>>>()?;
-    run_rr(spec, deadline, conns)
+    run_rr(
+        spec,
+        |deadline| connect_all_tls(addr, spec.connections, deadline, true, tls),
+        |(session, sock)| Ok((sock.try_clone()?, rustls::StreamOwned::new(session, sock))),
+    )
 }
 
-/// [`connect_all`], then a TLS handshake on each connection within the time left.
+/// [`connect_all_then`] with a TLS handshake on each connection within the time left.
 fn connect_all_tls(
     addr: SocketAddr,
     connections: usize,
@@ -81,31 +77,31 @@ fn connect_all_tls(
     nodelay: bool,
     tls: &TlsTarget,
 ) -> io::Result<Vec<(rustls::ClientConnection, TcpStream)>> {
-    let streams = connect_all(addr, connections, deadline, nodelay)?;
-    let mut sessions = Vec::with_capacity(streams.len());
-    for (conn, mut sock) in streams.into_iter().enumerate() {
-        let left = time_left(
-            deadline,
-            conn,
-            "TLS handshake",
-            "time limit reached before the handshake",
-        )?;
-        let session =
-            rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone())
-                .map_err(|e| named(conn, "TLS session", io::Error::other(e)))?;
-        let mut session = rustls::Connection::Client(session);
-        handshake(&mut session, &mut sock, left).map_err(|e| named(conn, "TLS handshake", e))?;
-        let rustls::Connection::Client(session) = session else {
-            // Built as a client session just above; never taken.
-            return Err(named(
-                conn,
-                "TLS session",
-                io::Error::other("not a client session"),
-            ));
-        };
-        sessions.push((session, sock));
-    }
-    Ok(sessions)
+    connect_all_then(
+        addr,
+        connections,
+        deadline,
+        nodelay,
+        "TLS handshake",
+        "time limit reached before the handshake",
+        |conn, mut sock, left| {
+            let session =
+                rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone())
+                    .map_err(|e| named(conn, "TLS session", io::Error::other(e)))?;
+            let mut session = rustls::Connection::Client(session);
+            handshake(&mut session, &mut sock, left)
+                .map_err(|e| named(conn, "TLS handshake", e))?;
+            let rustls::Connection::Client(session) = session else {
+                // Built as a client session just above; never taken.
+                return Err(named(
+                    conn,
+                    "TLS session",
+                    io::Error::other("not a client session"),
+                ));
+            };
+            Ok((session, sock))
+        },
+    )
 }
 
 /// One connection of [`bulk_tls`]: the session and its non-blocking socket.

@@ -5,16 +5,18 @@
 //! Client side only; it starts no servers and does not answer pings during bulk (the gateways
 //! here send none: `ws_ping` is off by default).
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, Cursor, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 use sallyport_dataplane::wire::{http, ws};
 use sallyport_kit::load::{
-    connect_all, deadline_after, named, run_bulk, run_rr, time_left, BulkConn, BulkResult,
-    BulkSpec, EchoReader, EchoWriter, RrResult, RrSpec, Verifier, READ_BUFFER,
+    named, run_bulk, run_rr, BulkConn, BulkResult, BulkSpec, EchoReader, EchoWriter, RrResult,
+    RrSpec, Verifier, READ_BUFFER,
 };
+
+use super::connect_all_then;
 
 /// Largest payload of one WebSocket frame the WebSocket loads send; a longer write becomes
 /// several frames (each a message of its own), so `--write-size` stays below a gateway's
@@ -39,13 +41,11 @@ pub struct WsTarget {
 /// EOF without a Close frame, a Close with a status other than 1000, or a protocol error is an
 /// `Err` naming the connection; otherwise as `bulk`.
 pub fn bulk_ws(addr: SocketAddr, spec: &BulkSpec, target: &WsTarget) -> io::Result<BulkResult> {
-    spec.check()?;
-    let deadline = deadline_after(spec.time_limit);
-    let conns = connect_all_ws(addr, spec.connections, deadline, false, target)?;
     let write_size = spec.write_size;
-    let conns = conns
-        .into_iter()
-        .map(|(sock, rest)| {
+    run_bulk(
+        spec,
+        |deadline| connect_all_ws(addr, spec.connections, deadline, false, target),
+        |(sock, rest)| {
             let frames = write_size.div_ceil(WS_MAX_FRAME);
             let writer: Box<dyn EchoWriter> = Box::new(WsWriter {
                 sock: sock.try_clone()?,
@@ -57,9 +57,8 @@ pub fn bulk_ws(addr: SocketAddr, spec: &BulkSpec, target: &WsTarget) -> io::Resu
                 rest,
             });
             Ok((sock, BulkConn::Split(writer, reader)))
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    run_bulk(spec, deadline, conns)
+        },
+    )
 }
 
 /// [`sallyport_kit::load::rr`] over WebSocket: each connection (with `TCP_NODELAY`) completes
@@ -68,14 +67,11 @@ pub fn bulk_ws(addr: SocketAddr, spec: &BulkSpec, target: &WsTarget) -> io::Resu
 /// split them). A protocol error or a Close from the path is an `Err` naming the connection.
 /// When the run ends each connection sends a Close frame (1000) before closing.
 pub fn rr_ws(addr: SocketAddr, spec: &RrSpec, target: &WsTarget) -> io::Result<RrResult> {
-    spec.check()?;
-    let deadline = deadline_after(spec.time_limit);
-    let conns = connect_all_ws(addr, spec.connections, deadline, true, target)?;
-    let conns = conns
-        .into_iter()
-        .map(|(sock, rest)| Ok((sock.try_clone()?, WsStream::new(sock, rest))))
-        .collect::<io::Result<Vec<_>>>()?;
-    run_rr(spec, deadline, conns)
+    run_rr(
+        spec,
+        |deadline| connect_all_ws(addr, spec.connections, deadline, true, target),
+        |(sock, rest)| Ok((sock.try_clone()?, WsStream::new(sock, rest))),
+    )
 }
 
 /// The bulk writer: each write as masked binary frames, then a Close frame (1000).
@@ -164,7 +160,7 @@ impl EchoReader for WsReader {
     }
 }
 
-/// [`connect_all`], then a WebSocket upgrade on each connection within the time left; each
+/// [`connect_all_then`] with a WebSocket upgrade on each connection within the time left; each
 /// comes with the bytes that followed the `101` response (frames already sent, if any).
 fn connect_all_ws(
     addr: SocketAddr,
@@ -173,20 +169,19 @@ fn connect_all_ws(
     nodelay: bool,
     target: &WsTarget,
 ) -> io::Result<Vec<(TcpStream, Vec<u8>)>> {
-    let streams = connect_all(addr, connections, deadline, nodelay)?;
-    let mut conns = Vec::with_capacity(streams.len());
-    for (conn, mut sock) in streams.into_iter().enumerate() {
-        let left = time_left(
-            deadline,
-            conn,
-            "WebSocket upgrade",
-            "time limit reached before the upgrade",
-        )?;
-        let rest = ws_upgrade(&mut sock, target, left)
-            .map_err(|e| named(conn, &format!("WebSocket upgrade to {addr}"), e))?;
-        conns.push((sock, rest));
-    }
-    Ok(conns)
+    connect_all_then(
+        addr,
+        connections,
+        deadline,
+        nodelay,
+        "WebSocket upgrade",
+        "time limit reached before the upgrade",
+        |conn, mut sock, left| {
+            let rest = ws_upgrade(&mut sock, target, left)
+                .map_err(|e| named(conn, &format!("WebSocket upgrade to {addr}"), e))?;
+            Ok((sock, rest))
+        },
+    )
 }
 
 /// Blocking client handshake (RFC 6455 §4.1) within `limit`, with the `sallyport-dataplane`
@@ -259,8 +254,8 @@ struct WsStream {
     input: Vec<u8>,
     in_start: usize,
     in_end: usize,
-    payload: Vec<u8>,
-    payload_pos: usize,
+    /// Decoded payload not read yet; emptied (and rewound) once read to its end.
+    payload: Cursor<Vec<u8>>,
     closed: bool,
 }
 
@@ -277,8 +272,7 @@ impl WsStream {
             input,
             in_start: 0,
             in_end,
-            payload: Vec::new(),
-            payload_pos: 0,
+            payload: Cursor::default(),
             closed: false,
         }
     }
@@ -320,13 +314,11 @@ impl Read for WsStream {
             return Ok(0);
         }
         loop {
-            if self.payload_pos < self.payload.len() {
-                let k = buf.len().min(self.payload.len() - self.payload_pos);
-                buf[..k].copy_from_slice(&self.payload[self.payload_pos..self.payload_pos + k]);
-                self.payload_pos += k;
-                if self.payload_pos == self.payload.len() {
-                    self.payload.clear();
-                    self.payload_pos = 0;
+            let k = self.payload.read(buf)?;
+            if k > 0 {
+                if self.payload.position() == self.payload.get_ref().len() as u64 {
+                    self.payload.get_mut().clear();
+                    self.payload.set_position(0);
                 }
                 return Ok(k);
             }
@@ -336,7 +328,10 @@ impl Read for WsStream {
             if self.in_start < self.in_end {
                 let (used, event) = self
                     .decoder
-                    .decode(&self.input[self.in_start..self.in_end], &mut self.payload)
+                    .decode(
+                        &self.input[self.in_start..self.in_end],
+                        self.payload.get_mut(),
+                    )
                     .map_err(ws_error)?;
                 self.in_start += used;
                 match event {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use rand::{RngCore, SeedableRng};
 
 use super::common::{
-    collect, connect_all, deadline_after, invalid_input, keep, named, spawn, Crew,
-    DEFAULT_BULK_BYTES, DEFAULT_CONNECTIONS, DEFAULT_TIME_LIMIT, DEFAULT_WRITE_SIZE,
+    collect, connect_all, ensure, keep, named, spawn, Crew, DEFAULT_BULK_BYTES,
+    DEFAULT_CONNECTIONS, DEFAULT_TIME_LIMIT, DEFAULT_WRITE_SIZE,
 };
 use crate::report::ratio;
 
@@ -55,12 +55,10 @@ impl Default for BulkSpec {
 impl BulkSpec {
     /// `InvalidInput` for no connections or a zero write size.
     pub fn check(&self) -> io::Result<()> {
-        if self.connections == 0 || self.write_size == 0 {
-            return Err(invalid_input(
-                "bulk needs at least 1 connection and a write size of at least 1",
-            ));
-        }
-        Ok(())
+        ensure(
+            self.connections > 0 && self.write_size > 0,
+            "bulk needs at least 1 connection and a write size of at least 1",
+        )
     }
 }
 
@@ -121,18 +119,15 @@ pub enum BulkConn {
 /// from what was sent, and for an EOF before everything came back. Hitting the time limit is not an
 /// error: the sockets are shut down and the result has `complete == false`.
 pub fn bulk(addr: SocketAddr, spec: &BulkSpec) -> io::Result<BulkResult> {
-    spec.check()?;
-    let deadline = deadline_after(spec.time_limit);
-    let streams = connect_all(addr, spec.connections, deadline, false)?;
-    let conns = streams
-        .into_iter()
-        .map(|s| {
+    run_bulk(
+        spec,
+        |deadline| connect_all(addr, spec.connections, deadline, false),
+        |s| {
             let writer: Box<dyn EchoWriter> = Box::new(TcpWriter(s.try_clone()?));
             let reader: Box<dyn EchoReader> = Box::new(TcpReader(s.try_clone()?));
             Ok((s, BulkConn::Split(writer, reader)))
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    run_bulk(spec, deadline, conns)
+        },
+    )
 }
 
 /// Plain TCP writer: `write_all`, then `SHUT_WR`.
@@ -167,23 +162,22 @@ impl EchoReader for TcpReader {
     }
 }
 
-/// Runs `conns` (each with a handle to its socket, for halting) as one bulk run started
-/// before `deadline`: the transport-neutral loop behind [`bulk`] and its TLS and WebSocket
-/// variants. Errors and the time limit behave as in [`bulk`].
-pub fn run_bulk(
+/// The transport-neutral loop behind [`bulk`] and its TLS and WebSocket variants: checks `spec`,
+/// opens the connections with `connect` (given the deadline: the time limit from now), turns
+/// each into a handle to its socket (for halting) and a [`BulkConn`] with `conn`, and runs them
+/// as one bulk run. Errors and the time limit behave as in [`bulk`].
+pub fn run_bulk<C>(
     spec: &BulkSpec,
-    deadline: Instant,
-    conns: Vec<(TcpStream, BulkConn)>,
+    connect: impl FnOnce(Instant) -> io::Result<Vec<C>>,
+    mut conn: impl FnMut(C) -> io::Result<(TcpStream, BulkConn)>,
 ) -> io::Result<BulkResult> {
     spec.check()?;
-    let pattern = Arc::new(Pattern::new(spec.write_size.max(READ_BUFFER)));
-    let mut crew = Crew::new();
-    let mut jobs = Vec::with_capacity(conns.len());
-    for (socket, conn) in conns {
+    let (deadline, crew, jobs) = Crew::connect(spec.time_limit, connect, |c| {
+        let (socket, kind) = conn(c)?;
         let shut = socket.try_clone()?;
-        crew.sockets.push(socket);
-        jobs.push((shut, conn));
-    }
+        Ok((socket, (shut, kind)))
+    })?;
+    let pattern = Arc::new(Pattern::new(spec.write_size.max(READ_BUFFER)));
 
     let (tx, rx) = mpsc::channel::<BulkEvent>();
     let start = Instant::now();

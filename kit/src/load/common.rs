@@ -45,6 +45,26 @@ impl Crew {
         }
     }
 
+    /// Opens a run's connections with `connect`, given the deadline (`limit` from now); `each`
+    /// turns every one into its socket, which the crew keeps for halting, and what the run
+    /// drives. Returns the deadline, the crew and those.
+    pub(super) fn connect<C, T>(
+        limit: Duration,
+        connect: impl FnOnce(Instant) -> io::Result<Vec<C>>,
+        mut each: impl FnMut(C) -> io::Result<(TcpStream, T)>,
+    ) -> io::Result<(Instant, Crew, Vec<T>)> {
+        let deadline = deadline_after(limit);
+        let opened = connect(deadline)?;
+        let mut crew = Crew::new();
+        let mut jobs = Vec::with_capacity(opened.len());
+        for c in opened {
+            let (socket, job) = each(c)?;
+            crew.sockets.push(socket);
+            jobs.push(job);
+        }
+        Ok((deadline, crew, jobs))
+    }
+
     /// Sets the stop flag and shuts every socket down, which wakes threads blocked in read or write.
     pub(super) fn halt(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -216,6 +236,11 @@ pub fn named(conn: usize, what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("connection {conn}: {what}: {e}"))
 }
 
-pub(super) fn invalid_input(msg: &str) -> io::Error {
-    io::Error::new(ErrorKind::InvalidInput, msg.to_string())
+/// `Ok` when `ok`, else an `InvalidInput` error saying `msg`: a spec's check.
+pub(super) fn ensure(ok: bool, msg: &str) -> io::Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::new(ErrorKind::InvalidInput, msg.to_string()))
+    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::common::{
-    deadline_after, invalid_input, join_all, merge, new_histogram, record, recv_until, spawn,
+    deadline_after, ensure, join_all, merge, new_histogram, record, recv_until, spawn,
     DEFAULT_CPS_CONCURRENCY, DEFAULT_CPS_COUNT, DEFAULT_RR_SIZE, DEFAULT_TIME_LIMIT,
 };
 use crate::report::ratio;
@@ -69,11 +69,10 @@ impl CpsResult {
 /// through a gateway a refusal is a measured outcome. Returns `Err` only for bad input or when no
 /// thread can be started.
 pub fn cps(addr: SocketAddr, spec: &CpsSpec) -> io::Result<CpsResult> {
-    if spec.concurrency == 0 || spec.size == 0 {
-        return Err(invalid_input(
-            "cps needs at least 1 thread and a size of at least 1 byte",
-        ));
-    }
+    ensure(
+        spec.concurrency > 0 && spec.size > 0,
+        "cps needs at least 1 thread and a size of at least 1 byte",
+    )?;
     let deadline = deadline_after(spec.time_limit);
     let next = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::common::{
-    collect, connect_all, deadline_after, invalid_input, keep, merge, named, new_histogram, record,
-    spawn, Crew, DEFAULT_CONNECTIONS, DEFAULT_RR_REQUESTS, DEFAULT_RR_SIZE, DEFAULT_TIME_LIMIT,
+    collect, connect_all, ensure, keep, merge, named, new_histogram, record, spawn, Crew,
+    DEFAULT_CONNECTIONS, DEFAULT_RR_REQUESTS, DEFAULT_RR_SIZE, DEFAULT_TIME_LIMIT,
 };
 use crate::report::ratio;
 
@@ -57,19 +57,15 @@ impl Default for RrSpec {
 impl RrSpec {
     /// `InvalidInput` for no connections, a zero size or a rate that is not positive.
     pub fn check(&self) -> io::Result<()> {
-        if self.connections == 0 || self.size == 0 {
-            return Err(invalid_input(
-                "rr needs at least 1 connection and a size of at least 1 byte",
-            ));
-        }
-        if let Some(rate) = self.rate_per_sec {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(invalid_input(
-                    "rr rate must be a positive number of requests per second",
-                ));
-            }
-        }
-        Ok(())
+        ensure(
+            self.connections > 0 && self.size > 0,
+            "rr needs at least 1 connection and a size of at least 1 byte",
+        )?;
+        ensure(
+            self.rate_per_sec
+                .is_none_or(|rate| rate.is_finite() && rate > 0.0),
+            "rr rate must be a positive number of requests per second",
+        )
     }
 }
 
@@ -166,31 +162,24 @@ impl LatencySummary {
 /// the request, and records the latency. A socket error, a short read or a wrong reply is an `Err`
 /// naming the connection. Reaching the time limit just ends the run with fewer requests.
 pub fn rr(addr: SocketAddr, spec: &RrSpec) -> io::Result<RrResult> {
-    spec.check()?;
-    let deadline = deadline_after(spec.time_limit);
-    let streams = connect_all(addr, spec.connections, deadline, true)?;
-    let conns = streams
-        .into_iter()
-        .map(|s| Ok((s.try_clone()?, s)))
-        .collect::<io::Result<Vec<_>>>()?;
-    run_rr(spec, deadline, conns)
+    run_rr(
+        spec,
+        |deadline| connect_all(addr, spec.connections, deadline, true),
+        |s| Ok((s.try_clone()?, s)),
+    )
 }
 
-/// Runs the rr jobs over `conns` (a handle to the socket, for halting; the stream to use), set
-/// up before `deadline`: the transport-neutral loop behind [`rr`] and its TLS and WebSocket
-/// variants. Errors and the time limit behave as in [`rr`].
-pub fn run_rr<S: Read + Write + Send + 'static>(
+/// The transport-neutral loop behind [`rr`] and its TLS and WebSocket variants: checks `spec`,
+/// opens the connections with `connect` (given the deadline: the time limit from now), turns
+/// each into a handle to its socket (for halting) and the stream to use with `stream`, and runs
+/// the rr jobs over them. Errors and the time limit behave as in [`rr`].
+pub fn run_rr<C, S: Read + Write + Send + 'static>(
     spec: &RrSpec,
-    deadline: Instant,
-    conns: Vec<(TcpStream, S)>,
+    connect: impl FnOnce(Instant) -> io::Result<Vec<C>>,
+    stream: impl FnMut(C) -> io::Result<(TcpStream, S)>,
 ) -> io::Result<RrResult> {
     spec.check()?;
-    let mut crew = Crew::new();
-    let mut streams = Vec::with_capacity(conns.len());
-    for (socket, stream) in conns {
-        crew.sockets.push(socket);
-        streams.push(stream);
-    }
+    let (deadline, crew, streams) = Crew::connect(spec.time_limit, connect, stream)?;
 
     let (tx, rx) = mpsc::channel::<RrEvent>();
     let start = Instant::now();
