@@ -3,9 +3,11 @@
 //! today. Each certificate and key is at hand as DER (for in-memory rustls configurations) and
 //! as PEM, and can be written to a directory (for config files).
 //!
-//! Not the product's `sallyport certs` (the end-to-end tests run that binary where its output
-//! is what they check), and not for production: no revocation, no key protection. It builds no
-//! rustls configuration; each test builds the one it is about.
+//! The certificate parameters ([`ca_params`], [`leaf_params`]) are also what the product's
+//! development CA (`sallyport certs`, `demo --tls`) signs with, so both issue the same kind of
+//! certificate from one definition; the rest (which panics on an rcgen error) is for tests.
+//! Not for production: no revocation, no key protection. It builds no rustls configuration;
+//! each test builds the one it is about.
 
 use std::io;
 use std::path::Path;
@@ -65,20 +67,7 @@ impl Ca {
         // unwrap (here and below): rcgen fails only on malformed parameters, and these are
         // fixed or come from the test.
         let key = rcgen::KeyPair::generate().unwrap();
-        let tag: String = key
-            .public_key_raw()
-            .iter()
-            .skip(1)
-            .take(4)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let mut dn = rcgen::DistinguishedName::new();
-        dn.push(
-            rcgen::DnType::CommonName,
-            format!("sallyport test CA {tag}"),
-        );
-        let mut params = ca_params(dn);
-        set_validity(&mut params, -1, 30);
+        let params = ca_params(&format!("sallyport test CA {}", key_tag(&key)), 30);
         let issuer = params.self_signed(&key).unwrap();
         Ca {
             der: issuer.der().clone(),
@@ -96,7 +85,7 @@ impl Ca {
         let key = rcgen::KeyPair::from_pem(key_pem).expect("parse CA key PEM");
         // rcgen (without x509-parser) cannot load a CA certificate: rebuild one with the same
         // subject and key.
-        let issuer = ca_params(subject_of(&der)).self_signed(&key).unwrap();
+        let issuer = ca_params_named(subject_of(&der)).self_signed(&key).unwrap();
         Ca {
             der,
             pem: cert_pem.to_string(),
@@ -137,18 +126,7 @@ impl Ca {
     ) -> Leaf {
         let key = rcgen::KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = rcgen::CertificateParams::new(names).unwrap();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, common_name);
-        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![match role {
-            Role::Client => rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-            Role::Server => rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        }];
-        params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, from_day, until_day);
+        let params = leaf_params(role, common_name, names, from_day, until_day).unwrap();
         let cert = params.signed_by(&key, &self.issuer, &self.key).unwrap();
         Leaf {
             cert: cert.der().clone(),
@@ -185,7 +163,51 @@ impl Leaf {
     }
 }
 
-fn ca_params(dn: rcgen::DistinguishedName) -> rcgen::CertificateParams {
+/// A tag from `key`'s public key (8 hex digits), for a CA name no other CA shares.
+pub fn key_tag(key: &rcgen::KeyPair) -> String {
+    key.public_key_raw()
+        .iter()
+        .skip(1)
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A CA named `common_name`, valid from yesterday (clock skew) for `days` days.
+pub fn ca_params(common_name: &str, days: i64) -> rcgen::CertificateParams {
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, common_name);
+    let mut params = ca_params_named(dn);
+    set_validity(&mut params, -1, days);
+    params
+}
+
+/// A leaf for `role` named `common_name` with `names` (DNS names or IP addresses) as SANs,
+/// valid from midnight UTC `from_day` days after today until midnight `until_day` days after
+/// today (negative: in the past). Fails on a name rcgen cannot encode.
+pub fn leaf_params(
+    role: Role,
+    common_name: &str,
+    names: Vec<String>,
+    from_day: i64,
+    until_day: i64,
+) -> Result<rcgen::CertificateParams, rcgen::Error> {
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![match role {
+        Role::Client => rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        Role::Server => rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    }];
+    params.use_authority_key_identifier_extension = true;
+    set_validity(&mut params, from_day, until_day);
+    Ok(params)
+}
+
+fn ca_params_named(dn: rcgen::DistinguishedName) -> rcgen::CertificateParams {
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = dn;
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

@@ -1,6 +1,7 @@
 //! Development certificates for `sallyport certs` and the tests: a CA (rcgen) that issues a
 //! DMZ server certificate and an internal gateway client certificate, written as PEM files
-//! (keys mode 0600), and the config lines that use them.
+//! (keys mode 0600), and the config lines that use them. The certificates' parameters come from
+//! `sallyport_kit::pki`, the one definition the tests' certificates use too.
 //!
 //! Not for production: nothing here is a real CA (no revocation, no key protection).
 
@@ -10,10 +11,9 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::ServerName;
-use sallyport_kit::date::civil_ymd;
+use sallyport_kit::pki::{ca_params, key_tag, leaf_params};
 
 use super::text::{io_text, quoted};
 
@@ -37,14 +37,9 @@ pub const DMZ_KEY: &str = "dmz.key";
 pub const INTERNAL_CERT: &str = "internal.pem";
 pub const INTERNAL_KEY: &str = "internal.key";
 
-/// What a leaf certificate is for (its extended key usage).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CertRole {
-    /// TLS client authentication (an internal gateway).
-    Client,
-    /// TLS server authentication (the DMZ).
-    Server,
-}
+/// What a leaf certificate is for (its extended key usage): `Client` for an internal gateway,
+/// `Server` for the DMZ.
+pub use sallyport_kit::pki::Role as CertRole;
 
 /// A certificate and its private key, PEM-encoded.
 pub struct Issued {
@@ -76,25 +71,6 @@ pub enum CertsError {
     Usage(String),
 }
 
-/// Days since 1970-01-01 (UTC) now.
-fn today() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    (secs / 86_400) as i64
-}
-
-/// Sets `params` valid from midnight UTC `from` days after today until midnight `until` days
-/// after today (negative: in the past).
-fn set_validity(params: &mut rcgen::CertificateParams, from: i64, until: i64) {
-    let midnight = |offset: i64| {
-        let (y, m, d) = civil_ymd(today() + offset);
-        rcgen::date_time_ymd(y, m, d)
-    };
-    params.not_before = midnight(from);
-    params.not_after = midnight(until);
-}
-
 /// A development certificate authority.
 pub struct DevCa {
     cert: rcgen::Certificate,
@@ -107,26 +83,8 @@ impl DevCa {
     /// the other one then fails as "unknown CA", not as a bad signature).
     pub fn new(days: u32) -> Result<DevCa, CertsError> {
         let key = rcgen::KeyPair::generate()?;
-        let tag: String = key
-            .public_key_raw()
-            .iter()
-            .skip(1)
-            .take(4)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let mut params = rcgen::CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            format!("sallyport development CA {tag}"),
-        );
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        set_validity(&mut params, -1, i64::from(days));
+        let name = format!("sallyport development CA {}", key_tag(&key));
+        let params = ca_params(&name, i64::from(days));
         let cert = params.self_signed(&key)?;
         Ok(DevCa { cert, key })
     }
@@ -151,18 +109,7 @@ impl DevCa {
         until_day: i64,
     ) -> Result<Issued, CertsError> {
         let key = rcgen::KeyPair::generate()?;
-        let mut params = rcgen::CertificateParams::new(names.to_vec())?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, common_name);
-        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![match role {
-            CertRole::Client => rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-            CertRole::Server => rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        }];
-        params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, from_day, until_day);
+        let params = leaf_params(role, common_name, names.to_vec(), from_day, until_day)?;
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok(Issued {
             cert_pem: cert.pem(),
