@@ -16,7 +16,7 @@ use sallyport_dataplane::{
     Dataplane, DataplaneConfig, PublicIndex, PublicService, PublicTls, StartError, Upstream,
 };
 
-use crate::config::{Config, ConfigError, Handoff, ServiceRole, TlsClient, TlsServer};
+use crate::config::{Config, ConfigError, Handoff, Reason, ServiceRole, TlsClient, TlsServer};
 use crate::dmz::{BindTarget, ReverseEndpoint};
 use crate::internal::ReverseService;
 use crate::stats::{ControlStats, InternalStats, ServiceKind, StatsSource};
@@ -66,7 +66,7 @@ fn bind_error(config: &Config, key: &str, addr: SocketAddr, e: std::io::Error) -
     StartupError::Config(ConfigError {
         file: config.path.clone(),
         key: key.to_string(),
-        reason: format!("cannot listen on {addr}: {e}"),
+        reason: Reason::Listen { addr, source: e },
     })
 }
 
