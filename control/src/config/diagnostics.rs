@@ -52,8 +52,9 @@ pub enum Reason {
     Read(#[source] io::Error),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    /// A `tls` or `connect_tls` file (boxed: rustls' errors and two paths are large).
     #[error(transparent)]
-    Tls(#[from] LoadError),
+    Tls(Box<LoadError>),
     /// toml's syntax or schema error; `message` is what is printed (toml's, maybe with a hint).
     #[error("{message}")]
     Toml {
@@ -73,11 +74,17 @@ impl Reason {
             Reason::Invalid(_) => None,
             Reason::Listen { source, .. } | Reason::Read(source) => Some(source),
             Reason::Resolve(e) => Some(e),
-            Reason::Tls(e) => Some(e),
+            Reason::Tls(e) => Some(e.as_ref()),
             Reason::Toml { source, .. } => Some(source.as_ref()),
             Reason::Unit(e) => Some(e),
             Reason::Uri(e) => Some(e),
         }
+    }
+}
+
+impl From<LoadError> for Reason {
+    fn from(e: LoadError) -> Reason {
+        Reason::Tls(Box::new(e))
     }
 }
 
