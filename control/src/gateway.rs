@@ -206,11 +206,14 @@ impl Gateway {
                             password: c.password.expose().as_bytes().to_vec(),
                         }),
                     });
-                    services.push((s.name.clone(), ServiceKind::Dmz(public_index)));
+                    services.push((s.name.clone(), ServiceKind::Dmz(PublicIndex(public_index))));
                     public_index += 1;
                 }
                 ServiceRole::Forward(_) => {
-                    services.push((s.name.clone(), ServiceKind::Forward(public_index)));
+                    services.push((
+                        s.name.clone(),
+                        ServiceKind::Forward(PublicIndex(public_index)),
+                    ));
                     public_index += 1;
                 }
                 ServiceRole::Internal(i) => {
