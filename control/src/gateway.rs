@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use sallyport_dataplane::wire::socks5;
 use sallyport_dataplane::{Dataplane, DataplaneConfig, PublicIndex, PublicService, StartError};
 
-use crate::config::{Config, ConfigError, ServiceRole};
+use crate::config::{Config, ConfigError, Reason, ServiceRole};
 use crate::dmz::{BindTarget, ReverseEndpoint};
 use crate::internal::ReverseService;
 use crate::stats::{ControlStats, InternalStats, ServiceKind, StatsSource};
@@ -64,7 +64,7 @@ fn bind_error(config: &Config, key: &str, addr: SocketAddr, e: std::io::Error) -
     StartupError::Config(ConfigError {
         file: config.path.clone(),
         key: key.to_string(),
-        reason: format!("cannot listen on {addr}: {e}"),
+        reason: Reason::Listen { addr, source: e },
     })
 }
 
@@ -164,11 +164,14 @@ impl Gateway {
                             password: c.password.expose().as_bytes().to_vec(),
                         }),
                     });
-                    services.push((s.name.clone(), ServiceKind::Dmz(public_index)));
+                    services.push((s.name.clone(), ServiceKind::Dmz(PublicIndex(public_index))));
                     public_index += 1;
                 }
                 ServiceRole::Forward(_) => {
-                    services.push((s.name.clone(), ServiceKind::Forward(public_index)));
+                    services.push((
+                        s.name.clone(),
+                        ServiceKind::Forward(PublicIndex(public_index)),
+                    ));
                     public_index += 1;
                 }
                 ServiceRole::Internal(i) => {

@@ -264,11 +264,12 @@ pub async fn run_pools(services: Vec<ReverseService>, mut events: UnboundedRecei
             last_backend_log: None,
         })
         .collect();
-    let (done_tx, mut done_rx) = unbounded_channel::<(usize, Result<(), DialError>)>();
+    let (done_tx, mut done_rx) = unbounded_channel::<(ReverseIndex, Result<(), DialError>)>();
     loop {
         let now = Instant::now();
         let mut dialing: usize = pools.iter().map(|p| p.dialing).sum();
-        for (index, pool) in pools.iter_mut().enumerate() {
+        for (i, pool) in pools.iter_mut().enumerate() {
+            let index = ReverseIndex(i);
             if pool.retry_at.is_some_and(|t| t <= now) {
                 pool.retry_at = None;
             }
@@ -300,7 +301,7 @@ pub async fn run_pools(services: Vec<ReverseService>, mut events: UnboundedRecei
             // the pool would believe it holds one leg more than it does (and not refill).
             biased;
             Some((index, result)) = done_rx.recv() => {
-                let pool = &mut pools[index];
+                let pool = &mut pools[index.0];
                 pool.dialing -= 1;
                 match result {
                     Ok(()) => {
@@ -359,12 +360,12 @@ fn on_event(pool: &mut Pool, outcome: ReverseOutcome) {
 }
 
 /// Resolves the back-end, dials the DMZ, and hands the prepared connection to a worker.
-async fn dial_and_park(service: &ReverseService, index: usize) -> Result<(), DialError> {
+async fn dial_and_park(service: &ReverseService, index: ReverseIndex) -> Result<(), DialError> {
     let target = resolve(&service.target).await?;
     let conn = dial(service).await?;
     service
         .dataplane
-        .park_reverse(ReverseIndex(index), conn, service.backend(target))
+        .park_reverse(index, conn, service.backend(target))
         .map_err(|_| DialError::QueueFull)
 }
 

@@ -149,7 +149,8 @@ fn main() -> ExitCode {
             match demo::run(&options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: demo failed: {e:#}");
+                    // `{e}`: our errors already print their cause (a config error its file, key and reason).
+                    eprintln!("error: demo failed: {e}");
                     ExitCode::from(1)
                 }
             }

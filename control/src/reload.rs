@@ -82,7 +82,7 @@ pub fn certificates(running: &Config) -> Result<Reloaded, ConfigError> {
                     key,
                     reason: "not the same TLS setting in the file any more; certificates not \
                              reloaded (a restart applies such a change)"
-                        .to_string(),
+                        .into(),
                 })
             }
         }

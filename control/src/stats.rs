@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sallyport_dataplane::metrics::{names, Outcome, RefusalReason, Snapshot};
-use sallyport_dataplane::Dataplane;
+use sallyport_dataplane::{Dataplane, PublicIndex};
 use serde_json::{json, Map, Value};
 
 /// Why a SOCKS5 negotiation on the reverse listener ended without a prepared connection.
@@ -135,10 +135,10 @@ impl ControlStats {
 /// A service as the stats view names it.
 pub enum ServiceView<'a> {
     /// Public service at the DMZ: index into the data plane's services.
-    Dmz { name: &'a str, index: usize },
+    Dmz { name: &'a str, index: PublicIndex },
     /// Forwarding service (its own upstream connection per client): index into the data
     /// plane's services.
-    Forward { name: &'a str, index: usize },
+    Forward { name: &'a str, index: PublicIndex },
     Internal {
         name: &'a str,
         stats: &'a InternalStats,
@@ -160,7 +160,7 @@ pub fn to_json(
     for s in services {
         let (name, value) = match s {
             ServiceView::Dmz { name, index } => {
-                let d = &snap.services[*index];
+                let d = &snap.services[index.0];
                 let refused: Map<String, Value> = RefusalReason::ALL
                     .iter()
                     .zip(d.refused)
@@ -183,7 +183,7 @@ pub fn to_json(
                 )
             }
             ServiceView::Forward { name, index } => {
-                let f = &snap.services[*index];
+                let f = &snap.services[index.0];
                 (
                     *name,
                     json!({
@@ -299,7 +299,7 @@ pub fn to_prometheus(
             ServiceView::Dmz { name, index } => p.sample(
                 names::PREPARED,
                 &[("service", name)],
-                snap.services[*index].prepared,
+                snap.services[index.0].prepared,
             ),
             ServiceView::Internal { name, stats } => p.sample(
                 names::PREPARED,
@@ -309,7 +309,7 @@ pub fn to_prometheus(
             ServiceView::Forward { .. } => {}
         }
     }
-    let dmz: Vec<(&str, usize)> = services
+    let dmz: Vec<(&str, PublicIndex)> = services
         .iter()
         .filter_map(|s| match s {
             ServiceView::Dmz { name, index } => Some((*name, *index)),
@@ -317,7 +317,7 @@ pub fn to_prometheus(
         })
         .collect();
     // Every service with a public listener: DMZ and forwarding, in file order.
-    let public: Vec<(&str, usize)> = services
+    let public: Vec<(&str, PublicIndex)> = services
         .iter()
         .filter_map(|s| match s {
             ServiceView::Dmz { name, index } | ServiceView::Forward { name, index } => {
@@ -326,7 +326,7 @@ pub fn to_prometheus(
             ServiceView::Internal { .. } => None,
         })
         .collect();
-    let forward: Vec<(&str, usize)> = services
+    let forward: Vec<(&str, PublicIndex)> = services
         .iter()
         .filter_map(|s| match s {
             ServiceView::Forward { name, index } => Some((*name, *index)),
@@ -343,7 +343,7 @@ pub fn to_prometheus(
             p.sample(
                 names::CLIENTS_ACCEPTED,
                 &[("service", name)],
-                snap.services[*i].accepted,
+                snap.services[i.0].accepted,
             );
         }
         p.family(
@@ -355,7 +355,7 @@ pub fn to_prometheus(
             p.sample(
                 names::TLS_FAILURES,
                 &[("service", name)],
-                snap.services[*i].tls_failures,
+                snap.services[i.0].tls_failures,
             );
         }
         p.family(
@@ -368,7 +368,7 @@ pub fn to_prometheus(
             p.sample(
                 names::WS_REJECTS,
                 &[("service", name)],
-                snap.services[*i].ws_rejects,
+                snap.services[i.0].ws_rejects,
             );
         }
     }
@@ -382,7 +382,7 @@ pub fn to_prometheus(
             p.sample(
                 names::UPSTREAM_FAILURES,
                 &[("service", name)],
-                snap.services[*i].upstream_failures,
+                snap.services[i.0].upstream_failures,
             );
         }
     }
@@ -396,7 +396,7 @@ pub fn to_prometheus(
             p.sample(
                 names::WAITING_CLIENTS,
                 &[("service", name)],
-                snap.services[*i].waiting,
+                snap.services[i.0].waiting,
             );
         }
         p.family(
@@ -408,7 +408,7 @@ pub fn to_prometheus(
             p.sample(
                 names::CLIENTS_WAITED,
                 &[("service", name)],
-                snap.services[*i].waited,
+                snap.services[i.0].waited,
             );
         }
         p.family(
@@ -417,7 +417,7 @@ pub fn to_prometheus(
             "Public clients reset at the door, by reason.",
         );
         for (name, i) in &dmz {
-            for (reason, n) in RefusalReason::ALL.iter().zip(snap.services[*i].refused) {
+            for (reason, n) in RefusalReason::ALL.iter().zip(snap.services[i.0].refused) {
                 p.sample(
                     names::REFUSALS,
                     &[("service", name), ("reason", reason.label())],
@@ -434,7 +434,7 @@ pub fn to_prometheus(
             p.sample(
                 names::PREPARED_LOST,
                 &[("service", name)],
-                snap.services[*i].prepared_lost,
+                snap.services[i.0].prepared_lost,
             );
         }
         p.family(
@@ -446,7 +446,7 @@ pub fn to_prometheus(
             p.sample(
                 names::PREPARED_STOLEN,
                 &[("service", name)],
-                snap.services[*i].stolen,
+                snap.services[i.0].stolen,
             );
         }
         p.family(
@@ -540,8 +540,8 @@ pub fn to_prometheus(
 /// A service as the stats know it: DMZ and forwarding services by their index among the data
 /// plane's public services.
 pub enum ServiceKind {
-    Dmz(usize),
-    Forward(usize),
+    Dmz(PublicIndex),
+    Forward(PublicIndex),
     Internal(Arc<InternalStats>),
 }
 
@@ -633,7 +633,7 @@ mod tests {
         let views = [
             ServiceView::Dmz {
                 name: "echo",
-                index: 0,
+                index: PublicIndex(0),
             },
             ServiceView::Internal {
                 name: "db",
@@ -686,11 +686,11 @@ mod tests {
         let views = [
             ServiceView::Forward {
                 name: "vpc",
-                index: 0,
+                index: PublicIndex(0),
             },
             ServiceView::Dmz {
                 name: "echo",
-                index: 1,
+                index: PublicIndex(1),
             },
         ];
         let j = to_json(&views, &snap, &control, 1);
@@ -713,7 +713,7 @@ mod tests {
         // A gateway that only forwards has no prepared-connection families at all.
         let only = [ServiceView::Forward {
             name: "vpc",
-            index: 0,
+            index: PublicIndex(0),
         }];
         let text = to_prometheus(&only, &snap, &control);
         assert!(!text.contains("sallyport_prepared_connections"), "{text}");

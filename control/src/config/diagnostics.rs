@@ -1,22 +1,105 @@
 //! Diagnostics: the [`ConfigError`] every failure of the configuration becomes (file, key,
-//! reason, printed `FILE: KEY: REASON`), the [`Check`] that builds them for one file, the labels
-//! services get in keys (`service[echo]`, `service[2]`), and locating toml's own syntax and
-//! schema errors at a key path (`service[echo].timeout`) or a line and column.
+//! reason, printed `FILE: KEY: REASON`) with its [`Reason`] (a message, or the typed error of
+//! the concern module that found it, which `source()` gives back), the [`Check`] that builds
+//! them for one file, the labels services get in keys (`service[echo]`, `service[2]`), and
+//! locating toml's own syntax and schema errors at a key path (`service[echo].timeout`) or a
+//! line and column.
 //!
 //! It does not decide what is valid: the concern modules do, and report through [`Check::fail`].
 
+use std::error::Error;
 use std::fmt;
+use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::uri::validate_name;
+use super::endpoints::ResolveError;
+use super::units::UnitError;
+use super::uri::{validate_name, UriError};
+use crate::tls::LoadError;
 
-/// A configuration error: the file, the key (`service[echo].accept`) and the reason.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: {key}: {reason}")]
+/// A configuration error: the file, the key (`service[echo].accept`) and the reason. Its
+/// [`source`](Error::source) is the typed error behind the reason, when there is one.
+#[derive(Debug)]
 pub struct ConfigError {
     pub file: PathBuf,
     pub key: String,
-    pub reason: String,
+    pub reason: Reason,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.file.display(), self.key, self.reason)
+    }
+}
+
+impl Error for ConfigError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.reason.cause()
+    }
+}
+
+/// Why a key is wrong: a message, or the typed error of the module that found it (printed as
+/// that error prints).
+#[derive(Debug, thiserror::Error)]
+pub enum Reason {
+    /// A message of the check itself (`must not be empty`, overlapping listeners, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A listener the file names cannot be bound (reported by the gateway at start-up).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    /// The file cannot be read.
+    #[error("cannot read: {0}")]
+    Read(#[source] io::Error),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// A `tls` or `connect_tls` file (boxed: rustls' errors and two paths are large).
+    #[error(transparent)]
+    Tls(Box<LoadError>),
+    /// toml's syntax or schema error; `message` is what is printed (toml's, maybe with a hint).
+    #[error("{message}")]
+    Toml {
+        message: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error(transparent)]
+    Unit(#[from] UnitError),
+    #[error(transparent)]
+    Uri(#[from] UriError),
+}
+
+impl Reason {
+    /// The typed error behind the reason: the one printed, or the one the message is about.
+    fn cause(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Reason::Invalid(_) => None,
+            Reason::Listen { source, .. } | Reason::Read(source) => Some(source),
+            Reason::Resolve(e) => Some(e),
+            Reason::Tls(e) => Some(e.as_ref()),
+            Reason::Toml { source, .. } => Some(source.as_ref()),
+            Reason::Unit(e) => Some(e),
+            Reason::Uri(e) => Some(e),
+        }
+    }
+}
+
+impl From<LoadError> for Reason {
+    fn from(e: LoadError) -> Reason {
+        Reason::Tls(Box::new(e))
+    }
+}
+
+impl From<String> for Reason {
+    fn from(message: String) -> Reason {
+        Reason::Invalid(message)
+    }
+}
+
+impl From<&str> for Reason {
+    fn from(message: &str) -> Reason {
+        Reason::Invalid(message.to_string())
+    }
 }
 
 /// Builds errors for one file.
@@ -26,11 +109,11 @@ pub(super) struct Check {
 
 impl Check {
     /// The error of `key`: `reason` is a message or one of the concern modules' typed errors.
-    pub(super) fn fail(&self, key: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
+    pub(super) fn fail(&self, key: impl Into<String>, reason: impl Into<Reason>) -> ConfigError {
         ConfigError {
             file: self.file.clone(),
             key: key.into(),
-            reason: reason.to_string(),
+            reason: reason.into(),
         }
     }
 

@@ -216,7 +216,7 @@ pub(super) fn resolve_upstream(target: &HostPort) -> Result<SocketAddr, ResolveE
 
 /// Why a forwarding service's upstream has no address.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum ResolveError {
+pub enum ResolveError {
     #[error("cannot resolve upstream \"{host}\": {source}")]
     Lookup {
         host: String,

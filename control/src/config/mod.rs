@@ -92,12 +92,15 @@ use std::path::Path;
 
 pub use crate::tls::{TlsClient, TlsServer};
 pub use defaults::*;
-pub use diagnostics::ConfigError;
+pub use diagnostics::{ConfigError, Reason};
+pub use endpoints::ResolveError;
 pub use model::*;
 pub use raw::{RawConfig, RawDuration, RawGateway, RawReverse, RawService, RawSize, RawTls};
 pub use sallyport_dataplane::RelayConfig;
 pub use sallyport_dataplane::RelayMode;
 pub use sallyport_dataplane::RingSetup;
+pub use units::UnitError;
+pub use uri::UriError;
 
 use diagnostics::{
     key_path_at, labels_from_table, line_column, schema_hint, service_labels, Check,
@@ -112,7 +115,7 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             key: "(file)".to_string(),
-            reason: format!("cannot read: {e}"),
+            reason: Reason::Read(e),
         })?;
         Config::parse(path, &text)
     }
@@ -126,7 +129,10 @@ impl Config {
             key: e
                 .span()
                 .map_or_else(|| "(toml)".to_string(), |s| line_column(text, s.start)),
-            reason: e.message().trim().to_string(),
+            reason: Reason::Toml {
+                message: e.message().trim().to_string(),
+                source: Box::new(e),
+            },
         })?;
         let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: path.to_path_buf(),
@@ -134,7 +140,10 @@ impl Config {
                 || "(toml)".to_string(),
                 |s| key_path_at(text, s.start, &labels_from_table(&table)),
             ),
-            reason: schema_hint(e.message().trim()),
+            reason: Reason::Toml {
+                message: schema_hint(e.message().trim()),
+                source: Box::new(e),
+            },
         })?;
         raw.path = path.to_path_buf();
         Config::try_from(raw)

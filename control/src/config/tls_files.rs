@@ -93,7 +93,7 @@ pub(super) fn validate_tls_server(
         }
     }
     TlsServer::load(&cert, &key, client_ca.as_deref(), &alpn, role)
-        .map_err(|e| check.fail(format!("{prefix}.{}", e.field.key()), e.reason))
+        .map_err(|e| check.fail(format!("{prefix}.{}", e.field.key()), e))
 }
 
 /// An internal service's `tls` (reverse leg) or `connect_tls` (back-end): reads the files and
@@ -144,7 +144,7 @@ pub(super) fn validate_tls_client(
         identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
         server_name,
     )
-    .map_err(|e| check.fail(format!("{prefix}.{}", e.field.key()), e.reason))
+    .map_err(|e| check.fail(format!("{prefix}.{}", e.field.key()), e))
 }
 
 /// URI schemes this build serves.

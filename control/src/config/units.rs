@@ -101,7 +101,7 @@ pub(super) fn parse_size(raw: &RawSize) -> Result<u64, UnitError> {
 
 /// Why a duration or a size as written is not one.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub(super) enum UnitError {
+pub enum UnitError {
     #[error("invalid duration \"{text}\": {source}; write e.g. \"100ms\" or \"2s\"")]
     Duration {
         text: String,

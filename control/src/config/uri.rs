@@ -43,7 +43,7 @@ impl Scheme {
 
 /// Why a URI, address or name as written is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum UriError {
+pub enum UriError {
     #[error("missing address; expected HOST:PORT")]
     AddressMissing,
     #[error("unexpected \"{0}\" after ']' in \"{1}\"")]

@@ -174,19 +174,72 @@ impl TlsField {
     }
 }
 
-/// A certificate, key or CA file that cannot be used, and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{reason}")]
+/// A certificate, key or CA file that cannot be used: the key it is named by, and why. Its
+/// [`source`](std::error::Error::source) is the I/O, PEM or rustls error behind the reason.
+#[derive(Debug)]
 pub struct LoadError {
     pub field: TlsField,
-    pub reason: String,
+    pub reason: LoadReason,
 }
 
-fn load_error(field: TlsField, reason: impl Into<String>) -> LoadError {
-    LoadError {
-        field,
-        reason: reason.into(),
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.reason.fmt(f)
     }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.reason)
+    }
+}
+
+/// Why a certificate, key or CA file cannot be used, with the error that said so.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadReason {
+    /// Certificate `index` (1-based) of a CA file is not a trust anchor.
+    #[error("certificate {index} in {} is not a usable CA certificate: {}", quoted(.path), reason(.source))]
+    CaCertificate {
+        index: usize,
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("the first certificate in {} cannot be used: {}", quoted(.cert), reason(.source))]
+    Certificate {
+        cert: PathBuf,
+        source: rustls::Error,
+    },
+    /// The client CA file cannot verify client certificates.
+    #[error("{}: {source}", quoted(.path))]
+    ClientVerifier {
+        path: PathBuf,
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("the private key in {} cannot be used: {source}", quoted(.key))]
+    Key { key: PathBuf, source: rustls::Error },
+    #[error("the private key in {} does not match the certificate in {}", quoted(.key), quoted(.cert))]
+    KeyMismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+    /// `key_inside`: the file holds a private key instead (a hint that the files are swapped).
+    #[error("no certificate (-----BEGIN CERTIFICATE-----) found in {}{}", quoted(.path), if *.key_inside { " (it holds a private key: is this the key file?)" } else { "" })]
+    NoCertificate { path: PathBuf, key_inside: bool },
+    /// `cert_inside`: the file holds a certificate instead.
+    #[error("no private key (PEM \"PRIVATE KEY\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\") found in {}{}", quoted(.path), if *.cert_inside { " (it holds a certificate: is this the certificate file?)" } else { "" })]
+    NoKey { path: PathBuf, cert_inside: bool },
+    #[error("{} is not valid PEM: {source}", quoted(.path))]
+    Pem { path: PathBuf, source: pem::Error },
+    /// The provider offers no protocol version rustls accepts.
+    #[error("{0}")]
+    Protocols(#[source] rustls::Error),
+    #[error("cannot read {}: {}", quoted(.path), io_text(.source))]
+    Read { path: PathBuf, source: io::Error },
+}
+
+fn load_error(field: TlsField, reason: LoadReason) -> LoadError {
+    LoadError { field, reason }
 }
 
 impl TlsServer {
@@ -204,15 +257,21 @@ impl TlsServer {
         let provider = provider();
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|e| load_error(TlsField::Cert, e.to_string()))?;
+            .map_err(|e| load_error(TlsField::Cert, LoadReason::Protocols(e)))?;
         let builder = match client_ca {
             Some(ca) => {
                 let roots = load_roots(ca, TlsField::ClientCa)?;
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                         .build()
-                        .map_err(|e| {
-                            load_error(TlsField::ClientCa, format!("{}: {e}", quoted(ca)))
+                        .map_err(|source| {
+                            load_error(
+                                TlsField::ClientCa,
+                                LoadReason::ClientVerifier {
+                                    path: ca.to_path_buf(),
+                                    source,
+                                },
+                            )
                         })?;
                 builder.with_client_cert_verifier(verifier)
             }
@@ -220,7 +279,7 @@ impl TlsServer {
         };
         let mut config = builder
             .with_single_cert(chain, private_key)
-            .map_err(|e| identity_error(&e, cert, key))?;
+            .map_err(|e| identity_error(e, cert, key))?;
         config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         // The kernel-TLS seam: an established session can give up its traffic keys.
         config.enable_secret_extraction = true;
@@ -249,7 +308,7 @@ impl TlsClient {
         let roots = load_roots(ca, TlsField::Ca)?;
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| load_error(TlsField::Ca, e.to_string()))?
+            .map_err(|e| load_error(TlsField::Ca, LoadReason::Protocols(e)))?
             .with_root_certificates(roots);
         let mut config = match identity {
             Some((cert, key)) => {
@@ -257,7 +316,7 @@ impl TlsClient {
                 let private_key = load_key(key)?;
                 builder
                     .with_client_auth_cert(chain, private_key)
-                    .map_err(|e| identity_error(&e, cert, key))?
+                    .map_err(|e| identity_error(e, cert, key))?
             }
             None => builder.with_no_client_auth(),
         };
@@ -274,16 +333,15 @@ impl TlsClient {
 }
 
 fn read_file(path: &Path, field: TlsField) -> Result<Vec<u8>, LoadError> {
-    fs::read(path).map_err(|e| {
-        load_error(
-            field,
-            format!("cannot read {}: {}", quoted(path), io_text(&e)),
-        )
+    fs::read(path).map_err(|source| {
+        let path = path.to_path_buf();
+        load_error(field, LoadReason::Read { path, source })
     })
 }
 
-fn pem_error(path: &Path, e: &pem::Error) -> String {
-    format!("{} is not valid PEM: {e}", quoted(path))
+fn pem_error(path: &Path, source: pem::Error) -> LoadReason {
+    let path = path.to_path_buf();
+    LoadReason::Pem { path, source }
 }
 
 /// Every `CERTIFICATE` block of `path`, in file order.
@@ -291,19 +349,13 @@ fn load_certs(path: &Path, field: TlsField) -> Result<Vec<CertificateDer<'static
     let bytes = read_file(path, field)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| load_error(field, pem_error(path, &e)))?;
+        .map_err(|e| load_error(field, pem_error(path, e)))?;
     if certs.is_empty() {
-        let hint = if PrivateKeyDer::from_pem_slice(&bytes).is_ok() {
-            " (it holds a private key: is this the key file?)"
-        } else {
-            ""
-        };
+        let key_inside = PrivateKeyDer::from_pem_slice(&bytes).is_ok();
+        let path = path.to_path_buf();
         return Err(load_error(
             field,
-            format!(
-                "no certificate (-----BEGIN CERTIFICATE-----) found in {}{hint}",
-                quoted(path)
-            ),
+            LoadReason::NoCertificate { path, key_inside },
         ));
     }
     Ok(certs)
@@ -315,20 +367,14 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, LoadError> {
     match PrivateKeyDer::from_pem_slice(&bytes) {
         Ok(key) => Ok(key),
         Err(pem::Error::NoItemsFound) => {
-            let hint = if CertificateDer::pem_slice_iter(&bytes).any(|c| c.is_ok()) {
-                " (it holds a certificate: is this the certificate file?)"
-            } else {
-                ""
-            };
+            let cert_inside = CertificateDer::pem_slice_iter(&bytes).any(|c| c.is_ok());
+            let path = path.to_path_buf();
             Err(load_error(
                 TlsField::Key,
-                format!(
-                    "no private key (PEM \"PRIVATE KEY\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\") found in {}{hint}",
-                    quoted(path)
-                ),
+                LoadReason::NoKey { path, cert_inside },
             ))
         }
-        Err(e) => Err(load_error(TlsField::Key, pem_error(path, &e))),
+        Err(e) => Err(load_error(TlsField::Key, pem_error(path, e))),
     }
 }
 
@@ -337,44 +383,29 @@ fn load_roots(path: &Path, field: TlsField) -> Result<RootCertStore, LoadError> 
     let certs = load_certs(path, field)?;
     let mut roots = RootCertStore::empty();
     for (i, cert) in certs.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| {
-            load_error(
-                field,
-                format!(
-                    "certificate {} in {} is not a usable CA certificate: {}",
-                    i + 1,
-                    quoted(path),
-                    reason(&e)
-                ),
-            )
+        roots.add(cert).map_err(|source| {
+            let reason = LoadReason::CaCertificate {
+                index: i + 1,
+                path: path.to_path_buf(),
+                source,
+            };
+            load_error(field, reason)
         })?;
     }
     Ok(roots)
 }
 
 /// A certificate/key pair rustls refused: blame the file that is wrong.
-fn identity_error(e: &rustls::Error, cert: &Path, key: &Path) -> LoadError {
-    match e {
-        rustls::Error::InconsistentKeys(_) => load_error(
-            TlsField::Key,
-            format!(
-                "the private key in {} does not match the certificate in {}",
-                quoted(key),
-                quoted(cert)
-            ),
-        ),
-        rustls::Error::InvalidCertificate(_) => load_error(
-            TlsField::Cert,
-            format!(
-                "the first certificate in {} cannot be used: {}",
-                quoted(cert),
-                reason(e)
-            ),
-        ),
-        other => load_error(
-            TlsField::Key,
-            format!("the private key in {} cannot be used: {other}", quoted(key)),
-        ),
+fn identity_error(source: rustls::Error, cert: &Path, key: &Path) -> LoadError {
+    let (cert, key) = (cert.to_path_buf(), key.to_path_buf());
+    match source {
+        rustls::Error::InconsistentKeys(_) => {
+            load_error(TlsField::Key, LoadReason::KeyMismatch { cert, key, source })
+        }
+        rustls::Error::InvalidCertificate(_) => {
+            load_error(TlsField::Cert, LoadReason::Certificate { cert, source })
+        }
+        source => load_error(TlsField::Key, LoadReason::Key { key, source }),
     }
 }
 
@@ -572,23 +603,33 @@ pub(crate) mod tests {
             .unwrap_err();
         assert_eq!(err.field, TlsField::Cert);
         assert_eq!(
-            err.reason,
+            err.reason.to_string(),
             format!(
                 "cannot read \"{}\": No such file or directory",
                 missing.display()
             )
         );
+        let source = std::error::Error::source(&err).expect("the I/O error is the source");
+        assert!(source.downcast_ref::<io::Error>().is_some(), "{source:?}");
 
         let garbage = dir.join("garbage.pem");
         fs::write(&garbage, "hello, I am not PEM\n").unwrap();
         let err = TlsServer::load(&garbage, &dir.join(DMZ_KEY), None, &[], ServerRole::Public)
             .unwrap_err();
         assert_eq!(err.field, TlsField::Cert);
-        assert!(err.reason.contains("no certificate"), "{}", err.reason);
+        assert!(
+            err.reason.to_string().contains("no certificate"),
+            "{}",
+            err.reason
+        );
         let err = TlsServer::load(&dir.join(DMZ_CERT), &garbage, None, &[], ServerRole::Public)
             .unwrap_err();
         assert_eq!(err.field, TlsField::Key);
-        assert!(err.reason.contains("no private key"), "{}", err.reason);
+        assert!(
+            err.reason.to_string().contains("no private key"),
+            "{}",
+            err.reason
+        );
         // Swapped files get a hint.
         let err = TlsServer::load(
             &dir.join(DMZ_KEY),
@@ -599,7 +640,7 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert!(
-            err.reason.contains("is this the key file?"),
+            err.reason.to_string().contains("is this the key file?"),
             "{}",
             err.reason
         );
@@ -613,7 +654,11 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, TlsField::Key);
-        assert!(err.reason.contains("does not match"), "{}", err.reason);
+        assert!(
+            err.reason.to_string().contains("does not match"),
+            "{}",
+            err.reason
+        );
 
         let err = TlsClient::load(
             &dir.join(CA_CERT),
@@ -622,7 +667,11 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, TlsField::Key);
-        assert!(err.reason.contains("does not match"), "{}", err.reason);
+        assert!(
+            err.reason.to_string().contains("does not match"),
+            "{}",
+            err.reason
+        );
 
         let err = TlsServer::load(
             &dir.join(DMZ_CERT),

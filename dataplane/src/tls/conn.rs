@@ -66,7 +66,7 @@ pub(crate) fn encode<Data>(
                 return Ok(());
             }
             Err(EncodeError::InsufficientSize(e)) => need = e.required_size,
-            Err(e) => return Err(TlsError::Encode(e.to_string())),
+            Err(e) => return Err(TlsError::Encode(e)),
         }
     }
 }

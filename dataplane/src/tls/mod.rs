@@ -24,7 +24,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use conn::{with_conn, Conn};
 pub use handshake::{Handshake, Pump};
-use rustls::unbuffered::{ConnectionState, EncryptError, UnbufferedStatus};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use rustls::Error;
 
 /// Most plaintext per record (RFC 8446 §5.1).
@@ -98,12 +98,12 @@ impl<T> std::fmt::Debug for Reloadable<T> {
 
 /// Why a TLS leg failed where rustls has no error of its own for it. It reaches callers inside
 /// `rustls::Error::Other`, so one error type covers a session's failures.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("rustls could not encode a TLS record: {0}")]
-    Encode(String),
+    Encode(#[source] EncodeError),
     #[error("rustls could not encrypt a TLS record: {0}")]
-    Encrypt(String),
+    Encrypt(#[source] EncryptError),
     #[error("the TLS handshake failed")]
     HandshakeFailed,
     #[error("unexpected TLS early data")]
@@ -543,7 +543,7 @@ fn send_state<Data>(
     tx_end: &mut usize,
     discard: &mut usize,
 ) -> Result<bool, Error> {
-    let encrypt_error = |e: EncryptError| Error::from(TlsError::Encrypt(e.to_string()));
+    let encrypt_error = |e: EncryptError| Error::from(TlsError::Encrypt(e));
     match state {
         ConnectionState::WriteTraffic(mut write) => {
             let mut need = data.map_or(64, |d| d.len() + 64);

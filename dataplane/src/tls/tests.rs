@@ -11,7 +11,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
 use rustls::{CipherSuite, ClientConfig, Connection, ServerConfig, SupportedProtocolVersion};
 
-use super::{Handshake, Read, Session, MAX_RECORD};
+use super::{Handshake, Read, Session, TlsError, MAX_RECORD};
 
 use sallyport_kit::pki::Pki;
 
@@ -546,4 +546,27 @@ fn record_cost() {
         "MiB={mib} seconds={secs:.3} GB/s={:.3}",
         moved as f64 / secs / 1e9
     );
+}
+
+#[test]
+fn record_errors_keep_rustls_error_as_source() {
+    use std::error::Error as _;
+    let e = TlsError::Encode(rustls::unbuffered::EncodeError::AlreadyEncoded);
+    assert_eq!(
+        e.to_string(),
+        "rustls could not encode a TLS record: cannot encode, data has already been encoded"
+    );
+    let source = e.source().expect("the rustls error is the source");
+    assert!(source
+        .downcast_ref::<rustls::unbuffered::EncodeError>()
+        .is_some());
+    let e = TlsError::Encrypt(rustls::unbuffered::EncryptError::EncryptExhausted);
+    assert_eq!(
+        e.to_string(),
+        "rustls could not encrypt a TLS record: encrypter has been exhausted"
+    );
+    assert!(e
+        .source()
+        .and_then(|s| s.downcast_ref::<rustls::unbuffered::EncryptError>())
+        .is_some());
 }

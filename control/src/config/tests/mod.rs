@@ -345,11 +345,21 @@ fn error_display_is_file_key_reason() {
 }
 
 #[test]
+fn error_source_is_the_typed_reason() {
+    use std::error::Error;
+    let err = parse_err(&DMZ_MIN.replace("0.0.0.0:1080", "0.0.0.0"));
+    assert!(matches!(err.reason, Reason::Uri(_)), "{err:?}");
+    let source = err.source().expect("a URI error has a source");
+    assert!(source.downcast_ref::<UriError>().is_some(), "{source:?}");
+    assert_eq!(source.to_string(), err.reason.to_string());
+}
+
+#[test]
 fn unknown_keys_are_located() {
     let err = parse_err(&format!("[gateway]\nworker = 2\n{DMZ_MIN}"));
     assert_eq!(err.key, "gateway.worker");
     assert!(
-        err.reason.contains("unknown field `worker`"),
+        err.reason.to_string().contains("unknown field `worker`"),
         "{}",
         err.reason
     );
@@ -371,7 +381,11 @@ fn unknown_keys_are_located() {
 
     let err = parse_err(&format!("{DMZ_MIN}\ntimeout = 2"));
     assert_eq!(err.key, "service[echo].timeout");
-    assert!(err.reason.contains("duration string"), "{}", err.reason);
+    assert!(
+        err.reason.to_string().contains("duration string"),
+        "{}",
+        err.reason
+    );
 }
 
 #[test]
@@ -388,7 +402,11 @@ fn services_are_labelled_by_position_without_a_valid_name() {
     assert_eq!(err.key, "service[2].name");
     let err = parse_err(&format!("{INTERNAL_MIN}\n{INTERNAL_MIN}"));
     assert_eq!(err.key, "service[2].name");
-    assert!(err.reason.contains("duplicate"), "{}", err.reason);
+    assert!(
+        err.reason.to_string().contains("duplicate"),
+        "{}",
+        err.reason
+    );
 }
 
 #[test]

@@ -111,7 +111,7 @@ fn tls_file_errors_name_the_key() {
     let err = parse_in(&dir, &DMZ_TLS.replacen("\"dmz.pem\"", "\"nope.pem\"", 1)).unwrap_err();
     assert_eq!(err.key, "reverse.tls.cert");
     assert_eq!(
-        err.reason,
+        err.reason.to_string(),
         format!(
             "cannot read \"{}\": No such file or directory",
             dir.join("nope.pem").display()
@@ -136,10 +136,18 @@ fn tls_file_errors_name_the_key() {
     std::fs::write(dir.join("junk.txt"), "not pem at all\n").unwrap();
     let err = parse_in(&dir, &DMZ_TLS.replacen("\"dmz.pem\"", "\"garbage.pem\"", 1)).unwrap_err();
     assert_eq!(err.key, "reverse.tls.cert");
-    assert!(err.reason.contains("garbage.pem"), "{}", err.reason);
+    assert!(
+        err.reason.to_string().contains("garbage.pem"),
+        "{}",
+        err.reason
+    );
     let err = parse_in(&dir, &DMZ_TLS.replacen("\"dmz.key\"", "\"junk.txt\"", 1)).unwrap_err();
     assert_eq!(err.key, "reverse.tls.key");
-    assert!(err.reason.contains("no private key"), "{}", err.reason);
+    assert!(
+        err.reason.to_string().contains("no private key"),
+        "{}",
+        err.reason
+    );
     let err = parse_in(&dir, &DMZ_TLS.replace("\"ca.pem\"", "\"junk.txt\"")).unwrap_err();
     assert_eq!(err.key, "reverse.tls.client_ca");
 
@@ -150,7 +158,11 @@ fn tls_file_errors_name_the_key() {
     )
     .unwrap_err();
     assert_eq!(err.key, "reverse.tls.key");
-    assert!(err.reason.contains("does not match"), "{}", err.reason);
+    assert!(
+        err.reason.to_string().contains("does not match"),
+        "{}",
+        err.reason
+    );
     let service_tls = DMZ_TLS.replace(
         "tls = { cert = \"dmz.pem\", key = \"dmz.key\", alpn",
         "tls = { cert = \"dmz.pem\", key = \"ca.key\", alpn",
@@ -163,7 +175,11 @@ fn tls_file_errors_name_the_key() {
     )
     .unwrap_err();
     assert_eq!(err.key, "service[echo].tls.key");
-    assert!(err.reason.contains("does not match"), "{}", err.reason);
+    assert!(
+        err.reason.to_string().contains("does not match"),
+        "{}",
+        err.reason
+    );
     let err = parse_in(
         &dir,
         &INTERNAL_TLS.replace(
@@ -234,7 +250,11 @@ fn tls_tables_must_fit_the_scheme_and_role() {
     // Required keys and pairs.
     let err = bad(&DMZ_TLS.replace("key = \"dmz.key\", client_ca", "client_ca"));
     assert_eq!(err.key, "reverse.tls.key");
-    assert!(err.reason.starts_with("missing"), "{}", err.reason);
+    assert!(
+        err.reason.to_string().starts_with("missing"),
+        "{}",
+        err.reason
+    );
     let err = bad(&INTERNAL_TLS.replace(", key = \"internal.key\"", ""));
     assert_eq!(err.key, "service[echo].tls.key");
     let err = bad(&INTERNAL_TLS.replace("ca = \"ca.pem\", cert", "cert"));
@@ -253,14 +273,16 @@ fn tls_tables_must_fit_the_scheme_and_role() {
     let err = bad(&DMZ_TLS.replace("client_ca =", "client_cert ="));
     assert_eq!(err.key, "reverse.tls");
     assert!(
-        err.reason.contains("unknown field `client_cert`"),
+        err.reason
+            .to_string()
+            .contains("unknown field `client_cert`"),
         "{}",
         err.reason
     );
     // A wss:// listener speaks HTTP/1.1: ALPN may offer nothing else.
     let err = bad(&DMZ_TLS.replace("accept = \"tls://", "accept = \"wss://"));
     assert_eq!(err.key, "service[echo].tls.alpn");
-    assert!(err.reason.contains("\"h2\""), "{}", err.reason);
+    assert!(err.reason.to_string().contains("\"h2\""), "{}", err.reason);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -248,6 +248,7 @@ fn forwarding_upstream_must_resolve() {
     assert_eq!(err.key, "service[s].connect");
     assert!(
         err.reason
+            .to_string()
             .contains("cannot resolve upstream \"nonexistent.invalid\""),
         "{}",
         err.reason
@@ -302,13 +303,13 @@ fn forwarding_rejects_keys_of_other_roles() {
     for (extra, key, reason) in cases {
         let err = one("tcp://127.0.0.1:0", "ws://127.0.0.1:8080/x", extra).unwrap_err();
         assert_eq!(err.key, key, "{extra}: {err}");
-        assert!(err.reason.contains(reason), "{extra}: {err}");
+        assert!(err.reason.to_string().contains(reason), "{extra}: {err}");
     }
     // connect = tls:// or wss:// needs connect_tls.
     for connect in ["tls://127.0.0.1:443", "wss://127.0.0.1:443/x"] {
         let err = one("tcp://127.0.0.1:0", connect, "").unwrap_err();
         assert_eq!(err.key, "service[s].connect_tls", "{err}");
-        assert!(err.reason.starts_with("missing"), "{err}");
+        assert!(err.reason.to_string().starts_with("missing"), "{err}");
     }
     // accept = tls:// or wss:// needs the listener's certificate.
     for accept in ["tls://127.0.0.1:0", "wss://127.0.0.1:0/x"] {
@@ -318,7 +319,7 @@ fn forwarding_rejects_keys_of_other_roles() {
     // Paths belong to WebSocket URIs only.
     let err = one("tcp://127.0.0.1:0", "tcp://127.0.0.1:7000/x", "").unwrap_err();
     assert_eq!(err.key, "service[s].connect");
-    assert!(err.reason.contains("unexpected path"), "{err}");
+    assert!(err.reason.to_string().contains("unexpected path"), "{err}");
 }
 
 #[test]
@@ -334,13 +335,16 @@ fn websocket_keys_need_a_websocket_leg() {
         ] {
             let err = one(accept, connect, extra).unwrap_err();
             assert_eq!(err.key, key, "{accept} {extra}: {err}");
-            assert!(err.reason.contains("WebSocket legs"), "{err}");
+            assert!(err.reason.to_string().contains("WebSocket legs"), "{err}");
         }
     }
     for extra in ["origins = []", "protocols = []"] {
         let err = one("tcp://127.0.0.1:0", "reverse://s", extra).unwrap_err();
         assert!(err.key.starts_with("service[s]."), "{err}");
-        assert!(err.reason.contains("WebSocket listeners"), "{err}");
+        assert!(
+            err.reason.to_string().contains("WebSocket listeners"),
+            "{err}"
+        );
     }
     // On a DMZ service, the internal-only keys stay errors.
     let err = one(
@@ -388,7 +392,7 @@ fn websocket_values_are_checked() {
     // ws_max_message: 64 KiB ..= 1 GiB.
     let err = bad(ws, up, "ws_max_message = 65535");
     assert_eq!(err.key, "service[s].ws_max_message");
-    assert!(err.reason.contains("64 KiB"), "{err}");
+    assert!(err.reason.to_string().contains("64 KiB"), "{err}");
     assert!(one(ws, up, "ws_max_message = 65536").is_ok());
     assert!(one(ws, up, "ws_max_message = \"1GiB\"").is_ok());
     assert_eq!(
@@ -411,14 +415,14 @@ fn websocket_values_are_checked() {
     ] {
         let err = bad(ws, up, &format!("origins = [\"{origin}\"]"));
         assert_eq!(err.key, "service[s].origins", "{origin}");
-        assert!(err.reason.contains(reason), "{origin}: {err}");
+        assert!(err.reason.to_string().contains(reason), "{origin}: {err}");
     }
     let err = bad(
         ws,
         up,
         "origins = [\"https://a.example\", \"https://a.example\"]",
     );
-    assert!(err.reason.contains("twice"), "{err}");
+    assert!(err.reason.to_string().contains("twice"), "{err}");
     // protocols: HTTP tokens.
     for protocol in ["", "a b", "a,b", "\\u00e9"] {
         let err = bad(ws, up, &format!("protocols = [\"{protocol}\"]"));
@@ -426,6 +430,7 @@ fn websocket_values_are_checked() {
     }
     assert!(bad(ws, up, "protocols = [\"x\", \"x\"]")
         .reason
+        .to_string()
         .contains("twice"));
     // Paths: as sent on the wire, no fragment; no query on a listener (routing ignores it).
     for (accept, reason) in [
@@ -436,20 +441,20 @@ fn websocket_values_are_checked() {
     ] {
         let err = bad(accept, up, "");
         assert_eq!(err.key, "service[s].accept", "{accept}");
-        assert!(err.reason.contains(reason), "{accept}: {err}");
+        assert!(err.reason.to_string().contains(reason), "{accept}: {err}");
     }
     let long = format!("ws://127.0.0.1:0/{}", "a".repeat(MAX_WS_PATH_LEN));
-    assert!(bad(&long, up, "").reason.contains("limit"));
+    assert!(bad(&long, up, "").reason.to_string().contains("limit"));
     let err = bad("tcp://127.0.0.1:0", "ws://127.0.0.1:80/a#b", "");
     assert_eq!(err.key, "service[s].connect");
     // Listen addresses stay IP literals; connect needs a port.
     assert_eq!(bad("ws://localhost:80/x", up, "").key, "service[s].accept");
     let err = bad("tcp://127.0.0.1:0", "ws://127.0.0.1/x", "");
     assert_eq!(err.key, "service[s].connect");
-    assert!(err.reason.contains("missing port"), "{err}");
+    assert!(err.reason.to_string().contains("missing port"), "{err}");
     // Unknown schemes name the ones there are.
     let err = bad("http://127.0.0.1:0", up, "");
-    assert!(err.reason.contains("ws://, wss://"), "{err}");
+    assert!(err.reason.to_string().contains("ws://, wss://"), "{err}");
 }
 
 #[test]
@@ -529,7 +534,7 @@ fn websocket_services_share_a_port_by_path() {
     for (list, key, reason) in cases {
         let err = parse(&services(&list)).unwrap_err();
         assert_eq!(err.key, key, "{err}");
-        assert!(err.reason.contains(reason), "{err}");
+        assert!(err.reason.to_string().contains(reason), "{err}");
     }
     // The admin endpoint never shares.
     let err = parse(&format!(
@@ -582,7 +587,10 @@ fn wss_listeners_and_upstreams() {
     ])
     .unwrap_err();
     assert_eq!(err.key, "service[b].tls.cert", "{err}");
-    assert!(err.reason.contains("share one listener"), "{err}");
+    assert!(
+        err.reason.to_string().contains("share one listener"),
+        "{err}"
+    );
     let err = parse_here(&[
         ("a", "wss://127.0.0.1:8443/a", "reverse://a", tls),
         (
@@ -601,7 +609,10 @@ fn wss_listeners_and_upstreams() {
     ])
     .unwrap_err();
     assert_eq!(err.key, "service[b].accept", "{err}");
-    assert!(err.reason.contains("speaks TLS or not"), "{err}");
+    assert!(
+        err.reason.to_string().contains("speaks TLS or not"),
+        "{err}"
+    );
 
     // A wss:// upstream: connect_tls verifies it (server_name defaults to the host).
     let config = parse_here(&[(
