@@ -30,6 +30,16 @@ pub(super) fn parse_err(text: &str) -> ConfigError {
     }
 }
 
+/// Asserts that `err`'s reason mentions `text`.
+#[track_caller]
+pub(super) fn assert_reason_has(err: &ConfigError, text: &str) {
+    let reason = err.reason.to_string();
+    assert!(
+        reason.contains(text),
+        "reason {reason:?} lacks {text:?} ({err})"
+    );
+}
+
 pub(super) const DMZ_MIN: &str = r#"
         [reverse]
         listen = "0.0.0.0:1080"
@@ -358,11 +368,7 @@ fn error_source_is_the_typed_reason() {
 fn unknown_keys_are_located() {
     let err = parse_err(&format!("[gateway]\nworker = 2\n{DMZ_MIN}"));
     assert_eq!(err.key, "gateway.worker");
-    assert!(
-        err.reason.to_string().contains("unknown field `worker`"),
-        "{}",
-        err.reason
-    );
+    assert_reason_has(&err, "unknown field `worker`");
 
     let err = parse_err(&format!("{DMZ_MIN}\ntiemout = \"2s\""));
     assert_eq!(err.key, "service[echo].tiemout");
@@ -381,11 +387,7 @@ fn unknown_keys_are_located() {
 
     let err = parse_err(&format!("{DMZ_MIN}\ntimeout = 2"));
     assert_eq!(err.key, "service[echo].timeout");
-    assert!(
-        err.reason.to_string().contains("duration string"),
-        "{}",
-        err.reason
-    );
+    assert_reason_has(&err, "duration string");
 }
 
 #[test]
@@ -402,11 +404,7 @@ fn services_are_labelled_by_position_without_a_valid_name() {
     assert_eq!(err.key, "service[2].name");
     let err = parse_err(&format!("{INTERNAL_MIN}\n{INTERNAL_MIN}"));
     assert_eq!(err.key, "service[2].name");
-    assert!(
-        err.reason.to_string().contains("duplicate"),
-        "{}",
-        err.reason
-    );
+    assert_reason_has(&err, "duplicate");
 }
 
 #[test]
