@@ -361,7 +361,7 @@ mod tests {
     /// Drives a tunnel by busy-pumping (no ring) until it finishes or the deadline passes,
     /// while the test's client and server threads exchange bytes.
     fn run_tunnel(splice: bool) {
-        let (mut client, leg0) = socket_pair();
+        let (client, leg0) = socket_pair();
         let (leg1, mut server) = socket_pair();
         for s in [&leg0, &leg1] {
             sys::prepare_stream(s.as_fd(), sys::StreamOptions::default()).unwrap();
@@ -377,13 +377,7 @@ mod tests {
         );
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let expected = payload.clone();
-        let writer = std::thread::spawn(move || {
-            client.write_all(&payload).unwrap();
-            client.shutdown(Shutdown::Write).unwrap();
-            let mut back = Vec::new();
-            client.read_to_end(&mut back).unwrap();
-            back
-        });
+        let writer = sallyport_kit::backend::send_half_close_read(client, payload);
         let server_thread = std::thread::spawn(move || {
             let mut got = Vec::new();
             server.read_to_end(&mut got).unwrap();
@@ -404,7 +398,7 @@ mod tests {
         let got = server_thread.join().unwrap();
         assert_eq!(&got[..5], b"HELLO");
         assert!(got[5..] == expected[..], "upstream bytes differ");
-        assert_eq!(writer.join().unwrap(), b"reply after half-close");
+        assert_eq!(writer.join().unwrap().unwrap(), b"reply after half-close");
         let (_, engines) = tunnel.into_parts();
         assert!(engines.iter().all(|e| e.pending() == 0));
     }

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,27 +52,23 @@ fn round_trip(mode: RelayMode) {
         .unwrap();
     wait_until("parked", || dp.snapshot().services[0].prepared == 1);
 
-    let mut client = TcpStream::connect(dp.service_addr(PublicIndex(0))).unwrap();
+    let client = TcpStream::connect(dp.service_addr(PublicIndex(0))).unwrap();
     let client_addr = client.local_addr().unwrap();
     assert_eq!(read_second_reply(&mut internal), client_addr);
 
     // 4 MiB up, the client half-closes, 4 MiB down, then the internal end closes.
     let up: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 253) as u8).collect();
     let down: Vec<u8> = up.iter().rev().copied().collect();
-    let sent_up = up.clone();
-    let writer = std::thread::spawn(move || {
-        client.write_all(&sent_up).unwrap();
-        client.shutdown(Shutdown::Write).unwrap();
-        let mut back = Vec::new();
-        client.read_to_end(&mut back).unwrap();
-        back
-    });
+    let writer = sallyport_kit::backend::send_half_close_read(client, up.clone());
     let mut got_up = Vec::new();
     internal.read_to_end(&mut got_up).unwrap();
     assert!(got_up == up, "upstream bytes differ");
     internal.write_all(&down).unwrap();
     drop(internal);
-    assert!(writer.join().unwrap() == down, "downstream bytes differ");
+    assert!(
+        writer.join().unwrap().unwrap() == down,
+        "downstream bytes differ"
+    );
 
     wait_until("tunnel closed", || dp.snapshot().tunnels_active == 0);
     let snap = dp.snapshot();

@@ -7,6 +7,9 @@
 //! [`EchoServer::start_with`] runs the same accept loop and shutdown with the caller's
 //! per-connection loop instead (`sallyport-bench` serves TLS with it).
 //!
+//! [`send_half_close_read`] is the client side of a half-close round trip through it (or
+//! through anything that answers).
+//!
 //! It does not parse, delay, count bytes or limit connections; it is a measuring stick, not a target model.
 
 use std::collections::HashMap;
@@ -25,6 +28,21 @@ const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Back-off after a failed `accept` (e.g. out of fds) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Writes `payload` to `stream` on a new thread, half-closes it (shutdown write), then reads
+/// until the peer closes; the thread returns the bytes that came back.
+pub fn send_half_close_read(
+    mut stream: TcpStream,
+    payload: Vec<u8>,
+) -> JoinHandle<io::Result<Vec<u8>>> {
+    thread::spawn(move || {
+        stream.write_all(&payload)?;
+        stream.shutdown(Shutdown::Write)?;
+        let mut back = Vec::new();
+        stream.read_to_end(&mut back)?;
+        Ok(back)
+    })
+}
 
 /// A TCP echo server running on background threads until dropped.
 #[derive(Debug)]

@@ -30,3 +30,19 @@ pub(crate) fn two_part_splits(input: &[u8]) -> impl Iterator<Item = (usize, [&[u
         (k, [a, b])
     })
 }
+
+/// `bytes` with the byte at `at` (an index into it) replaced by `byte`, and each of its
+/// prefixes `0..=len` in turn given to `check`: how a one-byte corruption of a valid message
+/// is fed to parsers that must stay total.
+pub(crate) fn mutated_prefixes(
+    mut bytes: Vec<u8>,
+    at: proptest::sample::Index,
+    byte: u8,
+    mut check: impl FnMut(&[u8]),
+) {
+    let i = at.index(bytes.len());
+    bytes[i] = byte;
+    for k in 0..=bytes.len() {
+        check(&bytes[..k]);
+    }
+}

@@ -607,16 +607,12 @@ proptest! {
         byte in any::<u8>(),
         response in any::<bool>(),
     ) {
-        let mut bytes = if response {
+        let bytes = if response {
             response_bytes(RFC_KEY, Some("chat"))
         } else {
             RFC_REQUEST.as_bytes().to_vec()
         };
-        let i = at.index(bytes.len());
-        bytes[i] = byte;
-        for k in 0..=bytes.len() {
-            parsers_are_total(&bytes[..k]);
-        }
+        mutated_prefixes(bytes, at, byte, parsers_are_total);
     }
 
     #[test]

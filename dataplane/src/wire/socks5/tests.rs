@@ -489,12 +489,7 @@ proptest! {
         at in any::<prop::sample::Index>(),
         byte in any::<u8>(),
     ) {
-        let mut bytes = request_bytes(command, &host, port);
-        let i = at.index(bytes.len());
-        bytes[i] = byte;
-        for k in 0..=bytes.len() {
-            all_parsers_are_total(&bytes[..k]);
-        }
+        mutated_prefixes(request_bytes(command, &host, port), at, byte, all_parsers_are_total);
     }
 
     #[test]
