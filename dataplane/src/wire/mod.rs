@@ -9,6 +9,7 @@
 
 pub mod bind;
 pub mod http;
+pub mod proxy;
 pub mod socks5;
 pub mod ws;
 

@@ -1,0 +1,379 @@
+//! HAProxy PROXY protocol codec: the v1 text line and the v2 binary header
+//! (<https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt>).
+//!
+//! What it does: [`parse_header`] reads the header a load balancer sends before the client's
+//! bytes and tells the client's original source and destination addresses, or that the header
+//! carries none ([`Addresses::Unknown`]: v1 `UNKNOWN`, v2 `LOCAL`, v2 `AF_UNSPEC`).
+//! It is incremental like the other codecs: `Ok(None)` means "need more bytes",
+//! `Ok(Some((header, consumed)))` means a complete header was parsed from `input[..consumed]`, and
+//! `input[consumed..]` is the client's first payload, which belongs to the next layer (wire rule
+//! 1). Waiting is bounded: a prefix that cannot start a header, a v1 line without CRLF within
+//! [`MAX_V1_LEN`] bytes, or a v2 header announcing more than [`MAX_V2_LEN`] bytes is an error as
+//! soon as it is visible. v2 TLVs are consumed and skipped. [`encode_header`] writes either
+//! version for TCP over IPv4 or IPv6. The line and header themselves are parsed and built by the
+//! `ppp` crate; this module frames them (completeness, length bounds, early rejection) and maps
+//! the result to our types. No input panics.
+//!
+//! What it does not do: no I/O, no clock, no state between calls (the caller keeps its buffer),
+//! no policy: which peers must, may or must not send a header, and whether to trust the
+//! addresses, are the caller's decisions. UDP (v2 `DGRAM`) and Unix-socket (v2 `AF_UNIX`)
+//! headers are rejected as unsupported; TLV contents (ALPN, SSL, cloud endpoint ids, CRC32C) are
+//! not interpreted or checked.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+
+/// The v1 line starts with these 6 bytes.
+pub const V1_PREFIX: &[u8] = b"PROXY ";
+
+/// The 12-byte v2 signature.
+pub const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+
+/// Longest v1 line, CRLF included (the spec's worst case: `UNKNOWN` followed by two
+/// full-length IPv6 addresses and ports).
+pub const MAX_V1_LEN: usize = 107;
+
+/// Fixed part of a v2 header: signature, version/command, family/protocol, 2-byte length.
+pub const V2_FIXED_LEN: usize = 16;
+
+/// Longest v2 header accepted: the fixed part plus 536 bytes of addresses and TLVs.
+///
+/// The length field allows 65535 bytes, but a peer that has not been admitted yet must not make
+/// us hold that much. 536 bytes (the minimum IPv4 MSS, RFC 879) hold the largest address block
+/// (216 bytes for `AF_UNIX`; 36 for TCP over IPv6) plus 300 bytes of TLVs, well above what
+/// load balancers send (AWS NLB's VPC endpoint id, Azure's link id, GCP's PSC id, ALPN,
+/// authority, a short SSL TLV).
+pub const MAX_V2_LEN: usize = V2_FIXED_LEN + 536;
+
+/// Which version of the protocol a header is written in. Variants follow the spec's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// The human-readable text line.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+/// What the header says about the proxied connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addresses {
+    /// TCP over IPv4 or IPv6: the client's address as the proxy saw it (`source`) and the
+    /// address the client connected to (`destination`). Both have the same family.
+    Tcp {
+        source: SocketAddr,
+        destination: SocketAddr,
+    },
+    /// No addresses: v1 `UNKNOWN`, v2 `LOCAL` (a health check by the proxy itself), or v2
+    /// `PROXY` with `AF_UNSPEC`. The spec asks the receiver to use the connection's own
+    /// endpoints.
+    Unknown,
+}
+
+/// A parsed PROXY header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyHeader {
+    pub version: Version,
+    pub addresses: Addresses,
+}
+
+/// Why a PROXY header was rejected (or, for [`encode_header`], could not be written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// A v1 address is not a valid IPv4 (`TCP4`) or IPv6 (`TCP6`) literal.
+    #[error("PROXY v1 header has an invalid address")]
+    BadAddress,
+    /// The v2 command nibble was neither 0 (`LOCAL`) nor 1 (`PROXY`).
+    #[error("PROXY v2 command {0:#x} is neither LOCAL nor PROXY")]
+    BadCommand(u8),
+    /// A v1 port is not a decimal number in 0..=65535 without leading zeros.
+    #[error("PROXY v1 header has an invalid port")]
+    BadPort,
+    /// The v2 version nibble (the high nibble of byte 13) was not 2.
+    #[error("PROXY v2 version {0:#x}, not 2")]
+    BadVersion(u8),
+    /// The v1 line or v2 header is otherwise not well-formed: a missing or extra field, a
+    /// separator other than one space, CR without LF, a non-ASCII byte, or a v2 length too
+    /// short for its address block.
+    #[error("malformed PROXY header")]
+    Malformed,
+    /// The input starts neither with `PROXY ` (v1) nor with the v2 signature.
+    #[error("not a PROXY protocol header")]
+    NotProxy,
+    /// The v1 line has no CRLF within 107 bytes, or the v2 header announces more than
+    /// [`MAX_V2_LEN`] bytes.
+    #[error("PROXY header longer than its maximum")]
+    TooLong,
+    /// The v2 address family is `AF_UNIX` (3) or not assigned; the nibble is given.
+    #[error("unsupported PROXY v2 address family {0:#x}")]
+    UnsupportedFamily(u8),
+    /// The v1 protocol word is not `TCP4`, `TCP6` or `UNKNOWN`, or the v2 transport is not
+    /// `STREAM` (UDP, or unspecified with an IP family).
+    #[error("unsupported PROXY protocol or transport")]
+    UnsupportedProtocol,
+}
+
+impl ProxyError {
+    /// Stable snake_case label for metrics (never free text).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProxyError::BadAddress => "bad_address",
+            ProxyError::BadCommand(_) => "bad_command",
+            ProxyError::BadPort => "bad_port",
+            ProxyError::BadVersion(_) => "bad_version",
+            ProxyError::Malformed => "malformed",
+            ProxyError::NotProxy => "not_proxy",
+            ProxyError::TooLong => "too_long",
+            ProxyError::UnsupportedFamily(_) => "unsupported_family",
+            ProxyError::UnsupportedProtocol => "unsupported_protocol",
+        }
+    }
+}
+
+/// Result of an incremental parse: `None` = need more bytes; `Some((header, consumed))`.
+pub type Parsed<T> = Result<Option<(T, usize)>, ProxyError>;
+
+/// Parses a v1 or v2 header at the start of `input`, dispatching on its first byte.
+///
+/// `Ok(None)` only while `input` is a strict prefix of a header that could still be valid and
+/// shorter than the maximum; `input[consumed..]` is not looked at and belongs to the next layer.
+pub fn parse_header(input: &[u8]) -> Parsed<ProxyHeader> {
+    match input.first() {
+        None => Ok(None),
+        Some(&b) if b == V1_PREFIX[0] => parse_v1(input),
+        Some(&b) if b == V2_SIGNATURE[0] => parse_v2(input),
+        Some(_) => Err(ProxyError::NotProxy),
+    }
+}
+
+/// Appends a `version` header saying the connection came from `source` to `destination` over
+/// TCP.
+///
+/// If one address is IPv4 and the other IPv6, the IPv4 one is written as its IPv4-mapped IPv6
+/// address (`::ffff:a.b.c.d`) and the header is `TCP6` / `AF_INET6`: the header has one family
+/// for both, and this keeps both addresses instead of refusing or dropping to `UNKNOWN`. A
+/// parser then returns both as IPv6. `out` is untouched on error (which `ppp` reports only for
+/// a v2 header longer than 65551 bytes, impossible without TLVs).
+pub fn encode_header(
+    version: Version,
+    source: SocketAddr,
+    destination: SocketAddr,
+    out: &mut Vec<u8>,
+) -> Result<(), ProxyError> {
+    let (source, destination) = same_family(source, destination);
+    match version {
+        Version::V1 => {
+            let addresses = ppp::v1::Addresses::from((source, destination));
+            debug_assert!(!matches!(addresses, ppp::v1::Addresses::Unknown));
+            out.extend_from_slice(addresses.to_string().as_bytes());
+        }
+        Version::V2 => {
+            use ppp::v2::{Builder, Command, Protocol, Version};
+            let header = Builder::with_addresses(
+                Version::Two | Command::Proxy,
+                Protocol::Stream,
+                (source, destination),
+            )
+            .build()
+            .map_err(|_| ProxyError::TooLong)?;
+            out.extend_from_slice(&header);
+        }
+    }
+    Ok(())
+}
+
+/// `source` and `destination` in one family: unchanged if they already are, else both IPv6
+/// with the IPv4 one mapped.
+fn same_family(source: SocketAddr, destination: SocketAddr) -> (SocketAddr, SocketAddr) {
+    fn v6(a: SocketAddr) -> SocketAddr {
+        match a.ip() {
+            IpAddr::V4(ip) => {
+                SocketAddr::V6(SocketAddrV6::new(ip.to_ipv6_mapped(), a.port(), 0, 0))
+            }
+            IpAddr::V6(_) => a,
+        }
+    }
+    if source.is_ipv4() == destination.is_ipv4() {
+        (source, destination)
+    } else {
+        (v6(source), v6(destination))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// v1: "PROXY TCP4 192.0.2.1 198.51.100.7 56324 443\r\n"
+// ---------------------------------------------------------------------------------------------
+
+/// Frames the v1 line (prefix, printable ASCII, CRLF within [`MAX_V1_LEN`]) and hands the
+/// complete line to `ppp`. `ppp` is only ever given a whole line: its answers on a partial line
+/// depend on where the line was cut.
+fn parse_v1(input: &[u8]) -> Parsed<ProxyHeader> {
+    let seen = input.len().min(V1_PREFIX.len());
+    if input[..seen] != V1_PREFIX[..seen] {
+        return Err(ProxyError::NotProxy);
+    }
+    // The CR of a line of at most MAX_V1_LEN bytes sits at an index below MAX_V1_LEN - 1.
+    let window = &input[..input.len().min(MAX_V1_LEN - 1)];
+    let Some(cr) = window.iter().position(|&b| b == b'\r') else {
+        if !printable(window) {
+            // A LF without CR, a NUL, binary or UTF-8: never a v1 line.
+            return Err(ProxyError::Malformed);
+        }
+        return if input.len() >= MAX_V1_LEN - 1 {
+            Err(ProxyError::TooLong)
+        } else {
+            Ok(None)
+        };
+    };
+    if !printable(&window[..cr]) {
+        return Err(ProxyError::Malformed);
+    }
+    match input.get(cr + 1) {
+        None => return Ok(None),
+        Some(b'\n') => {}
+        Some(_) => return Err(ProxyError::Malformed),
+    }
+    let line = &input[..cr + 2];
+    let header = ppp::v1::Header::try_from(line).map_err(v1_error)?;
+    let addresses = match header.addresses {
+        ppp::v1::Addresses::Tcp4(a) => Addresses::Tcp {
+            source: SocketAddr::from((a.source_address, a.source_port)),
+            destination: SocketAddr::from((a.destination_address, a.destination_port)),
+        },
+        ppp::v1::Addresses::Tcp6(a) => Addresses::Tcp {
+            source: SocketAddr::from((a.source_address, a.source_port)),
+            destination: SocketAddr::from((a.destination_address, a.destination_port)),
+        },
+        ppp::v1::Addresses::Unknown => Addresses::Unknown,
+    };
+    let parsed = ProxyHeader {
+        version: Version::V1,
+        addresses,
+    };
+    Ok(Some((parsed, line.len())))
+}
+
+/// Whether `bytes` are all printable US-ASCII (space to `~`), as a v1 line before its CRLF is.
+fn printable(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| (b' '..=b'~').contains(b))
+}
+
+/// Maps `ppp`'s v1 errors on a complete line to ours.
+fn v1_error(e: ppp::v1::BinaryParseError) -> ProxyError {
+    use ppp::v1::{BinaryParseError, ParseError as P};
+    match e {
+        BinaryParseError::InvalidUtf8(_) => ProxyError::Malformed,
+        BinaryParseError::Parse(p) => match p {
+            P::InvalidSourceAddress(_) | P::InvalidDestinationAddress(_) => ProxyError::BadAddress,
+            P::InvalidSourcePort(_) | P::InvalidDestinationPort(_) => ProxyError::BadPort,
+            P::InvalidProtocol => ProxyError::UnsupportedProtocol,
+            P::HeaderTooLong => ProxyError::TooLong,
+            P::InvalidPrefix => ProxyError::NotProxy,
+            // A complete line that lacks a field or has a bad suffix: not a partial line.
+            P::Partial
+            | P::MissingPrefix
+            | P::MissingNewLine
+            | P::MissingProtocol
+            | P::MissingSourceAddress
+            | P::MissingDestinationAddress
+            | P::MissingSourcePort
+            | P::MissingDestinationPort
+            | P::InvalidSuffix => ProxyError::Malformed,
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// v2: signature, ver/cmd, fam/proto, length, addresses, TLVs
+// ---------------------------------------------------------------------------------------------
+
+/// Byte 13: version (high nibble) and command (low nibble).
+const V2_VERSION_COMMAND: usize = 12;
+/// Byte 14: address family (high nibble) and transport protocol (low nibble).
+const V2_FAMILY_PROTOCOL: usize = 13;
+
+/// Checks what of the fixed part is visible (so a bad byte is an error at once), bounds the
+/// length, and hands exactly the announced header to `ppp`.
+fn parse_v2(input: &[u8]) -> Parsed<ProxyHeader> {
+    let seen = input.len().min(V2_SIGNATURE.len());
+    if input[..seen] != V2_SIGNATURE[..seen] {
+        return Err(ProxyError::NotProxy);
+    }
+    if let Some(&b) = input.get(V2_VERSION_COMMAND) {
+        if b >> 4 != 2 {
+            return Err(ProxyError::BadVersion(b >> 4));
+        }
+        if b & 0x0f > 1 {
+            return Err(ProxyError::BadCommand(b & 0x0f));
+        }
+    }
+    if let Some(&b) = input.get(V2_FAMILY_PROTOCOL) {
+        if b >> 4 > 3 {
+            return Err(ProxyError::UnsupportedFamily(b >> 4));
+        }
+        if b & 0x0f > 2 {
+            return Err(ProxyError::UnsupportedProtocol);
+        }
+    }
+    let Some(len) = input
+        .get(V2_FIXED_LEN - 2..)
+        .and_then(|s| s.first_chunk::<2>())
+    else {
+        return Ok(None);
+    };
+    let total = V2_FIXED_LEN + usize::from(u16::from_be_bytes(*len));
+    if total > MAX_V2_LEN {
+        return Err(ProxyError::TooLong);
+    }
+    let Some(bytes) = input.get(..total) else {
+        return Ok(None);
+    };
+    let header = ppp::v2::Header::try_from(bytes).map_err(v2_error)?;
+    debug_assert_eq!(header.len(), total);
+    let addresses = v2_addresses(&header)?;
+    let parsed = ProxyHeader {
+        version: Version::V2,
+        addresses,
+    };
+    Ok(Some((parsed, total)))
+}
+
+/// What a well-formed v2 header means for us.
+fn v2_addresses(header: &ppp::v2::Header<'_>) -> Result<Addresses, ProxyError> {
+    use ppp::v2::{Addresses as A, Command, Protocol};
+    if header.command == Command::Local {
+        return Ok(Addresses::Unknown);
+    }
+    match (header.addresses, header.protocol) {
+        (A::Unspecified, _) => Ok(Addresses::Unknown),
+        (A::Unix(_), _) => Err(ProxyError::UnsupportedFamily(3)),
+        (_, Protocol::Datagram | Protocol::Unspecified) => Err(ProxyError::UnsupportedProtocol),
+        (A::IPv4(a), Protocol::Stream) => Ok(Addresses::Tcp {
+            source: SocketAddr::from((a.source_address, a.source_port)),
+            destination: SocketAddr::from((a.destination_address, a.destination_port)),
+        }),
+        (A::IPv6(a), Protocol::Stream) => Ok(Addresses::Tcp {
+            source: SocketAddr::from((a.source_address, a.source_port)),
+            destination: SocketAddr::from((a.destination_address, a.destination_port)),
+        }),
+    }
+}
+
+/// Maps `ppp`'s v2 errors on a complete header to ours. The fixed part was checked above, so
+/// only the length check is expected here; the rest keep their meaning.
+fn v2_error(e: ppp::v2::ParseError) -> ProxyError {
+    use ppp::v2::ParseError as P;
+    match e {
+        P::Prefix => ProxyError::NotProxy,
+        P::Version(v) => ProxyError::BadVersion(v >> 4),
+        P::Command(c) => ProxyError::BadCommand(c),
+        P::AddressFamily(f) => ProxyError::UnsupportedFamily(f >> 4),
+        P::Protocol(_) => ProxyError::UnsupportedProtocol,
+        P::Incomplete(_)
+        | P::Partial(..)
+        | P::InvalidAddresses(..)
+        | P::InvalidTLV(..)
+        | P::Leftovers(_) => ProxyError::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests;
