@@ -9,7 +9,7 @@
 //! `input[consumed..]` is the client's first payload, which belongs to the next layer (wire rule
 //! 1). Waiting is bounded: a prefix that cannot start a header, a v1 line without CRLF within
 //! [`MAX_V1_LEN`] bytes, or a v2 header announcing more than [`MAX_V2_LEN`] bytes is an error as
-//! soon as it is visible. v2 TLVs are consumed and skipped. [`encode_header`] writes either
+//! soon as it is visible. v2 TLVs are checked to fit in the header, then consumed and skipped. [`encode_header`] writes either
 //! version for TCP over IPv4 or IPv6. The line and header themselves are parsed and built by the
 //! `ppp` crate; this module frames them (completeness, length bounds, early rejection) and maps
 //! the result to our types. No input panics.
@@ -91,8 +91,8 @@ pub enum ProxyError {
     #[error("PROXY v2 version {0:#x}, not 2")]
     BadVersion(u8),
     /// The v1 line or v2 header is otherwise not well-formed: a missing or extra field, a
-    /// separator other than one space, CR without LF, a non-ASCII byte, or a v2 length too
-    /// short for its address block.
+    /// separator other than one space, CR without LF, a non-ASCII byte, a v2 length too
+    /// short for its address block, or a v2 TLV that does not fit in the header.
     #[error("malformed PROXY header")]
     Malformed,
     /// The input starts neither with `PROXY ` (v1) nor with the v2 signature.
@@ -328,6 +328,10 @@ fn parse_v2(input: &[u8]) -> Parsed<ProxyHeader> {
     };
     let header = ppp::v2::Header::try_from(bytes).map_err(v2_error)?;
     debug_assert_eq!(header.len(), total);
+    // TLVs are skipped, but each must fit in the header (the spec's rule; HAProxy rejects too).
+    if header.tlvs().any(|tlv| tlv.is_err()) {
+        return Err(ProxyError::Malformed);
+    }
     let addresses = v2_addresses(&header)?;
     let parsed = ProxyHeader {
         version: Version::V2,

@@ -283,6 +283,19 @@ fn malformed_input_is_rejected() {
         // v2: a length too short for the address block.
         (v2(0x21, 0x11, &[0; 11]), Malformed),
         (v2(0x21, 0x21, &[0; 35]), Malformed),
+        // v2: TLVs that do not fit: a length beyond the header, 2 bytes left over.
+        (
+            v2(
+                0x21,
+                0x11,
+                &[[0; 12].as_slice(), &[0x01, 0x00, 0x03, b'h', b'2']].concat(),
+            ),
+            Malformed,
+        ),
+        (
+            v2(0x21, 0x11, &[[0; 12].as_slice(), &[0x04, 0x00]].concat()),
+            Malformed,
+        ),
         // v2: longer than the bound, told from the length field alone.
         (v2(0x21, 0x11, &[0; 537])[..16].to_vec(), TooLong),
         (
@@ -394,6 +407,17 @@ fn plausible_bytes() -> impl Strategy<Value = Vec<u8>> {
             head.extend(rest);
             head
         })
+}
+
+/// Replays the hand-made edge cases in `tests/corpus/proxy`.
+#[test]
+fn regression_corpus() {
+    replay_corpus("proxy", |input| {
+        parser_is_total(input);
+        for k in 0..=input.len() {
+            parser_is_total(&input[..k]);
+        }
+    });
 }
 
 proptest! {
