@@ -9,8 +9,8 @@
 //! `input[consumed..]` is the client's first payload, which belongs to the next layer (wire rule
 //! 1). Waiting is bounded: a prefix that cannot start a header, a v1 line without CRLF within
 //! [`MAX_V1_LEN`] bytes, or a v2 header announcing more than [`MAX_V2_LEN`] bytes is an error as
-//! soon as it is visible. v2 TLVs are checked to fit in the header, then consumed and skipped. [`encode_header`] writes either
-//! version for TCP over IPv4 or IPv6. The line and header themselves are parsed and built by the
+//! soon as it is visible. v2 TLVs are checked to fit in the header, then consumed and skipped.
+//! [`encode_header`] writes either version for TCP over IPv4 or IPv6. The line and header themselves are parsed and built by the
 //! `ppp` crate; this module frames them (completeness, length bounds, early rejection) and maps
 //! the result to our types. No input panics.
 //!
