@@ -64,7 +64,7 @@ fn bind_error(config: &Config, key: &str, addr: SocketAddr, e: std::io::Error) -
     StartupError::Config(ConfigError {
         file: config.path.clone(),
         key: key.to_string(),
-        reason: Reason::Listen { addr, source: e },
+        reason: Reason::Listen { addr, error: e },
     })
 }
 

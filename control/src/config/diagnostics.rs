@@ -1,6 +1,7 @@
 //! Diagnostics: the [`ConfigError`] every failure of the configuration becomes (file, key,
 //! reason, printed `FILE: KEY: REASON`) with its [`Reason`] (a message, or the typed error of
-//! the concern module that found it, which `source()` gives back), the [`Check`] that builds
+//! the concern module that found it, printed once: in the text or as `source()`, never both),
+//! the [`Check`] that builds
 //! them for one file, the labels services get in keys (`service[echo]`, `service[2]`), and
 //! locating toml's own syntax and schema errors at a key path (`service[echo].timeout`) or a
 //! line and column.
@@ -18,8 +19,8 @@ use super::units::UnitError;
 use super::uri::{validate_name, UriError};
 use crate::tls::LoadError;
 
-/// A configuration error: the file, the key (`service[echo].accept`) and the reason. Its
-/// [`source`](Error::source) is the typed error behind the reason, when there is one.
+/// A configuration error: the file, the key (`service[echo].accept`) and the reason, whose
+/// variant holds the typed error of the module that found it.
 #[derive(Debug)]
 pub struct ConfigError {
     pub file: PathBuf,
@@ -34,8 +35,10 @@ impl fmt::Display for ConfigError {
 }
 
 impl Error for ConfigError {
+    /// What the printed reason does not say: a cause is either in the text or here, never
+    /// both, so a printed chain says each once. The typed error itself is [`ConfigError::reason`].
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.reason.cause()
+        self.reason.source()
     }
 }
 
@@ -47,11 +50,11 @@ pub enum Reason {
     #[error("{0}")]
     Invalid(String),
     /// A listener the file names cannot be bound (reported by the gateway at start-up).
-    #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: io::Error },
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: SocketAddr, error: io::Error },
     /// The file cannot be read.
     #[error("cannot read: {0}")]
-    Read(#[source] io::Error),
+    Read(io::Error),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     /// A `tls` or `connect_tls` file (boxed: rustls' errors and two paths are large).
@@ -61,27 +64,12 @@ pub enum Reason {
     #[error("{message}")]
     Toml {
         message: String,
-        source: Box<toml::de::Error>,
+        error: Box<toml::de::Error>,
     },
     #[error(transparent)]
     Unit(#[from] UnitError),
     #[error(transparent)]
     Uri(#[from] UriError),
-}
-
-impl Reason {
-    /// The typed error behind the reason: the one printed, or the one the message is about.
-    fn cause(&self) -> Option<&(dyn Error + 'static)> {
-        match self {
-            Reason::Invalid(_) => None,
-            Reason::Listen { source, .. } | Reason::Read(source) => Some(source),
-            Reason::Resolve(e) => Some(e),
-            Reason::Tls(e) => Some(e.as_ref()),
-            Reason::Toml { source, .. } => Some(source.as_ref()),
-            Reason::Unit(e) => Some(e),
-            Reason::Uri(e) => Some(e),
-        }
-    }
 }
 
 impl From<LoadError> for Reason {

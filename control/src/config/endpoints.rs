@@ -207,7 +207,7 @@ pub(super) fn resolve_upstream(target: &HostPort) -> Result<SocketAddr, ResolveE
         .to_socket_addrs()
         .map_err(|source| ResolveError::Lookup {
             host: target.host.clone(),
-            source,
+            error: source,
         })?;
     addrs
         .next()
@@ -217,11 +217,8 @@ pub(super) fn resolve_upstream(target: &HostPort) -> Result<SocketAddr, ResolveE
 /// Why a forwarding service's upstream has no address.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("cannot resolve upstream \"{host}\": {source}")]
-    Lookup {
-        host: String,
-        source: std::io::Error,
-    },
+    #[error("cannot resolve upstream \"{host}\": {error}")]
+    Lookup { host: String, error: std::io::Error },
     #[error("upstream \"{0}\" resolves to no address")]
     NoAddress(String),
 }

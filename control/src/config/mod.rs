@@ -131,7 +131,7 @@ impl Config {
                 .map_or_else(|| "(toml)".to_string(), |s| line_column(text, s.start)),
             reason: Reason::Toml {
                 message: e.message().trim().to_string(),
-                source: Box::new(e),
+                error: Box::new(e),
             },
         })?;
         let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
@@ -142,7 +142,7 @@ impl Config {
             ),
             reason: Reason::Toml {
                 message: schema_hint(e.message().trim()),
-                source: Box::new(e),
+                error: Box::new(e),
             },
         })?;
         raw.path = path.to_path_buf();

@@ -54,7 +54,7 @@ pub(super) fn size_in(
 pub(super) fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let d = humantime::parse_duration(text).map_err(|source| UnitError::Duration {
         text: text.to_string(),
-        source,
+        error: source,
     })?;
     if d.is_zero() {
         return Err(UnitError::ZeroDuration(text.to_string()));
@@ -102,10 +102,10 @@ pub(super) fn parse_size(raw: &RawSize) -> Result<u64, UnitError> {
 /// Why a duration or a size as written is not one.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum UnitError {
-    #[error("invalid duration \"{text}\": {source}; write e.g. \"100ms\" or \"2s\"")]
+    #[error("invalid duration \"{text}\": {error}; write e.g. \"100ms\" or \"2s\"")]
     Duration {
         text: String,
-        source: humantime::DurationError,
+        error: humantime::DurationError,
     },
     #[error("duration \"{0}\" is too long; the limit is 24h")]
     LongDuration(String),

@@ -174,8 +174,9 @@ impl TlsField {
     }
 }
 
-/// A certificate, key or CA file that cannot be used: the key it is named by, and why. Its
-/// [`source`](std::error::Error::source) is the I/O, PEM or rustls error behind the reason.
+/// A certificate, key or CA file that cannot be used: the key it is named by, and why
+/// ([`LoadReason`] holds the I/O, PEM or rustls error; its text says it, or, where the text
+/// does not, [`source`](std::error::Error::source) gives it).
 #[derive(Debug)]
 pub struct LoadError {
     pub field: TlsField,
@@ -198,25 +199,22 @@ impl std::error::Error for LoadError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadReason {
     /// Certificate `index` (1-based) of a CA file is not a trust anchor.
-    #[error("certificate {index} in {} is not a usable CA certificate: {}", quoted(.path), reason(.source))]
+    #[error("certificate {index} in {} is not a usable CA certificate: {}", quoted(.path), reason(.error))]
     CaCertificate {
         index: usize,
         path: PathBuf,
-        source: rustls::Error,
+        error: rustls::Error,
     },
-    #[error("the first certificate in {} cannot be used: {}", quoted(.cert), reason(.source))]
-    Certificate {
-        cert: PathBuf,
-        source: rustls::Error,
-    },
+    #[error("the first certificate in {} cannot be used: {}", quoted(.cert), reason(.error))]
+    Certificate { cert: PathBuf, error: rustls::Error },
     /// The client CA file cannot verify client certificates.
-    #[error("{}: {source}", quoted(.path))]
+    #[error("{}: {error}", quoted(.path))]
     ClientVerifier {
         path: PathBuf,
-        source: rustls::server::VerifierBuilderError,
+        error: rustls::server::VerifierBuilderError,
     },
-    #[error("the private key in {} cannot be used: {source}", quoted(.key))]
-    Key { key: PathBuf, source: rustls::Error },
+    #[error("the private key in {} cannot be used: {error}", quoted(.key))]
+    Key { key: PathBuf, error: rustls::Error },
     #[error("the private key in {} does not match the certificate in {}", quoted(.key), quoted(.cert))]
     KeyMismatch {
         cert: PathBuf,
@@ -229,13 +227,13 @@ pub enum LoadReason {
     /// `cert_inside`: the file holds a certificate instead.
     #[error("no private key (PEM \"PRIVATE KEY\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\") found in {}{}", quoted(.path), if *.cert_inside { " (it holds a certificate: is this the certificate file?)" } else { "" })]
     NoKey { path: PathBuf, cert_inside: bool },
-    #[error("{} is not valid PEM: {source}", quoted(.path))]
-    Pem { path: PathBuf, source: pem::Error },
+    #[error("{} is not valid PEM: {error}", quoted(.path))]
+    Pem { path: PathBuf, error: pem::Error },
     /// The provider offers no protocol version rustls accepts.
     #[error("{0}")]
-    Protocols(#[source] rustls::Error),
-    #[error("cannot read {}: {}", quoted(.path), io_text(.source))]
-    Read { path: PathBuf, source: io::Error },
+    Protocols(rustls::Error),
+    #[error("cannot read {}: {}", quoted(.path), io_text(.error))]
+    Read { path: PathBuf, error: io::Error },
 }
 
 fn load_error(field: TlsField, reason: LoadReason) -> LoadError {
@@ -269,7 +267,7 @@ impl TlsServer {
                                 TlsField::ClientCa,
                                 LoadReason::ClientVerifier {
                                     path: ca.to_path_buf(),
-                                    source,
+                                    error: source,
                                 },
                             )
                         })?;
@@ -335,13 +333,22 @@ impl TlsClient {
 fn read_file(path: &Path, field: TlsField) -> Result<Vec<u8>, LoadError> {
     fs::read(path).map_err(|source| {
         let path = path.to_path_buf();
-        load_error(field, LoadReason::Read { path, source })
+        load_error(
+            field,
+            LoadReason::Read {
+                path,
+                error: source,
+            },
+        )
     })
 }
 
 fn pem_error(path: &Path, source: pem::Error) -> LoadReason {
     let path = path.to_path_buf();
-    LoadReason::Pem { path, source }
+    LoadReason::Pem {
+        path,
+        error: source,
+    }
 }
 
 /// Every `CERTIFICATE` block of `path`, in file order.
@@ -387,7 +394,7 @@ fn load_roots(path: &Path, field: TlsField) -> Result<RootCertStore, LoadError> 
             let reason = LoadReason::CaCertificate {
                 index: i + 1,
                 path: path.to_path_buf(),
-                source,
+                error: source,
             };
             load_error(field, reason)
         })?;
@@ -402,10 +409,14 @@ fn identity_error(source: rustls::Error, cert: &Path, key: &Path) -> LoadError {
         rustls::Error::InconsistentKeys(_) => {
             load_error(TlsField::Key, LoadReason::KeyMismatch { cert, key, source })
         }
-        rustls::Error::InvalidCertificate(_) => {
-            load_error(TlsField::Cert, LoadReason::Certificate { cert, source })
-        }
-        source => load_error(TlsField::Key, LoadReason::Key { key, source }),
+        rustls::Error::InvalidCertificate(_) => load_error(
+            TlsField::Cert,
+            LoadReason::Certificate {
+                cert,
+                error: source,
+            },
+        ),
+        source => load_error(TlsField::Key, LoadReason::Key { key, error: source }),
     }
 }
 
@@ -609,8 +620,12 @@ pub(crate) mod tests {
                 missing.display()
             )
         );
-        let source = std::error::Error::source(&err).expect("the I/O error is the source");
-        assert!(source.downcast_ref::<io::Error>().is_some(), "{source:?}");
+        // The I/O error is held typed and printed once: in the text, so not again as source().
+        assert!(
+            matches!(&err.reason, LoadReason::Read { error, .. } if error.kind() == io::ErrorKind::NotFound),
+            "{err:?}"
+        );
+        assert!(std::error::Error::source(&err).is_none());
 
         let garbage = dir.join("garbage.pem");
         fs::write(&garbage, "hello, I am not PEM\n").unwrap();
@@ -658,6 +673,12 @@ pub(crate) mod tests {
             err.reason.to_string().contains("does not match"),
             "{}",
             err.reason
+        );
+        // The text does not say rustls' error, so source() gives it.
+        let source = std::error::Error::source(&err).expect("rustls' error is the source");
+        assert!(
+            source.downcast_ref::<rustls::Error>().is_some(),
+            "{source:?}"
         );
 
         let err = TlsClient::load(

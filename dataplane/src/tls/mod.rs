@@ -101,9 +101,9 @@ impl<T> std::fmt::Debug for Reloadable<T> {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("rustls could not encode a TLS record: {0}")]
-    Encode(#[source] EncodeError),
+    Encode(EncodeError),
     #[error("rustls could not encrypt a TLS record: {0}")]
-    Encrypt(#[source] EncryptError),
+    Encrypt(EncryptError),
     #[error("the TLS handshake failed")]
     HandshakeFailed,
     #[error("unexpected TLS early data")]
