@@ -149,8 +149,7 @@ fn main() -> ExitCode {
             match demo::run(&options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    // `{e}`: our errors already print their cause (a config error its file, key and reason).
-                    eprintln!("error: demo failed: {e}");
+                    eprintln!("error: demo failed: {e:#}");
                     ExitCode::from(1)
                 }
             }
