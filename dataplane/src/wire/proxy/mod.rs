@@ -9,7 +9,8 @@
 //! `input[consumed..]` is the client's first payload, which belongs to the next layer (wire rule
 //! 1). Waiting is bounded: a prefix that cannot start a header, a v1 line without CRLF within
 //! [`MAX_V1_LEN`] bytes, or a v2 header announcing more than [`MAX_V2_LEN`] bytes is an error as
-//! soon as it is visible. v2 TLVs are checked to fit in the header, then consumed and skipped.
+//! soon as it is visible. v2 TLVs are checked to fit in the header, then consumed and skipped;
+//! a v2 `LOCAL` header's family and address block are ignored, as the spec asks.
 //! [`encode_header`] writes either version for TCP over IPv4 or IPv6. The line and header themselves are parsed and built by the
 //! `ppp` crate; this module frames them (completeness, length bounds, early rejection) and maps
 //! the result to our types. No input panics.
@@ -232,6 +233,9 @@ fn parse_v1(input: &[u8]) -> Parsed<ProxyHeader> {
         Some(_) => return Err(ProxyError::Malformed),
     }
     let line = &input[..cr + 2];
+    if !ports_are_decimal(&line[..cr]) {
+        return Err(ProxyError::BadPort);
+    }
     let header = ppp::v1::Header::try_from(line).map_err(v1_error)?;
     let addresses = match header.addresses {
         ppp::v1::Addresses::Tcp4(a) => Addresses::Tcp {
@@ -249,6 +253,19 @@ fn parse_v1(input: &[u8]) -> Parsed<ProxyHeader> {
         addresses,
     };
     Ok(Some((parsed, line.len())))
+}
+
+/// Whether a `TCP4`/`TCP6` line's two ports (its last two fields) are plain decimal numbers
+/// without a sign or a leading zero, as the spec writes them (`ppp` alone would take `+1`
+/// and `01`). Other lines (`UNKNOWN`, a wrong field count) are left to `ppp`.
+fn ports_are_decimal(line: &[u8]) -> bool {
+    let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    match fields.as_slice() {
+        [_, b"TCP4" | b"TCP6", _, _, ports @ ..] if ports.len() == 2 => ports.iter().all(|p| {
+            !p.is_empty() && p.iter().all(u8::is_ascii_digit) && (p.len() == 1 || p[0] != b'0')
+        }),
+        _ => true,
+    }
 }
 
 /// Whether `bytes` are all printable US-ASCII (space to `~`), as a v1 line before its CRLF is.
@@ -305,7 +322,11 @@ fn parse_v2(input: &[u8]) -> Parsed<ProxyHeader> {
             return Err(ProxyError::BadCommand(b & 0x0f));
         }
     }
-    if let Some(&b) = input.get(V2_FAMILY_PROTOCOL) {
+    // LOCAL (a proxy's own health check): the family and address block are ignored.
+    let local = input
+        .get(V2_VERSION_COMMAND)
+        .is_some_and(|&b| b & 0x0f == 0);
+    if let Some(&b) = input.get(V2_FAMILY_PROTOCOL).filter(|_| !local) {
         if b >> 4 > 3 {
             return Err(ProxyError::UnsupportedFamily(b >> 4));
         }
@@ -326,6 +347,14 @@ fn parse_v2(input: &[u8]) -> Parsed<ProxyHeader> {
     let Some(bytes) = input.get(..total) else {
         return Ok(None);
     };
+    if local {
+        // The spec: accept it and discard the protocol block, whatever it holds.
+        let parsed = ProxyHeader {
+            version: Version::V2,
+            addresses: Addresses::Unknown,
+        };
+        return Ok(Some((parsed, total)));
+    }
     let header = ppp::v2::Header::try_from(bytes).map_err(v2_error)?;
     debug_assert_eq!(header.len(), total);
     // TLVs are skipped, but each must fit in the header (the spec's rule; HAProxy rejects too).
@@ -342,12 +371,11 @@ fn parse_v2(input: &[u8]) -> Parsed<ProxyHeader> {
 
 /// What a well-formed v2 header means for us.
 fn v2_addresses(header: &ppp::v2::Header<'_>) -> Result<Addresses, ProxyError> {
-    use ppp::v2::{Addresses as A, Command, Protocol};
-    if header.command == Command::Local {
-        return Ok(Addresses::Unknown);
-    }
+    use ppp::v2::{Addresses as A, Protocol};
     match (header.addresses, header.protocol) {
-        (A::Unspecified, _) => Ok(Addresses::Unknown),
+        // AF_UNSPEC goes only with UNSPEC (0x00); the spec has receivers reject 0x01, 0x02.
+        (A::Unspecified, Protocol::Unspecified) => Ok(Addresses::Unknown),
+        (A::Unspecified, _) => Err(ProxyError::UnsupportedProtocol),
         (A::Unix(_), _) => Err(ProxyError::UnsupportedFamily(3)),
         (_, Protocol::Datagram | Protocol::Unspecified) => Err(ProxyError::UnsupportedProtocol),
         (A::IPv4(a), Protocol::Stream) => Ok(Addresses::Tcp {

@@ -138,8 +138,11 @@ fn v2_known_headers() {
     let cases = [
         (ipv4, tcp("192.168.0.1:56324", "192.168.0.11:443")),
         (ipv6_tlvs, tcp("[2001:db8::1]:12345", "[2001:db8::2]:80")),
-        // LOCAL: a health check by the proxy; any address block is ignored.
+        // LOCAL: a health check by the proxy; any family and address block are ignored.
         (v2(0x20, 0x00, &[]), Addresses::Unknown),
+        (v2(0x20, 0x11, &[]), Addresses::Unknown),
+        (v2(0x20, 0x21, &[0; 5]), Addresses::Unknown),
+        (v2(0x20, 0xff, &[0x04, 0x00]), Addresses::Unknown),
         (
             v2(0x20, 0x11, &[127, 0, 0, 1, 127, 0, 0, 1, 0, 1, 0, 2]),
             Addresses::Unknown,
@@ -254,6 +257,11 @@ fn malformed_input_is_rejected() {
         (b"PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n".to_vec(), BadAddress),
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n".to_vec(), Malformed),
         (b"PROXY \r\n".to_vec(), UnsupportedProtocol),
+        // Ports: plain decimal, no sign, no leading zero.
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n".to_vec(), BadPort),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 02\r\n".to_vec(), BadPort),
+        (b"PROXY TCP6 ::1 ::2 1 -2\r\n".to_vec(), BadPort),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n".to_vec(), BadPort),
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX".to_vec(), Malformed),
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n".to_vec(), Malformed),
         (b"PROXY TCP4 1.2.3.4\x005.6.7.8".to_vec(), Malformed),
@@ -280,6 +288,9 @@ fn malformed_input_is_rejected() {
         (v2(0x21, 0x13, &[0; 12])[..14].to_vec(), UnsupportedProtocol),
         (v2(0x21, 0x12, &[0; 12]), UnsupportedProtocol),
         (v2(0x21, 0x10, &[0; 12]), UnsupportedProtocol),
+        // AF_UNSPEC goes only with protocol UNSPEC.
+        (v2(0x21, 0x01, &[]), UnsupportedProtocol),
+        (v2(0x21, 0x02, &[]), UnsupportedProtocol),
         // v2: a length too short for the address block.
         (v2(0x21, 0x11, &[0; 11]), Malformed),
         (v2(0x21, 0x21, &[0; 35]), Malformed),
