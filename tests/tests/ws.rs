@@ -518,11 +518,13 @@ impl PageServer {
         // Blocking accepts; `drop` sets `stop` and connects once to wake the last one.
         let thread = thread::spawn(move || {
             for stream in listener.incoming() {
-                if flag.load(Ordering::Relaxed) {
+                if flag.load(Ordering::SeqCst) {
                     break;
                 }
-                if let Ok(stream) = stream {
-                    serve_one(stream, &html, &tx);
+                match stream {
+                    Ok(stream) => serve_one(stream, &html, &tx),
+                    // Out of descriptors or the like: do not spin.
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
                 }
             }
         });
@@ -537,10 +539,11 @@ impl PageServer {
 
 impl Drop for PageServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // The wake-up: its accept sees `stop` (a failed connect means nothing is listening).
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
+        self.stop.store(true, Ordering::SeqCst);
+        // The wake-up: the accept it completes sees `stop`. If it cannot connect, the thread
+        // is left to end with the test process rather than joined forever.
+        let woken = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).is_ok();
+        if let Some(t) = self.thread.take().filter(|_| woken) {
             let _ = t.join();
         }
     }
