@@ -11,7 +11,8 @@
 //! [`MAX_V1_LEN`] bytes, or a v2 header announcing more than [`MAX_V2_LEN`] bytes is an error as
 //! soon as it is visible. v2 TLVs are checked to fit in the header, then consumed and skipped;
 //! a v2 `LOCAL` header's family and address block are ignored, as the spec asks.
-//! [`encode_header`] writes either version for TCP over IPv4 or IPv6. The line and header themselves are parsed and built by the
+//! [`encode_header`] writes either version for TCP over IPv4 or IPv6, [`encode_unknown`] one
+//! without addresses. The line and header themselves are parsed and built by the
 //! `ppp` crate; this module frames them (completeness, length bounds, early rejection) and maps
 //! the result to our types. No input panics.
 //!
@@ -179,6 +180,20 @@ pub fn encode_header(
         }
     }
     Ok(())
+}
+
+/// Appends a `version` header that carries no addresses: v1 `PROXY UNKNOWN`, v2 `LOCAL`.
+/// For a connection whose client address is not known (a BIND reply naming a host, not an
+/// address): the receiver then uses the connection's own endpoints.
+pub fn encode_unknown(version: Version, out: &mut Vec<u8>) {
+    match version {
+        Version::V1 => out.extend_from_slice(b"PROXY UNKNOWN\r\n"),
+        Version::V2 => {
+            out.extend_from_slice(V2_SIGNATURE);
+            // Version 2, command LOCAL; AF_UNSPEC, UNSPEC; no address block.
+            out.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+        }
+    }
 }
 
 /// `source` and `destination` in one family: unchanged if they already are, else both IPv6

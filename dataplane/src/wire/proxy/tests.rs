@@ -156,6 +156,20 @@ fn v2_known_headers() {
 }
 
 #[test]
+fn unknown_headers_encode_and_parse_back() {
+    for (version, bytes) in [
+        (Version::V1, b"PROXY UNKNOWN\r\n".to_vec()),
+        (Version::V2, v2(0x20, 0x00, &[])),
+    ] {
+        let mut out = b"before".to_vec();
+        encode_unknown(version, &mut out);
+        assert_eq!(&out[..6], b"before", "appends");
+        assert_eq!(out[6..], bytes[..], "{version:?}");
+        assert_segmentation_invariant(&bytes, &header(version, Addresses::Unknown));
+    }
+}
+
+#[test]
 fn encodes_known_bytes() {
     let (s4, d4) = (addr("192.168.0.1:56324"), addr("192.168.0.11:443"));
     assert_eq!(
