@@ -501,3 +501,43 @@ proptest! {
         }
     }
 }
+/// Each corpus file's answer, so the corpus also pins what the parser says, not only that it
+/// does not panic.
+#[test]
+fn corpus_files_give_their_answers() {
+    use ProxyError::*;
+    let tcp4 = header(Version::V1, tcp("192.168.0.1:56324", "192.168.0.11:443"));
+    let expected: [(&str, Parsed<ProxyHeader>); 14] = [
+        ("empty", Ok(None)),
+        ("tls-client-hello", Err(NotProxy)),
+        ("v1-cr-at-end", Ok(None)),
+        ("v1-lf-only", Err(Malformed)),
+        ("v1-no-crlf-200", Err(TooLong)),
+        ("v1-port-overflow", Err(BadPort)),
+        ("v1-tcp4-coalesced", Ok(Some((tcp4, 47)))),
+        (
+            "v1-unknown-107",
+            Ok(Some((header(Version::V1, Addresses::Unknown), 107))),
+        ),
+        ("v2-length-ffff", Err(TooLong)),
+        (
+            "v2-local",
+            Ok(Some((header(Version::V2, Addresses::Unknown), 16))),
+        ),
+        ("v2-short-addresses", Err(Malformed)),
+        ("v2-tlv-overrun", Err(Malformed)),
+        ("v2-truncated-ipv6", Ok(None)),
+        ("v2-unix", Err(UnsupportedFamily(3))),
+    ];
+    let dir = format!("{}/tests/corpus/proxy", env!("CARGO_MANIFEST_DIR"));
+    let files = std::fs::read_dir(&dir).expect("corpus directory").count();
+    assert_eq!(
+        files,
+        expected.len(),
+        "a corpus file without an expected answer"
+    );
+    for (name, answer) in expected {
+        let bytes = std::fs::read(format!("{dir}/{name}.bin")).expect("corpus file");
+        assert_eq!(parse_header(&bytes), answer, "{name}");
+    }
+}
