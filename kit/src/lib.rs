@@ -6,6 +6,8 @@
 //! - [`report`]: fixed-width tables, ratios, HdrHistogram percentile distributions, host facts;
 //! - [`date`]: civil dates and ISO 8601 timestamps from days and seconds since the epoch;
 //! - [`child`]: waiting for a child's exit or a polled condition with a deadline;
+//! - [`certs`] (feature `certs`): the parameters of development CAs and leaves (the product's
+//!   `sallyport certs` and the tests' PKI both sign with them);
 //! - [`pki`] (feature `pki`): a throw-away test PKI, CAs and leaves as DER and PEM;
 //! - [`sys`]: the one module with `unsafe`, safe wrappers around the libc calls the others need.
 //!
@@ -14,6 +16,8 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+#[cfg(feature = "certs")]
+pub mod certs;
 pub mod child;
 pub mod date;
 pub mod load;

@@ -3,28 +3,18 @@
 //! today. Each certificate and key is at hand as DER (for in-memory rustls configurations) and
 //! as PEM, and can be written to a directory (for config files).
 //!
-//! The certificate parameters ([`ca_params`], [`leaf_params`]) are also what the product's
-//! development CA (`sallyport certs`, `demo --tls`) signs with, so both issue the same kind of
-//! certificate from one definition; the rest (which panics on an rcgen error) is for tests.
-//! Not for production: no revocation, no key protection. It builds no rustls configuration;
-//! each test builds the one it is about.
+//! Their parameters come from [`crate::certs`], which the product's development CA signs with
+//! too. Everything here panics on an rcgen error: it is for tests. Not for production: no
+//! revocation, no key protection. It builds no rustls configuration; each test builds the one
+//! it is about.
 
 use std::io;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::date::civil_ymd;
-
-/// What a leaf certificate is for (its extended key usage).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// TLS client authentication.
-    Client,
-    /// TLS server authentication.
-    Server,
-}
+use crate::certs::{ca_params, ca_params_named, key_tag, leaf_params};
+pub use crate::certs::{today, Role};
 
 /// A certificate authority that signs leaves.
 pub struct Ca {
@@ -161,79 +151,6 @@ impl Leaf {
         std::fs::write(dir.join(format!("{name}.pem")), &self.cert_pem)?;
         std::fs::write(dir.join(format!("{name}.key")), &self.key_pem)
     }
-}
-
-/// A tag from `key`'s public key (8 hex digits), for a CA name no other CA shares.
-pub fn key_tag(key: &rcgen::KeyPair) -> String {
-    key.public_key_raw()
-        .iter()
-        .skip(1)
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A CA named `common_name`, valid from yesterday (clock skew) for `days` days.
-pub fn ca_params(common_name: &str, days: i64) -> rcgen::CertificateParams {
-    let mut dn = rcgen::DistinguishedName::new();
-    dn.push(rcgen::DnType::CommonName, common_name);
-    let mut params = ca_params_named(dn);
-    set_validity(&mut params, -1, days);
-    params
-}
-
-/// A leaf for `role` named `common_name` with `names` (DNS names or IP addresses) as SANs,
-/// valid from midnight UTC `from_day` days after today until midnight `until_day` days after
-/// today (negative: in the past). Fails on a name rcgen cannot encode.
-pub fn leaf_params(
-    role: Role,
-    common_name: &str,
-    names: Vec<String>,
-    from_day: i64,
-    until_day: i64,
-) -> Result<rcgen::CertificateParams, rcgen::Error> {
-    let mut params = rcgen::CertificateParams::new(names)?;
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, common_name);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![match role {
-        Role::Client => rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        Role::Server => rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-    }];
-    params.use_authority_key_identifier_extension = true;
-    set_validity(&mut params, from_day, until_day);
-    Ok(params)
-}
-
-fn ca_params_named(dn: rcgen::DistinguishedName) -> rcgen::CertificateParams {
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = dn;
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    params
-}
-
-/// Days since 1970-01-01 (UTC) now.
-pub fn today() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    (secs / 86_400) as i64
-}
-
-fn set_validity(params: &mut rcgen::CertificateParams, from: i64, until: i64) {
-    let midnight = |offset: i64| {
-        let (y, m, d) = civil_ymd(today() + offset);
-        rcgen::date_time_ymd(y, m, d)
-    };
-    params.not_before = midnight(from);
-    params.not_after = midnight(until);
 }
 
 /// One DER TLV: (tag, contents, the bytes after it).

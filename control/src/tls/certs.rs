@@ -1,7 +1,7 @@
 //! Development certificates for `sallyport certs` and the tests: a CA (rcgen) that issues a
 //! DMZ server certificate and an internal gateway client certificate, written as PEM files
 //! (keys mode 0600), and the config lines that use them. The certificates' parameters come from
-//! `sallyport_kit::pki`, the one definition the tests' certificates use too.
+//! `sallyport_kit::certs`, the one definition the tests' certificates use too.
 //!
 //! Not for production: nothing here is a real CA (no revocation, no key protection).
 
@@ -13,7 +13,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::ServerName;
-use sallyport_kit::pki::{ca_params, key_tag, leaf_params};
+use sallyport_kit::certs::{ca_params, key_tag, leaf_params};
 
 use super::text::{io_text, quoted};
 
@@ -39,7 +39,7 @@ pub const INTERNAL_KEY: &str = "internal.key";
 
 /// What a leaf certificate is for (its extended key usage): `Client` for an internal gateway,
 /// `Server` for the DMZ.
-pub use sallyport_kit::pki::Role as CertRole;
+pub use sallyport_kit::certs::Role as CertRole;
 
 /// A certificate and its private key, PEM-encoded.
 pub struct Issued {
