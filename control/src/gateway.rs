@@ -154,18 +154,19 @@ impl Gateway {
         for s in &config.services {
             match &s.role {
                 ServiceRole::Dmz(d) => {
+                    let index = PublicIndex(public_index);
+                    public_index += 1;
                     targets.push(BindTarget {
                         service: s.name.clone(),
                         bind_name: d.bind_name.clone(),
-                        index: PublicIndex(public_index),
-                        public: dataplane.service_addr(PublicIndex(public_index)),
+                        index,
+                        public: dataplane.service_addr(index),
                         credentials: d.credentials.as_ref().map(|c| socks5::Credentials {
                             user: c.user.as_bytes().to_vec(),
                             password: c.password.expose().as_bytes().to_vec(),
                         }),
                     });
-                    services.push((s.name.clone(), ServiceKind::Dmz(PublicIndex(public_index))));
-                    public_index += 1;
+                    services.push((s.name.clone(), ServiceKind::Dmz(index)));
                 }
                 ServiceRole::Forward(_) => {
                     services.push((

@@ -160,7 +160,7 @@ pub fn to_json(
     for s in services {
         let (name, value) = match s {
             ServiceView::Dmz { name, index } => {
-                let d = &snap.services[index.0];
+                let d = &snap.service(*index);
                 let refused: Map<String, Value> = RefusalReason::ALL
                     .iter()
                     .zip(d.refused)
@@ -183,7 +183,7 @@ pub fn to_json(
                 )
             }
             ServiceView::Forward { name, index } => {
-                let f = &snap.services[index.0];
+                let f = &snap.service(*index);
                 (
                     *name,
                     json!({
@@ -299,7 +299,7 @@ pub fn to_prometheus(
             ServiceView::Dmz { name, index } => p.sample(
                 names::PREPARED,
                 &[("service", name)],
-                snap.services[index.0].prepared,
+                snap.service(*index).prepared,
             ),
             ServiceView::Internal { name, stats } => p.sample(
                 names::PREPARED,
@@ -343,7 +343,7 @@ pub fn to_prometheus(
             p.sample(
                 names::CLIENTS_ACCEPTED,
                 &[("service", name)],
-                snap.services[i.0].accepted,
+                snap.service(*i).accepted,
             );
         }
         p.family(
@@ -355,7 +355,7 @@ pub fn to_prometheus(
             p.sample(
                 names::TLS_FAILURES,
                 &[("service", name)],
-                snap.services[i.0].tls_failures,
+                snap.service(*i).tls_failures,
             );
         }
         p.family(
@@ -368,7 +368,7 @@ pub fn to_prometheus(
             p.sample(
                 names::WS_REJECTS,
                 &[("service", name)],
-                snap.services[i.0].ws_rejects,
+                snap.service(*i).ws_rejects,
             );
         }
     }
@@ -382,7 +382,7 @@ pub fn to_prometheus(
             p.sample(
                 names::UPSTREAM_FAILURES,
                 &[("service", name)],
-                snap.services[i.0].upstream_failures,
+                snap.service(*i).upstream_failures,
             );
         }
     }
@@ -396,7 +396,7 @@ pub fn to_prometheus(
             p.sample(
                 names::WAITING_CLIENTS,
                 &[("service", name)],
-                snap.services[i.0].waiting,
+                snap.service(*i).waiting,
             );
         }
         p.family(
@@ -408,7 +408,7 @@ pub fn to_prometheus(
             p.sample(
                 names::CLIENTS_WAITED,
                 &[("service", name)],
-                snap.services[i.0].waited,
+                snap.service(*i).waited,
             );
         }
         p.family(
@@ -417,7 +417,7 @@ pub fn to_prometheus(
             "Public clients reset at the door, by reason.",
         );
         for (name, i) in &dmz {
-            for (reason, n) in RefusalReason::ALL.iter().zip(snap.services[i.0].refused) {
+            for (reason, n) in RefusalReason::ALL.iter().zip(snap.service(*i).refused) {
                 p.sample(
                     names::REFUSALS,
                     &[("service", name), ("reason", reason.label())],
@@ -434,7 +434,7 @@ pub fn to_prometheus(
             p.sample(
                 names::PREPARED_LOST,
                 &[("service", name)],
-                snap.services[i.0].prepared_lost,
+                snap.service(*i).prepared_lost,
             );
         }
         p.family(
@@ -446,7 +446,7 @@ pub fn to_prometheus(
             p.sample(
                 names::PREPARED_STOLEN,
                 &[("service", name)],
-                snap.services[i.0].stolen,
+                snap.service(*i).stolen,
             );
         }
         p.family(

@@ -6,6 +6,8 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::handoff::PublicIndex;
+
 /// Metric names, one place for all of them.
 pub mod names {
     pub const PREPARED: &str = "sallyport_prepared_connections";
@@ -396,6 +398,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The counters of public service `index`.
+    pub fn service(&self, index: PublicIndex) -> &ServiceSnapshot {
+        &self.services[index.0]
+    }
+
     /// Sums the given workers' stats.
     pub fn collect<'a>(
         services: usize,

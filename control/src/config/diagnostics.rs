@@ -1,10 +1,9 @@
 //! Diagnostics: the [`ConfigError`] every failure of the configuration becomes (file, key,
 //! reason, printed `FILE: KEY: REASON`) with its [`Reason`] (a message, or the typed error of
 //! the concern module that found it, printed once: in the text or as `source()`, never both),
-//! the [`Check`] that builds
-//! them for one file, the labels services get in keys (`service[echo]`, `service[2]`), and
-//! locating toml's own syntax and schema errors at a key path (`service[echo].timeout`) or a
-//! line and column.
+//! the [`Check`] that builds them for one file, the labels services get in keys
+//! (`service[echo]`, `service[2]`), and locating toml's own syntax and schema errors at a key
+//! path (`service[echo].timeout`) or a line and column.
 //!
 //! It does not decide what is valid: the concern modules do, and report through [`Check::fail`].
 

@@ -205,9 +205,9 @@ pub(super) fn resolve_upstream(target: &HostPort) -> Result<SocketAddr, ResolveE
     }
     let mut addrs = (target.host.as_str(), target.port)
         .to_socket_addrs()
-        .map_err(|source| ResolveError::Lookup {
+        .map_err(|error| ResolveError::Lookup {
             host: target.host.clone(),
-            error: source,
+            error,
         })?;
     addrs
         .next()

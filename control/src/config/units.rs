@@ -52,9 +52,9 @@ pub(super) fn size_in(
 
 /// A humantime duration (`"100ms"`, `"2s"`, `"1m 30s"`), greater than zero, at most [`MAX_DURATION`].
 pub(super) fn parse_duration(text: &str) -> Result<Duration, UnitError> {
-    let d = humantime::parse_duration(text).map_err(|source| UnitError::Duration {
+    let d = humantime::parse_duration(text).map_err(|error| UnitError::Duration {
         text: text.to_string(),
-        error: source,
+        error,
     })?;
     if d.is_zero() {
         return Err(UnitError::ZeroDuration(text.to_string()));

@@ -262,12 +262,12 @@ impl TlsServer {
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                         .build()
-                        .map_err(|source| {
+                        .map_err(|error| {
                             load_error(
                                 TlsField::ClientCa,
                                 LoadReason::ClientVerifier {
                                     path: ca.to_path_buf(),
-                                    error: source,
+                                    error,
                                 },
                             )
                         })?;
@@ -331,24 +331,15 @@ impl TlsClient {
 }
 
 fn read_file(path: &Path, field: TlsField) -> Result<Vec<u8>, LoadError> {
-    fs::read(path).map_err(|source| {
+    fs::read(path).map_err(|error| {
         let path = path.to_path_buf();
-        load_error(
-            field,
-            LoadReason::Read {
-                path,
-                error: source,
-            },
-        )
+        load_error(field, LoadReason::Read { path, error })
     })
 }
 
-fn pem_error(path: &Path, source: pem::Error) -> LoadReason {
+fn pem_error(path: &Path, error: pem::Error) -> LoadReason {
     let path = path.to_path_buf();
-    LoadReason::Pem {
-        path,
-        error: source,
-    }
+    LoadReason::Pem { path, error }
 }
 
 /// Every `CERTIFICATE` block of `path`, in file order.
@@ -390,11 +381,11 @@ fn load_roots(path: &Path, field: TlsField) -> Result<RootCertStore, LoadError> 
     let certs = load_certs(path, field)?;
     let mut roots = RootCertStore::empty();
     for (i, cert) in certs.into_iter().enumerate() {
-        roots.add(cert).map_err(|source| {
+        roots.add(cert).map_err(|error| {
             let reason = LoadReason::CaCertificate {
                 index: i + 1,
                 path: path.to_path_buf(),
-                error: source,
+                error,
             };
             load_error(field, reason)
         })?;
