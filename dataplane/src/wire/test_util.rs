@@ -38,10 +38,16 @@ pub(crate) fn mutated_prefixes(
     mut bytes: Vec<u8>,
     at: proptest::sample::Index,
     byte: u8,
-    mut check: impl FnMut(&[u8]),
+    check: impl FnMut(&[u8]),
 ) {
     let i = at.index(bytes.len());
     bytes[i] = byte;
+    every_prefix(&bytes, check);
+}
+
+/// Gives `check` each prefix of `bytes`, `0..=len` bytes long: a parser that must stay total
+/// sees every point a stream can be cut at.
+pub(crate) fn every_prefix(bytes: &[u8], mut check: impl FnMut(&[u8])) {
     for k in 0..=bytes.len() {
         check(&bytes[..k]);
     }

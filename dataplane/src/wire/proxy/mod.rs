@@ -274,13 +274,14 @@ fn parse_v1(input: &[u8]) -> Parsed<ProxyHeader> {
 /// without a sign or a leading zero, as the spec writes them (`ppp` alone would take `+1`
 /// and `01`). Other lines (`UNKNOWN`, a wrong field count) are left to `ppp`.
 fn ports_are_decimal(line: &[u8]) -> bool {
-    let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-    match fields.as_slice() {
-        [_, b"TCP4" | b"TCP6", _, _, ports @ ..] if ports.len() == 2 => ports.iter().all(|p| {
-            !p.is_empty() && p.iter().all(u8::is_ascii_digit) && (p.len() == 1 || p[0] != b'0')
-        }),
-        _ => true,
+    let fields = line.split(|&b| b == b' ');
+    let tcp = matches!(fields.clone().nth(1), Some(b"TCP4" | b"TCP6"));
+    if !tcp || fields.clone().count() != 6 {
+        return true;
     }
+    fields.skip(4).all(|p| {
+        !p.is_empty() && p.iter().all(u8::is_ascii_digit) && (p.len() == 1 || p[0] != b'0')
+    })
 }
 
 /// Whether `bytes` are all printable US-ASCII (space to `~`), as a v1 line before its CRLF is.

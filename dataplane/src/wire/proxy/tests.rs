@@ -439,9 +439,7 @@ fn plausible_bytes() -> impl Strategy<Value = Vec<u8>> {
 fn regression_corpus() {
     replay_corpus("proxy", |input| {
         parser_is_total(input);
-        for k in 0..=input.len() {
-            parser_is_total(&input[..k]);
-        }
+        every_prefix(input, parser_is_total);
     });
 }
 
@@ -453,9 +451,7 @@ proptest! {
 
     #[test]
     fn never_panics_on_plausible_bytes(input in plausible_bytes()) {
-        for k in 0..=input.len() {
-            parser_is_total(&input[..k]);
-        }
+        every_prefix(&input, parser_is_total);
     }
 
     #[test]

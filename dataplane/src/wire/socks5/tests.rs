@@ -476,9 +476,7 @@ proptest! {
 
     #[test]
     fn parsers_never_panic_on_plausible_bytes(input in plausible_bytes()) {
-        for k in 0..=input.len() {
-            all_parsers_are_total(&input[..k]);
-        }
+        every_prefix(&input, all_parsers_are_total);
     }
 
     #[test]
