@@ -16,14 +16,16 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
+use sallyport_dataplane::admission::Admission;
 use sallyport_kit::backend::EchoServer;
 use sallyport_kit::load::{self, BulkResult, BulkSpec, LatencySummary, RrSpec};
 use sallyport_kit::report;
 
 use crate::config::{
-    relay_mode_name, Config, DmzService, GatewayConfig, HostPort, InternalService, RelayConfig,
-    RelayMode, ReverseConfig, ServiceConfig, ServiceRole, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RETRY_MAX, DEFAULT_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    relay_mode_name, AdmissionConfig, Config, DmzService, GatewayConfig, HostPort, InternalService,
+    RelayConfig, RelayMode, ReverseConfig, ServiceConfig, ServiceRole, DEFAULT_BACKEND_PROBE,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RETRY_MAX, DEFAULT_TIMEOUT,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
 };
 use crate::gateway::Gateway;
 use crate::tls::{self, ServerRole, TlsClient, TlsServer};
@@ -233,6 +235,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
                 tls: None,
                 ws: None,
                 handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+                admission: AdmissionConfig::open(Admission::Ready),
             }),
         },
     ))?;
@@ -265,6 +268,8 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
                 tls: client_tls,
                 target_tls: None,
                 target_ws: None,
+                proxy_protocol: None,
+                backend_probe: DEFAULT_BACKEND_PROBE,
             }),
         },
     ))?;

@@ -23,6 +23,7 @@ macro_rules! dp_debug {
     };
 }
 
+pub mod admission;
 pub mod handoff;
 pub mod leg;
 pub mod metrics;

@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admission::{Admission, IpNet, SourcePolicy};
 use crate::tls;
+use crate::wire::proxy;
 
 /// TLS on a public listener (`tls://`): clients complete a handshake before they are paired.
 #[derive(Clone)]
@@ -37,6 +39,9 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// Speak WebSocket to the upstream (`ws://`, `wss://` with `tls`).
     pub ws: Option<UpstreamWs>,
+    /// `proxy_protocol`: begin every connection with a PROXY header of this version carrying
+    /// the public client's address (source) and the public address it reached (destination).
+    pub proxy_protocol: Option<proxy::Version>,
 }
 
 /// A WebSocket connector: the request's `Host` and path, limits, keepalive.
@@ -79,4 +84,11 @@ pub struct PublicService {
     pub tls: Option<PublicTls>,
     pub ws: Option<PublicWs>,
     pub upstream: Option<Upstream>,
+    /// When the service takes new clients.
+    pub admission: Admission,
+    /// Which sources it takes them from, and how many.
+    pub policy: SourcePolicy,
+    /// Sources (an L4 balancer) whose connections must begin with a PROXY v1 or v2 header; the
+    /// address in it then stands for the client everywhere (policy, logs, the header sent on).
+    pub accept_proxy: Vec<IpNet>,
 }

@@ -300,6 +300,7 @@ fn start_forward(upstream: SocketAddr) -> Dataplane {
             tls: None,
             connect_timeout: Duration::from_secs(2),
             ws: None,
+            proxy_protocol: None,
         }),
         ..plain_service("forward", Duration::from_secs(1))
     };

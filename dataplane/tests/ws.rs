@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::prepared_pair;
+use sallyport_dataplane::admission::{Admission, SourcePolicy};
 use sallyport_dataplane::wire::{http, socks5, ws};
 use sallyport_dataplane::{
     Dataplane, OwnedConn, PublicIndex, PublicService, PublicWs, RelayMode, Upstream, UpstreamWs,
@@ -39,6 +40,9 @@ fn service(
         tls: None,
         ws,
         upstream,
+        admission: Admission::Always,
+        policy: SourcePolicy::default(),
+        accept_proxy: Vec::new(),
     }
 }
 
@@ -274,6 +278,7 @@ fn virtual_private_connection_tcp_over_websocket() {
             tls: None,
             connect_timeout: Duration::from_secs(5),
             ws: None,
+            proxy_protocol: None,
         }),
     )]);
     let b_addr = b.service_addr(PublicIndex(0));
@@ -291,6 +296,7 @@ fn virtual_private_connection_tcp_over_websocket() {
                 max_message: 1 << 20,
                 ping: Some(Duration::from_secs(30)),
             }),
+            proxy_protocol: None,
         }),
     )]);
     let mut client = TcpStream::connect(a.service_addr(PublicIndex(0))).unwrap();

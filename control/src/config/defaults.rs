@@ -116,3 +116,15 @@ pub(super) fn default_workers() -> usize {
         .map_or(1, NonZeroUsize::get)
         .min(MAX_WORKERS)
 }
+
+/// Default `deny_action`: a RST, so a refused client learns at once (as from a closed port);
+/// `"drop"` is for sources that should learn nothing.
+pub const DEFAULT_DENY_ACTION: sallyport_dataplane::admission::DenyAction =
+    sallyport_dataplane::admission::DenyAction::Reject;
+/// Upper bound of `max_per_source`.
+pub const MAX_PER_SOURCE: u32 = 1_000_000;
+/// Upper bound of `rate_per_source` (new connections per second).
+pub const MAX_RATE_PER_SOURCE: u32 = 1_000_000;
+/// Default `backend_probe` of an internal service: park only while the back-end accepts
+/// connections, so a dead back-end reaches public clients as a refused connect.
+pub const DEFAULT_BACKEND_PROBE: bool = true;

@@ -10,6 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::admission::validate_proxy_protocol;
 use super::defaults::*;
 use super::diagnostics::{Check, ConfigError};
 use sallyport_dataplane::{PublicWs, UpstreamWs};
@@ -177,12 +178,14 @@ pub(super) fn validate_upstream(
     )?;
     let ws = path.map(|path| ws_connect(rest, path, &ws));
     let addr = resolve_upstream(&target).map_err(|r| check.fail(key("connect"), r))?;
+    let proxy_protocol = validate_proxy_protocol(check, prefix, raw)?;
     Ok(UpstreamConfig {
         target,
         addr,
         tls,
         connect_timeout,
         ws,
+        proxy_protocol,
     })
 }
 

@@ -71,6 +71,7 @@
 //! - `[rendezvous]` and `[host]` (token rendezvous): new `RawRendezvous` / `RawHost` tables in
 //!   `raw`, validated in `sections`, their addresses added to `listeners::cross_check`.
 
+mod admission;
 mod defaults;
 mod diagnostics;
 mod endpoints;
@@ -91,6 +92,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 pub use crate::tls::{TlsClient, TlsServer};
+pub use admission::kernel_verdicts_permitted;
 pub use defaults::*;
 pub use diagnostics::{ConfigError, Reason};
 pub use endpoints::ResolveError;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use sallyport_dataplane::admission::{Admission, IpNet, SourcePolicy};
+use sallyport_dataplane::wire::proxy::Version;
 use sallyport_dataplane::UpstreamWs;
 use sallyport_dataplane::{PublicService, PublicTls, PublicWs, RelayConfig, RelayMode, Upstream};
 use sallyport_dataplane::{RingSetup, StreamOptions};
@@ -110,7 +112,7 @@ impl ServiceRole {
     /// The data plane's view of a DMZ or forwarding service named `name`; `None` for an
     /// internal service, which listens on nothing.
     pub fn public_service(&self, name: &str) -> Option<PublicService> {
-        let (listen, tls, ws, handshake_timeout, timeout, upstream) = match self {
+        let (listen, tls, ws, handshake_timeout, timeout, upstream, admission) = match self {
             ServiceRole::Dmz(d) => (
                 d.listen,
                 &d.tls,
@@ -118,6 +120,7 @@ impl ServiceRole {
                 d.handshake_timeout,
                 d.timeout,
                 None,
+                &d.admission,
             ),
             // A forwarding service waits for no prepared connection, so `timeout` is never
             // used: its upstream connect is bounded by connect_timeout.
@@ -128,6 +131,7 @@ impl ServiceRole {
                 f.handshake_timeout,
                 f.upstream.connect_timeout,
                 Some(f.upstream.upstream()),
+                &f.admission,
             ),
             ServiceRole::Internal(_) => return None,
         };
@@ -141,7 +145,32 @@ impl ServiceRole {
             }),
             ws: ws.clone().map(Handoff::into_inner),
             upstream,
+            admission: admission.mode,
+            policy: admission.policy.clone(),
+            accept_proxy: admission.accept_proxy.clone(),
         })
+    }
+}
+
+/// A public listener's admission keys: `admission`, the per-source policy (`allow`, `deny`,
+/// `deny_action`, `max_per_source`, `rate_per_source`) and `accept_proxy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// Default `"ready"` on a DMZ service, `"always"` on a forwarding service.
+    pub mode: Admission,
+    pub policy: SourcePolicy,
+    /// Sources whose connections must begin with a PROXY header; empty: none.
+    pub accept_proxy: Vec<IpNet>,
+}
+
+impl AdmissionConfig {
+    /// A listener with no admission key set: `mode`, everyone admitted, no PROXY sources.
+    pub fn open(mode: Admission) -> AdmissionConfig {
+        AdmissionConfig {
+            mode,
+            policy: SourcePolicy::default(),
+            accept_proxy: Vec::new(),
+        }
     }
 }
 
@@ -166,6 +195,7 @@ pub struct DmzService {
     pub timeout: Duration,
     /// Required of internal gateways binding this name (RFC 1929); `None`: no authentication.
     pub credentials: Option<Credentials>,
+    pub admission: AdmissionConfig,
 }
 
 /// accept as a DMZ service, connect = "tcp://HOST:PORT", "tls://HOST:PORT", "ws://HOST:PORT/PATH"
@@ -182,6 +212,7 @@ pub struct ForwardService {
     /// Longest a client's TLS handshake plus WebSocket upgrade may take.
     pub handshake_timeout: Duration,
     pub upstream: UpstreamConfig,
+    pub admission: AdmissionConfig,
 }
 
 /// A WebSocket listener's settings (`accept = "ws://…"` or `"wss://…"`), as the data plane
@@ -203,12 +234,20 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// `ws://`, `wss://`: the upgrade request sent (client frames are masked).
     pub ws: Option<WsConnect>,
+    /// `proxy_protocol`: the PROXY header each upstream connection begins with.
+    pub proxy_protocol: Option<Version>,
 }
 
 impl UpstreamConfig {
     /// The leg the data plane connects for each client.
     pub fn upstream(&self) -> Upstream {
-        backend_leg(self.addr, &self.tls, self.connect_timeout, &self.ws)
+        backend_leg(
+            self.addr,
+            &self.tls,
+            self.connect_timeout,
+            &self.ws,
+            self.proxy_protocol,
+        )
     }
 }
 
@@ -219,12 +258,14 @@ fn backend_leg(
     tls: &Option<TlsClient>,
     connect_timeout: Duration,
     ws: &Option<WsConnect>,
+    proxy_protocol: Option<Version>,
 ) -> Upstream {
     Upstream {
         addr,
         tls: tls.as_ref().map(TlsClient::target),
         connect_timeout,
         ws: ws.clone().map(Handoff::into_inner),
+        proxy_protocol,
     }
 }
 
@@ -333,6 +374,10 @@ pub struct InternalService {
     /// `connect = "ws://…"` or `"wss://…"`: the back-end speaks WebSocket; each tunnel's bytes
     /// travel as binary messages after an upgrade request.
     pub target_ws: Option<WsConnect>,
+    /// `proxy_protocol`: the PROXY header each back-end connection begins with.
+    pub proxy_protocol: Option<Version>,
+    /// `backend_probe`: park prepared connections only while the back-end accepts connections.
+    pub backend_probe: bool,
 }
 
 impl InternalService {
@@ -344,6 +389,7 @@ impl InternalService {
             &self.target_tls,
             self.connect_timeout,
             &self.target_ws,
+            self.proxy_protocol,
         )
     }
 }

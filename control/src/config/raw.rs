@@ -78,6 +78,24 @@ pub struct RawService {
     pub origins: Option<Vec<String>>,
     /// `accept = "ws://…"`, `"wss://…"`: accepted subprotocols.
     pub protocols: Option<Vec<String>>,
+    /// Public listeners: `"ready"`, `"always"` or `"verified"`.
+    pub admission: Option<String>,
+    /// Public listeners: sources taken (CIDR or address).
+    pub allow: Option<Vec<String>>,
+    /// Public listeners: sources refused (CIDR or address).
+    pub deny: Option<Vec<String>>,
+    /// Public listeners: `"reject"` or `"drop"`.
+    pub deny_action: Option<String>,
+    /// Public listeners: most concurrent connections per source.
+    pub max_per_source: Option<i64>,
+    /// Public listeners: most new connections per source, `"N/s"`.
+    pub rate_per_source: Option<String>,
+    /// Public listeners: sources whose connections begin with a PROXY header.
+    pub accept_proxy: Option<Vec<String>>,
+    /// Internal and forwarding services: `"v1"` or `"v2"`.
+    pub proxy_protocol: Option<String>,
+    /// Internal services: park only while the back-end accepts connections.
+    pub backend_probe: Option<bool>,
 }
 
 /// A `tls` or `connect_tls` table as written. Which keys are valid depends on where it is

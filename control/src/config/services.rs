@@ -8,6 +8,9 @@
 
 use std::time::Duration;
 
+use super::admission::{
+    forbid_backend_keys, forbid_listener_keys, validate_admission, validate_proxy_protocol,
+};
 use super::defaults::*;
 use super::diagnostics::{Check, ConfigError};
 use super::endpoints::{validate_listener, validate_upstream, ws_connect, ListenerOf};
@@ -264,6 +267,7 @@ fn validate_dmz(
             )
         },
     )?;
+    forbid_backend_keys(check, prefix, raw)?;
     let listener = validate_listener(
         check,
         prefix,
@@ -274,6 +278,7 @@ fn validate_dmz(
         ws,
         ListenerOf::Dmz,
     )?;
+    let admission = validate_admission(check, prefix, raw, ListenerOf::Dmz, uris.connect_scheme)?;
     let bind_name =
         parse_dmz_bind_name(uris.connect_rest).map_err(|r| check.fail(key("connect"), r))?;
     let timeout = check.duration(&key("timeout"), raw.timeout.as_ref(), DEFAULT_TIMEOUT)?;
@@ -285,6 +290,7 @@ fn validate_dmz(
         bind_name,
         timeout,
         credentials,
+        admission,
     }))
 }
 
@@ -316,6 +322,9 @@ fn validate_internal(
              an internal service's TLS handshakes run within connect_timeout",
         ));
     }
+    forbid_listener_keys(check, prefix, raw)?;
+    let proxy_protocol = validate_proxy_protocol(check, prefix, raw)?;
+    let backend_probe = raw.backend_probe.take().unwrap_or(DEFAULT_BACKEND_PROBE);
     let (dmz, bind_name) =
         parse_reverse_accept(uris.accept_rest).map_err(|r| check.fail(key("accept"), r))?;
     let (target, path) = parse_target_uri(uris.connect_scheme, uris.connect_rest)
@@ -372,6 +381,8 @@ fn validate_internal(
         tls,
         target_tls,
         target_ws,
+        proxy_protocol,
+        backend_probe,
     }))
 }
 
@@ -430,6 +441,16 @@ fn validate_forward(
         ws,
         ListenerOf::Forward,
     )?;
+    let admission =
+        validate_admission(check, prefix, raw, ListenerOf::Forward, uris.connect_scheme)?;
+    if raw.backend_probe.is_some() {
+        return Err(check.fail(
+            key("backend_probe"),
+            "backend_probe applies only to internal services, which park prepared connections \
+             for a back-end; a forwarding service connects its upstream per client (see \
+             admission = \"verified\")",
+        ));
+    }
     let upstream = validate_upstream(
         check,
         prefix,
@@ -445,6 +466,7 @@ fn validate_forward(
         ws: listener.ws,
         handshake_timeout: listener.handshake_timeout,
         upstream,
+        admission,
     }))
 }
 

@@ -5,6 +5,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
+use sallyport_dataplane::admission::{Admission, SourcePolicy};
 use sallyport_dataplane::{
     Dataplane, DataplaneConfig, PublicService, RelayConfig, RelayMode, ReverseEvents, RingSetup,
     StreamOptions,
@@ -55,6 +56,9 @@ pub fn plain_service(name: &str, timeout: Duration) -> PublicService {
         tls: None,
         ws: None,
         upstream: None,
+        admission: Admission::Always,
+        policy: SourcePolicy::default(),
+        accept_proxy: Vec::new(),
     }
 }
 
@@ -89,6 +93,7 @@ pub fn backend(
         tls,
         connect_timeout,
         ws: None,
+        proxy_protocol: None,
     }
 }
 

@@ -8,7 +8,9 @@ use super::listeners::overlaps;
 use super::units::{format_size, parse_duration, parse_size};
 use super::uri::{parse_host_port, parse_listen_addr, parse_listen_uri, Scheme};
 use super::*;
+use sallyport_dataplane::admission::Admission;
 
+mod admission;
 mod tls;
 mod websocket;
 
@@ -109,6 +111,7 @@ fn dmz_example_parses_to_expected_values() {
                 bind_name: "echo".to_string(),
                 timeout: Duration::from_secs(2),
                 credentials: None,
+                admission: AdmissionConfig::open(Admission::Ready),
             }),
         }],
     };
@@ -144,6 +147,8 @@ fn internal_example_parses_to_expected_values() {
                 tls: None,
                 target_tls: None,
                 target_ws: None,
+                proxy_protocol: None,
+                backend_probe: true,
             }),
         }],
     };

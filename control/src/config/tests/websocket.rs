@@ -109,6 +109,7 @@ fn forwarding_tcp_to_tcp_is_a_plain_proxy() {
             tls: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             ws: None,
+            proxy_protocol: None,
         }
     );
     assert_eq!(
