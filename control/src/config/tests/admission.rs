@@ -69,7 +69,7 @@ fn bad_values_name_key_and_reason() {
         ("admission = \"maybe\"", "service[s].admission", "must be"),
         (
             "admission = \"verified\"",
-            "s.admission",
+            "service[s].admission",
             "forwarding services",
         ),
         ("allow = [\"10.0.0.1/8\"]", "service[s].allow", "host bits"),
@@ -86,7 +86,7 @@ fn bad_values_name_key_and_reason() {
         ),
         (
             "rate_per_source = \"5/min\"",
-            "s.rate_per_source",
+            "service[s].rate_per_source",
             "per second",
         ),
         (
@@ -96,12 +96,12 @@ fn bad_values_name_key_and_reason() {
         ),
         (
             "proxy_protocol = \"v2\"",
-            "s.proxy_protocol",
+            "service[s].proxy_protocol",
             "internal service",
         ),
         (
             "backend_probe = false",
-            "s.backend_probe",
+            "service[s].backend_probe",
             "internal service",
         ),
     ];
