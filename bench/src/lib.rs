@@ -19,6 +19,7 @@
 pub use sallyport_kit::{backend, report};
 
 pub mod admin;
+pub mod flood;
 pub mod host;
 pub mod load;
 pub mod modes;

@@ -64,6 +64,8 @@ enum Command {
     Rr(RrArgs),
     /// New tunnels per second per path, with the DMZ's pool refill and wait counters.
     Cps(CpsArgs),
+    /// A served client's rr latency with and without a SYN flood from a source the DMZ denies.
+    Flood(FloodArgs),
     /// Park many prepared connections; report memory per connection and time to fill.
     Fleet(FleetArgs),
     /// Run a TCP echo server until killed; prints `listening ADDR` once bound.
@@ -196,8 +198,39 @@ struct CpsArgs {
     /// Also write the figures, configuration and environment as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run sallyport once per admission setting of the DMZ's service (always, ready, policy:
+    /// ready plus a deny list and limits), each beside direct, instead of comparing paths.
+    #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = ["always", "ready", "policy"])]
+    admission: Vec<String>,
     #[command(flatten)]
     paths: PathArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct FloodArgs {
+    /// SYNs per second from the denied source (127.0.0.9).
+    #[arg(long, default_value_t = 20_000, value_parser = parse_positive)]
+    rate: usize,
+    /// How the DMZ answers the flooding source.
+    #[arg(long, default_value = "reject", value_parser = ["reject", "drop"])]
+    deny_action: String,
+    /// Parallel connections of the served client.
+    #[arg(long, default_value_t = load::DEFAULT_CONNECTIONS, value_parser = parse_positive)]
+    connections: usize,
+    /// Request and response size in bytes.
+    #[arg(long, default_value_t = load::DEFAULT_RR_SIZE, value_parser = parse_positive)]
+    size: usize,
+    /// Requests per connection, in each of the two runs.
+    #[arg(long, default_value_t = load::DEFAULT_RR_REQUESTS)]
+    requests: u64,
+    /// Give up on a run after this many seconds.
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    time_limit: Duration,
+    /// Also write the figures, configuration and environment as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    gateway: GatewayArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -248,6 +281,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bulk(args) => bulk(args),
         Command::Rr(args) => rr(args),
         Command::Cps(args) => cps(args),
+        Command::Flood(args) => flood(args),
         Command::Fleet(args) => fleet(args),
         Command::Echo { listen } => echo(listen),
     }
@@ -275,6 +309,7 @@ fn gateway_options(args: &GatewayArgs, prepared: usize, needed: bool) -> Result<
         pipe_size: args.pipe_size.clone(),
         prepared,
         extra: args.gateway_options.clone(),
+        service_extra: Vec::new(),
         tls: None,
     })
 }
@@ -390,7 +425,32 @@ fn cps(args: CpsArgs) -> Result<()> {
     };
     let mut progress = Progress::new();
     let common = common(&args.paths, DEFAULT_CPS_PREPARED, false, &mut progress)?;
-    let outcome = modes::cps(&common, &spec, &mut progress)?;
+    let outcome = if args.admission.is_empty() {
+        modes::cps(&common, &spec, &mut progress)?
+    } else {
+        modes::cps_admission(&common, &spec, &args.admission, &mut progress)?
+    };
+    finish(outcome, args.json.as_deref(), None, None, "")
+}
+
+fn flood(args: FloodArgs) -> Result<()> {
+    let spec = modes::FloodSpec {
+        rate: args.rate as u64,
+        deny_action: args.deny_action,
+        rr: RrSpec {
+            connections: args.connections,
+            size: args.size,
+            requests_per_connection: args.requests,
+            rate_per_sec: None,
+            time_limit: args.time_limit,
+        },
+    };
+    let mut progress = Progress::new();
+    let common = Common {
+        paths: vec![PathKind::Sallyport],
+        gateway: gateway_options(&args.gateway, DEFAULT_PREPARED, true)?,
+    };
+    let outcome = modes::flood(&common, &spec, &mut progress)?;
     finish(outcome, args.json.as_deref(), None, None, "")
 }
 

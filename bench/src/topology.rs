@@ -226,6 +226,9 @@ pub struct GatewayOptions {
     /// Extra `KEY = VALUE` lines for both gateways' `[gateway]` tables (TOML as written),
     /// e.g. `cores = []`, to measure a knob.
     pub extra: Vec<String>,
+    /// Extra `KEY = VALUE` lines for the DMZ's `[[service]]` (TOML as written), e.g.
+    /// `admission = "always"` or a `deny` list, to measure admission control.
+    pub service_extra: Vec<String>,
     /// `--tls`: the DMZ's public listener is `tls://` and the reverse leg mutual TLS, with these
     /// certificates; the load then speaks TLS (see [`Running::tls`]).
     pub tls: Option<Arc<TlsSetup>>,
@@ -262,6 +265,14 @@ impl GatewayOptions {
     /// the peers, unless `extra` sets `cores` itself (tuning.md, "Two gateways on one host").
     fn cores_line(&self) -> Option<&'static str> {
         (!self.sets_cores()).then_some("cores = []\n")
+    }
+
+    /// `service_extra`, one line each.
+    fn service_lines(&self) -> String {
+        self.service_extra
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 
     /// `extra` has a `cores = …` line.
@@ -310,8 +321,9 @@ impl GatewayOptions {
             }
         };
         format!(
-            "{}\n[reverse]\nlisten = \"127.0.0.1:0\"\n{reverse_tls}\n[[service]]\nname = \"{SERVICE}\"\naccept = \"{scheme}://127.0.0.1:0\"\n{service_tls}connect = \"reverse://{SERVICE}\"\ntimeout = \"5s\"\n",
-            self.gateway_section(true)
+            "{}\n[reverse]\nlisten = \"127.0.0.1:0\"\n{reverse_tls}\n[[service]]\nname = \"{SERVICE}\"\naccept = \"{scheme}://127.0.0.1:0\"\n{service_tls}connect = \"reverse://{SERVICE}\"\ntimeout = \"5s\"\n{}",
+            self.gateway_section(true),
+            self.service_lines()
         )
     }
 
@@ -319,8 +331,9 @@ impl GatewayOptions {
     /// public listener is the WebSocket listener `ws://127.0.0.1:0/echo`.
     pub fn dmz_ws_config(&self) -> String {
         format!(
-            "{}\n[reverse]\nlisten = \"127.0.0.1:0\"\n\n[[service]]\nname = \"{SERVICE}\"\naccept = \"ws://127.0.0.1:0{WS_PATH}\"\nconnect = \"reverse://{SERVICE}\"\ntimeout = \"5s\"\n",
-            self.gateway_section(true)
+            "{}\n[reverse]\nlisten = \"127.0.0.1:0\"\n\n[[service]]\nname = \"{SERVICE}\"\naccept = \"ws://127.0.0.1:0{WS_PATH}\"\nconnect = \"reverse://{SERVICE}\"\ntimeout = \"5s\"\n{}",
+            self.gateway_section(true),
+            self.service_lines()
         )
     }
 
@@ -846,6 +859,7 @@ mod tests {
             relay: Some("copy".to_string()),
             pipe_size: Some("256KiB".to_string()),
             extra: vec!["cores = []".to_string()],
+            service_extra: vec!["admission = \"always\"".to_string()],
             prepared: 7,
             tls: None,
         };
@@ -855,6 +869,7 @@ mod tests {
         assert!(dmz.contains("pipe_size = \"256KiB\"\n"));
         assert!(dmz.contains("cores = []\n"));
         assert!(dmz.contains("connect = \"reverse://echo\""));
+        assert!(dmz.ends_with("admission = \"always\"\n"), "{dmz}");
         let ws = options.dmz_ws_config();
         assert!(ws.contains("accept = \"ws://127.0.0.1:0/echo\""));
         assert!(ws.contains("connect = \"reverse://echo\""));

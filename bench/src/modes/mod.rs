@@ -8,12 +8,14 @@
 //! run (the load against a rustls echo server in this process) and carries that ratio too. The modes return an [`Outcome`] (human text, a JSON document, histograms); writing
 //! files and choosing exit codes is the binary's job.
 
+mod admission;
 mod bulk;
 mod common;
 mod cps;
 mod fleet;
 mod rr;
 
+pub use admission::{cps_admission, flood, variant_lines, FloodSpec};
 pub use bulk::bulk;
 pub use common::{
     environment_json, git_commit, resolve_paths, resolve_tls_paths, Common, Outcome, FD_SPARE,
