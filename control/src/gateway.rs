@@ -194,12 +194,10 @@ impl Gateway {
             }
         }
         debug_assert_eq!(public_index, public_services.len());
-        let source = Arc::new(StatsSource::new(
-            services,
-            Arc::clone(&control_stats),
-            Arc::clone(&dataplane),
-        )
-        .with_policy(Arc::clone(&policy)));
+        let source = Arc::new(
+            StatsSource::new(services, Arc::clone(&control_stats), Arc::clone(&dataplane))
+                .with_policy(Arc::clone(&policy)),
+        );
         let public: Vec<(String, SocketAddr)> = public_services
             .iter()
             .enumerate()

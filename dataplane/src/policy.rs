@@ -249,7 +249,10 @@ mod tests {
             ..SourcePolicy::default()
         });
         let now = Instant::now();
-        assert_eq!(g.check(ip("127.0.0.9"), false, now).unwrap_err(), Refusal::Listed);
+        assert_eq!(
+            g.check(ip("127.0.0.9"), false, now).unwrap_err(),
+            Refusal::Listed
+        );
         assert!(g.check(ip("127.0.0.1"), false, now).unwrap().is_none());
         // The balancer itself passes; the address in its header is judged.
         assert!(g.check(ip("10.9.1.1"), false, now).is_ok());
@@ -273,7 +276,10 @@ mod tests {
         let b = g.check(ip("2001:db8:0:1::2"), false, now).unwrap();
         assert!(a.is_some() && b.is_some());
         // The same /64: refused; another /64 and another IPv4 address: taken.
-        assert_eq!(g.check(ip("2001:db8:0:1::3"), false, now).unwrap_err(), Refusal::Limit);
+        assert_eq!(
+            g.check(ip("2001:db8:0:1::3"), false, now).unwrap_err(),
+            Refusal::Limit
+        );
         assert!(g.check(ip("2001:db8:0:2::1"), false, now).is_ok());
         assert!(g.check(ip("192.0.2.1"), false, now).is_ok());
         drop(a);

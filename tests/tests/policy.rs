@@ -109,15 +109,23 @@ fn table_of(gw: &Gateway) -> String {
         .to_string()
 }
 
-fn verdicts(gw: &Gateway, verdict: &str) -> u64 {
-    gw.stats()["services"]["fwd"]["policy"]["verdicts"][verdict]
-        .as_u64()
-        .unwrap_or(0)
+/// Waits until `/stats` counts at least `n` verdicts `verdict` for `service` (the kernel's
+/// counters are read at most a few times a second).
+fn wait_verdicts(gw: &Gateway, service: &str, verdict: &str, n: u64) {
+    gw.wait_stats(
+        &format!("services.{service}.policy.verdicts.{verdict} >= {n}"),
+        STATE_TIMEOUT,
+        |s| s["services"][service]["policy"]["verdicts"][verdict].as_u64() >= Some(n),
+    );
 }
 
 /// A TCP connection from `source` (port 0) to `to`.
 fn connect_from(source: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
-    let domain = if to.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if to.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let socket = Socket::new(domain, Type::STREAM, None)?;
     socket.bind(&SocketAddr::new(source, 0).into())?;
     socket.connect_timeout(&to.into(), CONNECT_TIMEOUT)?;
@@ -172,7 +180,10 @@ fn connect_eventually(source: IpAddr, to: SocketAddr, gw: &Gateway) -> TcpStream
         match connect_from(source, to).and_then(|mut s| echo(&mut s).map(|()| s)) {
             Ok(s) => return s,
             Err(e) if Instant::now() > deadline => {
-                panic!("no connection from {source} within {STATE_TIMEOUT:?}: {e}\n{}", gw.stderr())
+                panic!(
+                    "no connection from {source} within {STATE_TIMEOUT:?}: {e}\n{}",
+                    gw.stderr()
+                )
             }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
@@ -196,7 +207,8 @@ fn a_denied_source_is_refused_at_connect() {
     assert_echo_from(ip("127.0.0.8"), public, &gw);
     // The refused SYN never became a client: only the two others reached the back-end.
     assert_eq!(backend.connections(), 2);
-    assert!(verdicts(&gw, "reject") >= 1, "{:#}", gw.stats());
+    wait_verdicts(&gw, "fwd", "reject", 1);
+    // The metric agrees with /stats.
     let metrics = gw.metrics();
     assert!(
         metrics.contains("sallyport_admission_total{service=\"fwd\",verdict=\"reject\"} "),
@@ -221,7 +233,7 @@ fn a_dropped_source_gets_no_answer() {
         other => panic!("from 127.0.0.9: expected a connect timeout, got {other:?}"),
     }
     assert_echo_from(ip("127.0.0.1"), public, &gw);
-    assert!(verdicts(&gw, "drop") >= 1, "{:#}", gw.stats());
+    wait_verdicts(&gw, "fwd", "drop", 1);
     gw.stop();
 }
 
@@ -256,12 +268,16 @@ fn max_per_source_refuses_the_third_until_one_closes() {
     let public = gw.service("fwd");
     let a = connect_eventually(ip("127.0.0.5"), public, &gw);
     let _b = connect_eventually(ip("127.0.0.5"), public, &gw);
-    assert_refused(connect_from(ip("127.0.0.5"), public), "third from 127.0.0.5", &gw);
+    assert_refused(
+        connect_from(ip("127.0.0.5"), public),
+        "third from 127.0.0.5",
+        &gw,
+    );
     // Another source has slots of its own.
     assert_echo_from(ip("127.0.0.6"), public, &gw);
     close(a);
     let _c = connect_eventually(ip("127.0.0.5"), public, &gw);
-    assert!(verdicts(&gw, "limit") >= 1, "{:#}", gw.stats());
+    wait_verdicts(&gw, "fwd", "limit", 1);
     gw.stop();
 }
 
@@ -286,7 +302,7 @@ fn rate_per_source_refuses_a_burst() {
     let taken = results.iter().filter(|r| r.is_ok()).count();
     assert!(refused >= 5, "{refused} of 20 refused, {taken} taken");
     assert!(taken >= 1, "{refused} of 20 refused, {taken} taken");
-    assert!(verdicts(&gw, "limit") >= refused as u64);
+    wait_verdicts(&gw, "fwd", "limit", refused as u64);
     gw.stop();
 }
 
@@ -345,7 +361,10 @@ fn the_table_goes_with_its_gateway_even_after_sigkill() {
     let next = Gateway::start(&config);
     let current = table_of(&next);
     let now = tables();
-    assert!(!now.contains(&leftover), "leftover {leftover} still in {now:?}");
+    assert!(
+        !now.contains(&leftover),
+        "leftover {leftover} still in {now:?}"
+    );
     assert!(now.contains(&current));
     assert!(next.stderr().contains(&leftover), "{}", next.stderr());
     next.stop();
@@ -366,7 +385,11 @@ fn two_gateways_keep_to_their_own_tables() {
     // b starting left a's (live) table alone; a dying leaves b's.
     a.kill();
     assert!(tables().contains(&tb));
-    assert_refused(connect_from(ip("127.0.0.9"), b.service("fwd")), "b, from .9", &b);
+    assert_refused(
+        connect_from(ip("127.0.0.9"), b.service("fwd")),
+        "b, from .9",
+        &b,
+    );
     // A third start removes a's leftover, never b's.
     let c = Gateway::start(&config);
     let now = tables();
@@ -391,8 +414,7 @@ fn a_dmz_service_refuses_a_denied_source() {
     // Any other source is accepted (and waits for a prepared connection).
     let s = connect_from(ip("127.0.0.1"), public).expect("connect from 127.0.0.1");
     drop(s);
-    let verdict = gw.stats()["services"]["echo"]["policy"]["verdicts"]["reject"].as_u64();
-    assert!(verdict >= Some(1), "{:#}", gw.stats());
+    wait_verdicts(&gw, "echo", "reject", 1);
     gw.stop();
 }
 
@@ -463,9 +485,13 @@ fn without_cap_net_admin_refused_clients_are_reset_after_accept() {
     );
     assert!(gw.stderr().contains("WARN"), "{}", gw.stderr());
     assert_reset(ip("127.0.0.9"), public, &gw);
-    assert_eq!(backend.connections(), 0, "a refused client reached the back-end");
+    assert_eq!(
+        backend.connections(),
+        0,
+        "a refused client reached the back-end"
+    );
     assert_echo_from(ip("127.0.0.1"), public, &gw);
-    assert!(verdicts(&gw, "reject") >= 1, "{:#}", gw.stats());
+    wait_verdicts(&gw, "fwd", "reject", 1);
 
     // max_per_source in userspace: the third is reset; a slot comes back when one closes.
     let a = connect_eventually(ip("127.0.0.5"), public, &gw);
@@ -475,10 +501,12 @@ fn without_cap_net_admin_refused_clients_are_reset_after_accept() {
     assert_eq!(backend.connections(), before);
     close(a);
     let _c = connect_eventually(ip("127.0.0.5"), public, &gw);
-    assert!(verdicts(&gw, "limit") >= 1, "{:#}", gw.stats());
+    wait_verdicts(&gw, "fwd", "limit", 1);
     // No table was installed by this gateway.
     if privileged().is_ok() {
-        assert!(!tables().iter().any(|t| t.contains(&format!("_{}_", gw.pid()))));
+        assert!(!tables()
+            .iter()
+            .any(|t| t.contains(&format!("_{}_", gw.pid()))));
     }
     gw.stop();
 }

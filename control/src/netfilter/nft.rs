@@ -43,10 +43,7 @@ const RATE_TIMEOUT: &str = "10s";
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
     #[error("cannot run {nft}: {source}")]
-    Spawn {
-        nft: String,
-        source: std::io::Error,
-    },
+    Spawn { nft: String, source: std::io::Error },
     #[error("`{command}` failed ({status}): {stderr}")]
     Failed {
         command: String,
@@ -268,12 +265,10 @@ fn run(nft: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, NftErro
         // A write error shows up as nft's own failure below.
         let _ = pipe.write_all(text.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| NftError::Spawn {
-            nft: nft.display().to_string(),
-            source,
-        })?;
+    let out = child.wait_with_output().map_err(|source| NftError::Spawn {
+        nft: nft.display().to_string(),
+        source,
+    })?;
     if !out.status.success() {
         return Err(NftError::Failed {
             command,
@@ -300,10 +295,10 @@ fn json(command: &str, text: &str) -> Result<Vec<serde_json::Value>, NftError> {
 /// process); returns the names deleted. A live gateway's table, this process's included, is
 /// left alone; a name this module did not make is never touched.
 pub fn remove_leftovers(nft: &Path) -> Result<Vec<String>, NftError> {
-    let listing = run(nft, &["-j", "list", "tables", "inet"], None)?;
+    let listing = run(nft, &["list", "tables", "inet"], None)?;
     let mut removed = Vec::new();
-    for item in json("nft -j list tables inet", &listing)? {
-        let Some(name) = item["table"]["name"].as_str() else {
+    for line in listing.lines() {
+        let Some(name) = line.trim().strip_prefix("table inet ") else {
             continue;
         };
         let Some((pid, start)) = owner(name) else {
@@ -354,7 +349,11 @@ impl Table {
     /// SYNs each counted rule refused so far.
     pub fn counters(&self) -> Result<Vec<Counted>, NftError> {
         let command = format!("nft -j list table inet {}", self.name);
-        let text = run(&self.nft, &["-j", "list", "table", "inet", &self.name], None)?;
+        let text = run(
+            &self.nft,
+            &["-j", "list", "table", "inet", &self.name],
+            None,
+        )?;
         Ok(parse_counters(&json(&command, &text)?))
     }
 
@@ -366,7 +365,9 @@ impl Drop for Table {
     fn drop(&mut self) {
         match run(&self.nft, &["delete", "table", "inet", &self.name], None) {
             Ok(_) => tracing::info!(table = %self.name, "nftables table removed"),
-            Err(e) => tracing::warn!(table = %self.name, error = %e, "cannot remove the nftables table; the next gateway to start removes it"),
+            Err(e) => {
+                tracing::warn!(table = %self.name, error = %e, "cannot remove the nftables table; the next gateway to start removes it")
+            }
         }
     }
 }
@@ -383,7 +384,9 @@ fn parse_counters(items: &[serde_json::Value]) -> Vec<Counted> {
         };
         let (Ok(index), Some(verdict)) = (
             index.parse::<usize>(),
-            KernelVerdict::ALL.into_iter().find(|v| v.label() == verdict),
+            KernelVerdict::ALL
+                .into_iter()
+                .find(|v| v.label() == verdict),
         ) else {
             continue;
         };
@@ -446,14 +449,17 @@ mod tests {
         ];
         let text = ruleset("sallyport_1_2_0", "sallyport pid=1", &listeners);
         assert!(text.starts_with("table inet sallyport_1_2_0 {\n"), "{text}");
-        assert!(text.contains(
-            "ip daddr 127.0.0.1 tcp dport 4000 tcp flags & (syn|ack) == syn jump l0"
-        ));
+        assert!(
+            text.contains("ip daddr 127.0.0.1 tcp dport 4000 tcp flags & (syn|ack) == syn jump l0")
+        );
         assert!(text.contains("    tcp dport 4001 tcp flags & (syn|ack) == syn jump l1"));
         assert!(!text.contains("4002"), "{text}");
         assert!(text.contains("ip saddr @proxy4_0 return"));
         assert!(text.contains("ip saddr @deny4_0 counter drop comment \"0 drop\""));
-        assert!(!text.contains("deny6_0"), "a v4 listener has no v6 rules: {text}");
+        assert!(
+            !text.contains("deny6_0"),
+            "a v4 listener has no v6 rules: {text}"
+        );
         assert!(text.contains("ip6 saddr @deny6_1 counter drop"));
         assert!(text.contains("ip6 saddr & ffff:ffff:ffff:ffff:: ct count over 2"));
         assert!(text.contains("limit rate over 5/second burst 5 packets"));

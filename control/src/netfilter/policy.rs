@@ -16,12 +16,13 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sallyport_dataplane::admission::DenyAction;
 use sallyport_dataplane::{Dataplane, PublicIndex, PublicService};
 use serde_json::{json, Value};
 
-use super::nft::{self, KernelVerdict, Table};
+use super::nft::{self, Counted, KernelVerdict, Table};
 
 /// The metric family of admission verdicts (shared with the service up/down work, which
 /// counts `accept` and `down`).
@@ -32,8 +33,13 @@ pub const ADMISSION_TOTAL: &str = "sallyport_admission_total";
 enum Mechanism {
     /// No `allow`, `deny` or limit: nothing to enforce.
     Open,
-    Kernel { table: String },
-    Userspace { why: String, drop_as_reject: bool },
+    Kernel {
+        table: String,
+    },
+    Userspace {
+        why: String,
+        drop_as_reject: bool,
+    },
 }
 
 impl Mechanism {
@@ -54,8 +60,14 @@ impl Mechanism {
 pub struct Policy {
     services: Vec<(String, PublicIndex, Mechanism)>,
     table: Mutex<Option<Table>>,
+    /// The table's counters as last read, and when: reading them runs `nft` (milliseconds, on
+    /// the control thread), so `/stats` and `/metrics` reuse a recent reading.
+    kernel_counts: Mutex<Option<(Instant, Vec<Counted>)>>,
     dataplane: Arc<Dataplane>,
 }
+
+/// How long a reading of the table's counters is reused.
+const COUNTERS_MAX_AGE: Duration = Duration::from_millis(250);
 
 impl Policy {
     /// Chooses and installs the mechanism for `services` (the data plane's public services,
@@ -119,6 +131,7 @@ impl Policy {
         Policy {
             services: chosen,
             table: Mutex::new(table),
+            kernel_counts: Mutex::new(None),
             dataplane,
         }
     }
@@ -145,14 +158,7 @@ impl Policy {
 
     /// Verdicts per service index: `[(verdict label, count)]`, kernel and userspace summed.
     fn verdicts(&self) -> Vec<Vec<(&'static str, u64)>> {
-        let kernel = match self.lock().as_ref().map(Table::counters) {
-            Some(Ok(c)) => c,
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "cannot read the nftables counters");
-                Vec::new()
-            }
-            None => Vec::new(),
-        };
+        let kernel = self.kernel_counts();
         self.services
             .iter()
             .map(|(_, index, _)| {
@@ -175,6 +181,30 @@ impl Policy {
                     .collect()
             })
             .collect()
+    }
+
+    /// The table's counters, read at most every [`COUNTERS_MAX_AGE`]; none without a table.
+    fn kernel_counts(&self) -> Vec<Counted> {
+        let table = self.lock();
+        let Some(table) = table.as_ref() else {
+            return Vec::new();
+        };
+        let mut cache = self.kernel_counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, counts)) = cache.as_ref() {
+            if at.elapsed() < COUNTERS_MAX_AGE {
+                return counts.clone();
+            }
+        }
+        match table.counters() {
+            Ok(counts) => {
+                *cache = Some((Instant::now(), counts.clone()));
+                counts
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the nftables counters");
+                cache.as_ref().map(|(_, c)| c.clone()).unwrap_or_default()
+            }
+        }
     }
 
     /// `services.<name>.policy` of `/stats`, per service name.
@@ -210,9 +240,7 @@ impl Policy {
             .zip(verdicts)
             .filter(|((_, _, m), _)| *m != Mechanism::Open)
             .flat_map(|((name, _, _), counts)| {
-                counts
-                    .into_iter()
-                    .map(move |(v, n)| (name.clone(), v, n))
+                counts.into_iter().map(move |(v, n)| (name.clone(), v, n))
             })
             .collect()
     }
@@ -232,8 +260,7 @@ fn install(
     addr: &dyn Fn(usize) -> SocketAddr,
 ) -> Result<Table, String> {
     crate::config::kernel_verdicts_permitted()?;
-    let nft = nft::find_nft()
-        .ok_or("no nft binary (install the nftables package)".to_string())?;
+    let nft = nft::find_nft().ok_or("no nft binary (install the nftables package)".to_string())?;
     match nft::remove_leftovers(&nft) {
         Ok(removed) => {
             for name in removed {
@@ -258,7 +285,8 @@ fn install(
     );
     let text = nft::ruleset(&name, &owner, &listeners);
     let started = std::time::Instant::now();
-    let table = Table::install(&nft, &name, &text).map_err(|e| format!("nftables table not installed: {e}"))?;
+    let table = Table::install(&nft, &name, &text)
+        .map_err(|e| format!("nftables table not installed: {e}"))?;
     tracing::info!(table = %name, listeners = listeners.len(), took_ms = started.elapsed().as_millis() as u64,
         "nftables table installed: per-source verdicts are taken at SYN");
     Ok(table)
