@@ -17,6 +17,7 @@ use sallyport_dataplane::{Dataplane, DataplaneConfig, PublicIndex, PublicService
 use crate::config::{Config, ConfigError, Reason, ServiceRole};
 use crate::dmz::{BindTarget, ReverseEndpoint};
 use crate::internal::ReverseService;
+use crate::netfilter::policy::Policy;
 use crate::stats::{ControlStats, InternalStats, ServiceKind, StatsSource};
 
 /// Why a gateway could not start. `Config` errors name the file and key (exit 2); the others
@@ -56,6 +57,8 @@ pub struct Gateway {
     pub public: Vec<(String, SocketAddr)>,
     source: Arc<StatsSource>,
     dataplane: Arc<Dataplane>,
+    /// Per-source verdicts; its nftables table (if any) is removed when the gateway stops.
+    policy: Arc<Policy>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     control: Option<JoinHandle<()>>,
 }
@@ -144,6 +147,9 @@ impl Gateway {
             other => StartupError::Dataplane(other),
         })?;
         let dataplane = Arc::new(dataplane);
+        // Per-source verdicts: a kernel table when permitted (the listeners' ports are known
+        // now), else the data plane's userspace check (which runs until then anyway).
+        let policy = Arc::new(Policy::start(&public_services, Arc::clone(&dataplane)));
         let control_stats = Arc::new(ControlStats::default());
 
         let mut services = Vec::new();
@@ -188,11 +194,10 @@ impl Gateway {
             }
         }
         debug_assert_eq!(public_index, public_services.len());
-        let source = Arc::new(StatsSource::new(
-            services,
-            Arc::clone(&control_stats),
-            Arc::clone(&dataplane),
-        ));
+        let source = Arc::new(
+            StatsSource::new(services, Arc::clone(&control_stats), Arc::clone(&dataplane))
+                .with_policy(Arc::clone(&policy)),
+        );
         let public: Vec<(String, SocketAddr)> = public_services
             .iter()
             .enumerate()
@@ -291,6 +296,7 @@ impl Gateway {
             public,
             source,
             dataplane,
+            policy,
             stop: Some(stop_tx),
             control: Some(control),
         })
@@ -318,6 +324,7 @@ impl Gateway {
             let _ = control.join();
         }
         self.dataplane.shutdown();
+        self.policy.remove();
     }
 }
 

@@ -550,6 +550,8 @@ pub struct StatsSource {
     services: Vec<(String, ServiceKind)>,
     control: Arc<ControlStats>,
     dataplane: Arc<Dataplane>,
+    /// Per-source policy: `services.<name>.policy` and `sallyport_admission_total`.
+    policy: Option<Arc<crate::netfilter::policy::Policy>>,
 }
 
 impl StatsSource {
@@ -563,7 +565,14 @@ impl StatsSource {
             services,
             control,
             dataplane,
+            policy: None,
         }
+    }
+
+    /// Adds each public service's per-source policy (mechanism, verdicts) to the views.
+    pub fn with_policy(mut self, policy: Arc<crate::netfilter::policy::Policy>) -> StatsSource {
+        self.policy = Some(policy);
+        self
     }
 
     fn views(&self) -> Vec<ServiceView<'_>> {
@@ -585,17 +594,42 @@ impl StatsSource {
 
     pub fn json(&self) -> Value {
         let snap = self.dataplane.snapshot();
-        to_json(
+        let mut value = to_json(
             &self.views(),
             &snap,
             &self.control,
             self.dataplane.workers(),
-        )
+        );
+        if let Some(policy) = &self.policy {
+            for (name, p) in policy.json() {
+                if let Some(service) = value["services"].get_mut(&name) {
+                    service["policy"] = p;
+                }
+            }
+        }
+        value
     }
 
     pub fn prometheus(&self) -> String {
         let snap = self.dataplane.snapshot();
-        to_prometheus(&self.views(), &snap, &self.control)
+        let mut text = to_prometheus(&self.views(), &snap, &self.control);
+        if let Some(policy) = &self.policy {
+            let samples = policy.prometheus_samples();
+            if !samples.is_empty() {
+                let mut p = Prom { out: String::new() };
+                let name = crate::netfilter::policy::ADMISSION_TOTAL;
+                p.family(
+                    name,
+                    "counter",
+                    "Public clients' connections by admission verdict (per-source policy: reject, drop, limit).",
+                );
+                for (service, verdict, n) in samples {
+                    p.sample(name, &[("service", &service), ("verdict", verdict)], n);
+                }
+                text.push_str(&p.out);
+            }
+        }
+        text
     }
 
     /// Prepared connections of `service` right now (parked at this DMZ, or parked by this

@@ -258,6 +258,8 @@ pub struct Leg {
     fd: OwnedFd,
     tls: Option<Tls>,
     ws: Option<Box<WsLayer>>,
+    /// The client's slot under `max_per_source`, given back when the leg is dropped.
+    held: Option<crate::policy::Held>,
 }
 
 fn transport_read(fd: BorrowedFd<'_>, tls: Option<&mut Tls>, buf: &mut [u8]) -> io::Result<usize> {
@@ -314,6 +316,7 @@ impl Leg {
             fd,
             tls: None,
             ws: None,
+            held: None,
         }
     }
 
@@ -327,6 +330,7 @@ impl Leg {
                 queued: Vec::new(),
             }),
             ws: None,
+            held: None,
         }
     }
 
@@ -336,11 +340,18 @@ impl Leg {
             fd,
             tls: session.map(Tls::Established),
             ws: None,
+            held: None,
         }
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Keeps `held` (a source's slot under `max_per_source`) until this leg is dropped,
+    /// whichever way its connection ends.
+    pub fn hold(&mut self, held: Option<crate::policy::Held>) {
+        self.held = held;
     }
 
     /// The socket and the established TLS session, to hand the leg to another worker. A leg

@@ -27,6 +27,7 @@ pub mod admission;
 pub mod handoff;
 pub mod leg;
 pub mod metrics;
+pub mod policy;
 pub mod relay;
 mod runtime;
 mod service;
@@ -64,6 +65,8 @@ pub struct Dataplane {
     addrs: Vec<SocketAddr>,
     services: usize,
     next: AtomicUsize,
+    /// Per public service: the userspace per-source verdicts, shared by every worker.
+    gates: Vec<Arc<policy::SourceGate>>,
 }
 
 impl Dataplane {
@@ -116,6 +119,11 @@ impl Dataplane {
             }
         }
         let services = config.services.len();
+        let gates: Vec<Arc<policy::SourceGate>> = config
+            .services
+            .iter()
+            .map(|s| policy::SourceGate::new(s.policy.clone(), s.accept_proxy.clone()))
+            .collect();
         let mut receivers = Vec::new();
         let mut peers = Vec::new();
         for _ in 0..workers {
@@ -141,6 +149,7 @@ impl Dataplane {
                 services: config.services.clone(),
                 relay: config.relay,
                 reverse_events: config.reverse_events.clone(),
+                gates: gates.clone(),
             };
             let ready = ready_tx.clone();
             let ring_setup = config.ring;
@@ -181,6 +190,7 @@ impl Dataplane {
             addrs,
             services,
             next: AtomicUsize::new(0),
+            gates,
         };
         for _ in 0..workers {
             match ready_rx.recv() {
@@ -195,6 +205,13 @@ impl Dataplane {
     /// The bound address of public service `service` (the real port when 0 was asked for).
     pub fn service_addr(&self, service: PublicIndex) -> SocketAddr {
         self.addrs[service.0]
+    }
+
+    /// The userspace per-source verdicts of public service `service`: the control side says
+    /// through it whether a kernel table judges the service's direct sources, and reads its
+    /// counters.
+    pub fn source_gate(&self, service: PublicIndex) -> &Arc<policy::SourceGate> {
+        &self.gates[service.0]
     }
 
     pub fn workers(&self) -> usize {

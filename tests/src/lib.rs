@@ -115,6 +115,12 @@ impl Gateway {
     /// Writes `config` to a fresh temp dir, runs `sallyport run --config` on it and waits for the
     /// `ready` line. Panics (with the gateway's stderr) if it exits or is not ready in time.
     pub fn start(config: &str) -> Gateway {
+        Gateway::start_with(config, &[])
+    }
+
+    /// Like [`Gateway::start`], with the binary run under `wrapper` (e.g. `["setpriv",
+    /// "--bounding-set=-net_admin", "--"]`); an empty wrapper runs it directly.
+    pub fn start_with(config: &str, wrapper: &[&str]) -> Gateway {
         let path = write_config("gateway.toml", config);
         let dir = path
             .parent()
@@ -122,7 +128,15 @@ impl Gateway {
             .to_path_buf();
         let stderr_path = dir.join("stderr.log");
         let stderr = fs::File::create(&stderr_path).expect("create stderr log");
-        let mut child = Command::new(sallyport_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(sallyport_bin());
+                c
+            }
+            None => Command::new(sallyport_bin()),
+        };
+        let mut child = command
             .arg("run")
             .arg("--config")
             .arg(&path)
@@ -257,6 +271,11 @@ impl Gateway {
             deadline,
             |s| s["services"][service]["prepared"].as_i64() == Some(n),
         )
+    }
+
+    /// The gateway's process id (the wrapper's, when started under one that execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL and reap; the process is gone when this returns.

@@ -555,9 +555,12 @@ impl Worker {
             Ok(addr) => addr,
             Err(_) => return, // Gone before we looked at it.
         };
+        let Ok(held) = self.admit_source(first, addr, false, client.as_fd()) else {
+            return; // Refused: dropping `client` resets it.
+        };
         let local = self.service(first);
         let ws_timeout = local.ws.as_ref().map(|w| w.handshake_timeout);
-        let (leg, stage, timeout) = match &local.tls {
+        let (mut leg, stage, timeout) = match &local.tls {
             Some(tls) => match crate::tls::Handshake::server(tls.config.current()) {
                 Ok(handshake) => (
                     Leg::tls(client, handshake),
@@ -571,9 +574,14 @@ impl Worker {
             },
             None => match ws_timeout {
                 Some(timeout) => (Leg::plain(client), Stage::Http(Vec::new()), timeout),
-                None => return self.on_ready_client(first, Leg::plain(client), addr),
+                None => {
+                    let mut leg = Leg::plain(client);
+                    leg.hold(held);
+                    return self.on_ready_client(first, leg, addr);
+                }
             },
         };
+        leg.hold(held);
         let fd = leg.fd().as_raw_fd();
         let handshake = Box::new(Handshake {
             leg,

@@ -22,6 +22,7 @@ mod connect;
 mod driver;
 mod entry;
 mod handshake;
+mod policy;
 mod pool;
 mod reverse;
 mod slots;
@@ -101,6 +102,8 @@ pub(crate) struct WorkerSetup {
     pub services: Vec<PublicService>,
     pub relay: RelayConfig,
     pub reverse_events: Option<ReverseEvents>,
+    /// Per public service: userspace per-source verdicts (shared by every worker).
+    pub gates: Vec<Arc<crate::policy::SourceGate>>,
 }
 
 pub(crate) struct Worker {
@@ -122,6 +125,8 @@ pub(crate) struct Worker {
     refusal_log: LogLimiter,
     handshake_log: LogLimiter,
     upstream_log: LogLimiter,
+    policy_log: LogLimiter,
+    gates: Vec<Arc<crate::policy::SourceGate>>,
     reverse_events: Option<ReverseEvents>,
     /// Deadlines of back-end connects, handshakes and keepalives: (deadline, slot), earliest
     /// first; an entry whose slot moved on is skipped.
@@ -186,6 +191,8 @@ impl Worker {
             refusal_log: LogLimiter::default(),
             handshake_log: LogLimiter::default(),
             upstream_log: LogLimiter::default(),
+            policy_log: LogLimiter::default(),
+            gates: setup.gates,
             reverse_events: setup.reverse_events,
             deadlines: BinaryHeap::new(),
         }
