@@ -280,7 +280,11 @@ mod tests {
         assert!(!p.may_park());
         // Backoff: 100 ms, 200 ms, 400 ms, then capped at retry_max.
         let mut now = t0;
-        for (step, change) in [(100, Change::None), (200, Change::None), (400, Change::None)] {
+        for (step, change) in [
+            (100, Change::None),
+            (200, Change::None),
+            (400, Change::None),
+        ] {
             let due = p.next_probe().expect("a probe is scheduled");
             assert_eq!(due - now, Duration::from_millis(step));
             assert!(!p.start_due(due - Duration::from_millis(1)));
