@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sallyport_tests::{
-    dmz_config, echo_round_trip, free_port, internal_config, EchoServer, Gateway, Relay,
+    dmz_config, echo_round_trip, free_port, internal_config, DevCerts, EchoServer, Gateway, Relay,
     STATE_TIMEOUT,
 };
 
@@ -36,9 +36,17 @@ impl Setup {
     /// A DMZ, then an internal gateway whose service `echo` keeps [`PREPARED`] connections
     /// parked and connects them to `backend`; `extra` lines go into the internal service.
     fn start(backend: SocketAddr, extra: &str) -> Setup {
-        let dmz = Gateway::start(&dmz_config(Relay::Splice, "1s", 0, None));
-        let config = internal_config(Relay::Splice, dmz.reverse(), backend, PREPARED as u32, None);
-        let internal = Gateway::start(&format!("{config}{extra}\n"));
+        Setup::start_with(&dmz_config(Relay::Splice, "1s", 0, None), |reverse| {
+            let config = internal_config(Relay::Splice, reverse, backend, PREPARED as u32, None);
+            format!("{config}{extra}\n")
+        })
+    }
+
+    /// A DMZ running `dmz` (a `[reverse]` section and a service `echo` bound as `echo`), then
+    /// an internal gateway running `internal(the DMZ's reverse address)`.
+    fn start_with(dmz: &str, internal: impl FnOnce(SocketAddr) -> String) -> Setup {
+        let dmz = Gateway::start(dmz);
+        let internal = Gateway::start(&internal(dmz.reverse()));
         let public = dmz.service("echo");
         Setup {
             dmz,
@@ -205,4 +213,47 @@ fn probe_off_parks_regardless_of_the_back_end() {
     t.dmz.wait_prepared("echo", PREPARED, STATE_TIMEOUT);
     t.assert_dmz_prepared_stays(PREPARED, "backend_probe = false");
     assert_eq!(t.internal_lines(DOWN_LINE), 0, "{}", t.logs());
+}
+
+/// Reverse legs with mutual TLS: released legs end with close_notify and FIN, which the DMZ
+/// counts as lost like a plain close; the pool refills over TLS when the back-end returns.
+#[test]
+fn tls_reverse_legs_are_released_and_refilled() {
+    let certs = DevCerts::generate();
+    let echo = EchoServer::start(localhost(0)).expect("start echo");
+    let backend = echo.addr();
+    let dmz = format!(
+        "[gateway]\nworkers = 2\nadmin = \"127.0.0.1:0\"\n\n\
+         [reverse]\nlisten = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\", client_ca = \"{}\" }}\n\n\
+         [[service]]\nname = \"echo\"\naccept = \"tcp://127.0.0.1:0\"\nconnect = \"reverse://echo\"\n\
+         timeout = \"1s\"\n",
+        certs.path("dmz.pem"),
+        certs.path("dmz.key"),
+        certs.path("ca.pem")
+    );
+    let t = Setup::start_with(&dmz, |reverse| {
+        format!(
+            "[gateway]\nworkers = 2\nadmin = \"127.0.0.1:0\"\n\n\
+             [[service]]\nname = \"echo\"\naccept = \"reverse://{reverse}/echo\"\n\
+             connect = \"tcp://{backend}\"\nprepared = {PREPARED}\nretry_max = \"200ms\"\n\
+             tls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\", server_name = \"localhost\" }}\n",
+            certs.path("ca.pem"),
+            certs.path("internal.pem"),
+            certs.path("internal.key")
+        )
+    });
+    t.wait_parked(PREPARED);
+    t.assert_echo();
+
+    drop(echo);
+    t.client_fails();
+    t.dmz.wait_prepared("echo", 0, STATE_TIMEOUT);
+    t.internal.wait_prepared("echo", 0, STATE_TIMEOUT);
+    t.assert_dmz_prepared_stays(0, "back-end stopped (TLS reverse legs)");
+
+    let _echo = EchoServer::start(backend).expect("restart echo on the same port");
+    t.wait_parked(PREPARED);
+    t.assert_echo();
+    assert_eq!(t.internal_lines(DOWN_LINE), 1, "{}", t.logs());
 }
