@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::internal::{resolve, Backoff, ReverseService};
+use crate::internal::{resolve, Backoff, ResolveError, ReverseService};
 
 /// The back-end as the pool keeper last saw it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -191,9 +191,12 @@ impl Prober {
 
 /// One probe of `service`'s back-end: see the module header. Returns the address that answered.
 pub async fn probe(service: &ReverseService) -> Result<SocketAddr, ProbeError> {
-    let addr = resolve(&service.target)
-        .await
-        .map_err(|e| ProbeError::Unresolved(e.to_string()))?;
+    let addr = resolve(&service.target).await.map_err(|e| {
+        ProbeError::Unresolved(match e {
+            ResolveError::Lookup { source, .. } => source.to_string(),
+            ResolveError::NoAddress(_) => "no address".into(),
+        })
+    })?;
     let connect = tokio::time::timeout(service.connect_timeout, TcpStream::connect(addr));
     let mut stream = connect
         .await
