@@ -12,8 +12,15 @@
 //! pool keeper here counts and refills. A failed dial is a typed `DialError` (counted by its
 //! [`DialResult`], logged by its Display).
 //!
+//! With `backend_probe` (the default) the pool parks only while the back-end accepts
+//! connections ([`crate::backend_probe`]): nothing before a first probe answers at start; when a
+//! paired leg's back-end connect fails, the service's parked legs are released
+//! (`Dataplane::release_reverse`, the DMZ sees them lost), dials stop, and the back-end is
+//! probed with backoff until it answers, when the pool refills.
+//!
 //! This module listens on nothing and parses no SOCKS5 itself. States: `LIFECYCLE.md`.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -28,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use crate::backend_probe::{self, BackendState, Change, ProbeError, Prober};
 use crate::config::{HostPort, InternalService};
 use crate::socks_io::{self, SessionError};
 use crate::stats::{DialResult, InternalStats};
@@ -183,7 +191,7 @@ impl DialError {
 
 /// Why the back-end's name gave no address.
 #[derive(Debug, thiserror::Error)]
-enum ResolveError {
+pub(crate) enum ResolveError {
     #[error("cannot resolve back-end {target}: {source}")]
     Lookup {
         target: HostPort,
@@ -206,6 +214,11 @@ struct Pool {
     /// The service is failing: one line was logged, the next success logs recovery.
     failing: bool,
     last_backend_log: Option<Instant>,
+    /// The back-end's state (`backend_probe`).
+    probe: Prober,
+    /// What a dial checks right before parking: false while the back-end is down, so a dial
+    /// that was in flight when it went down closes its connection instead.
+    parking: Rc<Cell<bool>>,
 }
 
 impl Pool {
@@ -231,6 +244,71 @@ impl Pool {
         self.failing = true;
     }
 
+    /// A paired leg's back-end connect failed (`why`): with probing on and the back-end up
+    /// until now, release the parked legs, stop dialing, start probing. `false`: nothing
+    /// changed (probing off, or already down).
+    fn backend_failed(&mut self, index: ReverseIndex, why: &ProbeError) -> bool {
+        if !self.probe.backend_failed(Instant::now()) {
+            return false;
+        }
+        self.parking.set(false);
+        self.release(index);
+        tracing::warn!(service = %self.service.name, target = %self.service.target,
+            "back-end {} {why}: {} parked connections released, probing",
+            self.service.target, self.parked);
+        self.service
+            .stats
+            .backend
+            .set(BackendState::Down, Some(why.to_string()));
+        true
+    }
+
+    /// Asks every worker to close this service's parked legs (each comes back `Released`).
+    fn release(&self, index: ReverseIndex) {
+        let full = self.service.dataplane.release_reverse(index);
+        if full > 0 {
+            // Asked again at the next probe while legs are still counted parked.
+            tracing::debug!(service = %self.service.name, workers = full,
+                "worker queues full: parked connections released on the next probe");
+        }
+    }
+
+    /// The probe in flight answered (`Ok`) or not.
+    fn probed(&mut self, index: ReverseIndex, result: Result<SocketAddr, ProbeError>) {
+        let now = Instant::now();
+        let name = &self.service.name;
+        let target = &self.service.target;
+        match (self.probe.answered(result.is_ok(), now), result) {
+            (Change::UpAtStart, Ok(addr)) => {
+                tracing::debug!(service = %name, %target, %addr, "back-end answers: parking");
+                self.up();
+            }
+            (Change::Recovered, Ok(addr)) => {
+                tracing::info!(service = %name, %target, %addr,
+                    "back-end {target} answers again: parking {}", self.service.prepared);
+                self.up();
+            }
+            (Change::DownAtStart, Err(why)) => {
+                tracing::warn!(service = %name, %target,
+                    "back-end {target} {why}: parking nothing until it answers, probing");
+                self.service
+                    .stats
+                    .backend
+                    .set(BackendState::Down, Some(why.to_string()));
+            }
+            _ => {
+                if self.probe.state() == BackendState::Down && self.parked > 0 {
+                    self.release(index); // A release a full queue refused, or a late park.
+                }
+            }
+        }
+    }
+
+    fn up(&mut self) {
+        self.parking.set(true);
+        self.service.stats.backend.set(BackendState::Up, None);
+    }
+
     fn succeeded(&mut self) {
         if self.failing {
             tracing::info!(service = %self.service.name, dmz = %self.service.dmz,
@@ -254,17 +332,25 @@ pub fn event_channel() -> (
 pub async fn run_pools(services: Vec<ReverseService>, mut events: UnboundedReceiver<ReverseEvent>) {
     let mut pools: Vec<Pool> = services
         .into_iter()
-        .map(|s| Pool {
-            backoff: Backoff::new(s.retry_max),
-            service: Rc::new(s),
-            parked: 0,
-            dialing: 0,
-            retry_at: None,
-            failing: false,
-            last_backend_log: None,
+        .map(|s| {
+            let probe = Prober::new(s.backend_probe, s.retry_max, Instant::now());
+            s.stats.backend.set(probe.state(), None);
+            Pool {
+                backoff: Backoff::new(s.retry_max),
+                parking: Rc::new(Cell::new(probe.may_park())),
+                probe,
+                service: Rc::new(s),
+                parked: 0,
+                dialing: 0,
+                retry_at: None,
+                failing: false,
+                last_backend_log: None,
+            }
         })
         .collect();
-    let (done_tx, mut done_rx) = unbounded_channel::<(ReverseIndex, Result<(), DialError>)>();
+    let (done_tx, mut done_rx) = unbounded_channel::<(ReverseIndex, Result<Dialed, DialError>)>();
+    type Probed = (ReverseIndex, Result<SocketAddr, ProbeError>);
+    let (probe_tx, mut probe_rx) = unbounded_channel::<Probed>();
     loop {
         let now = Instant::now();
         let mut dialing: usize = pools.iter().map(|p| p.dialing).sum();
@@ -273,21 +359,35 @@ pub async fn run_pools(services: Vec<ReverseService>, mut events: UnboundedRecei
             if pool.retry_at.is_some_and(|t| t <= now) {
                 pool.retry_at = None;
             }
+            if pool.probe.start_due(now) {
+                let service = Rc::clone(&pool.service);
+                let done = probe_tx.clone();
+                tokio::task::spawn_local(async move {
+                    let result = backend_probe::probe(&service).await;
+                    let _ = done.send((index, result));
+                });
+            }
             while pool.retry_at.is_none()
+                && pool.probe.may_park()
                 && pool.parked + pool.dialing < pool.service.prepared
                 && dialing < MAX_CONCURRENT_DIALS
             {
                 pool.dialing += 1;
                 dialing += 1;
                 let service = Rc::clone(&pool.service);
+                let parking = Rc::clone(&pool.parking);
                 let done = done_tx.clone();
                 tokio::task::spawn_local(async move {
-                    let result = dial_and_park(&service, index).await;
+                    let result = dial_and_park(&service, index, &parking).await;
                     let _ = done.send((index, result));
                 });
             }
         }
-        let next_retry = pools.iter().filter_map(|p| p.retry_at).min();
+        let next_retry = pools
+            .iter()
+            .flat_map(|p| [p.retry_at, p.probe.next_probe()])
+            .flatten()
+            .min();
         let retry = async {
             match next_retry {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -304,11 +404,13 @@ pub async fn run_pools(services: Vec<ReverseService>, mut events: UnboundedRecei
                 let pool = &mut pools[index.0];
                 pool.dialing -= 1;
                 match result {
-                    Ok(()) => {
+                    Ok(Dialed::Parked) => {
                         pool.service.stats.dialed(DialResult::Parked);
                         pool.parked += 1;
                         pool.succeeded();
                     }
+                    // The back-end went down during the dial: the connection was closed.
+                    Ok(Dialed::Discarded) => pool.succeeded(),
                     Err(e) => {
                         pool.service.stats.dialed(e.result());
                         pool.fail(Instant::now(), &e);
@@ -318,15 +420,19 @@ pub async fn run_pools(services: Vec<ReverseService>, mut events: UnboundedRecei
             }
             Some(event) = events.recv() => {
                 let Some(pool) = pools.get_mut(event.service.0) else { continue };
-                on_event(pool, event.outcome);
+                on_event(pool, event.service, event.outcome);
                 pool.publish();
+            }
+            Some((index, result)) = probe_rx.recv() => {
+                let Some(pool) = pools.get_mut(index.0) else { continue };
+                pool.probed(index, result);
             }
             () = retry => {}
         }
     }
 }
 
-fn on_event(pool: &mut Pool, outcome: ReverseOutcome) {
+fn on_event(pool: &mut Pool, index: ReverseIndex, outcome: ReverseOutcome) {
     let stats = &pool.service.stats;
     match outcome {
         ReverseOutcome::Paired => {
@@ -340,8 +446,15 @@ fn on_event(pool: &mut Pool, outcome: ReverseOutcome) {
                 pool.fail(Instant::now(), &DialError::LostAtOnce);
             }
         }
+        ReverseOutcome::Released => {
+            pool.parked = pool.parked.saturating_sub(1);
+        }
         ReverseOutcome::BackendFailed { errno } => {
             stats.backend_failures.fetch_add(1, Ordering::Relaxed);
+            let why = ProbeError::from_errno(errno, pool.service.connect_timeout);
+            if pool.backend_failed(index, &why) {
+                return; // Logged as the state change.
+            }
             let now = Instant::now();
             if pool
                 .last_backend_log
@@ -359,19 +472,38 @@ fn on_event(pool: &mut Pool, outcome: ReverseOutcome) {
     }
 }
 
-/// Resolves the back-end, dials the DMZ, and hands the prepared connection to a worker.
-async fn dial_and_park(service: &ReverseService, index: ReverseIndex) -> Result<(), DialError> {
+/// What a successful dial did with its connection.
+enum Dialed {
+    /// Handed to a worker.
+    Parked,
+    /// Closed: the back-end went down while it was dialing (`backend_probe`).
+    Discarded,
+}
+
+/// Resolves the back-end, dials the DMZ, and hands the prepared connection to a worker, unless
+/// `parking` went false meanwhile. The check and the hand-off run with no await between, on
+/// the pool keeper's thread, so a release the keeper sends after it went false cannot miss a
+/// leg: the leg's own message was queued first.
+async fn dial_and_park(
+    service: &ReverseService,
+    index: ReverseIndex,
+    parking: &Cell<bool>,
+) -> Result<Dialed, DialError> {
     let target = resolve(&service.target).await?;
     let conn = dial(service).await?;
+    if !parking.get() {
+        return Ok(Dialed::Discarded);
+    }
     service
         .dataplane
         .park_reverse(index, conn, service.backend(target))
+        .map(|()| Dialed::Parked)
         .map_err(|_| DialError::QueueFull)
 }
 
-/// The back-end's address, looked up for every dial so a DNS change takes effect with the
-/// next prepared connection.
-async fn resolve(target: &HostPort) -> Result<SocketAddr, ResolveError> {
+/// The back-end's address, looked up for every dial (and probe) so a DNS change takes effect
+/// with the next prepared connection.
+pub(crate) async fn resolve(target: &HostPort) -> Result<SocketAddr, ResolveError> {
     let mut addrs = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
         .map_err(|source| ResolveError::Lookup {

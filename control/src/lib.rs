@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backend_probe;
 pub mod config;
 pub mod demo;
 pub mod dmz;

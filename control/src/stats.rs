@@ -103,6 +103,8 @@ pub struct InternalStats {
     pub backend_failures: AtomicU64,
     /// Parked connections that ended without being paired.
     pub lost: AtomicU64,
+    /// The back-end's state (`backend_probe`), shown as `backend` in `/stats`.
+    pub backend: crate::backend_probe::BackendHealth,
 }
 
 impl InternalStats {
@@ -210,6 +212,7 @@ pub fn to_json(
                         "tunnels": load(&stats.tunnels),
                         "backend_failures": load(&stats.backend_failures),
                         "prepared_lost": load(&stats.lost),
+                        "backend": stats.backend.to_json(),
                     }),
                 )
             }

@@ -67,6 +67,9 @@ pub enum ReverseOutcome {
     Lost { parked: Duration },
     /// The DMZ paired it with a client (second BIND reply): refill the pool.
     Paired,
+    /// Closed unpaired by [`crate::Dataplane::release_reverse`] (FIN, a TLS leg's
+    /// close_notify first): the DMZ counts it lost.
+    Released,
 }
 
 /// One reverse leg's news, for the control thread's pool keeper.

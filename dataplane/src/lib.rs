@@ -273,6 +273,16 @@ impl Dataplane {
         }
     }
 
+    /// Internal side: closes the parked (unpaired) reverse legs of reverse pool `service` on
+    /// every worker, each reported as [`ReverseOutcome::Released`]; legs parked later stay.
+    /// Returns how many workers' queues were full (those keep their legs: ask again later).
+    pub fn release_reverse(&self, service: ReverseIndex) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| p.send(Msg::ReleaseReverse(service)).is_err())
+            .count()
+    }
+
     /// Counters and gauges summed over every worker.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::collect(self.services, self.peers.iter().map(|p| &*p.stats))

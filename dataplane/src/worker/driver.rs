@@ -514,6 +514,33 @@ impl Worker {
         Ok(())
     }
 
+    /// Closes every reverse leg of `service` parked here (each reported
+    /// [`ReverseOutcome::Released`]): FIN, after a TLS leg's close_notify, so the DMZ sees its
+    /// prepared connection lost. Legs already paired are not touched.
+    pub(super) fn release_reverse(&mut self, service: ReverseIndex) {
+        let mut released = Vec::new();
+        for key in self.slots.keys() {
+            if !matches!(occupant!(self.slots, key, Reverse), Some(leg) if leg.service == service) {
+                continue;
+            }
+            if let Some(Entry::Reverse(leg)) = self.slots.remove(key) {
+                self.disarm(Token::Reverse(key)).ok();
+                released.push(leg);
+            }
+        }
+        if released.is_empty() {
+            return;
+        }
+        // Let the kernel drop the polls' file references now, so the close below is final.
+        self.ring.submit().ok();
+        for mut leg in released {
+            // Best effort: a peer already gone gets the close anyway.
+            leg.leg.shutdown_write().ok();
+            drop(leg);
+            self.emit(service, ReverseOutcome::Released);
+        }
+    }
+
     /// The parked leg's session ended: paired (connect to the back-end) or lost.
     fn end_reverse(&mut self, mut leg: ReverseLeg, step: ReverseStep) {
         let service = leg.service;

@@ -58,6 +58,9 @@ pub(crate) enum Msg {
     /// Park a reverse leg (internal gateway; first BIND reply received) until the DMZ sends
     /// the second reply, then connect to the back-end and relay.
     Reverse(Box<ReverseHandoff>),
+    /// Close this worker's parked (unpaired) reverse legs of a reverse pool: its back-end is
+    /// down (internal gateway, `backend_probe`).
+    ReleaseReverse(ReverseIndex),
     /// Close everything and return.
     Shutdown,
 }
@@ -310,6 +313,7 @@ impl Worker {
                 Msg::Prepared { service, conn } => self.park(service, conn),
                 Msg::Steal { service, to } => self.give_prepared(service, to),
                 Msg::Reverse(handoff) => self.park_reverse(*handoff),
+                Msg::ReleaseReverse(service) => self.release_reverse(service),
                 Msg::Shutdown => self.stopping = true,
             }
         }
