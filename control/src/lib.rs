@@ -12,6 +12,7 @@ pub mod demo;
 pub mod dmz;
 pub mod gateway;
 pub mod internal;
+pub mod netfilter;
 pub mod reload;
 pub mod socks_io;
 pub mod stats;

@@ -550,6 +550,8 @@ pub struct StatsSource {
     services: Vec<(String, ServiceKind)>,
     control: Arc<ControlStats>,
     dataplane: Arc<Dataplane>,
+    /// Services with `admission = "verified"`: shown under their `verified` key.
+    verified: Vec<(String, crate::netfilter::nfqueue::VerifiedView)>,
 }
 
 impl StatsSource {
@@ -563,7 +565,17 @@ impl StatsSource {
             services,
             control,
             dataplane,
+            verified: Vec::new(),
         }
+    }
+
+    /// Adds the verified-admission view of these services to `/stats`.
+    pub fn with_verified(
+        mut self,
+        verified: Vec<(String, crate::netfilter::nfqueue::VerifiedView)>,
+    ) -> StatsSource {
+        self.verified = verified;
+        self
     }
 
     fn views(&self) -> Vec<ServiceView<'_>> {
@@ -585,12 +597,18 @@ impl StatsSource {
 
     pub fn json(&self) -> Value {
         let snap = self.dataplane.snapshot();
-        to_json(
+        let mut json = to_json(
             &self.views(),
             &snap,
             &self.control,
             self.dataplane.workers(),
-        )
+        );
+        for (name, view) in &self.verified {
+            if let Some(service) = json["services"].get_mut(name.as_str()) {
+                service["verified"] = view.json();
+            }
+        }
+        json
     }
 
     pub fn prometheus(&self) -> String {
