@@ -241,7 +241,10 @@ mod tests {
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:4000".parse().unwrap();
         held.insert(a, fd()).unwrap();
         assert!(held.take("127.0.0.1:4001".parse().unwrap()).is_none());
-        assert!(held.take(mapped).is_some(), "the mapped form names the same client");
+        assert!(
+            held.take(mapped).is_some(),
+            "the mapped form names the same client"
+        );
         assert!(held.take(a).is_none());
         held.insert(a, fd()).unwrap();
         assert_eq!(held.expire(Duration::from_secs(60)), 0);

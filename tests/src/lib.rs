@@ -259,6 +259,11 @@ impl Gateway {
         )
     }
 
+    /// The gateway's process id (e.g. to find kernel state tagged with it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL and reap; the process is gone when this returns.
     pub fn kill(&mut self) {
         child::kill_and_reap(&mut self.child);
