@@ -63,6 +63,10 @@ const REMEMBER_DROP: Duration = Duration::from_secs(30);
 const CLAIM_WITHIN: Duration = Duration::from_secs(5);
 /// How often held connections and remembered verdicts are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Most SYNs read from the queue before the reader lets other control tasks run.
+const READ_BATCH: usize = 256;
+/// Consecutive read errors after which the reader gives up (and the queue is bypassed).
+const MAX_READ_FAILURES: u32 = 1000;
 /// Prefix of the chains this module creates.
 const CHAIN_PREFIX: &str = "SALLYPORT_";
 /// Marks set on a refused SYN before it is repeated into the chain's REJECT rules.
@@ -605,6 +609,7 @@ impl Watch {
     async fn run(self) {
         let Watch { watched, state } = &self;
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        let mut failures = 0u32;
         loop {
             tokio::select! {
                 ready = watched.readable() => {
@@ -615,17 +620,34 @@ impl Watch {
                             return;
                         }
                     };
-                    // Read until the socket is empty, then wait again.
+                    // Read until the socket is empty (then wait again), a batch at a time so
+                    // a flood of SYNs leaves the control thread's other tasks their turn.
+                    let mut batch = 0;
                     loop {
+                        if batch == READ_BATCH {
+                            tokio::task::yield_now().await;
+                            break;
+                        }
+                        batch += 1;
                         let next = state.borrow_mut().queue.recv();
                         match next {
-                            Ok(msg) => on_packet(state, msg),
+                            Ok(msg) => {
+                                failures = 0;
+                                on_packet(state, msg);
+                            }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                                 guard.clear_ready();
                                 break;
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                             Err(e) => {
+                                failures += 1;
+                                if failures >= MAX_READ_FAILURES {
+                                    // Closing the queue (once the holds in flight end) makes
+                                    // the rule bypass it: SYNs are accepted unverified.
+                                    tracing::error!(error = %e, "verified admission: the netfilter queue keeps failing; it is closed and SYNs are accepted unverified");
+                                    return;
+                                }
                                 let mut st = state.borrow_mut();
                                 if let Some(also) = st.log.allow() {
                                     tracing::warn!(error = %e, also, "verified admission: reading the netfilter queue failed");
