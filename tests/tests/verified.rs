@@ -3,7 +3,8 @@
 //! upstream did. Upstream listening: the client connects, bytes echo, and the upstream sees
 //! exactly one connection per client (the one made during the hold). Upstream port closed:
 //! the client's `connect()` fails with ECONNREFUSED. Upstream silent (our own DROP rule on its
-//! port): the client's connect times out. The gateway's chain goes away on SIGTERM, and after
+//! port): the client's connect times out. Upstream unreachable (a route of ours): the client
+//! gets EHOSTUNREACH (ICMP host unreachable). The gateway's chain goes away on SIGTERM, and after
 //! SIGKILL the next gateway removes it; two gateways never touch each other's rules. One test
 //! only reports numbers (connect latency, verified vs always).
 //!
@@ -220,6 +221,47 @@ fn silent_upstream_leaves_the_client_unanswered() {
             .as_u64()
             .is_some_and(|n| n >= 1)
     });
+    g.stop();
+}
+
+/// An `unreachable` route to one TEST-NET-1 address (connects to it fail with EHOSTUNREACH);
+/// removed when dropped.
+struct UnreachableRoute(&'static str);
+
+impl UnreachableRoute {
+    fn add(addr: &'static str) -> Option<UnreachableRoute> {
+        let ok = Command::new("ip")
+            .args(["route", "add", "unreachable", addr])
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(UnreachableRoute(addr))
+    }
+}
+
+impl Drop for UnreachableRoute {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["route", "del", "unreachable", self.0])
+            .status();
+    }
+}
+
+#[test]
+fn unreachable_upstream_answers_the_client_with_the_same_icmp_error() {
+    require_iptables!();
+    let Some(_route) = UnreachableRoute::add("192.0.2.77/32") else {
+        eprintln!("SKIPPED: cannot add an unreachable route with `ip route`");
+        return;
+    };
+    let g = gateway(
+        &[("nowhere", "192.0.2.77:80".parse().unwrap(), "verified")],
+        "",
+    );
+    match TcpStream::connect_timeout(&g.service("nowhere"), Duration::from_secs(5)) {
+        Ok(_) => panic!("connected to a service whose upstream is unreachable"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(113), "EHOSTUNREACH expected: {e}"),
+    }
+    assert!(verdicts(&g, "nowhere", "unreachable") >= 1);
     g.stop();
 }
 
