@@ -168,6 +168,42 @@ fn upstream_accepting_relays_over_the_connection_made_during_the_hold() {
 }
 
 #[test]
+fn tls_upstream_handshakes_over_the_held_connection() {
+    require_iptables!();
+    let certs = DevCerts::generate();
+    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    // The TLS upstream: a forwarding gateway with a tls:// listener in front of the echo.
+    let upstream = Gateway::start(&forward_config(
+        "tls-echo",
+        "tls://127.0.0.1:0",
+        &format!("tcp://{}", echo.addr()),
+        &certs.listener_tls(),
+    ));
+    let g = Gateway::start(&format!(
+        "[gateway]\nworkers = 2\nadmin = \"127.0.0.1:0\"\n\n[[service]]\nname = \"v\"\n\
+         accept = \"tcp://127.0.0.1:0\"\nconnect = \"tls://{}\"\nadmission = \"verified\"\n{}\n",
+        upstream.service("tls-echo"),
+        certs.connect_tls()
+    ));
+    for i in 0..3u32 {
+        let payload = format!("over TLS {i}");
+        assert_eq!(
+            echo_round_trip(g.service("v"), payload.as_bytes()).unwrap(),
+            payload.as_bytes()
+        );
+    }
+    let stats = upstream.stats();
+    assert_eq!(
+        counter(&stats, &["services", "tls-echo", "accepted"]),
+        3,
+        "one TLS connection per client, made while its SYN was held"
+    );
+    assert_eq!(verdicts(&g, "v", "accept"), 3);
+    g.stop();
+    upstream.stop();
+}
+
+#[test]
 fn upstream_refusing_refuses_the_clients_syn() {
     require_iptables!();
     let upstream = closed_port();
