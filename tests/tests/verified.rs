@@ -260,8 +260,8 @@ fn silent_upstream_leaves_the_client_unanswered() {
     g.stop();
 }
 
-/// An `unreachable` route to one TEST-NET-1 address (connects to it fail with EHOSTUNREACH);
-/// removed when dropped.
+/// An `unreachable` route to one TEST-NET-2 address (connects to it fail with EHOSTUNREACH;
+/// not TEST-NET-1, where this host's own network may be); removed when dropped.
 struct UnreachableRoute(&'static str);
 
 impl UnreachableRoute {
@@ -285,12 +285,12 @@ impl Drop for UnreachableRoute {
 #[test]
 fn unreachable_upstream_answers_the_client_with_the_same_icmp_error() {
     require_iptables!();
-    let Some(_route) = UnreachableRoute::add("192.0.2.77/32") else {
+    let Some(_route) = UnreachableRoute::add("198.51.100.77/32") else {
         eprintln!("SKIPPED: cannot add an unreachable route with `ip route`");
         return;
     };
     let g = gateway(
-        &[("nowhere", "192.0.2.77:80".parse().unwrap(), "verified")],
+        &[("nowhere", "198.51.100.77:80".parse().unwrap(), "verified")],
         "",
     );
     match TcpStream::connect_timeout(&g.service("nowhere"), Duration::from_secs(5)) {
