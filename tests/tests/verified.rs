@@ -4,7 +4,7 @@
 //! exactly one connection per client (the one made during the hold). Upstream port closed:
 //! the client's `connect()` fails with ECONNREFUSED. Upstream silent (our own DROP rule on its
 //! port): the client's connect times out. Upstream unreachable (a route of ours): the client
-//! gets EHOSTUNREACH (ICMP host unreachable). The gateway's chain goes away on SIGTERM, and after
+//! gets EHOSTUNREACH (ICMP host unreachable). IPv6 and dual-stack listeners alike. The gateway's chain goes away on SIGTERM, and after
 //! SIGKILL the next gateway removes it; two gateways never touch each other's rules. One test
 //! only reports numbers (connect latency, verified vs always).
 //!
@@ -216,6 +216,42 @@ fn upstream_refusing_refuses_the_clients_syn() {
         }
     }
     assert!(verdicts(&g, "closed", "reject") >= 3);
+    g.stop();
+}
+
+#[test]
+fn ipv6_and_dual_stack_listeners_are_verified_too() {
+    require_iptables!();
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback");
+        return;
+    }
+    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    let refused = closed_port();
+    let mut config = String::from("[gateway]\nworkers = 1\nadmin = \"127.0.0.1:0\"\n");
+    for (name, accept, upstream) in [
+        ("echo6", "[::1]:0", echo.addr()),
+        ("closed6", "[::1]:0", refused),
+        ("closed_any", "[::]:0", refused),
+    ] {
+        config.push_str(&format!(
+            "\n[[service]]\nname = \"{name}\"\naccept = \"tcp://{accept}\"\n\
+             connect = \"tcp://{upstream}\"\nadmission = \"verified\"\n"
+        ));
+    }
+    let g = Gateway::start(&config);
+    assert_eq!(echo_round_trip(g.service("echo6"), b"v6").unwrap(), b"v6");
+    assert_eq!(echo.connections(), 1);
+    let any = g.service("closed_any").port();
+    for addr in [
+        g.service("closed6"),
+        SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], any)),
+        SocketAddr::from(([127, 0, 0, 1], any)),
+    ] {
+        let err =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect_err("refused at SYN");
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{addr}: {err}");
+    }
     g.stop();
 }
 
