@@ -4,9 +4,10 @@
 //! exactly one connection per client (the one made during the hold). Upstream port closed:
 //! the client's `connect()` fails with ECONNREFUSED. Upstream silent (our own DROP rule on its
 //! port): the client's connect times out. Upstream unreachable (a route of ours): the client
-//! gets EHOSTUNREACH (ICMP host unreachable). IPv6 and dual-stack listeners alike. The gateway's chain goes away on SIGTERM, and after
-//! SIGKILL the next gateway removes it; two gateways never touch each other's rules. One test
-//! only reports numbers (connect latency, verified vs always).
+//! gets EHOSTUNREACH (ICMP host unreachable). IPv6 and dual-stack listeners alike, and a
+//! `tls://` upstream handshakes over the held connection. The gateway's chain goes away on
+//! SIGTERM, and after SIGKILL the next gateway removes it; two gateways never touch each
+//! other's rules. One test only reports numbers (connect latency, verified vs always).
 //!
 //! Needs root (CAP_NET_ADMIN) and the `iptables` command: without them each test prints
 //! SKIPPED with the reason and passes.
