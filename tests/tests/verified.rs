@@ -205,6 +205,45 @@ fn tls_upstream_handshakes_over_the_held_connection() {
 }
 
 #[test]
+fn retransmitted_syns_of_a_long_hold_share_one_upstream_connect() {
+    require_iptables!();
+    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    // The upstream is silent for its first 1.5 s (our DROP rule), then answers: the gateway's
+    // own SYN retransmit gets through at ~3 s, while the client's SYN (retransmitted at 1 s
+    // and 3 s) is held the whole time.
+    let blackhole = Blackhole::port(echo.addr().port());
+    let g = gateway(
+        &[("slow", echo.addr(), "verified")],
+        "connect_timeout = \"10s\"",
+    );
+    let lift = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(blackhole);
+    });
+    let mut client = TcpStream::connect_timeout(&g.service("slow"), Duration::from_secs(10))
+        .expect("accepted once the upstream answered");
+    lift.join().unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    std::io::Write::write_all(&mut client, b"late").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut client, &mut back).unwrap();
+    assert_eq!(back, b"late");
+    assert_eq!(
+        echo.connections(),
+        1,
+        "one upstream connect for every copy of the SYN"
+    );
+    assert_eq!(verdicts(&g, "slow", "accept"), 1);
+    assert!(
+        verdicts(&g, "slow", "retransmit") >= 1,
+        "the client's retransmitted SYN was held with the first: {:#}",
+        g.stats()
+    );
+    g.stop();
+}
+
+#[test]
 fn upstream_refusing_refuses_the_clients_syn() {
     require_iptables!();
     let upstream = closed_port();
