@@ -45,6 +45,9 @@ pub enum StartupError {
     /// The data plane could not start (other than a listener it could not bind).
     #[error(transparent)]
     Dataplane(StartError),
+    /// `admission = "verified"`: its iptables rules or netfilter queue could not be set up.
+    #[error(transparent)]
+    Verified(crate::netfilter::nfqueue::NetfilterError),
 }
 
 /// A started gateway.
@@ -61,6 +64,8 @@ pub struct Gateway {
     policy: Arc<Policy>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     control: Option<JoinHandle<()>>,
+    /// Verified admission's iptables chain: removed when the gateway stops.
+    verified: Option<crate::netfilter::nfqueue::Installed>,
 }
 
 fn bind_error(config: &Config, key: &str, addr: SocketAddr, e: std::io::Error) -> StartupError {
@@ -150,6 +155,17 @@ impl Gateway {
         // Per-source verdicts: a kernel table when permitted (the listeners' ports are known
         // now), else the data plane's userspace check (which runs until then anyway).
         let policy = Arc::new(Policy::start(&public_services, Arc::clone(&dataplane)));
+        // Verified admission: the SYN-holding rules for the bound ports, and their reader.
+        let bound: Vec<SocketAddr> = (0..public_services.len())
+            .map(|i| dataplane.service_addr(PublicIndex(i)))
+            .collect();
+        let (verified, verified_reader, verified_views) =
+            match crate::netfilter::nfqueue::install(&public_services, &bound)
+                .map_err(StartupError::Verified)?
+            {
+                Some(v) => (Some(v.installed), Some(v.reader), v.views),
+                None => (None, None, Vec::new()),
+            };
         let control_stats = Arc::new(ControlStats::default());
 
         let mut services = Vec::new();
@@ -196,7 +212,8 @@ impl Gateway {
         debug_assert_eq!(public_index, public_services.len());
         let source = Arc::new(
             StatsSource::new(services, Arc::clone(&control_stats), Arc::clone(&dataplane))
-                .with_policy(Arc::clone(&policy)),
+                .with_policy(Arc::clone(&policy))
+                .with_verified(verified_views),
         );
         let public: Vec<(String, SocketAddr)> = public_services
             .iter()
@@ -277,6 +294,17 @@ impl Gateway {
                             }
                         }
                     }
+                    if let Some(reader) = verified_reader {
+                        match reader.start() {
+                            Ok(read) => {
+                                tokio::task::spawn_local(read);
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(StartupError::Verified(e)));
+                                return;
+                            }
+                        }
+                    }
                     if !pools.is_empty() {
                         tokio::task::spawn_local(crate::internal::run_pools(pools, events_rx));
                     }
@@ -299,6 +327,7 @@ impl Gateway {
             policy,
             stop: Some(stop_tx),
             control: Some(control),
+            verified,
         })
     }
 
@@ -317,6 +346,8 @@ impl Gateway {
     }
 
     fn stop_all(&mut self) {
+        // First the SYN-holding rules, so no new SYN waits for a reader that is stopping.
+        drop(self.verified.take());
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -555,6 +555,8 @@ pub struct StatsSource {
     dataplane: Arc<Dataplane>,
     /// Per-source policy: `services.<name>.policy` and `sallyport_admission_total`.
     policy: Option<Arc<crate::netfilter::policy::Policy>>,
+    /// Services with `admission = "verified"`: shown under their `verified` key.
+    verified: Vec<(String, crate::netfilter::nfqueue::VerifiedView)>,
 }
 
 impl StatsSource {
@@ -569,12 +571,22 @@ impl StatsSource {
             control,
             dataplane,
             policy: None,
+            verified: Vec::new(),
         }
     }
 
     /// Adds each public service's per-source policy (mechanism, verdicts) to the views.
     pub fn with_policy(mut self, policy: Arc<crate::netfilter::policy::Policy>) -> StatsSource {
         self.policy = Some(policy);
+        self
+    }
+
+    /// Adds the verified-admission view of these services to `/stats`.
+    pub fn with_verified(
+        mut self,
+        verified: Vec<(String, crate::netfilter::nfqueue::VerifiedView)>,
+    ) -> StatsSource {
+        self.verified = verified;
         self
     }
 
@@ -608,6 +620,11 @@ impl StatsSource {
                 if let Some(service) = value["services"].get_mut(&name) {
                     service["policy"] = p;
                 }
+            }
+        }
+        for (name, view) in &self.verified {
+            if let Some(service) = value["services"].get_mut(name.as_str()) {
+                service["verified"] = view.json();
             }
         }
         value

@@ -4,9 +4,15 @@
 //! (`accept_proxy`).
 //!
 //! Plain values and pure functions (a source's key, a static verdict). Where the verdicts are
-//! enforced (the kernel, a worker) is not decided here.
+//! enforced (the kernel, a worker) is not decided here. [`HeldUpstreams`] is the one shared
+//! structure: the upstream connections `admission = "verified"` made while it held a SYN, which
+//! the worker that accepts that client takes instead of connecting.
 
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 pub use ipnet::IpNet;
 
@@ -126,6 +132,69 @@ pub fn listed(nets: &[IpNet], source: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&source))
 }
 
+/// Upstream connections of one verified forwarding service, made while the client's SYN was
+/// held (by the control thread's netfilter queue reader), keyed by the client's address and
+/// port; the worker that accepts that client takes its connection instead of connecting.
+///
+/// A mutex, not the workers' lock-free style: it is taken once per held SYN and once per
+/// accepted client of a verified service only, never by other services. Entries no worker
+/// claims (the client vanished after its handshake) are closed by [`HeldUpstreams::expire`].
+#[derive(Debug, Default)]
+pub struct HeldUpstreams {
+    held: Mutex<HashMap<SocketAddr, (OwnedFd, Instant)>>,
+}
+
+impl HeldUpstreams {
+    /// Most connections held at once; beyond, [`HeldUpstreams::insert`] gives the socket back.
+    pub const MAX: usize = 4096;
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, (OwnedFd, Instant)>> {
+        // A panic while holding the lock leaves a map that is still consistent (every
+        // operation is a single insert or remove).
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds `upstream` (connected, non-blocking) for the client at `client`; gives it back
+    /// when full. A connection already held for the same client is replaced (and closed).
+    pub fn insert(&self, client: SocketAddr, upstream: OwnedFd) -> Result<(), OwnedFd> {
+        let mut map = self.map();
+        if map.len() >= Self::MAX {
+            return Err(upstream);
+        }
+        map.insert(key(client), (upstream, Instant::now()));
+        Ok(())
+    }
+
+    /// The connection held for the client at `client`, if any (it is no longer held).
+    pub fn take(&self, client: SocketAddr) -> Option<OwnedFd> {
+        self.map().remove(&key(client)).map(|(fd, _)| fd)
+    }
+
+    /// Closes the connections held longer than `max_age`; returns how many.
+    pub fn expire(&self, max_age: Duration) -> usize {
+        let now = Instant::now();
+        let mut map = self.map();
+        let before = map.len();
+        map.retain(|_, (_, at)| now.duration_since(*at) < max_age);
+        before - map.len()
+    }
+
+    /// Connections held now.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A client as the packet and the accepted socket both name it (an IPv4 client of a
+/// dual-stack listener shows as `::ffff:a.b.c.d` on the socket).
+fn key(client: SocketAddr) -> SocketAddr {
+    SocketAddr::new(unmapped(client.ip()), client.port())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +231,24 @@ mod tests {
             source_key("::ffff:10.1.2.3".parse().unwrap()),
             "10.1.2.3".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn held_upstreams_are_taken_once_and_expire() {
+        let held = HeldUpstreams::default();
+        let fd = || OwnedFd::from(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:4000".parse().unwrap();
+        held.insert(a, fd()).unwrap();
+        assert!(held.take("127.0.0.1:4001".parse().unwrap()).is_none());
+        assert!(
+            held.take(mapped).is_some(),
+            "the mapped form names the same client"
+        );
+        assert!(held.take(a).is_none());
+        held.insert(a, fd()).unwrap();
+        assert_eq!(held.expire(Duration::from_secs(60)), 0);
+        assert_eq!(held.expire(Duration::ZERO), 1);
+        assert!(held.is_empty());
     }
 }

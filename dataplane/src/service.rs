@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admission::{Admission, IpNet, SourcePolicy};
+use crate::admission::{Admission, HeldUpstreams, IpNet, SourcePolicy};
 use crate::tls;
 use crate::wire::proxy;
 
@@ -42,6 +42,9 @@ pub struct Upstream {
     /// `proxy_protocol`: begin every connection with a PROXY header of this version carrying
     /// the public client's address (source) and the public address it reached (destination).
     pub proxy_protocol: Option<proxy::Version>,
+    /// `admission = "verified"`: connections to this upstream made while the client's SYN was
+    /// held; a client found here uses its connection instead of a new one. `None` elsewhere.
+    pub held: Option<Arc<HeldUpstreams>>,
 }
 
 /// A WebSocket connector: the request's `Host` and path, limits, keepalive.

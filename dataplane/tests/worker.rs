@@ -301,6 +301,7 @@ fn start_forward(upstream: SocketAddr) -> Dataplane {
             connect_timeout: Duration::from_secs(2),
             ws: None,
             proxy_protocol: None,
+            held: None,
         }),
         ..plain_service("forward", Duration::from_secs(1))
     };

@@ -279,6 +279,7 @@ fn virtual_private_connection_tcp_over_websocket() {
             connect_timeout: Duration::from_secs(5),
             ws: None,
             proxy_protocol: None,
+            held: None,
         }),
     )]);
     let b_addr = b.service_addr(PublicIndex(0));
@@ -297,6 +298,7 @@ fn virtual_private_connection_tcp_over_websocket() {
                 ping: Some(Duration::from_secs(30)),
             }),
             proxy_protocol: None,
+            held: None,
         }),
     )]);
     let mut client = TcpStream::connect(a.service_addr(PublicIndex(0))).unwrap();

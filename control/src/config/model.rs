@@ -135,6 +135,14 @@ impl ServiceRole {
             ),
             ServiceRole::Internal(_) => return None,
         };
+        // Verified admission: the connections made while a SYN is held wait here for the
+        // worker that accepts the client (a fresh map per call: one gateway, one map).
+        let upstream = upstream.map(|mut u| {
+            if admission.mode == Admission::Verified {
+                u.held = Some(Arc::default());
+            }
+            u
+        });
         Some(PublicService {
             name: name.to_string(),
             listen,
@@ -266,6 +274,7 @@ fn backend_leg(
         connect_timeout,
         ws: ws.clone().map(Handoff::into_inner),
         proxy_protocol,
+        held: None,
     }
 }
 

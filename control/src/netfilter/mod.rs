@@ -1,10 +1,12 @@
-//! Netfilter state the gateway owns on this host: [`nft`] (the per-source verdicts table) and
+//! Netfilter state the gateway owns on this host: [`nft`] (the per-source verdicts table),
 //! [`policy`] (which mechanism enforces each public listener's `allow`/`deny`/limits, and
-//! its counters), plus the process checks both need to tell a live owner from a leftover.
+//! its counters) and [`nfqueue`] (the iptables NFQUEUE chain of `admission = "verified"` and
+//! its SYN reader), plus the process checks they need to tell a live owner from a leftover.
 //!
 //! This module decides no verdict itself: the kernel (the table) or the data plane
 //! (`sallyport_dataplane::policy`) does.
 
+pub mod nfqueue;
 pub mod nft;
 pub mod policy;
 

@@ -96,7 +96,12 @@ impl Worker {
         upstream: &Upstream,
         origin: Origin,
     ) {
-        match sys::connect_nonblocking(upstream.addr) {
+        // Verified admission: the connection made while this client's SYN was held.
+        let connected = match held_upstream(upstream, &from) {
+            Some(fd) => Ok((fd, true)),
+            None => sys::connect_nonblocking(upstream.addr),
+        };
+        match connected {
             Ok((target, true)) => {
                 let target = target_leg(target, upstream);
                 self.start_tunnel(from, target, leftover)
@@ -124,6 +129,12 @@ impl Worker {
             Err(e) => self.upstream_failed(from, origin, e.raw_os_error()),
         }
     }
+}
+
+/// The upstream connection held for `from`'s client (`admission = "verified"`), if one is.
+fn held_upstream(upstream: &Upstream, from: &Leg) -> Option<OwnedFd> {
+    let held = upstream.held.as_ref()?;
+    held.take(sys::peer_addr(from.fd()).ok()?)
 }
 
 // Ready clients, waiters and parked prepared connections (`pool.rs`).

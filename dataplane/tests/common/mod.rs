@@ -94,6 +94,7 @@ pub fn backend(
         connect_timeout,
         ws: None,
         proxy_protocol: None,
+        held: None,
     }
 }
 
