@@ -178,6 +178,7 @@ pub fn to_json(
                         "prepared_lost": d.prepared_lost,
                         "prepared_stolen": d.stolen,
                         "tls_failures": d.tls_failures,
+                        "proxy_header_failures": d.proxy_header_failures,
                         "ws_rejects": d.ws_rejects,
                     }),
                 )
@@ -192,6 +193,7 @@ pub fn to_json(
                         "upstream_failures": f.upstream_failures,
                         "ws_rejects": f.ws_rejects,
                         "tls_failures": f.tls_failures,
+                        "proxy_header_failures": f.proxy_header_failures,
                     }),
                 )
             }
@@ -356,6 +358,19 @@ pub fn to_prometheus(
                 names::TLS_FAILURES,
                 &[("service", name)],
                 snap.service(*i).tls_failures,
+            );
+        }
+        p.family(
+            names::PROXY_HEADER_FAILURES,
+            "counter",
+            "Connections from an accept_proxy source closed for a missing, truncated or malformed \
+             PROXY header.",
+        );
+        for (name, i) in &public {
+            p.sample(
+                names::PROXY_HEADER_FAILURES,
+                &[("service", name)],
+                snap.service(*i).proxy_header_failures,
             );
         }
         p.family(

@@ -102,6 +102,30 @@ pub(crate) fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::other("peer is not an inet socket"))
 }
 
+/// The socket's own address (getsockname): for an accepted public client, the address it
+/// connected to.
+pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    socket2::SockRef::from(&fd)
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("socket is not an inet socket"))
+}
+
+/// recv(2) with MSG_PEEK on a non-blocking socket: copies what has arrived into `buf` and
+/// leaves it queued, so the next layer (a TLS handshake, an HTTP request, splice) still reads
+/// it from the socket. `Ok(0)` is the peer's end of stream.
+pub(crate) fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, exclusively borrowed slice of `buf.len()` bytes for the call.
+    cvt(unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK,
+        )
+    })
+}
+
 /// Bytes waiting in a socket's receive queue (FIONREAD); used to tell "peer sent data" from
 /// "peer closed" for a parked connection.
 pub(crate) fn readable_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
