@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests use beyond Rust: headless Chromium (the real-browser
-# WebSocket test), Python's `websockets` (a third-party WebSocket client) and openssl (a
-# third-party TLS client). Each is optional: a test whose tool is missing reports itself
+# WebSocket test), Python's `websockets` (a third-party WebSocket client), openssl (a
+# third-party TLS client) and haproxy (the PROXY protocol peer). Each is optional: a test whose tool is missing reports itself
 # skipped with the reason. Safe to run again; never fails the caller.
 set -u
 log() { echo "install-test-deps: $*" >&2; }
@@ -12,6 +12,7 @@ if [ "$(id -u)" = 0 ] && have apt-get; then
   missing=()
   have chromium || missing+=(chromium)
   have openssl || missing+=(openssl)
+  have haproxy || missing+=(haproxy)
   if [ ${#missing[@]} -gt 0 ]; then
     log "apt-get install ${missing[*]}"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") \
