@@ -519,3 +519,74 @@ fn malformed_headers_are_closed_and_counted() {
         "{stats:#}"
     );
 }
+
+/// The header goes on the raw TCP stream ahead of TLS (`tls://`, `wss://` upstreams), and a
+/// `tls://` / `wss://` listener with `accept_proxy` reads it ahead of the ClientHello: gateway
+/// A sends it to gateway B over TLS (and over WebSocket in TLS), B takes its source as the
+/// client and sends a header of its own to the back-end.
+#[test]
+fn header_precedes_tls_and_websocket_in_tls() {
+    let certs = sallyport_tests::DevCerts::generate();
+    let backend = Recorder::start();
+    for (scheme, path) in [("tls", ""), ("wss", "/hop")] {
+        let b = Gateway::start(&sallyport_tests::forward_config(
+            "b",
+            &format!("{scheme}://127.0.0.1:0{path}"),
+            &format!("tcp://{}", backend.addr),
+            &format!(
+                "{}\naccept_proxy = [\"127.0.0.1/32\"]\nproxy_protocol = \"v1\"",
+                certs.listener_tls()
+            ),
+        ));
+        let b_listen = b.service("b");
+        let a = Gateway::start(&sallyport_tests::forward_config(
+            "a",
+            "tcp://127.0.0.1:0",
+            &format!("{scheme}://localhost:{}{path}", b_listen.port()),
+            &format!("{}\nproxy_protocol = \"v2\"", certs.connect_tls()),
+        ));
+        let client = connect_from(CLIENT, a.service("a"));
+        let me = client.local_addr().expect("local_addr");
+        let payload = format!("over {scheme}").into_bytes();
+        let back = round_trip(client, &payload);
+        assert_eq!(back, payload, "{scheme}\n{}\n{}", a.stderr(), b.stderr());
+        assert_eq!(
+            backend.next(),
+            Seen::Tcp {
+                version: 1,
+                source: me,
+                destination: b_listen,
+            },
+            "{scheme}: B read A's header before the TLS handshake"
+        );
+    }
+}
+
+/// A header that arrives in pieces (three segments) from a listed source is waited for and
+/// read whole; the payload coalesced with its last piece goes on.
+#[test]
+fn header_in_pieces_is_reassembled() {
+    let backend = Recorder::start();
+    let (dmz, _internal) = tunnel(
+        "[\"127.0.0.1/32\"]",
+        backend.addr,
+        "proxy_protocol = \"v2\"",
+    );
+    let public = dmz.service("echo");
+    let mut client = connect_from(Ipv4Addr::LOCALHOST, public);
+    let line = b"PROXY TCP4 198.51.100.20 192.0.2.80 40001 443\r\npayload";
+    for piece in [&line[..3], &line[3..20], &line[20..]] {
+        client.write_all(piece).expect("write");
+        // Separate segments (NODELAY): the gateway must wait for the rest, not judge a prefix.
+        thread::sleep(Duration::from_millis(30));
+    }
+    assert_eq!(round_trip(client, b""), b"payload");
+    assert_eq!(
+        backend.next(),
+        Seen::Tcp {
+            version: 2,
+            source: "198.51.100.20:40001".parse().expect("addr"),
+            destination: public,
+        }
+    );
+}
