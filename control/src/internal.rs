@@ -419,7 +419,10 @@ async fn dial(service: &ReverseService) -> Result<(OwnedConn, Option<SocketAddr>
     while let Ok(Read::Data(n)) = session.read(&mut chunk) {
         buf.extend_from_slice(&chunk[..n]);
     }
-    Ok((OwnedConn::new(into_std(tcp)?, buf).with_tls(session), public))
+    Ok((
+        OwnedConn::new(into_std(tcp)?, buf).with_tls(session),
+        public,
+    ))
 }
 
 /// Runs the client machine (greeting, user/password, BIND in one write; method choice, auth

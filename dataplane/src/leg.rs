@@ -333,7 +333,10 @@ impl Leg {
     /// A plain leg becomes a TLS leg whose handshake starts now: after bytes that came in the
     /// clear ahead of TLS (a PROXY header).
     pub fn start_tls(&mut self, handshake: Handshake) {
-        debug_assert!(self.tls.is_none() && self.ws.is_none(), "already TLS or WebSocket");
+        debug_assert!(
+            self.tls.is_none() && self.ws.is_none(),
+            "already TLS or WebSocket"
+        );
         self.tls = Some(Tls::Handshaking {
             handshake: Box::new(handshake),
             queued: Vec::new(),

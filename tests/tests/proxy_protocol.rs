@@ -170,8 +170,8 @@ fn read_header(stream: &mut TcpStream) -> Seen {
 
 /// A TCP connection to `to` from `source` (a 127.0.0.x address, port chosen by the kernel).
 fn connect_from(source: Ipv4Addr, to: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("socket");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     socket
         .bind(&SocketAddr::from((source, 0)).into())
         .unwrap_or_else(|e| panic!("bind {source}: {e}"));
@@ -210,7 +210,9 @@ impl Haproxy {
             .status()
             .is_ok_and(|s| s.success());
         if !found {
-            eprintln!("SKIPPED: haproxy is not installed (scripts/install-test-deps.sh installs it)");
+            eprintln!(
+                "SKIPPED: haproxy is not installed (scripts/install-test-deps.sh installs it)"
+            );
         }
         found
     }

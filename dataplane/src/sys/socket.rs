@@ -211,4 +211,46 @@ mod tests {
         let err = a.read(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
     }
+
+    #[test]
+    fn peek_leaves_the_bytes_for_the_next_read() {
+        use std::io::Write;
+        let (mut a, b) = socket_pair();
+        b.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        let empty = peek(b.as_fd(), &mut buf).unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+        a.write_all(b"PROXY payload").unwrap();
+        // Loopback delivers at once, but give the kernel a few tries to be safe.
+        let mut n = 0;
+        for _ in 0..1000 {
+            match peek(b.as_fd(), &mut buf) {
+                Ok(k) if k == 13 => {
+                    n = k;
+                    break;
+                }
+                _ => std::thread::yield_now(),
+            }
+        }
+        assert_eq!(&buf[..n], b"PROXY payload");
+        assert_eq!(peek(b.as_fd(), &mut buf[..5]).unwrap(), 5, "peeks again");
+        assert_eq!(read(b.as_fd(), &mut buf[..6]).unwrap(), 6);
+        assert_eq!(&buf[..6], b"PROXY ");
+        assert_eq!(read(b.as_fd(), &mut buf).unwrap(), 7);
+        assert_eq!(&buf[..7], b"payload");
+        drop(a);
+        let mut eof = 1;
+        for _ in 0..1000 {
+            match peek(b.as_fd(), &mut buf) {
+                Ok(k) => {
+                    eof = k;
+                    break;
+                }
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        assert_eq!(eof, 0, "end of stream peeks as 0");
+        let local = local_addr(b.as_fd()).unwrap();
+        assert_eq!(local, b.local_addr().unwrap());
+    }
 }

@@ -686,7 +686,8 @@ impl Worker {
         let Some(h) = occupant!(self.slots, key, Handshake) else {
             return;
         };
-        let hangup = c.result as u32 & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32 != 0;
+        let hangup =
+            c.result as u32 & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32 != 0;
         match h.on_readable(&self.services, &self.groups, hangup) {
             Step::Wait if c.more => {}
             Step::Wait => {

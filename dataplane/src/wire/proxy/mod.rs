@@ -230,7 +230,11 @@ impl Sink for Encoded {
         // The encoders write at most MAX_ENCODED_LEN bytes (tests check the worst cases); a
         // bug here truncates the header (the peer then rejects it) rather than panicking.
         let end = (self.len + bytes.len()).min(MAX_ENCODED_LEN);
-        debug_assert_eq!(end, self.len + bytes.len(), "header longer than MAX_ENCODED_LEN");
+        debug_assert_eq!(
+            end,
+            self.len + bytes.len(),
+            "header longer than MAX_ENCODED_LEN"
+        );
         self.bytes[self.len..end].copy_from_slice(&bytes[..end - self.len]);
         self.len = end;
     }
