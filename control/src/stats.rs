@@ -687,6 +687,7 @@ mod tests {
                     upstream_failures: 3,
                     ws_rejects: 2,
                     tls_failures: 1,
+                    proxy_header_failures: 5,
                     ..Default::default()
                 },
                 ServiceSnapshot {
@@ -711,13 +712,14 @@ mod tests {
         let j = to_json(&views, &snap, &control, 1);
         assert_eq!(
             j["services"]["vpc"],
-            json!({"role": "forward", "accepted": 7, "upstream_failures": 3, "ws_rejects": 2, "tls_failures": 1})
+            json!({"role": "forward", "accepted": 7, "upstream_failures": 3, "ws_rejects": 2, "tls_failures": 1, "proxy_header_failures": 5})
         );
         assert_eq!(j["services"]["echo"]["ws_rejects"], 4);
         assert_eq!(j["services"]["vpc"]["prepared"], Value::Null);
         let text = to_prometheus(&views, &snap, &control);
         assert!(text.contains("sallyport_upstream_failures_total{service=\"vpc\"} 3\n"));
         assert!(text.contains("sallyport_ws_rejects_total{service=\"vpc\"} 2\n"));
+        assert!(text.contains("sallyport_proxy_header_failures_total{service=\"vpc\"} 5\n"));
         assert!(text.contains("sallyport_ws_rejects_total{service=\"echo\"} 4\n"));
         assert!(text.contains("sallyport_clients_accepted_total{service=\"vpc\"} 7\n"));
         assert!(text.contains("sallyport_public_tls_failures_total{service=\"vpc\"} 1\n"));
