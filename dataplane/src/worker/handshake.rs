@@ -1,12 +1,13 @@
 //! A public client's handshake at the DMZ side: first, for a peer in the listener's
 //! `accept_proxy`, the PROXY v1/v2 header an L4 balancer sends ahead of everything (its source
-//! then stands for the client); then the TLS handshake of a `tls://` or `wss://`
-//! service, then, on a WebSocket listener, the HTTP upgrade request that picks the service by
-//! path. The PROXY header is peeked, not read, until it is whole, and then exactly its bytes
-//! are read: what came with it (a ClientHello, an HTTP request, payload) stays in the socket
-//! for the next stage, whatever the segmentation. [`Handshake`] owns the client's leg and the request bytes so far; its handler
-//! [`Handshake::on_readable`] says what comes next ([`Step`]); the worker (`driver.rs`) arms its poll, keeps
-//! its deadline, and on the end either pairs the client or answers, counts and closes it.
+//! then stands for the client); then the TLS handshake of a `tls://` or `wss://` service, then,
+//! on a WebSocket listener, the HTTP upgrade request that picks the service by path. The PROXY
+//! header is peeked, not read, until it is whole, and then exactly its bytes are read: what came
+//! with it (a ClientHello, an HTTP request, payload) stays in the socket for the next stage,
+//! whatever the segmentation. [`Handshake`] owns the client's leg and the request bytes so far;
+//! its handler [`Handshake::on_readable`] says what comes next ([`Step`]); the worker
+//! (`driver.rs`) arms its poll, keeps its deadline, and on the end either pairs the client or
+//! answers, counts and closes it.
 //!
 //! It does not pair anything itself (`driver.rs`) and relays nothing.
 
