@@ -490,13 +490,13 @@ async fn dial_and_park(
     parking: &Cell<bool>,
 ) -> Result<Dialed, DialError> {
     let target = resolve(&service.target).await?;
-    let conn = dial(service).await?;
+    let (conn, public) = dial(service).await?;
     if !parking.get() {
         return Ok(Dialed::Discarded);
     }
     service
         .dataplane
-        .park_reverse(index, conn, service.backend(target))
+        .park_reverse(index, conn, service.backend(target), public)
         .map(|()| Dialed::Parked)
         .map_err(|_| DialError::QueueFull)
 }
@@ -516,8 +516,9 @@ pub(crate) async fn resolve(target: &HostPort) -> Result<SocketAddr, ResolveErro
 }
 
 /// Connects to the DMZ (and completes TLS when configured), negotiates, sends BIND and waits
-/// for the first reply. The connection carries whatever was read after that reply.
-async fn dial(service: &ReverseService) -> Result<OwnedConn, DialError> {
+/// for the first reply. The connection carries whatever was read after that reply; the
+/// address is the first reply's BND (the DMZ's public address, for PROXY headers).
+async fn dial(service: &ReverseService) -> Result<(OwnedConn, Option<SocketAddr>), DialError> {
     let addr = (service.dmz.host.as_str(), service.dmz.port);
     let connect = tokio::time::timeout(service.connect_timeout, TcpStream::connect(addr)).await;
     let mut stream = connect
@@ -526,8 +527,8 @@ async fn dial(service: &ReverseService) -> Result<OwnedConn, DialError> {
     let _ = stream.set_nodelay(true);
     let into_std = |s: TcpStream| s.into_std().map_err(DialError::Socket);
     let Some(tls) = &service.tls else {
-        let buf = negotiate(service, &mut stream).await?;
-        return Ok(OwnedConn::new(into_std(stream)?, buf));
+        let (buf, public) = negotiate(service, &mut stream).await?;
+        return Ok((OwnedConn::new(into_std(stream)?, buf), public));
     };
     let handshake = Handshake::client(tls.config.current(), tls.server_name.clone())
         .map_err(DialError::TlsStart)?;
@@ -539,7 +540,7 @@ async fn dial(service: &ReverseService) -> Result<OwnedConn, DialError> {
         .await
         .map_err(|_| DialError::TlsTimeout(service.connect_timeout))?
         .map_err(DialError::TlsHandshake)?;
-    let mut buf = negotiate(service, &mut stream).await?;
+    let (mut buf, public) = negotiate(service, &mut stream).await?;
     let (tcp, mut session) = stream.into_parts();
     // Plaintext already decrypted (the second reply, if the DMZ paired this leg at once)
     // belongs after the first reply: move it into the hand-off's leftover bytes, where the
@@ -550,16 +551,20 @@ async fn dial(service: &ReverseService) -> Result<OwnedConn, DialError> {
     while let Ok(Read::Data(n)) = session.read(&mut chunk) {
         buf.extend_from_slice(&chunk[..n]);
     }
-    Ok(OwnedConn::new(into_std(tcp)?, buf).with_tls(session))
+    Ok((
+        OwnedConn::new(into_std(tcp)?, buf).with_tls(session),
+        public,
+    ))
 }
 
 /// Runs the client machine (greeting, user/password, BIND in one write; method choice, auth
 /// status, first reply) within the service's `connect_timeout`. Returns the bytes read after
-/// the first reply (maybe the second reply already): the parked leg's.
+/// the first reply (maybe the second reply already): the parked leg's; and the first reply's
+/// BND when it is an IP.
 async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     service: &ReverseService,
     stream: &mut S,
-) -> Result<Vec<u8>, DialError> {
+) -> Result<(Vec<u8>, Option<SocketAddr>), DialError> {
     let creds = service.credentials.as_ref().map(|c| socks5::Credentials {
         user: c.user.as_bytes().to_vec(),
         password: c.password.expose().as_bytes().to_vec(),
@@ -572,7 +577,7 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     socks_io::drive(stream, &mut session, &mut buf)
         .await
         .map_err(failed)?;
-    Ok(buf)
+    Ok((buf, session.bound()))
 }
 
 #[cfg(test)]

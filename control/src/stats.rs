@@ -180,6 +180,7 @@ pub fn to_json(
                         "prepared_lost": d.prepared_lost,
                         "prepared_stolen": d.stolen,
                         "tls_failures": d.tls_failures,
+                        "proxy_header_failures": d.proxy_header_failures,
                         "ws_rejects": d.ws_rejects,
                     }),
                 )
@@ -194,6 +195,7 @@ pub fn to_json(
                         "upstream_failures": f.upstream_failures,
                         "ws_rejects": f.ws_rejects,
                         "tls_failures": f.tls_failures,
+                        "proxy_header_failures": f.proxy_header_failures,
                     }),
                 )
             }
@@ -359,6 +361,19 @@ pub fn to_prometheus(
                 names::TLS_FAILURES,
                 &[("service", name)],
                 snap.service(*i).tls_failures,
+            );
+        }
+        p.family(
+            names::PROXY_HEADER_FAILURES,
+            "counter",
+            "Connections from an accept_proxy source closed for a missing, truncated or malformed \
+             PROXY header.",
+        );
+        for (name, i) in &public {
+            p.sample(
+                names::PROXY_HEADER_FAILURES,
+                &[("service", name)],
+                snap.service(*i).proxy_header_failures,
             );
         }
         p.family(
@@ -726,6 +741,7 @@ mod tests {
                     upstream_failures: 3,
                     ws_rejects: 2,
                     tls_failures: 1,
+                    proxy_header_failures: 5,
                     ..Default::default()
                 },
                 ServiceSnapshot {
@@ -750,13 +766,14 @@ mod tests {
         let j = to_json(&views, &snap, &control, 1);
         assert_eq!(
             j["services"]["vpc"],
-            json!({"role": "forward", "accepted": 7, "upstream_failures": 3, "ws_rejects": 2, "tls_failures": 1})
+            json!({"role": "forward", "accepted": 7, "upstream_failures": 3, "ws_rejects": 2, "tls_failures": 1, "proxy_header_failures": 5})
         );
         assert_eq!(j["services"]["echo"]["ws_rejects"], 4);
         assert_eq!(j["services"]["vpc"]["prepared"], Value::Null);
         let text = to_prometheus(&views, &snap, &control);
         assert!(text.contains("sallyport_upstream_failures_total{service=\"vpc\"} 3\n"));
         assert!(text.contains("sallyport_ws_rejects_total{service=\"vpc\"} 2\n"));
+        assert!(text.contains("sallyport_proxy_header_failures_total{service=\"vpc\"} 5\n"));
         assert!(text.contains("sallyport_ws_rejects_total{service=\"echo\"} 4\n"));
         assert!(text.contains("sallyport_clients_accepted_total{service=\"vpc\"} 7\n"));
         assert!(text.contains("sallyport_public_tls_failures_total{service=\"vpc\"} 1\n"));

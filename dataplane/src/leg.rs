@@ -334,6 +334,19 @@ impl Leg {
         }
     }
 
+    /// A plain leg becomes a TLS leg whose handshake starts now: after bytes that came in the
+    /// clear ahead of TLS (a PROXY header).
+    pub fn start_tls(&mut self, handshake: Handshake) {
+        debug_assert!(
+            self.tls.is_none() && self.ws.is_none(),
+            "already TLS or WebSocket"
+        );
+        self.tls = Some(Tls::Handshaking {
+            handshake: Box::new(handshake),
+            queued: Vec::new(),
+        });
+    }
+
     /// A leg from a hand-off: TLS when an established session came with it.
     pub fn from_parts(fd: OwnedFd, session: Option<Box<Session>>) -> Leg {
         Leg {

@@ -248,11 +248,16 @@ impl Dataplane {
     /// reply the worker connects to the back-end (`upstream`: TCP, with TLS and/or a WebSocket
     /// upgrade when set) and relays; the outcome is reported through
     /// [`DataplaneConfig::reverse_events`]. Gives the connection back when every queue is full.
+    ///
+    /// `public` is the first BIND reply's BND (the DMZ's public address for the service): with
+    /// `upstream.proxy_protocol` it is the PROXY header's destination, the second reply's
+    /// address its source (`UNKNOWN` / `LOCAL` when either is not an IP).
     pub fn park_reverse(
         &self,
         service: ReverseIndex,
         conn: OwnedConn,
         upstream: Upstream,
+        public: Option<SocketAddr>,
     ) -> Result<(), OwnedConn> {
         let n = self.peers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -260,6 +265,7 @@ impl Dataplane {
             service,
             conn,
             upstream,
+            public,
         }));
         for k in 0..n {
             match self.peers[(start + k) % n].send(msg) {

@@ -26,6 +26,9 @@ pub mod names {
     pub const SPLICE_FALLBACKS: &str = "sallyport_splice_fallbacks_total";
     pub const HANDSHAKE_FAILURES: &str = "sallyport_handshake_failures_total";
     pub const TLS_FAILURES: &str = "sallyport_public_tls_failures_total";
+    /// Connections from an `accept_proxy` source closed for a missing, truncated or malformed
+    /// PROXY header.
+    pub const PROXY_HEADER_FAILURES: &str = "sallyport_proxy_header_failures_total";
     /// Forwarding services: clients reset because the upstream refused or did not answer.
     pub const UPSTREAM_FAILURES: &str = "sallyport_upstream_failures_total";
     /// WebSocket listeners: upgrade requests answered with an HTTP error (404, 400, 426, 431…).
@@ -309,6 +312,8 @@ pub struct ServiceStats {
     pub stolen: AtomicU64,
     /// Public clients whose TLS handshake failed or timed out.
     pub tls_failures: AtomicU64,
+    /// Connections from an `accept_proxy` source without a valid PROXY header in time.
+    pub proxy_header_failures: AtomicU64,
     /// Forwarding services: clients reset because the upstream refused or did not answer.
     pub upstream_failures: AtomicU64,
     /// WebSocket listeners: upgrade requests answered with an HTTP error (404, 400, 426, 431…).
@@ -378,6 +383,7 @@ pub struct ServiceSnapshot {
     pub prepared_lost: u64,
     pub stolen: u64,
     pub tls_failures: u64,
+    pub proxy_header_failures: u64,
     pub upstream_failures: u64,
     pub ws_rejects: u64,
 }
@@ -426,6 +432,7 @@ impl Snapshot {
                 total.prepared_lost += load(&s.prepared_lost);
                 total.stolen += load(&s.stolen);
                 total.tls_failures += load(&s.tls_failures);
+                total.proxy_header_failures += load(&s.proxy_header_failures);
                 total.upstream_failures += load(&s.upstream_failures);
                 total.ws_rejects += load(&s.ws_rejects);
             }

@@ -36,6 +36,7 @@ fn park(dp: &Dataplane, pool: usize) -> TcpStream {
         ReverseIndex(pool),
         OwnedConn::new(leg, Vec::new()),
         common::backend(target, Duration::from_secs(1), None),
+        None,
     )
     .unwrap();
     dmz

@@ -188,6 +188,7 @@ fn reverse_leg_reaches_a_tls_back_end() {
         ReverseIndex(0),
         OwnedConn::new(leg, Vec::new()),
         common::backend(backend_addr, Duration::from_secs(5), Some(target_tls)),
+        None,
     )
     .unwrap();
     let mut segment = Vec::new();

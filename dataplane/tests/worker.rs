@@ -194,6 +194,7 @@ fn reverse_leg_connects_the_back_end_and_delivers_leftover_first() {
         ReverseIndex(3),
         OwnedConn::new(leg, Vec::new()),
         common::backend(backend.local_addr().unwrap(), Duration::from_secs(5), None),
+        None,
     )
     .unwrap();
     // The DMZ pairs it: the second reply and the client's first bytes in one segment.
@@ -232,6 +233,7 @@ fn reverse_leg_whose_back_end_refuses_is_reset() {
         ReverseIndex(0),
         OwnedConn::new(leg, second_reply("203.0.113.5:1")),
         common::backend(closed, Duration::from_secs(5), None),
+        None,
     )
     .unwrap();
     assert_eq!(
@@ -264,6 +266,7 @@ fn reverse_leg_closed_by_the_dmz_is_lost() {
         ReverseIndex(1),
         OwnedConn::new(leg, Vec::new()),
         common::backend(target, Duration::from_secs(1), None),
+        None,
     )
     .unwrap();
     drop(dmz);

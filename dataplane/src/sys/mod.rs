@@ -34,6 +34,8 @@ pub(crate) use socket::{
     socket_error,
 };
 pub use socket::{prepare_stream, StreamOptions};
+// The PROXY header stage (worker/handshake.rs) and the header sent to back-ends.
+pub(crate) use socket::{local_addr, peek};
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -102,6 +102,30 @@ pub(crate) fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::other("peer is not an inet socket"))
 }
 
+/// The socket's own address (getsockname): for an accepted public client, the address it
+/// connected to.
+pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    socket2::SockRef::from(&fd)
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("socket is not an inet socket"))
+}
+
+/// recv(2) with MSG_PEEK on a non-blocking socket: copies what has arrived into `buf` and
+/// leaves it queued, so the next layer (a TLS handshake, an HTTP request, splice) still reads
+/// it from the socket. `Ok(0)` is the peer's end of stream.
+pub(crate) fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, exclusively borrowed slice of `buf.len()` bytes for the call.
+    cvt(unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK,
+        )
+    })
+}
+
 /// Bytes waiting in a socket's receive queue (FIONREAD); used to tell "peer sent data" from
 /// "peer closed" for a parked connection.
 pub(crate) fn readable_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
@@ -186,5 +210,47 @@ mod tests {
         let mut buf = [0u8; 4];
         let err = a.read(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn peek_leaves_the_bytes_for_the_next_read() {
+        use std::io::Write;
+        let (mut a, b) = socket_pair();
+        b.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        let empty = peek(b.as_fd(), &mut buf).unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+        a.write_all(b"PROXY payload").unwrap();
+        // Loopback delivers at once, but give the kernel a few tries to be safe.
+        let mut n = 0;
+        for _ in 0..1000 {
+            match peek(b.as_fd(), &mut buf) {
+                Ok(k) if k == 13 => {
+                    n = k;
+                    break;
+                }
+                _ => std::thread::yield_now(),
+            }
+        }
+        assert_eq!(&buf[..n], b"PROXY payload");
+        assert_eq!(peek(b.as_fd(), &mut buf[..5]).unwrap(), 5, "peeks again");
+        assert_eq!(read(b.as_fd(), &mut buf[..6]).unwrap(), 6);
+        assert_eq!(&buf[..6], b"PROXY ");
+        assert_eq!(read(b.as_fd(), &mut buf).unwrap(), 7);
+        assert_eq!(&buf[..7], b"payload");
+        drop(a);
+        let mut eof = 1;
+        for _ in 0..1000 {
+            match peek(b.as_fd(), &mut buf) {
+                Ok(k) => {
+                    eof = k;
+                    break;
+                }
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        assert_eq!(eof, 0, "end of stream peeks as 0");
+        let local = local_addr(b.as_fd()).unwrap();
+        assert_eq!(local, b.local_addr().unwrap());
     }
 }

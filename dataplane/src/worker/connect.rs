@@ -32,6 +32,9 @@ pub(super) struct Connecting {
     pub(super) origin: Origin,
     /// Client bytes that came with the second reply: the back-end gets them first.
     pub(super) leftover: Vec<u8>,
+    /// The PROXY header the upstream's `proxy_protocol` asks for, written on the raw socket
+    /// once connected, before TLS, WebSocket and `leftover`.
+    pub(super) header: Option<crate::wire::proxy::Encoded>,
 }
 
 /// How a connect ended.

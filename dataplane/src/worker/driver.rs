@@ -21,7 +21,7 @@ use crate::relay::{Engine, Tunnel, TunnelState};
 use crate::runtime::RelayMode;
 use crate::service::Upstream;
 use crate::sys::{self, Completion};
-use crate::wire::http;
+use crate::wire::{http, proxy};
 
 // Connecting (`connect.rs`).
 impl Worker {
@@ -42,11 +42,11 @@ impl Worker {
                     from,
                     target,
                     upstream,
+                    origin,
                     leftover,
-                    ..
+                    header,
                 } = *conn;
-                let target = target_leg(target, &upstream);
-                self.start_tunnel(from, target, leftover);
+                self.start_target(from, target, &upstream, origin, leftover, header);
             }
             ConnectStep::Failed(errno) => self.fail_connect(key, errno),
         }
@@ -88,13 +88,16 @@ impl Worker {
 
     /// Connects `from`'s tunnel to `upstream` without blocking: at once when the kernel
     /// completes the connect immediately (loopback), else after POLLOUT or the deadline.
-    /// `leftover` is written to the upstream before anything relayed.
+    /// `header` (the upstream's `proxy_protocol`) goes on the raw socket first, then
+    /// `leftover` is written to the upstream (inside TLS / WebSocket when those are
+    /// configured) before anything relayed.
     pub(super) fn connect_upstream(
         &mut self,
         from: Leg,
         leftover: Vec<u8>,
         upstream: &Upstream,
         origin: Origin,
+        header: Option<proxy::Encoded>,
     ) {
         // Verified admission: the connection made while this client's SYN was held.
         let connected = match held_upstream(upstream, &from) {
@@ -103,8 +106,7 @@ impl Worker {
         };
         match connected {
             Ok((target, true)) => {
-                let target = target_leg(target, upstream);
-                self.start_tunnel(from, target, leftover)
+                self.start_target(from, target, upstream, origin, leftover, header)
             }
             Ok((target, false)) => {
                 let deadline = Instant::now() + upstream.connect_timeout;
@@ -115,6 +117,7 @@ impl Worker {
                     upstream: upstream.clone(),
                     origin,
                     leftover,
+                    header,
                 });
                 let key = self.slots.insert(Entry::Connecting(connecting));
                 if self
@@ -137,13 +140,63 @@ fn held_upstream(upstream: &Upstream, from: &Leg) -> Option<OwnedFd> {
     held.take(sys::peer_addr(from.fd()).ok()?)
 }
 
+impl Worker {
+    /// The back-end accepted: its PROXY header (if any) goes on the raw socket, ahead of a TLS
+    /// ClientHello or a WebSocket upgrade, then the tunnel starts.
+    fn start_target(
+        &mut self,
+        from: Leg,
+        target: OwnedFd,
+        upstream: &Upstream,
+        origin: Origin,
+        leftover: Vec<u8>,
+        header: Option<proxy::Encoded>,
+    ) {
+        if let Some(header) = header {
+            // A socket that has just connected has an empty send buffer: it takes the header
+            // (at most 104 bytes) whole, or the connection is already broken.
+            match sys::send(target.as_fd(), header.as_bytes()) {
+                Ok(n) if n == header.as_bytes().len() => {}
+                Ok(_) => return self.upstream_failed(from, origin, None),
+                Err(e) => return self.upstream_failed(from, origin, e.raw_os_error()),
+            }
+        }
+        let target = target_leg(target, upstream);
+        self.start_tunnel(from, target, leftover);
+    }
+}
+
+/// The PROXY header for a back-end connection: `source` is the public client, `destination`
+/// the public address it reached; either unknown (a host name in a BIND reply, a failed
+/// getsockname) gives `UNKNOWN` / `LOCAL`.
+fn proxy_header(
+    version: proxy::Version,
+    source: Option<SocketAddr>,
+    destination: Option<SocketAddr>,
+) -> proxy::Encoded {
+    let addresses = match (source, destination) {
+        (Some(source), Some(destination)) => proxy::Addresses::Tcp {
+            source,
+            destination,
+        },
+        _ => proxy::Addresses::Unknown,
+    };
+    proxy::Encoded::new(version, addresses)
+}
+
 // Ready clients, waiters and parked prepared connections (`pool.rs`).
 impl Worker {
     /// A public client that can be paired (plain, or its handshake done).
     pub(super) fn on_ready_client(&mut self, service: PublicIndex, client: Leg, addr: SocketAddr) {
         self.service_stats(service).accepted.fetch_add(1, relaxed());
         if let Some(upstream) = self.service(service).upstream.clone() {
-            return self.connect_upstream(client, Vec::new(), &upstream, Origin::Forward(service));
+            // PROXY: `addr` is the client (a balancer's PROXY source included); the
+            // destination is the address the client's socket reached here.
+            let header = upstream.proxy_protocol.map(|version| {
+                proxy_header(version, Some(addr), sys::local_addr(client.fd()).ok())
+            });
+            let origin = Origin::Forward(service);
+            return self.connect_upstream(client, Vec::new(), &upstream, origin, header);
         }
         if let Some(prepared) = self.pop_prepared(service) {
             self.start_paired(client, addr, prepared);
@@ -302,6 +355,11 @@ impl Worker {
 // first pump), handing each leg's readiness to the relay, and closing it with the reason the
 // relay gave (FIN after a clean finish, RST otherwise; pipes and buffers go back to the pool).
 
+/// How long a peer in a plain listener's `accept_proxy` has to send its PROXY header (TLS and
+/// WebSocket listeners use their handshake timeout). A balancer sends it with its first
+/// segment; 5 s covers a lost segment's retransmissions without holding a slot for long.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Most bytes read and dropped from a finished tunnel's leg before it is closed.
 const DISCARD_ON_CLOSE: usize = 64 << 10;
 /// Most pipes (and buffers) a worker keeps for reuse.
@@ -447,6 +505,7 @@ impl Worker {
             service,
             conn,
             upstream,
+            public,
         } = handoff;
         let fd = OwnedFd::from(conn.stream);
         let tls = conn.tls;
@@ -461,6 +520,7 @@ impl Worker {
             leg: Leg::from_parts(fd, tls),
             service,
             upstream,
+            public,
             buf,
             parked_at: Instant::now(),
         });
@@ -555,10 +615,10 @@ impl Worker {
     /// The parked leg's session ended: paired (connect to the back-end) or lost.
     fn end_reverse(&mut self, mut leg: ReverseLeg, step: ReverseStep) {
         let service = leg.service;
-        let used = match step {
+        let (used, client) = match step {
             ReverseStep::Paired { paired, used } => {
                 crate::dp_debug!(core = self.id, service = service.0, client = %paired.bind_host, "paired; connecting to the back-end");
-                used
+                (used, paired.bind_addr())
             }
             ReverseStep::Refused(error) => {
                 crate::dp_debug!(core = self.id, service = service.0, %error, "parked leg lost");
@@ -575,9 +635,17 @@ impl Worker {
         leg.buf.drain(..used);
         let leftover = std::mem::take(&mut leg.buf);
         let ReverseLeg {
-            leg: dmz, upstream, ..
+            leg: dmz,
+            upstream,
+            public,
+            ..
         } = leg;
-        self.connect_upstream(dmz, leftover, &upstream, Origin::Reverse(service));
+        // PROXY: the client as the DMZ saw it (second reply), the DMZ's public address (first).
+        let header = upstream
+            .proxy_protocol
+            .map(|version| proxy_header(version, client, public));
+        let origin = Origin::Reverse(service);
+        self.connect_upstream(dmz, leftover, &upstream, origin, header);
     }
 }
 
@@ -593,11 +661,20 @@ impl Worker {
             Ok(addr) => addr,
             Err(_) => return, // Gone before we looked at it.
         };
+        let local = self.service(first);
+        let ws_timeout = local.ws.as_ref().map(|w| w.handshake_timeout);
+        // A balancer's client is judged by the address in its PROXY header (`end_proxy`).
+        if crate::admission::listed(&local.accept_proxy, addr.ip()) {
+            // A balancer: its PROXY header first, within the listener's handshake timeout.
+            let timeout = local.tls.as_ref().map(|t| t.handshake_timeout);
+            let timeout = timeout.or(ws_timeout).unwrap_or(PROXY_HEADER_TIMEOUT);
+            let leg = Leg::plain(client);
+            return self.start_handshake(leg, addr, group, Stage::Proxy, timeout);
+        }
         let Ok(held) = self.admit_source(first, addr, false, client.as_fd()) else {
             return; // Refused: dropping `client` resets it.
         };
         let local = self.service(first);
-        let ws_timeout = local.ws.as_ref().map(|w| w.handshake_timeout);
         let (mut leg, stage, timeout) = match &local.tls {
             Some(tls) => match crate::tls::Handshake::server(tls.config.current()) {
                 Ok(handshake) => (
@@ -620,6 +697,18 @@ impl Worker {
             },
         };
         leg.hold(held);
+        self.start_handshake(leg, addr, group, stage, timeout);
+    }
+
+    /// Puts a public client's handshake in a slot, watches its socket and sets its deadline.
+    fn start_handshake(
+        &mut self,
+        leg: Leg,
+        addr: SocketAddr,
+        group: usize,
+        stage: Stage,
+        timeout: Duration,
+    ) {
         let fd = leg.fd().as_raw_fd();
         let handshake = Box::new(Handshake {
             leg,
@@ -645,7 +734,9 @@ impl Worker {
         let Some(h) = occupant!(self.slots, key, Handshake) else {
             return;
         };
-        match h.on_readable(&self.services, &self.groups) {
+        let hangup =
+            c.result as u32 & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32 != 0;
+        match h.on_readable(&self.services, &self.groups, hangup) {
             Step::Wait if c.more => {}
             Step::Wait => {
                 let fd = h.leg.fd().as_raw_fd();
@@ -673,14 +764,36 @@ impl Worker {
             mut leg,
             addr,
             group,
-            ..
+            stage,
         } = *h;
         let first = self.groups[group][0];
         let error = match result {
-            Ok(service) => return self.on_ready_client(service, leg, addr),
+            Ok(service) => {
+                // A balancer's client: judged now, by the address its PROXY header named (after
+                // the TLS handshake and the upgrade, when the listener has them).
+                let proxied = sys::peer_addr(leg.fd()).is_ok_and(|peer| {
+                    crate::admission::listed(&self.service(first).accept_proxy, peer.ip())
+                });
+                if proxied {
+                    match self.admit_source(first, addr, true, leg.fd()) {
+                        Ok(held) => leg.hold(held),
+                        Err(()) => return, // Refused: dropping `leg` resets it.
+                    }
+                }
+                return self.on_ready_client(service, leg, addr);
+            }
             Err(e) => e,
         };
         let stats = self.service_stats(first);
+        if let Stage::Proxy = stage {
+            stats.proxy_header_failures.fetch_add(1, relaxed());
+            sys::set_reset_on_close(leg.fd());
+            if let Some(also_failed) = self.handshake_log.allow(Instant::now()) {
+                tracing::info!(core = self.id, service = %self.service(first).name, peer = %addr, also_failed,
+                    "connection from an accept_proxy source reset: {error}");
+            }
+            return;
+        }
         match &error {
             HandshakeError::Refused(r) => {
                 stats.ws_rejects.fetch_add(1, relaxed());

@@ -70,6 +70,8 @@ pub(crate) struct ReverseHandoff {
     pub service: ReverseIndex,
     pub conn: OwnedConn,
     pub upstream: Upstream,
+    /// The first BIND reply's BND (the DMZ's public address), for the PROXY header.
+    pub public: Option<std::net::SocketAddr>,
 }
 
 /// How other threads reach a worker.
@@ -172,6 +174,7 @@ impl Worker {
                 tls: s.tls,
                 ws: s.ws,
                 upstream: s.upstream,
+                accept_proxy: s.accept_proxy,
                 pool: VecDeque::new(),
                 waiting: VecDeque::new(),
             })

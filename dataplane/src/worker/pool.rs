@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::token::Key;
+use crate::admission::IpNet;
 use crate::handoff::PublicIndex;
 use crate::leg::Leg;
 use crate::service::{PublicTls, PublicWs, Upstream};
@@ -31,6 +32,8 @@ pub(super) struct LocalService {
     /// Forwarding service: each client gets its own connection to this upstream instead of a
     /// prepared connection.
     pub(super) upstream: Option<Upstream>,
+    /// Peers (an L4 balancer) whose connections begin with a PROXY header (`accept_proxy`).
+    pub(super) accept_proxy: Vec<IpNet>,
     /// Parked prepared connections, oldest first. Entries whose slot moved on are skipped
     /// when popped.
     pub(super) pool: VecDeque<Key>,

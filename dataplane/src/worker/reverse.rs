@@ -9,6 +9,7 @@
 //! thread does) and relays nothing.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::handoff::ReverseIndex;
@@ -26,6 +27,9 @@ pub(super) struct ReverseLeg {
     pub(super) service: ReverseIndex,
     /// The back-end to connect once paired.
     pub(super) upstream: Upstream,
+    /// BND of the first BIND reply: the DMZ's public address for this service (the PROXY
+    /// header's destination), when it was an IP.
+    pub(super) public: Option<SocketAddr>,
     /// Bytes read and not yet parsed (at most one reply plus what came with it).
     pub(super) buf: Vec<u8>,
     pub(super) parked_at: Instant,

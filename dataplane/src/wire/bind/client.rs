@@ -147,6 +147,8 @@ pub struct BindClient {
     /// The handshake must reach Parked by then.
     deadline: Instant,
     state: State,
+    /// BND of the first reply, once parked: the DMZ's public address for the service.
+    bound: Option<(Host, u16)>,
 }
 
 impl BindClient {
@@ -174,7 +176,17 @@ impl BindClient {
             hello,
             deadline,
             state: State::Start,
+            bound: None,
         })
+    }
+
+    /// BND of the first reply (the DMZ's public address for the service, the PROXY header's
+    /// destination), once parked and when it is an IP.
+    pub fn bound(&self) -> Option<SocketAddr> {
+        match &self.bound {
+            Some((Host::Ip(ip), port)) => Some(SocketAddr::new(*ip, *port)),
+            _ => None,
+        }
     }
 
     fn close(&mut self, error: ClientError) -> Action<Progress, ClientError> {
@@ -254,6 +266,7 @@ impl BindClient {
             });
         }
         self.state = State::Parked;
+        self.bound = Some((reply.host, reply.port));
         Ok(Some((n, Some(Progress::Parked))))
     }
 }

@@ -632,6 +632,8 @@ fn pair_parks_and_pairs_over_every_mtu() {
                 })]
             );
             assert_eq!(pair.client.events, [Action::Ready(Progress::Parked)]);
+            // The first reply's BND (the PROXY header's destination) is kept.
+            assert_eq!(pair.client.machine.bound(), Some(svcs[index].public));
             // A public client arrives: the DMZ's second reply with its first bytes coalesced.
             let mut second = pair.server.machine.pair(client_addr()).expect("parked");
             assert_eq!(second, server::Parked.pair(client_addr()));

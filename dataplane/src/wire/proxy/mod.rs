@@ -12,9 +12,11 @@
 //! soon as it is visible. v2 TLVs are checked to fit in the header, then consumed and skipped;
 //! a v2 `LOCAL` header's family and address block are ignored, as the spec asks.
 //! [`encode_header`] writes either version for TCP over IPv4 or IPv6, [`encode_unknown`] one
-//! without addresses. The line and header themselves are parsed and built by the
-//! `ppp` crate; this module frames them (completeness, length bounds, early rejection) and maps
-//! the result to our types. No input panics.
+//! without addresses, both straight into the caller's `Vec`; [`Encoded`] holds either inline
+//! for a caller that must not allocate. The line and header are parsed by the `ppp` crate;
+//! this module frames them (completeness, length bounds, early rejection) and maps the result
+//! to our types. The encoder is written here (a few spec-defined bytes; the tests check it
+//! against `ppp`'s builder). No input panics.
 //!
 //! What it does not do: no I/O, no clock, no state between calls (the caller keeps its buffer),
 //! no policy: which peers must, may or must not send a header, and whether to trust the
@@ -22,6 +24,7 @@
 //! headers are rejected as unsupported; TLV contents (ALPN, SSL, cloud endpoint ids, CRC32C) are
 //! not interpreted or checked.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 
 /// The v1 line starts with these 6 bytes.
@@ -146,53 +149,167 @@ pub fn parse_header(input: &[u8]) -> Parsed<ProxyHeader> {
     }
 }
 
+/// Largest header the encoders write: a v1 `TCP6` line with two full-length IPv6 addresses
+/// and 5-digit ports is 104 bytes; the v2 IPv6 header is 52.
+pub const MAX_ENCODED_LEN: usize = 104;
+
 /// Appends a `version` header saying the connection came from `source` to `destination` over
 /// TCP.
 ///
 /// If one address is IPv4 and the other IPv6, the IPv4 one is written as its IPv4-mapped IPv6
 /// address (`::ffff:a.b.c.d`) and the header is `TCP6` / `AF_INET6`: the header has one family
 /// for both, and this keeps both addresses instead of refusing or dropping to `UNKNOWN`. A
-/// parser then returns both as IPv6. `out` is untouched on error (which `ppp` reports only for
-/// a v2 header longer than 65551 bytes, impossible without TLVs).
+/// parser then returns both as IPv6. Written straight into `out` (no intermediate buffer);
+/// never more than [`MAX_ENCODED_LEN`] bytes.
 pub fn encode_header(
     version: Version,
     source: SocketAddr,
     destination: SocketAddr,
     out: &mut Vec<u8>,
-) -> Result<(), ProxyError> {
-    let (source, destination) = same_family(source, destination);
-    match version {
-        Version::V1 => {
-            let addresses = ppp::v1::Addresses::from((source, destination));
-            debug_assert!(!matches!(addresses, ppp::v1::Addresses::Unknown));
-            out.extend_from_slice(addresses.to_string().as_bytes());
-        }
-        Version::V2 => {
-            use ppp::v2::{Builder, Command, Protocol, Version};
-            let header = Builder::with_addresses(
-                Version::Two | Command::Proxy,
-                Protocol::Stream,
-                (source, destination),
-            )
-            .build()
-            .map_err(|_| ProxyError::TooLong)?;
-            out.extend_from_slice(&header);
-        }
-    }
-    Ok(())
+) {
+    write_header(version, source, destination, out);
 }
 
 /// Appends a `version` header that carries no addresses: v1 `PROXY UNKNOWN`, v2 `LOCAL`.
 /// For a connection whose client address is not known (a BIND reply naming a host, not an
 /// address): the receiver then uses the connection's own endpoints.
 pub fn encode_unknown(version: Version, out: &mut Vec<u8>) {
-    match version {
-        Version::V1 => out.extend_from_slice(b"PROXY UNKNOWN\r\n"),
-        Version::V2 => {
-            out.extend_from_slice(V2_SIGNATURE);
-            // Version 2, command LOCAL; AF_UNSPEC, UNSPEC; no address block.
-            out.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+    write_unknown(version, out);
+}
+
+/// An encoded header held inline, for a caller that must not allocate per connection (the
+/// worker writes it on a back-end socket before anything else).
+#[derive(Clone, Copy)]
+pub struct Encoded {
+    bytes: [u8; MAX_ENCODED_LEN],
+    len: usize,
+}
+
+impl Encoded {
+    /// The header for `addresses` in `version`: [`encode_header`]'s bytes for
+    /// [`Addresses::Tcp`], [`encode_unknown`]'s for [`Addresses::Unknown`].
+    pub fn new(version: Version, addresses: Addresses) -> Encoded {
+        let mut encoded = Encoded {
+            bytes: [0; MAX_ENCODED_LEN],
+            len: 0,
+        };
+        match addresses {
+            Addresses::Tcp {
+                source,
+                destination,
+            } => write_header(version, source, destination, &mut encoded),
+            Addresses::Unknown => write_unknown(version, &mut encoded),
         }
+        encoded
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encoded(\"{}\")", self.as_bytes().escape_ascii())
+    }
+}
+
+/// Where the encoders write: a `Vec` (appended to) or an [`Encoded`].
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for Encoded {
+    fn put(&mut self, bytes: &[u8]) {
+        // The encoders write at most MAX_ENCODED_LEN bytes (tests check the worst cases); a
+        // bug here truncates the header (the peer then rejects it) rather than panicking.
+        let end = (self.len + bytes.len()).min(MAX_ENCODED_LEN);
+        debug_assert_eq!(
+            end,
+            self.len + bytes.len(),
+            "header longer than MAX_ENCODED_LEN"
+        );
+        self.bytes[self.len..end].copy_from_slice(&bytes[..end - self.len]);
+        self.len = end;
+    }
+}
+
+/// A [`Sink`] as a `fmt::Write`, for the v1 line's addresses and ports (formatted by
+/// `Display`, which needs no heap).
+struct Fmt<'a, S>(&'a mut S);
+
+impl<S: Sink> std::fmt::Write for Fmt<'_, S> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.put(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn write_header(
+    version: Version,
+    source: SocketAddr,
+    destination: SocketAddr,
+    out: &mut impl Sink,
+) {
+    let (source, destination) = same_family(source, destination);
+    match version {
+        Version::V1 => {
+            let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
+            // Infallible: both sinks' `write_str` always succeed.
+            let _ = write!(
+                Fmt(out),
+                "PROXY {family} {} {} {} {}\r\n",
+                source.ip(),
+                destination.ip(),
+                source.port(),
+                destination.port()
+            );
+        }
+        Version::V2 => {
+            out.put(V2_SIGNATURE);
+            match (source, destination) {
+                (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+                    // Version 2, PROXY; AF_INET, STREAM; 12 bytes of addresses.
+                    out.put(&[0x21, 0x11, 0, 12]);
+                    out.put(&s.ip().octets());
+                    out.put(&d.ip().octets());
+                }
+                (s, d) => {
+                    // Version 2, PROXY; AF_INET6, STREAM; 36 bytes of addresses.
+                    out.put(&[0x21, 0x21, 0, 36]);
+                    out.put(&ipv6_octets(s.ip()));
+                    out.put(&ipv6_octets(d.ip()));
+                }
+            }
+            out.put(&source.port().to_be_bytes());
+            out.put(&destination.port().to_be_bytes());
+        }
+    }
+}
+
+fn write_unknown(version: Version, out: &mut impl Sink) {
+    match version {
+        Version::V1 => out.put(b"PROXY UNKNOWN\r\n"),
+        Version::V2 => {
+            out.put(V2_SIGNATURE);
+            // Version 2, command LOCAL; AF_UNSPEC, UNSPEC; no address block.
+            out.put(&[0x20, 0x00, 0x00, 0x00]);
+        }
+    }
+}
+
+/// An address of a pair [`same_family`] made IPv6 (an IPv4 one only if both are IPv4, which
+/// the caller matched first).
+fn ipv6_octets(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
+        IpAddr::V6(ip) => ip.octets(),
     }
 }
 

@@ -22,7 +22,7 @@ fn header(version: Version, addresses: Addresses) -> ProxyHeader {
 
 fn encoded(version: Version, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_header(version, source, destination, &mut out).expect("encodable");
+    encode_header(version, source, destination, &mut out);
     out
 }
 
@@ -194,10 +194,70 @@ fn encodes_known_bytes() {
     assert_eq!(v2_6[12..16], [0x21, 0x21, 0, 36]);
 }
 
+/// The hand-written encoder writes what `ppp`'s builder and formatter write, for IPv4, IPv6
+/// and mixed pairs (which both map to IPv6), and [`Encoded`] holds the same bytes.
+#[test]
+fn encoder_matches_ppp_and_round_trips() {
+    let pairs = [
+        ("192.0.2.1:1", "198.51.100.7:443"),
+        ("255.255.255.255:65535", "0.0.0.0:0"),
+        ("[2001:db8::1]:56324", "[::1]:443"),
+        (
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe]:65534",
+        ),
+        ("127.0.0.7:40000", "[2001:db8::7]:80"),
+        ("[2001:db8::7]:80", "127.0.0.7:40000"),
+    ];
+    for (s, d) in pairs {
+        let (s, d) = (addr(s), addr(d));
+        let (ps, pd) = same_family(s, d);
+        let v1 = ppp::v1::Addresses::from((ps, pd)).to_string().into_bytes();
+        let v2 = {
+            use ppp::v2::{Builder, Command, Protocol, Version as V};
+            Builder::with_addresses(V::Two | Command::Proxy, Protocol::Stream, (ps, pd))
+                .build()
+                .expect("ppp builds it")
+        };
+        for (version, theirs) in [(Version::V1, v1), (Version::V2, v2)] {
+            let ours = encoded(version, s, d);
+            assert_eq!(ours, theirs, "{version:?} {s} -> {d}");
+            assert!(ours.len() <= MAX_ENCODED_LEN);
+            let inline = Encoded::new(
+                version,
+                Addresses::Tcp {
+                    source: s,
+                    destination: d,
+                },
+            );
+            assert_eq!(inline.as_bytes(), &ours[..]);
+            let expected = header(
+                version,
+                Addresses::Tcp {
+                    source: ps,
+                    destination: pd,
+                },
+            );
+            assert_segmentation_invariant(&ours, &expected);
+        }
+    }
+    // The longest line the encoder can write is exactly MAX_ENCODED_LEN.
+    let longest = encoded(Version::V1, addr(pairs[3].0), addr(pairs[3].1));
+    assert_eq!(longest.len(), MAX_ENCODED_LEN);
+    for version in [Version::V1, Version::V2] {
+        let mut unknown = Vec::new();
+        encode_unknown(version, &mut unknown);
+        assert_eq!(
+            Encoded::new(version, Addresses::Unknown).as_bytes(),
+            &unknown[..]
+        );
+    }
+}
+
 #[test]
 fn encode_appends() {
     let mut out = b"x".to_vec();
-    encode_header(Version::V1, addr("1.2.3.4:5"), addr("6.7.8.9:10"), &mut out).expect("ok");
+    encode_header(Version::V1, addr("1.2.3.4:5"), addr("6.7.8.9:10"), &mut out);
     assert_eq!(out, b"xPROXY TCP4 1.2.3.4 6.7.8.9 5 10\r\n");
 }
 
