@@ -55,10 +55,21 @@ impl Recorder {
                     stream.set_read_timeout(Some(IO_TIMEOUT)).ok();
                     let seen = read_header(&mut stream);
                     let valid = !matches!(seen, Seen::Invalid(_));
-                    if tx.send(seen).is_err() || !valid {
+                    let mut buf = [0u8; 16 << 10];
+                    if let Seen::Unknown { .. } = seen {
+                        // The internal gateway's back-end probe sends a LOCAL / UNKNOWN header
+                        // and closes at once: a health check, not a tunnel, so not recorded.
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if tx.send(seen).is_err() || stream.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    } else if tx.send(seen).is_err() || !valid {
                         return;
                     }
-                    let mut buf = [0u8; 16 << 10];
                     loop {
                         match stream.read(&mut buf) {
                             Ok(0) | Err(_) => break,
