@@ -118,6 +118,13 @@ impl Dataplane {
         let member_lists: Vec<Vec<PublicIndex>> =
             groups.iter().map(|(_, members)| members.clone()).collect();
         let (board, door_rx) = door::Board::new(&door_specs, &member_lists, &enforced);
+        for spec in door_specs
+            .iter()
+            .filter(|s| s.mechanism != door::Mechanism::None)
+        {
+            tracing::info!(service = %spec.name, mechanism = spec.mechanism.text(),
+                "admission = ready: new clients are refused while the service is down (down until a prepared connection is parked)");
+        }
         // listeners[w][g]: worker w's listener for group g. Every one is bound to an explicit
         // port (a port-0 service's is reserved first), so that one that stops listening while
         // its service is down keeps the port. A managed group starts closed: nothing is parked.

@@ -15,8 +15,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use sallyport_tests::{
-    connect, dmz_config, echo_round_trip, internal_config, sys, EchoServer, Gateway, Relay,
-    Tunnel, IO_TIMEOUT, STATE_TIMEOUT,
+    connect, dmz_config, echo_round_trip, internal_config, sys, EchoServer, Gateway, Relay, Tunnel,
+    IO_TIMEOUT, STATE_TIMEOUT,
 };
 use serde_json::Value;
 
@@ -107,7 +107,11 @@ fn up_when_parked_refused_when_internal_killed_same_port_after() {
     // SIGKILL: the kernel closes its parked connections; the DMZ sees them lost.
     internal.kill();
     let stats = wait_state(&dmz, "down");
-    assert_eq!(state(&stats).1, "last prepared connection lost", "{stats:#}");
+    assert_eq!(
+        state(&stats).1,
+        "last prepared connection lost",
+        "{stats:#}"
+    );
     assert_refused(public, "internal gateway killed");
 
     let internal = Gateway::start(&internal_toml);
@@ -202,5 +206,43 @@ fn always_accepts_then_resets() {
     assert_eq!(a["state"], "down", "{stats:#}");
     assert_eq!(a["mechanism"], "none (admission = always)", "{stats:#}");
     assert_eq!(a["verdicts"]["accept"], 1, "{stats:#}");
+    dmz.stop();
+}
+
+#[test]
+fn a_shared_websocket_listener_opens_while_any_of_its_services_is_up() {
+    // Services on one address routed by path share a listener: it must know its port (port 0
+    // gives each service a listener of its own).
+    let port = sallyport_tests::free_port();
+    let dmz_toml = format!(
+        "[gateway]\nworkers = 2\nadmin = \"127.0.0.1:0\"\n\n\
+         [reverse]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[service]]\nname = \"echo\"\naccept = \"ws://127.0.0.1:{port}/echo\"\nconnect = \"reverse://echo\"\ntimeout = \"2s\"\n\n\
+         [[service]]\nname = \"other\"\naccept = \"ws://127.0.0.1:{port}/other\"\nconnect = \"reverse://other\"\ntimeout = \"2s\"\n"
+    );
+    let echo = EchoServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("start echo");
+    let dmz = Gateway::start(&dmz_toml);
+    let public = dmz.service("echo");
+    assert_eq!(dmz.service("other"), public, "one shared listener");
+    assert_refused(public, "both services down");
+    let mut internal = Gateway::start(&internal_config(
+        Relay::Splice,
+        dmz.reverse(),
+        echo.addr(),
+        1,
+        None,
+    ));
+    dmz.wait_prepared("echo", 1, STATE_TIMEOUT);
+    // `echo` is up, `other` is still down: the listener is open for both.
+    let stats = dmz.stats();
+    assert_eq!(state(&stats).0, "up", "{stats:#}");
+    assert_eq!(
+        stats["services"]["other"]["admission"]["state"], "down",
+        "{stats:#}"
+    );
+    TcpStream::connect_timeout(&public, IO_TIMEOUT).expect("open while one service is up");
+    internal.kill();
+    wait_state(&dmz, "down");
+    assert_refused(public, "both services down again");
     dmz.stop();
 }
