@@ -289,10 +289,13 @@ fn keep(board: &Board, rx: &Receiver<()>, specs: Vec<DoorSpec>, wake_workers: &d
         }
         let now = Instant::now();
         let mut changed = false;
+        let mut parked = vec![false; kept.len()];
         for (i, k) in kept.iter_mut().enumerate() {
             let Some(k) = k else { continue };
             let shared = &board.services[i];
-            for change in evaluate(k, shared, now) {
+            let (seen_park, changes) = evaluate(k, shared, now);
+            parked[i] = seen_park;
+            for change in changes {
                 changed = true;
                 shared
                     .up
@@ -301,18 +304,20 @@ fn keep(board: &Board, rx: &Receiver<()>, specs: Vec<DoorSpec>, wake_workers: &d
                 log_change(k, &change, now);
             }
         }
-        if changed && flip_groups(board) {
+        if (changed || parked.contains(&true)) && flip_groups(board, &parked) {
             wake_workers();
         }
     }
 }
 
-/// Feeds one service's machine what happened to its pool since the last look.
-fn evaluate(k: &mut Kept, shared: &ServiceDoor, now: Instant) -> Vec<Change> {
+/// Feeds one service's machine what happened to its pool since the last look; also says
+/// whether something was parked since (its worker may have opened its listener on its own).
+fn evaluate(k: &mut Kept, shared: &ServiceDoor, now: Instant) -> (bool, Vec<Change>) {
     let mut changes = Vec::new();
     let parks = shared.parks.load(Ordering::Acquire);
     let pool = shared.pool.load(Ordering::Acquire);
-    if parks != k.seen_parks {
+    let seen_park = parks != k.seen_parks;
+    if seen_park {
         k.seen_parks = parks;
         changes.extend(k.door.on_parked(now));
     }
@@ -325,7 +330,7 @@ fn evaluate(k: &mut Kept, shared: &ServiceDoor, now: Instant) -> Vec<Change> {
         changes.extend(k.door.on_empty(cause, now));
     }
     changes.extend(k.door.on_tick(now));
-    changes
+    (seen_park, changes)
 }
 
 fn publish(shared: &ServiceDoor, change: &Change) {
@@ -363,12 +368,16 @@ fn log_change(k: &mut Kept, change: &Change, now: Instant) {
 }
 
 /// Re-decides every managed group's door from its services' states; true when one flipped.
-fn flip_groups(board: &Board) -> bool {
+/// `parked[i]`: service `i` had a connection parked since the last look; the worker that
+/// parked it opened its own listener, so a group that is closed after all (that connection
+/// was lost at once) gets a new generation, and that worker closes its listener again.
+fn flip_groups(board: &Board, parked: &[bool]) -> bool {
     let mut flipped = false;
     for group in board.groups.iter().filter(|g| g.managed) {
         let open = group.members.iter().any(|&m| board.is_up(m));
+        let reclose = !open && group.members.iter().any(|m| parked[m.0]);
         let v = group.state.load(Ordering::Acquire);
-        if (v & 1 == 1) != open {
+        if (v & 1 == 1) != open || reclose {
             let next = (((v >> 1) + 1) << 1) | u64::from(open);
             group.state.store(next, Ordering::Release);
             flipped = true;
@@ -418,13 +427,18 @@ mod tests {
         let (b, _rx) = board(&[true, true], &[members]);
         assert!(b.managed(0));
         assert_eq!(b.group_door(0), (0, false));
+        let none = [false, false];
         b.services[1].up.store(true, Ordering::Relaxed);
-        assert!(flip_groups(&b));
+        assert!(flip_groups(&b, &none));
         assert_eq!(b.group_door(0), (1, true));
-        assert!(!flip_groups(&b), "nothing changed");
+        assert!(!flip_groups(&b, &none), "nothing changed");
         b.services[1].up.store(false, Ordering::Relaxed);
-        assert!(flip_groups(&b));
+        assert!(flip_groups(&b, &none));
         assert_eq!(b.group_door(0), (2, false));
+        // Parked and lost before the keeper looked: still closed, but a new generation, so
+        // the worker that opened its listener for that park closes it again.
+        assert!(flip_groups(&b, &[true, false]));
+        assert_eq!(b.group_door(0), (3, false));
     }
 
     #[test]
