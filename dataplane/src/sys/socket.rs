@@ -1,6 +1,7 @@
 //! Sockets: non-blocking read and send, shutdown and reset-on-close, the options set on relayed
-//! streams, SO_REUSEPORT listeners and the exclusivity probe, non-blocking connect, and the
-//! kernel TLS check.
+//! streams, SO_REUSEPORT listeners (with a port reserved first for port 0, and closed with
+//! `shutdown(SHUT_RD)` / re-opened with `listen()` for admission), the exclusivity probe,
+//! non-blocking connect, and the kernel TLS check.
 //!
 //! Every function borrows the descriptor it works on (`BorrowedFd`) or returns a new owned one;
 //! none keeps a descriptor or decides what an error means for the connection.
