@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use std::sync::Arc;
 
-use sallyport_dataplane::metrics::{names, Outcome, RefusalReason, Snapshot};
+use sallyport_dataplane::door::DoorState;
+use sallyport_dataplane::metrics::{
+    names, Outcome, RefusalReason, ServiceSnapshot, Snapshot, Verdict,
+};
 use sallyport_dataplane::{Dataplane, PublicIndex};
 use serde_json::{json, Map, Value};
 
@@ -151,6 +154,34 @@ fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
 
+/// A public service's `admission` object: its verdict counts and, for a DMZ service, its
+/// state (up/down, since when, why) and how the state reaches clients.
+fn admission_json(s: &ServiceSnapshot) -> Value {
+    let verdicts: Map<String, Value> = Verdict::ALL
+        .iter()
+        .zip(s.admission)
+        .map(|(v, n)| (v.label().to_string(), json!(n)))
+        .collect();
+    let mut out = json!({
+        "verdicts": verdicts,
+        "note": "SYNs the kernel refuses (a listener closed while down) never reach the gateway and are not counted",
+    });
+    if let Some(door) = &s.door {
+        let since = door
+            .since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let for_seconds = door.since.elapsed().map_or(0.0, |d| d.as_secs_f64());
+        out["state"] = json!(door.state.label());
+        out["since_unix"] = json!(since);
+        out["for_seconds"] = json!(for_seconds);
+        out["why"] = json!(door.why.text());
+        out["mechanism"] = json!(door.mechanism.text());
+        out["changes"] = json!(door.changes);
+    }
+    out
+}
+
 /// `GET /stats`: one JSON document.
 pub fn to_json(
     services: &[ServiceView<'_>],
@@ -182,6 +213,7 @@ pub fn to_json(
                         "tls_failures": d.tls_failures,
                         "proxy_header_failures": d.proxy_header_failures,
                         "ws_rejects": d.ws_rejects,
+                        "admission": admission_json(d),
                     }),
                 )
             }
@@ -196,6 +228,7 @@ pub fn to_json(
                         "ws_rejects": f.ws_rejects,
                         "tls_failures": f.tls_failures,
                         "proxy_header_failures": f.proxy_header_failures,
+                        "admission": admission_json(f),
                     }),
                 )
             }
@@ -388,6 +421,41 @@ pub fn to_prometheus(
                 &[("service", name)],
                 snap.service(*i).ws_rejects,
             );
+        }
+    }
+    if !public.is_empty() {
+        p.family(
+            names::ADMISSION,
+            "counter",
+            "Public clients by admission verdict (SYNs the kernel refused while a listener was \
+             closed are not seen, so not counted).",
+        );
+        for (name, i) in &public {
+            for (verdict, n) in Verdict::ALL.iter().zip(snap.service(*i).admission) {
+                p.sample(
+                    names::ADMISSION,
+                    &[("service", name), ("verdict", verdict.label())],
+                    n,
+                );
+            }
+        }
+    }
+    let up: Vec<(&str, bool)> = dmz
+        .iter()
+        .filter_map(|(name, i)| {
+            let door = snap.service(*i).door.as_ref()?;
+            Some((*name, door.state == DoorState::Up))
+        })
+        .collect();
+    if !up.is_empty() {
+        p.family(
+            names::SERVICE_UP,
+            "gauge",
+            "DMZ services: 1 while up (a prepared connection is parked, or was within the \
+             service's timeout), 0 while down.",
+        );
+        for (name, is_up) in up {
+            p.sample(names::SERVICE_UP, &[("service", name)], u8::from(is_up));
         }
     }
     if !forward.is_empty() {
@@ -733,6 +801,51 @@ mod tests {
     }
 
     #[test]
+    fn dmz_services_show_their_admission_state() {
+        use sallyport_dataplane::door::{DoorStatus, Mechanism, Why};
+        let snap = Snapshot {
+            services: vec![ServiceSnapshot {
+                admission: [3, 1, 0, 0, 0],
+                door: Some(DoorStatus {
+                    state: DoorState::Down,
+                    why: Why::LastLost,
+                    since: std::time::SystemTime::now(),
+                    mechanism: Mechanism::ListenerClosed,
+                    changes: 2,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let views = [ServiceView::Dmz {
+            name: "echo",
+            index: PublicIndex(0),
+        }];
+        let control = ControlStats::default();
+        let j = to_json(&views, &snap, &control, 1);
+        let a = &j["services"]["echo"]["admission"];
+        assert_eq!(a["state"], "down");
+        assert_eq!(a["why"], "last prepared connection lost");
+        assert_eq!(a["mechanism"], "listener closed while down");
+        assert_eq!(a["changes"], 2);
+        assert_eq!(a["verdicts"]["accept"], 3);
+        assert_eq!(a["verdicts"]["down"], 1);
+        let text = to_prometheus(&views, &snap, &control);
+        assert!(
+            text.contains("sallyport_service_up{service=\"echo\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sallyport_admission_total{service=\"echo\",verdict=\"accept\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sallyport_admission_total{service=\"echo\",verdict=\"down\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn forwarding_services_show_their_own_counters() {
         let snap = Snapshot {
             services: vec![
@@ -764,8 +877,16 @@ mod tests {
             },
         ];
         let j = to_json(&views, &snap, &control, 1);
+        let mut vpc = j["services"]["vpc"].clone();
+        assert_eq!(vpc["admission"]["verdicts"]["accept"], 0);
         assert_eq!(
-            j["services"]["vpc"],
+            vpc["admission"]["state"],
+            Value::Null,
+            "no state for forwarding"
+        );
+        vpc.as_object_mut().expect("an object").remove("admission");
+        assert_eq!(
+            vpc,
             json!({"role": "forward", "accepted": 7, "upstream_failures": 3, "ws_rejects": 2, "tls_failures": 1, "proxy_header_failures": 5})
         );
         assert_eq!(j["services"]["echo"]["ws_rejects"], 4);

@@ -24,6 +24,7 @@ macro_rules! dp_debug {
 }
 
 pub mod admission;
+pub mod door;
 pub mod handoff;
 pub mod leg;
 pub mod metrics;
@@ -67,6 +68,8 @@ pub struct Dataplane {
     next: AtomicUsize,
     /// Per public service: the userspace per-source verdicts, shared by every worker.
     gates: Vec<Arc<policy::SourceGate>>,
+    /// Admission state of every DMZ service, shared with the workers and the door keeper.
+    board: Arc<door::Board>,
 }
 
 impl Dataplane {
@@ -86,10 +89,51 @@ impl Dataplane {
                 None => groups.push((service.listen, vec![PublicIndex(i)])),
             }
         }
-        // listeners[w][g]: worker w's listener for group g.
+        // Admission: DMZ services keep an up/down state; with `admission = "ready"` their
+        // listeners are closed while every service on them is down (see `door`).
+        let enforced: Vec<bool> = config
+            .services
+            .iter()
+            .map(|s| s.upstream.is_none() && s.admission == admission::Admission::Ready)
+            .collect();
+        let group_of = |i: usize| groups.iter().position(|(_, m)| m.contains(&PublicIndex(i)));
+        let door_specs: Vec<door::DoorSpec> = config
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let shared_with_open =
+                    group_of(i).is_some_and(|g| groups[g].1.iter().any(|m| !enforced[m.0]));
+                let mechanism = if !enforced[i] {
+                    door::Mechanism::None
+                } else if shared_with_open {
+                    door::Mechanism::SharedListener
+                } else {
+                    door::Mechanism::ListenerClosed
+                };
+                door::DoorSpec {
+                    name: s.name.clone(),
+                    timeout: s.upstream.is_none().then_some(s.timeout),
+                    mechanism,
+                }
+            })
+            .collect();
+        let member_lists: Vec<Vec<PublicIndex>> =
+            groups.iter().map(|(_, members)| members.clone()).collect();
+        let (board, door_rx) = door::Board::new(&door_specs, &member_lists, &enforced);
+        for spec in door_specs
+            .iter()
+            .filter(|s| s.mechanism != door::Mechanism::None)
+        {
+            tracing::info!(service = %spec.name, mechanism = spec.mechanism.text(),
+                "admission = ready: new clients are refused while the service is down (down until a prepared connection is parked)");
+        }
+        // listeners[w][g]: worker w's listener for group g. Every one is bound to an explicit
+        // port (a port-0 service's is reserved first), so that one that stops listening while
+        // its service is down keeps the port. A managed group starts closed: nothing is parked.
         let mut listeners: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = vec![SocketAddr::from(([0, 0, 0, 0], 0)); config.services.len()];
-        for (listen, members) in &groups {
+        for (g, (listen, members)) in groups.iter().enumerate() {
             let service = &config.services[members[0].0];
             let listen_err = |source| StartError::Listen {
                 service: service.name.clone(),
@@ -97,12 +141,12 @@ impl Dataplane {
                 source,
             };
             sys::probe_exclusive(*listen).map_err(listen_err)?;
-            let first = sys::reuseport_listener(*listen).map_err(listen_err)?;
-            let bound = first.local_addr().map_err(listen_err)?;
-            listeners[0].push(first);
-            for per_worker in listeners.iter_mut().skip(1) {
-                per_worker.push(sys::reuseport_listener(bound).map_err(listen_err)?);
+            let (reserved, bound) = sys::reserve_port(*listen).map_err(listen_err)?;
+            let open = !board.managed(g);
+            for per_worker in listeners.iter_mut() {
+                per_worker.push(sys::reuseport_listener(bound, open).map_err(listen_err)?);
             }
+            drop(reserved);
             for &m in members {
                 addrs[m.0] = bound;
             }
@@ -146,6 +190,7 @@ impl Dataplane {
                 stats: Arc::clone(&peers[id].stats),
                 listeners,
                 groups: groups.clone(),
+                board: Arc::clone(&board),
                 services: config.services.clone(),
                 relay: config.relay,
                 reverse_events: config.reverse_events.clone(),
@@ -184,6 +229,19 @@ impl Dataplane {
             threads.push(thread);
         }
         drop(ready_tx);
+        let wake_peers = Arc::clone(&peers);
+        let keeper = door::spawn_keeper(
+            Arc::clone(&board),
+            door_rx,
+            door_specs,
+            Box::new(move || {
+                for peer in wake_peers.iter() {
+                    sys::eventfd_signal(peer.wake_fd());
+                }
+            }),
+        )
+        .map_err(StartError::Thread)?;
+        threads.push(keeper);
         let dataplane = Dataplane {
             peers,
             threads: std::sync::Mutex::new(threads),
@@ -191,6 +249,7 @@ impl Dataplane {
             services,
             next: AtomicUsize::new(0),
             gates,
+            board,
         };
         for _ in 0..workers {
             match ready_rx.recv() {
@@ -289,9 +348,13 @@ impl Dataplane {
             .count()
     }
 
-    /// Counters and gauges summed over every worker.
+    /// Counters and gauges summed over every worker, with each DMZ service's admission state.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot::collect(self.services, self.peers.iter().map(|p| &*p.stats))
+        let mut snap = Snapshot::collect(self.services, self.peers.iter().map(|p| &*p.stats));
+        for (i, service) in snap.services.iter_mut().enumerate() {
+            service.door = self.board.status(PublicIndex(i));
+        }
+        snap
     }
 
     /// Stops every worker (open tunnels and parked connections are closed) and joins them.
@@ -304,6 +367,7 @@ impl Dataplane {
         if threads.is_empty() {
             return;
         }
+        self.board.stop();
         for peer in self.peers.iter() {
             // A full queue still gets the message: block briefly rather than leak a worker.
             if peer

@@ -34,6 +34,51 @@ pub mod names {
     /// WebSocket listeners: upgrade requests answered with an HTTP error (404, 400, 426, 431…).
     pub const WS_REJECTS: &str = "sallyport_ws_rejects_total";
     pub const RECONNECTS: &str = "sallyport_reverse_dials_total";
+    /// Public clients by admission verdict (label `verdict`, see [`super::Verdict`]).
+    pub const ADMISSION: &str = "sallyport_admission_total";
+    /// DMZ services: 1 while up (taking clients), 0 while down.
+    pub const SERVICE_UP: &str = "sallyport_service_up";
+}
+
+/// What happened to a public client at the door: label `verdict` of
+/// `sallyport_admission_total`. Only what the gateway sees is counted: a SYN the kernel
+/// refuses (a closed listener, a netfilter rule) never reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accepted and handed to its service.
+    Accept,
+    /// Refused because its service was down (e.g. reset after waiting on a listener shared
+    /// with a service that is up).
+    Down,
+    /// Dropped without an answer.
+    Drop,
+    /// Refused for a per-source limit (`max_per_source`, `rate_per_source`).
+    Limit,
+    /// Refused by `allow` / `deny`.
+    Reject,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 5] = [
+        Self::Accept,
+        Self::Down,
+        Self::Drop,
+        Self::Limit,
+        Self::Reject,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Accept => "accept",
+            Self::Down => "down",
+            Self::Drop => "drop",
+            Self::Limit => "limit",
+            Self::Reject => "reject",
+        }
+    }
+    /// Position in [`Verdict::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// The coarse outcome of a tunnel: labels (`reason`) of `sallyport_tunnel_closes_total`.
@@ -318,6 +363,8 @@ pub struct ServiceStats {
     pub upstream_failures: AtomicU64,
     /// WebSocket listeners: upgrade requests answered with an HTTP error (404, 400, 426, 431…).
     pub ws_rejects: AtomicU64,
+    /// Indexed by [`Verdict::index`].
+    pub admission: [AtomicU64; 5],
 }
 
 /// Everything one worker counts.
@@ -369,6 +416,13 @@ impl WorkerStats {
     pub fn refused(&self, service: usize, reason: RefusalReason) {
         self.services[service].refused[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Counts one admission `verdict` for a client of `service`.
+    pub fn admission(&self, service: PublicIndex, verdict: Verdict) {
+        if let Some(s) = self.services.get(service.0) {
+            s.admission[verdict.index()].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Per-service totals across workers.
@@ -386,6 +440,11 @@ pub struct ServiceSnapshot {
     pub proxy_header_failures: u64,
     pub upstream_failures: u64,
     pub ws_rejects: u64,
+    /// Indexed like [`Verdict::ALL`].
+    pub admission: [u64; 5],
+    /// DMZ services: the admission state (up/down, since when, why); `None` for forwarding
+    /// services. Filled by [`crate::Dataplane::snapshot`], not by [`Snapshot::collect`].
+    pub door: Option<crate::door::DoorStatus>,
 }
 
 /// Totals across workers at one moment.
@@ -435,6 +494,9 @@ impl Snapshot {
                 total.proxy_header_failures += load(&s.proxy_header_failures);
                 total.upstream_failures += load(&s.upstream_failures);
                 total.ws_rejects += load(&s.ws_rejects);
+                for (t, a) in total.admission.iter_mut().zip(&s.admission) {
+                    *t += load(a);
+                }
             }
             snap.tunnels_active += w.tunnels_active.load(Ordering::Relaxed);
             snap.tunnels_total += load(&w.tunnels_total);
@@ -473,7 +535,11 @@ mod tests {
         a.add_bytes(Direction::Upstream, 10);
         b.add_bytes(Direction::Downstream, 7);
         b.refused(0, RefusalReason::NoPrepared);
+        a.admission(PublicIndex(1), Verdict::Accept);
+        b.admission(PublicIndex(1), Verdict::Accept);
+        b.admission(PublicIndex(1), Verdict::Down);
         let s = Snapshot::collect(2, [&a, &b]);
+        assert_eq!(s.services[1].admission, [2, 1, 0, 0, 0]);
         assert_eq!(s.services[1].prepared, 5);
         assert_eq!(s.services[0].refused, [1, 0]);
         assert_eq!(s.tunnels_active, 1);

@@ -203,7 +203,10 @@ fn malformed_socks_is_closed_and_counted() {
 
 #[test]
 fn client_without_prepared_connection_is_reset_after_timeout() {
-    let dmz = Gateway::start(&dmz_config(Relay::Splice, "500ms", 0, None));
+    // Accept-then-reset is `admission = "always"`; with "ready" (the default) this client would
+    // be refused at SYN (tests/tests/admission.rs).
+    let config = dmz_config(Relay::Splice, "500ms", 0, None) + "admission = \"always\"\n";
+    let dmz = Gateway::start(&config);
     let started = Instant::now();
     let mut s = connect(dmz.service("echo"));
     s.set_read_timeout(Some(Duration::from_secs(10)))

@@ -29,9 +29,9 @@ pub(crate) use ring::{
     Completion, Ring, POLLIN, POLLOUT, POLL_CONNECT, POLL_PARKED, POLL_READABLE, POLL_TUNNEL,
 };
 pub(crate) use socket::{
-    connect_nonblocking, discard_input, kernel_tls_available, peer_addr, probe_exclusive, read,
-    readable_bytes, reuseport_listener, send, set_reset_on_close, shutdown_both, shutdown_write,
-    socket_error,
+    connect_nonblocking, discard_input, kernel_tls_available, listen, peer_addr, probe_exclusive,
+    read, readable_bytes, reserve_port, reuseport_listener, send, set_reset_on_close,
+    shutdown_both, shutdown_read, shutdown_write, socket_error,
 };
 pub use socket::{prepare_stream, StreamOptions};
 // The PROXY header stage (worker/handshake.rs) and the header sent to back-ends.

@@ -1,6 +1,7 @@
 //! Sockets: non-blocking read and send, shutdown and reset-on-close, the options set on relayed
-//! streams, SO_REUSEPORT listeners and the exclusivity probe, non-blocking connect, and the
-//! kernel TLS check.
+//! streams, SO_REUSEPORT listeners (with a port reserved first for port 0, and closed with
+//! `shutdown(SHUT_RD)` / re-opened with `listen()` for admission), the exclusivity probe,
+//! non-blocking connect, and the kernel TLS check.
 //!
 //! Every function borrows the descriptor it works on (`BorrowedFd`) or returns a new owned one;
 //! none keeps a descriptor or decides what an error means for the connection.
@@ -139,9 +140,25 @@ pub(crate) fn readable_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
     }
 }
 
-/// A non-blocking SO_REUSEPORT listener: each worker binds its own on the same address so
-/// the kernel spreads accepts across cores.
-pub(crate) fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Backlog of every public listener.
+const BACKLOG: i32 = 4096;
+
+/// A non-blocking SO_REUSEPORT socket bound to `addr`: each worker binds its own on the same
+/// address so the kernel spreads accepts across cores. `listen`: start listening now; else it
+/// only holds the address until [`listen`] is called (SYNs to it meanwhile get a RST, as
+/// long as no other socket of the group listens).
+///
+/// Give an explicit port: a socket bound to port 0 may lose its port when it stops listening
+/// ([`shutdown_read`]) and get another one from the next `listen()`. [`reserve_port`] picks one.
+pub(crate) fn reuseport_listener(addr: SocketAddr, listen: bool) -> io::Result<TcpListener> {
+    let socket = reuseport_socket(addr)?;
+    if listen {
+        socket.listen(BACKLOG)?;
+    }
+    Ok(socket.into())
+}
+
+fn reuseport_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -149,8 +166,34 @@ pub(crate) fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.set_cloexec(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    Ok(socket.into())
+    Ok(socket)
+}
+
+/// For `addr` with port 0: binds a SO_REUSEPORT socket (not listening) to learn a free port,
+/// and returns it with the address to give [`reuseport_listener`]; the socket holds the port
+/// until those are bound and may then be dropped. Any other `addr`: `(None, addr)`.
+pub(crate) fn reserve_port(addr: SocketAddr) -> io::Result<(Option<OwnedFd>, SocketAddr)> {
+    if addr.port() != 0 {
+        return Ok((None, addr));
+    }
+    let socket = reuseport_socket(addr)?;
+    let bound = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound address is not an inet address"))?;
+    Ok((Some(OwnedFd::from(socket)), bound))
+}
+
+/// listen(2) on a bound (or shut down) socket: it takes connections again.
+pub(crate) fn listen(fd: BorrowedFd<'_>) -> io::Result<()> {
+    socket2::SockRef::from(&fd).listen(BACKLOG)
+}
+
+/// shutdown(SHUT_RD) on a listening socket: it stops listening (keeping its address when the
+/// port was given explicitly), so the kernel answers new SYNs with RST, and connections still
+/// in its accept queue are reset. [`listen`] makes it listen again.
+pub(crate) fn shutdown_read(fd: BorrowedFd<'_>) -> io::Result<()> {
+    socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Read)
 }
 
 /// Fails with EADDRINUSE when something already listens on `addr`, even another process's
@@ -201,6 +244,33 @@ mod tests {
     use crate::sys::tests::socket_pair;
     use std::io::Read;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn a_shut_listener_refuses_and_listens_again_on_the_same_port() {
+        use std::net::TcpStream;
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (reserved, addr) = reserve_port(any).unwrap();
+        assert!(reserved.is_some() && addr.port() != 0);
+        let a = reuseport_listener(addr, true).unwrap();
+        let b = reuseport_listener(addr, false).unwrap();
+        drop(reserved);
+        a.set_nonblocking(false).unwrap();
+        let served = TcpStream::connect(addr).unwrap();
+        drop(served);
+        shutdown_read(a.as_fd()).unwrap();
+        let err = TcpStream::connect(addr).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        listen(b.as_fd()).unwrap();
+        TcpStream::connect(addr).expect("the other socket listens on the same port");
+        shutdown_read(b.as_fd()).unwrap();
+        assert_eq!(
+            TcpStream::connect(addr).unwrap_err().kind(),
+            io::ErrorKind::ConnectionRefused
+        );
+        listen(a.as_fd()).unwrap();
+        assert_eq!(a.local_addr().unwrap(), addr, "the port survived the cycle");
+        TcpStream::connect(addr).expect("listening again");
+    }
 
     #[test]
     fn reset_on_close_resets_the_peer() {

@@ -14,9 +14,10 @@ use super::handshake::{Handshake, HandshakeError, Stage, Step};
 use super::pool::{Parked, ParkedStep, Waiter};
 use super::reverse::{ReverseLeg, ReverseStep};
 use super::{relaxed, Key, Msg, ReverseHandoff, Token, Worker};
+use crate::door::Cause;
 use crate::handoff::{OwnedConn, PublicIndex, ReverseEvent, ReverseIndex, ReverseOutcome};
 use crate::leg::Leg;
-use crate::metrics::{CloseReason, Reason, RefusalReason, Side};
+use crate::metrics::{CloseReason, Reason, RefusalReason, Side, Verdict};
 use crate::relay::{Engine, Tunnel, TunnelState};
 use crate::runtime::RelayMode;
 use crate::service::Upstream;
@@ -189,6 +190,7 @@ impl Worker {
     /// A public client that can be paired (plain, or its handshake done).
     pub(super) fn on_ready_client(&mut self, service: PublicIndex, client: Leg, addr: SocketAddr) {
         self.service_stats(service).accepted.fetch_add(1, relaxed());
+        self.stats.admission(service, Verdict::Accept);
         if let Some(upstream) = self.service(service).upstream.clone() {
             // PROXY: `addr` is the client (a balancer's PROXY source included); the
             // destination is the address the client's socket reached here.
@@ -257,6 +259,7 @@ impl Worker {
     fn pop_prepared(&mut self, service: PublicIndex) -> Option<Parked> {
         while let Some(key) = self.services[service.0].pool.pop_front() {
             if let Some(Entry::Parked(parked)) = self.slots.remove(key) {
+                self.board.left(service, Cause::Used);
                 self.service_stats(service).prepared.fetch_sub(1, relaxed());
                 self.disarm(Token::Parked(key)).ok();
                 return Some(parked);
@@ -282,6 +285,9 @@ impl Worker {
             service,
         };
         if let Some(waiter) = self.services[service.0].waiting.pop_front() {
+            // Parked and used at once: the service is up, its pool still empty.
+            self.door_parked(service);
+            self.board.left(service, Cause::Used);
             self.service_stats(service).waiting.fetch_sub(1, relaxed());
             self.start_paired(waiter.client, waiter.addr, parked);
             return;
@@ -293,6 +299,8 @@ impl Worker {
             return;
         }
         self.services[service.0].pool.push_back(key);
+        // Before the count is published: whoever sees it can connect.
+        self.door_parked(service);
         self.service_stats(service).prepared.fetch_add(1, relaxed());
     }
 
@@ -310,6 +318,7 @@ impl Worker {
                 let Some(Entry::Parked(parked)) = self.slots.remove(key) else {
                     return Ok(());
                 };
+                self.board.left(parked.service, Cause::Lost);
                 let stats = self.service_stats(parked.service);
                 stats.prepared.fetch_sub(1, relaxed());
                 stats.prepared_lost.fetch_add(1, relaxed());
@@ -342,6 +351,10 @@ impl Worker {
                 sys::set_reset_on_close(waiter.client.fd());
                 self.stats.services[i].waiting.fetch_sub(1, relaxed());
                 self.stats.refused(i, RefusalReason::NoPrepared);
+                if !self.board.is_up(PublicIndex(i)) {
+                    // Its listener is shared with a service that is up: it stayed open.
+                    self.stats.admission(PublicIndex(i), Verdict::Down);
+                }
                 if let Some(also_refused) = self.refusal_log.allow(now) {
                     tracing::info!(core = self.id, service = %local.name, client = %waiter.addr, also_refused,
                         "client reset: no prepared connection within the service's timeout");

@@ -19,6 +19,7 @@
 //! not move bytes itself (see `relay`).
 
 mod connect;
+mod door;
 mod driver;
 mod entry;
 mod handshake;
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use crate::door::Board;
 use crate::handoff::{OwnedConn, PublicIndex, ReverseEvents, ReverseIndex};
 use crate::metrics::{CloseReason, RefusalReason, WorkerStats};
 use crate::runtime::RelayConfig;
@@ -104,6 +106,8 @@ pub(crate) struct WorkerSetup {
     pub listeners: Vec<TcpListener>,
     /// The services of each listener's group.
     pub groups: Vec<Vec<PublicIndex>>,
+    /// Admission state shared with the door keeper and the other workers.
+    pub board: Arc<Board>,
     pub services: Vec<PublicService>,
     pub relay: RelayConfig,
     pub reverse_events: Option<ReverseEvents>,
@@ -120,6 +124,9 @@ pub(crate) struct Worker {
     stats: Arc<WorkerStats>,
     listeners: Vec<TcpListener>,
     groups: Vec<Vec<PublicIndex>>,
+    board: Arc<Board>,
+    /// This worker's listener of each group: open or closed (`admission = "ready"`).
+    doors: Vec<door::GroupDoor>,
     /// Indexed by [`PublicIndex`].
     services: Vec<LocalService>,
     slots: Slots<Entry>,
@@ -188,6 +195,8 @@ impl Worker {
             stats: setup.stats,
             listeners: setup.listeners,
             groups: setup.groups,
+            board: setup.board,
+            doors: Vec::new(),
             services,
             slots: Slots::default(),
             pipes: Vec::new(),
@@ -215,9 +224,7 @@ impl Worker {
     /// The worker's loop; returns after a `Shutdown` message (or a ring failure).
     pub fn run(mut self) -> std::io::Result<()> {
         self.arm_wake()?;
-        for group in 0..self.listeners.len() {
-            self.arm_accept(group)?;
-        }
+        self.start_doors()?;
         let mut completions = Vec::with_capacity(256);
         let busy_poll = self.relay.busy_poll;
         let mut last_activity = Instant::now();
@@ -261,7 +268,11 @@ impl Worker {
         let token = Token::Accept {
             group: group as u32,
         };
-        self.ring.accept_multi(fd, token.user_data())
+        self.ring.accept_multi(fd, token.user_data())?;
+        if let Some(door) = self.doors.get_mut(group) {
+            door.armed = true;
+        }
+        Ok(())
     }
 
     /// Arms a multishot poll on `fd` (owned by the slot `token` names) for `token`.
@@ -287,16 +298,17 @@ impl Worker {
                 }
                 sys::eventfd_drain(self.wake.as_fd());
                 self.drain_queue();
+                self.apply_doors()?;
             }
             Token::Accept { group } => {
                 let group = group as usize;
                 if let Some(fd) = self.ring.take_accepted(&c) {
                     self.on_client(group, fd);
-                } else if c.result != -libc::ECANCELED {
+                } else if c.result != -libc::ECANCELED && self.doors[group].open {
                     tracing::warn!(core = self.id, group, errno = -c.result, "accept failed");
                 }
-                if !c.more && !self.stopping {
-                    self.arm_accept(group)?;
+                if !c.more {
+                    self.accept_ended(group)?;
                 }
             }
             Token::Parked(key) => self.on_parked_event(key, c)?,
