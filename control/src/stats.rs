@@ -321,6 +321,18 @@ pub fn to_prometheus(
     snap: &Snapshot,
     control: &ControlStats,
 ) -> String {
+    to_prometheus_with(services, snap, control, &[])
+}
+
+/// [`to_prometheus`], with verdicts counted outside the data plane (the kernel's per-source
+/// table, verified admission's SYN verdicts) added to `sallyport_admission_total`:
+/// `(service, verdict label, count)`.
+pub fn to_prometheus_with(
+    services: &[ServiceView<'_>],
+    snap: &Snapshot,
+    control: &ControlStats,
+    outside: &[(String, &'static str, u64)],
+) -> String {
     let mut p = Prom { out: String::new() };
     if services
         .iter()
@@ -432,10 +444,16 @@ pub fn to_prometheus(
         );
         for (name, i) in &public {
             for (verdict, n) in Verdict::ALL.iter().zip(snap.service(*i).admission) {
+                let label = verdict.label();
+                let more: u64 = outside
+                    .iter()
+                    .filter(|(s, v, _)| s == name && *v == label)
+                    .map(|(_, _, n)| n)
+                    .sum();
                 p.sample(
                     names::ADMISSION,
-                    &[("service", name), ("verdict", verdict.label())],
-                    n,
+                    &[("service", name), ("verdict", label)],
+                    n + more,
                 );
             }
         }
@@ -715,24 +733,15 @@ impl StatsSource {
 
     pub fn prometheus(&self) -> String {
         let snap = self.dataplane.snapshot();
-        let mut text = to_prometheus(&self.views(), &snap, &self.control);
-        if let Some(policy) = &self.policy {
-            let samples = policy.prometheus_samples();
-            if !samples.is_empty() {
-                let mut p = Prom { out: String::new() };
-                let name = crate::netfilter::policy::ADMISSION_TOTAL;
-                p.family(
-                    name,
-                    "counter",
-                    "Public clients' connections by admission verdict (per-source policy: reject, drop, limit).",
-                );
-                for (service, verdict, n) in samples {
-                    p.sample(name, &[("service", &service), ("verdict", verdict)], n);
-                }
-                text.push_str(&p.out);
-            }
+        let mut outside = self
+            .policy
+            .as_ref()
+            .map(|p| p.prometheus_samples())
+            .unwrap_or_default();
+        for (name, view) in &self.verified {
+            outside.extend(view.verdict_samples().map(|(v, n)| (name.clone(), v, n)));
         }
-        text
+        to_prometheus_with(&self.views(), &snap, &self.control, &outside)
     }
 
     /// Prepared connections of `service` right now (parked at this DMZ, or parked by this

@@ -122,6 +122,19 @@ pub struct VerifiedView {
 }
 
 impl VerifiedView {
+    /// Its SYN verdicts as `sallyport_admission_total` labels: a refusal or an unreachable
+    /// upstream is `reject`, silence and overload are `drop`. Accepted SYNs are counted by the
+    /// data plane when their client is accepted.
+    pub fn verdict_samples(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = &self.stats;
+        [
+            ("reject", n(&s.reject) + n(&s.unreachable)),
+            ("drop", n(&s.drop) + n(&s.overload)),
+        ]
+        .into_iter()
+    }
+
     pub fn json(&self) -> Value {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let s = &self.stats;

@@ -26,7 +26,6 @@ use super::nft::{self, Counted, KernelVerdict, Table};
 
 /// The metric family of admission verdicts (shared with the service up/down work, which
 /// counts `accept` and `down`).
-pub const ADMISSION_TOTAL: &str = "sallyport_admission_total";
 
 /// What enforces one service's policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
