@@ -24,9 +24,6 @@ use serde_json::{json, Value};
 
 use super::nft::{self, Counted, KernelVerdict, Table};
 
-/// The metric family of admission verdicts (shared with the service up/down work, which
-/// counts `accept` and `down`).
-
 /// What enforces one service's policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Mechanism {
