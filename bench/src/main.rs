@@ -198,9 +198,9 @@ struct CpsArgs {
     /// Also write the figures, configuration and environment as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run sallyport once per admission setting of the DMZ's service (always, ready, policy:
-    /// ready plus a deny list and limits), each beside direct, instead of comparing paths.
-    #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = ["always", "ready", "policy"])]
+    /// Run sallyport once per admission setting of the DMZ's service (always, ready, deny,
+    /// rate, count, policy: see the report), each beside direct, instead of comparing paths.
+    #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = modes::ADMISSION_VARIANTS)]
     admission: Vec<String>,
     #[command(flatten)]
     paths: PathArgs,

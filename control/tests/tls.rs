@@ -107,6 +107,11 @@ impl Drop for Pki {
 }
 
 fn dmz(pki: &Pki) -> Gateway {
+    dmz_with(pki, "")
+}
+
+/// [`dmz`] with `extra` lines in its service.
+fn dmz_with(pki: &Pki, extra: &str) -> Gateway {
     logs();
     let text = r#"
         [gateway]
@@ -122,7 +127,7 @@ fn dmz(pki: &Pki) -> Gateway {
         tls = { cert = "dmz.pem", key = "dmz.key", alpn = ["echo/1"] }
         connect = "reverse://echo"
         "#;
-    start_in(&pki.dir, "dmz.toml", text)
+    start_in(&pki.dir, "dmz.toml", &format!("{text}{extra}\n"))
 }
 
 /// An internal gateway for `dmz` whose reverse leg uses `tls` (a TOML inline table or "").
@@ -175,7 +180,8 @@ fn client_waiting_before_the_pool_exists_is_paired_at_once() {
     // follows the first at once and may reach the internal gateway in the same TLS read.
     let pki = Pki::new("waiting");
     let echo = EchoServer::start(loopback()).unwrap();
-    let dmz = dmz(&pki);
+    // A client can wait before the pool exists only where the door stays open while down.
+    let dmz = dmz_with(&pki, "admission = \"always\"");
     let public = dmz.public[0].1;
     let ca = pki.dir.join("ca.pem");
     let client = std::thread::spawn(move || tls_echo(&ca, public, 7));

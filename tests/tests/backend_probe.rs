@@ -55,6 +55,23 @@ impl Setup {
         }
     }
 
+    /// The DMZ's service is down (admission = "ready", the default) and a public client's
+    /// connect is refused: the dead back-end reached the client as ECONNREFUSED.
+    fn assert_refused_at_the_door(&self) {
+        sallyport_kit::child::wait_until("the DMZ's service is down", STATE_TIMEOUT, || {
+            self.dmz.stats()["services"]["echo"]["admission"]["state"] == "down"
+        });
+        match std::net::TcpStream::connect(self.public) {
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused,
+                "{e}\n{}",
+                self.logs()
+            ),
+            Ok(_) => panic!("a client was accepted by a service whose back-end is down\n{}", self.logs()),
+        }
+    }
+
     fn logs(&self) -> String {
         format!(
             "--- DMZ stderr ---\n{}\n--- internal stderr ---\n{}",
@@ -148,6 +165,7 @@ fn stopped_back_end_empties_the_pool_and_restarted_refills_it() {
     let reason = t.internal.stats()["services"]["echo"]["backend"]["reason"].clone();
     assert_eq!(reason, "refused", "{}", t.logs());
     t.assert_dmz_prepared_stays(0, "back-end stopped");
+    t.assert_refused_at_the_door();
     assert_eq!(
         t.internal_lines(DOWN_LINE),
         1,
@@ -177,6 +195,7 @@ fn back_end_down_at_start_parks_nothing_until_it_answers() {
     let t = Setup::start(backend, "");
     t.wait_backend("down");
     t.assert_dmz_prepared_stays(0, "back-end down at start");
+    t.assert_refused_at_the_door();
     let internal = t.internal.stats();
     assert_eq!(
         internal["services"]["echo"]["dials"]["parked"].as_u64(),

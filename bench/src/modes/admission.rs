@@ -27,16 +27,34 @@ pub fn variant_lines(variant: &str) -> Result<Vec<String>> {
     Ok(match variant {
         "always" => vec!["admission = \"always\"".to_string()],
         "ready" => vec!["admission = \"ready\"".to_string()],
-        // Every per-source verdict at work on every SYN, none refusing the load: a deny list of
-        // 1,000 addresses the load never uses, and limits far above what it opens.
-        "policy" => vec![
-            "admission = \"ready\"".to_string(),
-            format!("deny = [{}]", unused_sources(1_000).join(", ")),
-            "max_per_source = 1000000".to_string(),
-            "rate_per_source = \"1000000/s\"".to_string(),
-        ],
-        other => bail!("--admission takes always, ready and policy, got {other}"),
+        // Each per-source verdict alone, then all of them, at work on every SYN and refusing
+        // none of the load: a deny list of 1,000 addresses the load never uses, and limits far
+        // above what it opens.
+        "deny" => vec![ready(), deny_list()],
+        "rate" => vec![ready(), rate_limit()],
+        "count" => vec![ready(), count_limit()],
+        "policy" => vec![ready(), deny_list(), count_limit(), rate_limit()],
+        other => bail!("--admission takes {}, got {other}", VARIANTS.join(", ")),
     })
+}
+
+/// The `--admission` settings, in the order a full run measures them.
+pub const VARIANTS: [&str; 6] = ["always", "ready", "deny", "rate", "count", "policy"];
+
+fn ready() -> String {
+    "admission = \"ready\"".to_string()
+}
+
+fn deny_list() -> String {
+    format!("deny = [{}]", unused_sources(1_000).join(", "))
+}
+
+fn count_limit() -> String {
+    "max_per_source = 1000000".to_string()
+}
+
+fn rate_limit() -> String {
+    "rate_per_source = \"1000000/s\"".to_string()
 }
 
 /// `n` quoted addresses in 198.18.0.0/15 (RFC 2544 benchmarking), which loopback never uses.
@@ -140,8 +158,10 @@ pub fn cps_admission(
     push_lines(&mut text, &skipped_all);
     text.push_str(
         "\nx always: this setting's ratio to direct over the always run's (admission off); each run \
-         is compared with the direct run taken just before it. policy: ready plus a 1,000-address \
-         deny list and per-source limits no client reaches, so every verdict is taken on every SYN.\n",
+         is compared with the direct run taken just before it. deny: ready plus a 1,000-address \
+         deny list the load is not in; rate: rate_per_source = 1000000/s; count: max_per_source = \
+         1000000; policy: all three. No setting refuses the load, so each verdict is taken on every \
+         SYN and nothing else changes.\n",
     );
     let config = json!({
         "count": spec.count,
