@@ -68,7 +68,10 @@ impl Setup {
                 "{e}\n{}",
                 self.logs()
             ),
-            Ok(_) => panic!("a client was accepted by a service whose back-end is down\n{}", self.logs()),
+            Ok(_) => panic!(
+                "a client was accepted by a service whose back-end is down\n{}",
+                self.logs()
+            ),
         }
     }
 

@@ -206,6 +206,12 @@ pub struct FloodSpec {
     pub rr: RrSpec,
 }
 
+/// A loopback port nothing listens on (bound, then closed).
+fn closed_port() -> Result<u16> {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(socket.local_addr()?.port())
+}
+
 /// The flooding source: denied by the DMZ's service in this mode.
 const FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 
@@ -239,15 +245,27 @@ pub fn flood(common: &Common, spec: &FloodSpec, progress: &mut Progress) -> Resu
         )?;
         let loud = load::rr(r.addr, &spec.rr);
         let sent = flood.stop()?;
+        // The same flood at a port nothing listens on (the kernel answers it, no gateway rule
+        // or socket involved): what the flood costs this host's two cores by itself.
+        let closed = SocketAddrV4::new(ip, closed_port()?);
+        let flood = Flood::start(FLOOD_SOURCE, closed, spec.rate, limit)?;
+        let control = load::rr(r.addr, &spec.rr);
+        let control_sent = flood.stop()?;
         r.check_alive()?;
-        Ok((quiet, loud?, sent))
+        Ok((quiet, loud?, sent, control?, control_sent))
     })?;
     let row = rows
         .iter()
         .find(|r| r.path == PathKind::Sallyport)
         .context("the sallyport path did not run")?;
-    let (quiet, loud, sent): &(RrResult, RrResult, FloodResult) = &row.m;
-    let (q, l) = (quiet.summary(), loud.summary());
+    let (quiet, loud, sent, control, control_sent): &(
+        RrResult,
+        RrResult,
+        FloodResult,
+        RrResult,
+        FloodResult,
+    ) = &row.m;
+    let (q, l, c) = (quiet.summary(), loud.summary(), control.summary());
     let headers = [
         "run",
         "requests",
@@ -276,11 +294,21 @@ pub fn flood(common: &Common, spec: &FloodSpec, progress: &mut Progress) -> Resu
             f2(ratio(l.p99_us, q.p99_us)),
             format!("{:.0}", sent.per_sec()),
         ],
+        vec![
+            "flood, closed port".to_string(),
+            control.requests.to_string(),
+            f1(c.p50_us),
+            f1(c.p99_us),
+            f1(c.p999_us),
+            f2(ratio(c.p99_us, q.p99_us)),
+            format!("{:.0}", control_sent.per_sec()),
+        ],
     ];
     text.push_str(&report::table(&headers, &table));
     push_lines(&mut text, &skipped);
     text.push_str(&format!(
-        "\n{} SYNs sent in {:.1} s from {FLOOD_SOURCE} (raw socket, fresh source port each) to the DMZ's public port, which denies that source; the served client connects from 127.0.0.1.\n",
+        "\n{} SYNs sent in {:.1} s from {FLOOD_SOURCE} (raw socket, fresh source port each) to the DMZ's public port, which denies that source; the served client connects from 127.0.0.1. \
+         flood, closed port: the same flood at a port nothing listens on, which the kernel answers by itself: the flood's own cost on this host (the sender shares its cores).\n",
         sent.sent, sent.seconds
     ));
     let config = json!({
@@ -295,6 +323,9 @@ pub fn flood(common: &Common, spec: &FloodSpec, progress: &mut Progress) -> Resu
         "flood": l,
         "p99_x_quiet": ratio(l.p99_us, q.p99_us),
         "syn": sent,
+        "closed_port_flood": c,
+        "closed_port_p99_x_quiet": ratio(c.p99_us, q.p99_us),
+        "closed_port_syn": control_sent,
     })];
     let json = document(
         "flood",

@@ -15,7 +15,9 @@ mod cps;
 mod fleet;
 mod rr;
 
-pub use admission::{cps_admission, flood, variant_lines, FloodSpec, VARIANTS as ADMISSION_VARIANTS};
+pub use admission::{
+    cps_admission, flood, variant_lines, FloodSpec, VARIANTS as ADMISSION_VARIANTS,
+};
 pub use bulk::bulk;
 pub use common::{
     environment_json, git_commit, resolve_paths, resolve_tls_paths, Common, Outcome, FD_SPARE,
