@@ -87,6 +87,13 @@ fn tables() -> Vec<String> {
 }
 
 /// A gateway with one forwarding service `fwd` on 127.0.0.1 to `echo`, plus `keys` on it.
+/// An echo back-end and a gateway forwarding `listen` to it, with `extra` service lines.
+fn forwarder(listen: &str, extra: &str) -> (EchoServer, Gateway) {
+    let backend = EchoServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    let gw = Gateway::start(&fwd_config(backend.addr(), listen, extra));
+    (backend, gw)
+}
+
 fn fwd_config(echo: SocketAddr, listen: &str, keys: &str) -> String {
     format!(
         "[gateway]\nworkers = 2\nadmin = \"127.0.0.1:0\"\n\n\
@@ -194,12 +201,7 @@ fn connect_eventually(source: IpAddr, to: SocketAddr, gw: &Gateway) -> TcpStream
 fn a_denied_source_is_refused_at_connect() {
     require_privilege!();
     let _serial = serial();
-    let backend = EchoServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
-    let gw = Gateway::start(&fwd_config(
-        backend.addr(),
-        "127.0.0.1:0",
-        "deny = [\"127.0.0.9\"]",
-    ));
+    let (backend, gw) = forwarder("127.0.0.1:0", "deny = [\"127.0.0.9\"]");
     let public = gw.service("fwd");
     assert!(mechanism(&gw).starts_with("nftables table inet sallyport_"));
     assert_refused(connect_from(ip("127.0.0.9"), public), "from 127.0.0.9", &gw);
@@ -221,12 +223,10 @@ fn a_denied_source_is_refused_at_connect() {
 fn a_dropped_source_gets_no_answer() {
     require_privilege!();
     let _serial = serial();
-    let backend = EchoServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
-    let gw = Gateway::start(&fwd_config(
-        backend.addr(),
+    let (_backend, gw) = forwarder(
         "127.0.0.1:0",
         "deny = [\"127.0.0.9/32\"]\ndeny_action = \"drop\"",
-    ));
+    );
     let public = gw.service("fwd");
     match connect_from(ip("127.0.0.9"), public) {
         Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {}
@@ -241,12 +241,7 @@ fn a_dropped_source_gets_no_answer() {
 fn allow_takes_only_the_listed_sources() {
     require_privilege!();
     let _serial = serial();
-    let backend = EchoServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
-    let gw = Gateway::start(&fwd_config(
-        backend.addr(),
-        "0.0.0.0:0",
-        "allow = [\"127.0.0.2/32\"]",
-    ));
+    let (_backend, gw) = forwarder("0.0.0.0:0", "allow = [\"127.0.0.2/32\"]");
     let port = gw.service("fwd").port();
     let public = SocketAddr::from(([127, 0, 0, 1], port));
     assert_refused(connect_from(ip("127.0.0.3"), public), "from 127.0.0.3", &gw);
@@ -259,12 +254,7 @@ fn allow_takes_only_the_listed_sources() {
 fn max_per_source_refuses_the_third_until_one_closes() {
     require_privilege!();
     let _serial = serial();
-    let backend = EchoServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
-    let gw = Gateway::start(&fwd_config(
-        backend.addr(),
-        "127.0.0.1:0",
-        "max_per_source = 2",
-    ));
+    let (_backend, gw) = forwarder("127.0.0.1:0", "max_per_source = 2");
     let public = gw.service("fwd");
     let a = connect_eventually(ip("127.0.0.5"), public, &gw);
     let _b = connect_eventually(ip("127.0.0.5"), public, &gw);
@@ -285,12 +275,7 @@ fn max_per_source_refuses_the_third_until_one_closes() {
 fn rate_per_source_refuses_a_burst() {
     require_privilege!();
     let _serial = serial();
-    let backend = EchoServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
-    let gw = Gateway::start(&fwd_config(
-        backend.addr(),
-        "127.0.0.1:0",
-        "rate_per_source = \"5/s\"",
-    ));
+    let (_backend, gw) = forwarder("127.0.0.1:0", "rate_per_source = \"5/s\"");
     let public = gw.service("fwd");
     let results: Vec<io::Result<TcpStream>> = (0..20)
         .map(|_| connect_from(ip("127.0.0.7"), public))
