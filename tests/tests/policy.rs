@@ -353,6 +353,19 @@ fn the_table_goes_with_its_gateway_even_after_sigkill() {
     assert!(now.contains(&current));
     assert!(next.stderr().contains(&leftover), "{}", next.stderr());
     next.stop();
+
+    // A gateway whose config no longer has a policy still removes a dead one's table, which
+    // would otherwise keep refusing that port's clients.
+    let mut killed = Gateway::start(&config);
+    let leftover = table_of(&killed);
+    killed.kill();
+    let open = Gateway::start(&fwd_config(backend.addr(), "127.0.0.1:0", ""));
+    assert!(
+        !tables().contains(&leftover),
+        "leftover {leftover} still in {:?}",
+        tables()
+    );
+    open.stop();
 }
 
 #[test]

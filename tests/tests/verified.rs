@@ -400,6 +400,18 @@ fn chain_is_removed_on_stop_and_after_sigkill_by_the_next_start() {
     );
     assert!(has_chain(next.pid()));
     next.stop();
+
+    // A gateway without a verified service still removes a dead one's chain.
+    let mut killed = gateway(&[("a", upstream, "verified")], "");
+    let dead = killed.pid();
+    killed.kill();
+    let plain = gateway(&[("a", upstream, "always")], "");
+    assert!(
+        !has_chain(dead),
+        "a start without verified services removed the dead gateway's chain: {:?}",
+        chains()
+    );
+    plain.stop();
 }
 
 #[test]

@@ -291,6 +291,28 @@ pub struct Verified {
 
 /// Sets up verified admission for the services with `admission = "verified"` (`bound`: each
 /// service's bound address, same order); `None` when there are none.
+/// A gateway with no verified service still removes the chains of gateways that are gone, so a
+/// service whose `admission = "verified"` was removed from the config does not keep holding SYNs
+/// after a SIGKILL. Only when permitted, and only when `nft` shows such a chain: listing with
+/// `iptables` itself could create the `filter` table on a host that has none.
+fn remove_leftovers_if_any() {
+    if crate::config::kernel_verdicts_permitted().is_err() {
+        return;
+    }
+    let Some(nft) = super::nft::find_nft() else {
+        return;
+    };
+    let listed = std::process::Command::new(nft)
+        .args(["list", "chains"])
+        .stderr(std::process::Stdio::null())
+        .output();
+    if listed.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(CHAIN_PREFIX)) {
+        for family in [Family::V4, Family::V6] {
+            family.remove_leftovers();
+        }
+    }
+}
+
 pub fn install(
     services: &[PublicService],
     bound: &[SocketAddr],
@@ -321,6 +343,7 @@ pub fn install(
         })
         .collect();
     if held.is_empty() {
+        remove_leftovers_if_any();
         return Ok(None);
     }
     let mut families = Vec::new();

@@ -76,6 +76,7 @@ impl Policy {
             .collect();
         let mut table = None;
         let userspace_why = if closed.is_empty() {
+            remove_leftovers_if_permitted();
             String::new()
         } else {
             match install(services, &closed, &addr) {
@@ -248,6 +249,27 @@ impl Drop for Policy {
     }
 }
 
+/// A gateway with no per-source policy still removes the tables of gateways that are gone, so
+/// a policy removed from the config does not keep refusing clients after a SIGKILL.
+fn remove_leftovers_if_permitted() {
+    if crate::config::kernel_verdicts_permitted().is_err() {
+        return;
+    }
+    let Some(nft) = nft::find_nft() else {
+        return;
+    };
+    match nft::remove_leftovers(&nft) {
+        Ok(removed) => log_removed(removed),
+        Err(e) => tracing::debug!(error = %e, "could not look for leftover nftables tables"),
+    }
+}
+
+fn log_removed(removed: Vec<String>) {
+    for name in removed {
+        tracing::info!(table = %name, "removed the nftables table of a gateway that is gone");
+    }
+}
+
 /// Removes leftovers and installs this gateway's table; `Err` says why the data plane judges
 /// instead.
 fn install(
@@ -258,11 +280,7 @@ fn install(
     crate::config::kernel_verdicts_permitted()?;
     let nft = nft::find_nft().ok_or("no nft binary (install the nftables package)".to_string())?;
     match nft::remove_leftovers(&nft) {
-        Ok(removed) => {
-            for name in removed {
-                tracing::info!(table = %name, "removed the nftables table of a gateway that is gone");
-            }
-        }
+        Ok(removed) => log_removed(removed),
         Err(e) => return Err(format!("nftables unusable: {e}")),
     }
     let listeners: Vec<nft::Listener<'_>> = closed
