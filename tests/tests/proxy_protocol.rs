@@ -438,18 +438,26 @@ fn forwarding_service_sends_the_header() {
         &format!("ws://{b_listen}/hop"),
         "proxy_protocol = \"v1\"",
     ));
+    assert_two_hops(&a, &b, &backend, 2, b"two hops");
+}
+
+/// A client of gateway A (service `a`) echoes `payload` through A and B (service `b`, which
+/// takes A's PROXY header), and the back-end's header (`version`) names that client as the
+/// source and B's listener as the destination.
+fn assert_two_hops(a: &Gateway, b: &Gateway, backend: &Recorder, version: u8, payload: &[u8]) {
     let client = connect_from(CLIENT, a.service("a"));
     let me = client.local_addr().expect("local_addr");
-    let back = round_trip(client, b"two hops");
-    assert_eq!(back, b"two hops", "{}\n{}", a.stderr(), b.stderr());
+    let back = round_trip(client, payload);
+    let what = String::from_utf8_lossy(payload);
+    assert_eq!(back, payload, "{what}\n{}\n{}", a.stderr(), b.stderr());
     assert_eq!(
         backend.next(),
         Seen::Tcp {
-            version: 2,
+            version,
             source: me,
-            destination: b_listen,
+            destination: b.service("b"),
         },
-        "B took A's header as the client and sent it on"
+        "{what}: B took A's header as the client and sent it on"
     );
 }
 
@@ -558,20 +566,7 @@ fn header_precedes_tls_and_websocket_in_tls() {
             &format!("{scheme}://localhost:{}{path}", b_listen.port()),
             &format!("{}\nproxy_protocol = \"v2\"", certs.connect_tls()),
         ));
-        let client = connect_from(CLIENT, a.service("a"));
-        let me = client.local_addr().expect("local_addr");
-        let payload = format!("over {scheme}").into_bytes();
-        let back = round_trip(client, &payload);
-        assert_eq!(back, payload, "{scheme}\n{}\n{}", a.stderr(), b.stderr());
-        assert_eq!(
-            backend.next(),
-            Seen::Tcp {
-                version: 1,
-                source: me,
-                destination: b_listen,
-            },
-            "{scheme}: B read A's header before the TLS handshake"
-        );
+        assert_two_hops(&a, &b, &backend, 1, format!("over {scheme}").as_bytes());
     }
 }
 
