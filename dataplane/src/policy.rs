@@ -14,6 +14,13 @@
 //! new source is admitted uncounted (and counted in [`GateCounts::untracked`]) rather than
 //! refused, so a host with many addresses cannot lock others out by filling it.
 //!
+//! `max_per_source` under a kernel table is counted here too, because the kernel cannot count
+//! live connections without connection tracking for the whole host: the gate reports each
+//! source that reaches its limit (and each that drops below it) as a [`FullChange`], the control
+//! side puts it in (and takes it out of) the table's set of full sources, and from then on the
+//! kernel refuses that source's SYNs itself. Between the two, a client over the limit is reset
+//! here after accept.
+//!
 //! This module does not touch sockets or the kernel: the caller resets a refused connection
 //! (userspace cannot stay silent to a SYN the kernel already answered, so `deny_action =
 //! "drop"` acts as a reject here), and the control side installs the kernel table.
@@ -33,6 +40,18 @@ const SHARDS: usize = 16;
 const SHARD_CAPACITY: usize = 4096;
 /// A source without live connections is forgotten once its rate window is this old.
 const IDLE: Duration = Duration::from_secs(1);
+
+/// Most [`FullChange`]s kept until the control side takes them; beyond, the oldest wait for
+/// the next change of the same source (the userspace count still refuses meanwhile).
+const MAX_FULL_CHANGES: usize = 65_536;
+
+/// A source (its [`source_key`]) reached `max_per_source` (`full`) or dropped below it, while
+/// a kernel table judges the listener: the control side mirrors it into the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FullChange {
+    pub key: IpAddr,
+    pub full: bool,
+}
 
 /// Why a source was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +102,8 @@ pub struct SourceGate {
     /// A kernel table judges direct sources: this gate then judges only PROXY addresses.
     kernel: AtomicBool,
     shards: Box<[Mutex<Shard>]>,
+    /// Sources that reached or left `max_per_source`, for the kernel table (kernel mode only).
+    full_changes: Mutex<Vec<FullChange>>,
     rejected: AtomicU64,
     limited: AtomicU64,
     untracked: AtomicU64,
@@ -94,15 +115,22 @@ pub struct SourceGate {
 pub struct Held {
     gate: Arc<SourceGate>,
     key: IpAddr,
+    /// Counted for the kernel table's set of full sources (a direct source under a table).
+    mirrored: bool,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         let mut shard = self.gate.shard(self.key);
         if let Some(entry) = shard.get_mut(&self.key) {
+            let was_full = self.gate.policy.max_per_source == Some(entry.active);
             entry.active = entry.active.saturating_sub(1);
             if entry.active == 0 && self.gate.policy.rate_per_source.is_none() {
                 shard.remove(&self.key);
+            }
+            drop(shard);
+            if was_full && self.mirrored {
+                self.gate.note_full(self.key, false);
             }
         }
     }
@@ -120,6 +148,7 @@ impl SourceGate {
             accept_proxy,
             kernel: AtomicBool::new(false),
             shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            full_changes: Mutex::new(Vec::new()),
             rejected: AtomicU64::new(0),
             limited: AtomicU64::new(0),
             untracked: AtomicU64::new(0),
@@ -142,6 +171,18 @@ impl SourceGate {
 
     pub fn kernel(&self) -> bool {
         self.kernel.load(Ordering::Relaxed)
+    }
+
+    /// The sources that reached or left `max_per_source` since the last call, oldest first.
+    pub fn take_full_changes(&self) -> Vec<FullChange> {
+        std::mem::take(&mut *self.full_changes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn note_full(&self, key: IpAddr, full: bool) {
+        let mut changes = self.full_changes.lock().unwrap_or_else(|p| p.into_inner());
+        if changes.len() < MAX_FULL_CHANGES {
+            changes.push(FullChange { key, full });
+        }
     }
 
     pub fn counts(&self) -> GateCounts {
@@ -173,14 +214,21 @@ impl SourceGate {
         if self.policy.is_open() {
             return Ok(None);
         }
-        if !via_proxy && (self.kernel() || listed(&self.accept_proxy, source)) {
+        if !via_proxy && listed(&self.accept_proxy, source) {
             return Ok(None);
         }
-        if !self.policy.admits(source) {
+        // Under a kernel table a direct source was judged by the kernel, except for the live
+        // connections of `max_per_source`, which only this gate counts.
+        let mirrored = !via_proxy && self.kernel();
+        if mirrored && self.policy.max_per_source.is_none() {
+            return Ok(None);
+        }
+        if !mirrored && !self.policy.admits(source) {
             self.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::Listed);
         }
-        let (max, rate) = (self.policy.max_per_source, self.policy.rate_per_source);
+        let max = self.policy.max_per_source;
+        let rate = self.policy.rate_per_source.filter(|_| !mirrored);
         if max.is_none() && rate.is_none() {
             return Ok(None);
         }
@@ -219,10 +267,15 @@ impl SourceGate {
             return Ok(None);
         }
         entry.active += 1;
+        let now_full = max == Some(entry.active);
         drop(shard);
+        if now_full && mirrored {
+            self.note_full(key, true);
+        }
         Ok(Some(Held {
             gate: Arc::clone(self),
             key,
+            mirrored,
         }))
     }
 }
@@ -263,6 +316,51 @@ mod tests {
         assert!(g.check(ip("127.0.0.9"), false, now).is_ok());
         assert!(g.check(ip("127.0.0.9"), true, now).is_err());
         assert_eq!(g.counts().rejected, 3);
+    }
+
+    #[test]
+    fn under_a_kernel_table_max_per_source_is_counted_and_mirrored() {
+        let g = gate(SourcePolicy {
+            deny: vec!["127.0.0.9/32".parse().unwrap()],
+            max_per_source: Some(2),
+            rate_per_source: Some(1),
+            ..SourcePolicy::default()
+        });
+        g.set_kernel(true);
+        let now = Instant::now();
+        // The kernel judged the lists and the rate: only live connections are counted here.
+        let a = g.check(ip("127.0.0.9"), false, now).unwrap();
+        let b = g.check(ip("127.0.0.9"), false, now).unwrap();
+        assert!(a.is_some() && b.is_some());
+        let full = FullChange {
+            key: ip("127.0.0.9"),
+            full: true,
+        };
+        assert_eq!(g.take_full_changes(), [full]);
+        // Before the kernel has it, a third is refused here.
+        assert_eq!(
+            g.check(ip("127.0.0.9"), false, now).unwrap_err(),
+            Refusal::Limit
+        );
+        drop(a);
+        assert_eq!(
+            g.take_full_changes(),
+            [FullChange {
+                full: false,
+                ..full
+            }]
+        );
+        drop(b);
+        assert!(g.take_full_changes().is_empty());
+        // A PROXY address is judged whole here, never mirrored into the kernel.
+        let p1 = g.check(ip("127.0.0.7"), true, now).unwrap();
+        assert!(p1.is_some());
+        assert_eq!(
+            g.check(ip("127.0.0.7"), true, now).unwrap_err(),
+            Refusal::Limit,
+            "rate_per_source = 1/s"
+        );
+        assert!(g.take_full_changes().is_empty());
     }
 
     #[test]

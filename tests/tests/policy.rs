@@ -126,6 +126,15 @@ fn wait_verdicts(gw: &Gateway, service: &str, verdict: &str, n: u64) {
     );
 }
 
+/// Waits until the table refuses `n` sources of `service` for `max_per_source`.
+fn wait_full_sources(gw: &Gateway, service: &str, n: u64) {
+    gw.wait_stats(
+        &format!("services.{service}.policy.full_sources == {n}"),
+        STATE_TIMEOUT,
+        |s| s["services"][service]["policy"]["full_sources"].as_u64() == Some(n),
+    );
+}
+
 /// A TCP connection from `source` (port 0) to `to`.
 fn connect_from(source: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
     let domain = if to.is_ipv4() {
@@ -258,6 +267,19 @@ fn max_per_source_refuses_the_third_until_one_closes() {
     let public = gw.service("fwd");
     let a = connect_eventually(ip("127.0.0.5"), public, &gw);
     let _b = connect_eventually(ip("127.0.0.5"), public, &gw);
+    // The data plane counts live connections; the source at its limit goes into the table,
+    // which then refuses its SYNs (no connection tracking involved).
+    wait_full_sources(&gw, "fwd", 1);
+    let table = Command::new("nft")
+        .args(["list", "table", "inet", &table_of(&gw)])
+        .output()
+        .expect("nft list table");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("127.0.0.5"), "{table}");
+    assert!(
+        !table.contains("ct count"),
+        "no connection tracking: {table}"
+    );
     assert_refused(
         connect_from(ip("127.0.0.5"), public),
         "third from 127.0.0.5",
@@ -266,6 +288,7 @@ fn max_per_source_refuses_the_third_until_one_closes() {
     // Another source has slots of its own.
     assert_echo_from(ip("127.0.0.6"), public, &gw);
     close(a);
+    wait_full_sources(&gw, "fwd", 0);
     let _c = connect_eventually(ip("127.0.0.5"), public, &gw);
     wait_verdicts(&gw, "fwd", "limit", 1);
     gw.stop();
@@ -318,6 +341,7 @@ fn ipv6_sources_are_judged_too() {
     // A service whose IPv6 deny does not match ::1 takes it, once (max_per_source, the /64).
     let open6 = gw.service("open6");
     let first = connect_eventually(ip("::1"), open6, &gw);
+    wait_full_sources(&gw, "open6", 1);
     assert_refused(connect_from(ip("::1"), open6), "second from ::1", &gw);
     drop(first);
     gw.stop();

@@ -5,9 +5,10 @@
 //! Per public listener a chain, entered from the `input` hook only by a SYN (`tcp flags &
 //! (syn|ack) == syn`) to the listener's port (and address, when it listens on one): sources in
 //! `accept_proxy` return at once (their clients are judged in userspace once the PROXY header
-//! is read), then `deny`, `allow` (interval sets), `max_per_source` (`ct count` in a dynamic
-//! set keyed by the source, an IPv6 source by its /64) and `rate_per_source` (a per-source
-//! `limit rate` in a dynamic set with timeouts). A refused SYN is dropped or answered with
+//! is read), then `deny`, `allow` (interval sets), `max_per_source` (a set of the sources at
+//! their limit, keyed by the source, an IPv6 source by its /64: the data plane counts live
+//! connections and [`Table::set_full`] mirrors its changes, so no connection tracking is
+//! needed) and `rate_per_source` (a per-source `limit rate` in a dynamic set with timeouts). A refused SYN is dropped or answered with
 //! `reject with tcp reset`, and counted (`counter`, with a comment naming listener and verdict).
 //!
 //! Ownership: the table's name carries the owning process's pid and start time
@@ -215,14 +216,11 @@ pub fn ruleset(table: &str, owner_comment: &str, listeners: &[Listener<'_>]) -> 
                     comment(i, verdict)
                 );
             }
-            if let Some(max) = l.policy.max_per_source {
-                let _ = writeln!(
-                    sets,
-                    "  set conn{tag}_{i} {{ type {key_type}; flags dynamic; size {DYNAMIC_SET_SIZE}; }}"
-                );
+            if l.policy.max_per_source.is_some() {
+                let _ = writeln!(sets, "  set full{tag}_{i} {{ type {key_type}; }}");
                 let _ = writeln!(
                     rules,
-                    "    meta nfproto {fam} add @conn{tag}_{i} {{ {key} ct count over {max} }} counter {act} {}",
+                    "    meta nfproto {fam} {key} @full{tag}_{i} counter {act} {}",
                     comment(i, KernelVerdict::Limit)
                 );
             }
@@ -357,6 +355,26 @@ impl Table {
         Ok(parse_counters(&json(&command, &text)?))
     }
 
+    /// Mirrors sources of listener `index` reaching (`full`) or leaving `max_per_source` into
+    /// its sets of full sources, in one transaction. `changes` must follow the set's contents
+    /// (no add of a present key, no delete of an absent one): nft refuses the whole batch then.
+    pub fn set_full(&self, index: usize, changes: &[(IpAddr, bool)]) -> Result<(), NftError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = String::new();
+        for (key, full) in changes {
+            let verb = if *full { "add" } else { "delete" };
+            let tag = if key.is_ipv4() { "4" } else { "6" };
+            let _ = writeln!(
+                batch,
+                "{verb} element inet {} full{tag}_{index} {{ {key} }}",
+                self.name
+            );
+        }
+        run(&self.nft, &["-f", "-"], Some(&batch)).map(|_| ())
+    }
+
     /// Deletes the table now (also what dropping it does).
     pub fn remove(self) {}
 }
@@ -461,7 +479,11 @@ mod tests {
             "a v4 listener has no v6 rules: {text}"
         );
         assert!(text.contains("ip6 saddr @deny6_1 counter drop"));
-        assert!(text.contains("ip6 saddr & ffff:ffff:ffff:ffff:: ct count over 2"));
+        assert!(
+            text.contains("ip6 saddr & ffff:ffff:ffff:ffff:: @full6_"),
+            "{text}"
+        );
+        assert!(!text.contains("ct count"), "no connection tracking: {text}");
         assert!(text.contains("limit rate over 5/second burst 5 packets"));
         // The v6 allow set of listener 1 is empty: every v6 source is refused.
         assert!(text.contains("set allow6_1 { type ipv6_addr; flags interval; }"));

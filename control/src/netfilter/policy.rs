@@ -14,7 +14,8 @@
 //!
 //! It does not judge anything itself.
 
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,12 +56,17 @@ impl Mechanism {
 /// The per-source policy of every public listener, as enforced.
 pub struct Policy {
     services: Vec<(String, PublicIndex, Mechanism)>,
-    table: Mutex<Option<Table>>,
+    table: Arc<Mutex<Option<Table>>>,
+    /// Per service index, the sources in the table's set of full sources (`max_per_source`).
+    full: Arc<Mutex<HashMap<usize, HashSet<IpAddr>>>>,
     /// The table's counters as last read, and when: reading them runs `nft` (milliseconds, on
     /// the control thread), so `/stats` and `/metrics` reuse a recent reading.
     kernel_counts: Mutex<Option<(Instant, Vec<Counted>)>>,
     dataplane: Arc<Dataplane>,
 }
+
+/// How often the data plane's `max_per_source` changes are mirrored into the table.
+const MIRROR_EVERY: Duration = Duration::from_millis(5);
 
 /// How long a reading of the table's counters is reused.
 const COUNTERS_MAX_AGE: Duration = Duration::from_millis(250);
@@ -125,11 +131,63 @@ impl Policy {
             }
             chosen.push((s.name.clone(), index, mechanism));
         }
-        Policy {
+        let mirrored: Vec<usize> = chosen
+            .iter()
+            .zip(services)
+            .filter(|((_, _, m), s)| {
+                matches!(m, Mechanism::Kernel { .. }) && s.policy.max_per_source.is_some()
+            })
+            .map(|((_, index, _), _)| index.0)
+            .collect();
+        let policy = Policy {
             services: chosen,
-            table: Mutex::new(table),
+            table: Arc::new(Mutex::new(table)),
+            full: Arc::default(),
             kernel_counts: Mutex::new(None),
             dataplane,
+        };
+        if !mirrored.is_empty() {
+            policy.start_mirror(mirrored);
+        }
+        policy
+    }
+
+    /// A thread that moves the data plane's `max_per_source` changes of services `indices`
+    /// into the table's sets of full sources, until the table is removed.
+    fn start_mirror(&self, indices: Vec<usize>) {
+        let (table, full, dataplane) = (
+            Arc::clone(&self.table),
+            Arc::clone(&self.full),
+            Arc::clone(&self.dataplane),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("sallyport-policy".to_string())
+            .spawn(move || loop {
+                std::thread::sleep(MIRROR_EVERY);
+                let guard = table.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(table) = guard.as_ref() else {
+                    return; // Removed: the data plane judges in userspace now.
+                };
+                let mut full = full.lock().unwrap_or_else(|p| p.into_inner());
+                for &i in &indices {
+                    let present = full.entry(i).or_default();
+                    let changes = dataplane.source_gate(PublicIndex(i)).take_full_changes();
+                    let batch = net_changes(present, changes);
+                    if let Err(e) = table.set_full(i, &batch) {
+                        tracing::warn!(error = %e, "cannot update the table's full sources; those over max_per_source are reset after accept");
+                    } else {
+                        for (key, on) in batch {
+                            if on {
+                                present.insert(key);
+                            } else {
+                                present.remove(&key);
+                            }
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the max_per_source mirror; those over the limit are reset after accept");
         }
     }
 
@@ -204,6 +262,12 @@ impl Policy {
         }
     }
 
+    /// Sources of service `index` the table refuses for `max_per_source` right now.
+    fn full_sources(&self, index: usize) -> usize {
+        let full = self.full.lock().unwrap_or_else(|p| p.into_inner());
+        full.get(&index).map_or(0, HashSet::len)
+    }
+
     /// `services.<name>.policy` of `/stats`, per service name.
     pub fn json(&self) -> Vec<(String, Value)> {
         let verdicts = self.verdicts();
@@ -222,6 +286,7 @@ impl Policy {
                         "mechanism": mechanism.describe(),
                         "verdicts": counts,
                         "untracked": user.untracked,
+                        "full_sources": self.full_sources(index.0),
                     }),
                 )
             })
@@ -241,6 +306,29 @@ impl Policy {
             })
             .collect()
     }
+}
+
+/// What to add to (`true`) and delete from (`false`) a set holding `present`, for `changes`
+/// in order: a source's last change decides, and nothing already so is repeated (nft refuses a
+/// batch that adds a present element or deletes an absent one).
+fn net_changes(
+    present: &HashSet<IpAddr>,
+    changes: Vec<sallyport_dataplane::policy::FullChange>,
+) -> Vec<(IpAddr, bool)> {
+    let mut last: HashMap<IpAddr, bool> = HashMap::new();
+    let mut order = Vec::new();
+    for c in changes {
+        if last.insert(c.key, c.full).is_none() {
+            order.push(c.key);
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|key| {
+            let full = last[&key];
+            (full != present.contains(&key)).then_some((key, full))
+        })
+        .collect()
 }
 
 impl Drop for Policy {
@@ -304,4 +392,31 @@ fn install(
     tracing::info!(table = %name, listeners = listeners.len(), took_ms = started.elapsed().as_millis() as u64,
         "nftables table installed: per-source verdicts are taken at SYN");
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sallyport_dataplane::policy::FullChange;
+
+    #[test]
+    fn the_last_change_of_a_source_decides_and_nothing_is_repeated() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let present: HashSet<IpAddr> = [ip("10.0.0.1")].into();
+        let changes = [
+            ("10.0.0.2", true),
+            ("10.0.0.1", false),
+            ("10.0.0.3", true),
+            ("10.0.0.3", false),
+            ("10.0.0.2", false),
+            ("10.0.0.2", true),
+            ("10.0.0.1", true),
+        ]
+        .map(|(key, full)| FullChange { key: ip(key), full });
+        assert_eq!(
+            net_changes(&present, changes.to_vec()),
+            [(ip("10.0.0.2"), true)],
+            "10.0.0.1 ends present (as it was), 10.0.0.3 ends absent (as it was)"
+        );
+    }
 }
