@@ -482,8 +482,10 @@ fn malformed_headers_are_closed_and_counted() {
     ];
     for (n, (name, bytes)) in cases.iter().enumerate() {
         let mut client = connect_from(listed, public);
-        client.write_all(bytes).expect("write");
-        client.shutdown(Shutdown::Write).expect("half-close");
+        // The gateway may reset the connection as soon as it has seen enough to refuse it,
+        // before this side's write or half-close: both may then fail, and that is the answer.
+        let _ = client.write_all(bytes);
+        let _ = client.shutdown(Shutdown::Write);
         let mut back = Vec::new();
         // Closed: EOF or a reset, and nothing comes back.
         let _ = client.read_to_end(&mut back);
