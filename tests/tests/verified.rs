@@ -301,10 +301,14 @@ fn without_verification_the_same_client_is_accepted_then_reset() {
     require_iptables!();
     let g = gateway(&[("closed", closed_port(), "always")], "");
     let stream = TcpStream::connect_timeout(&g.service("closed"), Duration::from_secs(5));
-    assert!(
-        stream.is_ok(),
-        "always: the handshake completes: {stream:?}"
-    );
+    // Accepted, then reset when the upstream refuses; the reset may already be there when
+    // connect() looks (ECONNRESET), which still says the handshake completed: a refused SYN
+    // is ECONNREFUSED.
+    match stream {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("always: the handshake completes, got {e}"),
+    }
     g.stop();
 }
 
