@@ -41,15 +41,29 @@ fn wait_state(dmz: &Gateway, want: &str) -> Value {
     )
 }
 
-/// `connect()` to `addr` must fail with ECONNREFUSED (not time out, not succeed).
+/// How long after `/stats` says "down" the workers may take to shut their listeners (the
+/// keeper publishes the state, then wakes them).
+const DOOR_SETTLE: Duration = Duration::from_millis(500);
+
+/// `connect()` to `addr` must fail with ECONNREFUSED (not time out, not fail otherwise); a
+/// connect accepted in the moment before the workers shut the door is retried, within
+/// [`DOOR_SETTLE`].
 fn assert_refused(addr: SocketAddr, context: &str) {
-    match TcpStream::connect_timeout(&addr, IO_TIMEOUT) {
-        Ok(_) => panic!("{context}: connect to {addr} succeeded; expected ECONNREFUSED"),
-        Err(e) => assert_eq!(
-            e.kind(),
-            ErrorKind::ConnectionRefused,
-            "{context}: connect to {addr} failed with {e}; expected ECONNREFUSED"
-        ),
+    let deadline = std::time::Instant::now() + DOOR_SETTLE;
+    loop {
+        match TcpStream::connect_timeout(&addr, IO_TIMEOUT) {
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(_) => panic!("{context}: connect to {addr} succeeded; expected ECONNREFUSED"),
+            Err(e) => {
+                return assert_eq!(
+                    e.kind(),
+                    ErrorKind::ConnectionRefused,
+                    "{context}: connect to {addr} failed with {e}; expected ECONNREFUSED"
+                )
+            }
+        }
     }
 }
 

@@ -61,17 +61,25 @@ impl Setup {
         sallyport_kit::child::wait_until("the DMZ's service is down", STATE_TIMEOUT, || {
             self.dmz.stats()["services"]["echo"]["admission"]["state"] == "down"
         });
-        match std::net::TcpStream::connect(self.public) {
-            Err(e) => assert_eq!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionRefused,
-                "{e}\n{}",
-                self.logs()
-            ),
-            Ok(_) => panic!(
-                "a client was accepted by a service whose back-end is down\n{}",
-                self.logs()
-            ),
+        // The keeper publishes "down", then wakes the workers that shut the listeners: a
+        // connect accepted in between is retried for a moment.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            match std::net::TcpStream::connect(self.public) {
+                Err(e) => {
+                    return assert_eq!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused,
+                        "{e}\n{}",
+                        self.logs()
+                    )
+                }
+                Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Ok(_) => panic!(
+                    "a client was accepted by a service whose back-end is down\n{}",
+                    self.logs()
+                ),
+            }
         }
     }
 
