@@ -18,7 +18,7 @@ use serde_json::json;
 use super::common::{document, f1, f2, push_lines, run_compare, Common, Outcome};
 use crate::flood::{Flood, FloodResult};
 use crate::load::{self, CpsResult, CpsSpec, RrResult, RrSpec};
-use crate::procs::Progress;
+use crate::procs::{self, Progress};
 use crate::report::{self, ratio};
 use crate::topology::PathKind;
 
@@ -206,12 +206,6 @@ pub struct FloodSpec {
     pub rr: RrSpec,
 }
 
-/// A loopback port nothing listens on (bound, then closed).
-fn closed_port() -> Result<u16> {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(socket.local_addr()?.port())
-}
-
 /// The flooding source: denied by the DMZ's service in this mode.
 const FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 
@@ -247,7 +241,8 @@ pub fn flood(common: &Common, spec: &FloodSpec, progress: &mut Progress) -> Resu
         let sent = flood.stop()?;
         // The same flood at a port nothing listens on (the kernel answers it, no gateway rule
         // or socket involved): what the flood costs this host's two cores by itself.
-        let closed = SocketAddrV4::new(ip, closed_port()?);
+        let closed = procs::free_port().context("finding a port nothing listens on")?;
+        let closed = SocketAddrV4::new(ip, closed);
         let flood = Flood::start(FLOOD_SOURCE, closed, spec.rate, limit)?;
         let control = load::rr(r.addr, &spec.rr);
         let control_sent = flood.stop()?;
