@@ -676,9 +676,9 @@ impl Worker {
         };
         let local = self.service(first);
         let ws_timeout = local.ws.as_ref().map(|w| w.handshake_timeout);
-        // A balancer's client is judged by the address in its PROXY header (`end_proxy`).
         if crate::admission::listed(&local.accept_proxy, addr.ip()) {
-            // A balancer: its PROXY header first, within the listener's handshake timeout.
+            // A balancer: its PROXY header first, within the listener's handshake timeout; its
+            // client is judged by the header's address when the handshake ends.
             let timeout = local.tls.as_ref().map(|t| t.handshake_timeout);
             let timeout = timeout.or(ws_timeout).unwrap_or(PROXY_HEADER_TIMEOUT);
             let leg = Leg::plain(client);
@@ -727,6 +727,7 @@ impl Worker {
             leg,
             addr,
             group,
+            via_proxy: matches!(stage, Stage::Proxy),
             stage,
         });
         let key = self.slots.insert(Entry::Handshake(handshake));
@@ -778,16 +779,14 @@ impl Worker {
             addr,
             group,
             stage,
+            via_proxy,
         } = *h;
         let first = self.groups[group][0];
         let error = match result {
             Ok(service) => {
                 // A balancer's client: judged now, by the address its PROXY header named (after
                 // the TLS handshake and the upgrade, when the listener has them).
-                let proxied = sys::peer_addr(leg.fd()).is_ok_and(|peer| {
-                    crate::admission::listed(&self.service(first).accept_proxy, peer.ip())
-                });
-                if proxied {
+                if via_proxy {
                     match self.admit_source(first, addr, true, leg.fd()) {
                         Ok(held) => leg.hold(held),
                         Err(()) => return, // Refused: dropping `leg` resets it.

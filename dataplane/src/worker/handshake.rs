@@ -34,6 +34,9 @@ pub(super) struct Handshake {
     /// The listener group the client came in on (its service is known after routing).
     pub(super) group: usize,
     pub(super) stage: Stage,
+    /// The peer is a balancer in `accept_proxy` (the handshake began with [`Stage::Proxy`]):
+    /// per-source policy judges `addr` when the handshake ends.
+    pub(super) via_proxy: bool,
 }
 
 pub(super) enum Stage {
