@@ -483,14 +483,18 @@ enum Dialed {
 /// Resolves the back-end, dials the DMZ, and hands the prepared connection to a worker, unless
 /// `parking` went false meanwhile. The check and the hand-off run with no await between, on
 /// the pool keeper's thread, so a release the keeper sends after it went false cannot miss a
-/// leg: the leg's own message was queued first.
+/// leg: the leg's own message was queued first. `parking` is also checked before the BIND is
+/// sent, so a dial that was connecting when the back-end went down is not parked at the DMZ
+/// (where it would count as prepared, and open a `ready` service's door, for a moment).
 async fn dial_and_park(
     service: &ReverseService,
     index: ReverseIndex,
     parking: &Cell<bool>,
 ) -> Result<Dialed, DialError> {
     let target = resolve(&service.target).await?;
-    let (conn, public) = dial(service).await?;
+    let Some((conn, public)) = dial(service, parking).await? else {
+        return Ok(Dialed::Discarded);
+    };
     if !parking.get() {
         return Ok(Dialed::Discarded);
     }
@@ -515,10 +519,14 @@ pub(crate) async fn resolve(target: &HostPort) -> Result<SocketAddr, ResolveErro
         .ok_or_else(|| ResolveError::NoAddress(target.clone()))
 }
 
-/// Connects to the DMZ (and completes TLS when configured), negotiates, sends BIND and waits
-/// for the first reply. The connection carries whatever was read after that reply; the
-/// address is the first reply's BND (the DMZ's public address, for PROXY headers).
-async fn dial(service: &ReverseService) -> Result<(OwnedConn, Option<SocketAddr>), DialError> {
+/// Connects to the DMZ (and completes TLS when configured), then, while `proceed` holds,
+/// negotiates, sends BIND and waits for the first reply (`None`: `proceed` went false before
+/// the BIND; the connection is closed). The connection carries whatever was read after that
+/// reply; the address is the first reply's BND (the DMZ's public address, for PROXY headers).
+async fn dial(
+    service: &ReverseService,
+    proceed: &Cell<bool>,
+) -> Result<Option<(OwnedConn, Option<SocketAddr>)>, DialError> {
     let addr = (service.dmz.host.as_str(), service.dmz.port);
     let connect = tokio::time::timeout(service.connect_timeout, TcpStream::connect(addr)).await;
     let mut stream = connect
@@ -527,8 +535,11 @@ async fn dial(service: &ReverseService) -> Result<(OwnedConn, Option<SocketAddr>
     let _ = stream.set_nodelay(true);
     let into_std = |s: TcpStream| s.into_std().map_err(DialError::Socket);
     let Some(tls) = &service.tls else {
+        if !proceed.get() {
+            return Ok(None);
+        }
         let (buf, public) = negotiate(service, &mut stream).await?;
-        return Ok((OwnedConn::new(into_std(stream)?, buf), public));
+        return Ok(Some((OwnedConn::new(into_std(stream)?, buf), public)));
     };
     let handshake = Handshake::client(tls.config.current(), tls.server_name.clone())
         .map_err(DialError::TlsStart)?;
@@ -540,6 +551,9 @@ async fn dial(service: &ReverseService) -> Result<(OwnedConn, Option<SocketAddr>
         .await
         .map_err(|_| DialError::TlsTimeout(service.connect_timeout))?
         .map_err(DialError::TlsHandshake)?;
+    if !proceed.get() {
+        return Ok(None);
+    }
     let (mut buf, public) = negotiate(service, &mut stream).await?;
     let (tcp, mut session) = stream.into_parts();
     // Plaintext already decrypted (the second reply, if the DMZ paired this leg at once)
@@ -551,10 +565,10 @@ async fn dial(service: &ReverseService) -> Result<(OwnedConn, Option<SocketAddr>
     while let Ok(Read::Data(n)) = session.read(&mut chunk) {
         buf.extend_from_slice(&chunk[..n]);
     }
-    Ok((
+    Ok(Some((
         OwnedConn::new(into_std(tcp)?, buf).with_tls(session),
         public,
-    ))
+    )))
 }
 
 /// Runs the client machine (greeting, user/password, BIND in one write; method choice, auth
