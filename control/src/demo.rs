@@ -97,6 +97,8 @@ fn gateway_config(
         },
         reverse,
         services: vec![service],
+        rendezvous: None,
+        host: None,
     }
 }
 

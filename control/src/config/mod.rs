@@ -224,6 +224,8 @@ impl TryFrom<RawConfig> for Config {
             gateway,
             reverse,
             services,
+            rendezvous: None,
+            host: None,
         })
     }
 }

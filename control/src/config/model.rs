@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use sallyport_dataplane::admission::{Admission, IpNet, SourcePolicy};
 use sallyport_dataplane::wire::proxy::Version;
+use sallyport_dataplane::wire::token;
 use sallyport_dataplane::UpstreamWs;
 use sallyport_dataplane::{PublicService, PublicTls, PublicWs, RelayConfig, RelayMode, Upstream};
 use sallyport_dataplane::{RingSetup, StreamOptions};
@@ -27,8 +28,13 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Present on a DMZ gateway: where internal gateways dial in.
     pub reverse: Option<ReverseConfig>,
-    /// In file order; never empty.
+    /// In file order; empty only when the file has `[rendezvous]` or `[host]`.
     pub services: Vec<ServiceConfig>,
+    /// `[rendezvous]` (DMZ): where browsers open `ACCEPT + TOKEN`; hosts BIND with the token on
+    /// `[reverse]`, which it requires.
+    pub rendezvous: Option<RendezvousConfig>,
+    /// `[host]` with its `[[stream]]` tables: a gateway that dials out on command.
+    pub host: Option<HostConfig>,
 }
 
 /// `[gateway]`: process-wide settings.
@@ -87,6 +93,97 @@ pub struct ReverseConfig {
     /// TLS on the reverse endpoint; with `client_ca`, internal gateways must present a client
     /// certificate signed by it (mutual TLS).
     pub tls: Option<TlsServer>,
+}
+
+/// `[rendezvous]`: the DMZ side of token rendezvous.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RendezvousConfig {
+    /// The accept URI as written, for banners.
+    pub accept: String,
+    /// The browsers' listener (its own socket; not shared with a service).
+    pub listen: SocketAddr,
+    /// The path prefix the token follows, e.g. `/stream/`; always ends with `/`.
+    pub path: String,
+    /// `wss://`: the listener's certificate.
+    pub tls: Option<TlsServer>,
+    /// The HMAC key tokens are verified with.
+    pub key: Arc<token::Key>,
+    /// A side whose partner has not arrived by then is closed.
+    pub link_timeout: Duration,
+    /// Longest a browser's TLS handshake plus upgrade request may take.
+    pub handshake_timeout: Duration,
+    /// Allowed `Origin` values; empty: any.
+    pub origins: Vec<String>,
+    /// Largest WebSocket message accepted from a browser.
+    pub ws_max_message: usize,
+    /// WebSocket keepalive towards the browser, once linked.
+    pub ws_ping: Option<Duration>,
+}
+
+/// `[host]`: a gateway that listens on nothing and, on a verified command (a NATS message on
+/// `sallyport.dial.<name>`, or `sallyport dial`), dials the DMZ's `[reverse]` endpoint, BINDs
+/// with the command's token and relays to the stream's target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The host's name in tokens and in its subject.
+    pub name: String,
+    /// The DMZ's reverse endpoint (`dmz = "reverse://HOST:PORT"`).
+    pub dmz: HostPort,
+    /// TLS on the reverse leg, as for internal services.
+    pub tls: Option<TlsClient>,
+    /// The HMAC key commands are verified with.
+    pub key: Arc<token::Key>,
+    /// Longest the connect (plus TLS and SOCKS5) to the DMZ, and the connect to a stream's
+    /// target, may take.
+    pub connect_timeout: Duration,
+    /// NATS servers to subscribe through; `None`: no subscription (`sallyport dial` only).
+    pub nats: Option<NatsConfig>,
+    /// In file order; never empty.
+    pub streams: Vec<StreamConfig>,
+}
+
+impl HostConfig {
+    /// The NATS subject this host's dial commands arrive on.
+    pub fn subject(&self) -> String {
+        format!("sallyport.dial.{}", self.name)
+    }
+}
+
+/// The NATS connection of a host (`nats`, `nats_user`, `nats_password`, `nats_token`,
+/// `nats_tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// `nats://HOST:PORT` or `tls://HOST:PORT`, as written; at least one.
+    pub servers: Vec<String>,
+    pub auth: NatsAuth,
+    /// `nats_tls = { ca, cert, key }`: TLS required; files checked to exist at load time.
+    pub tls: Option<NatsTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsAuth {
+    None,
+    UserPassword { user: String, password: Secret },
+    Token(Secret),
+}
+
+/// Certificate files for NATS over TLS, handed to the NATS client as paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTls {
+    /// Roots the server's certificate must chain to; `None`: the system's.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key, both or neither.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// One `[[stream]]` of a host: what a token may ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    pub name: String,
+    /// The connect URI as written, for banners.
+    pub connect: String,
+    /// `connect = "tcp://HOST:PORT"`; resolved at each dial.
+    pub target: HostPort,
 }
 
 /// One `[[service]]`.

@@ -23,6 +23,66 @@ pub struct RawConfig {
     pub gateway: Option<RawGateway>,
     pub reverse: Option<RawReverse>,
     pub service: Option<Vec<RawService>>,
+    pub rendezvous: Option<RawRendezvous>,
+    pub host: Option<RawHost>,
+    pub stream: Option<Vec<RawStream>>,
+}
+
+/// `[rendezvous]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRendezvous {
+    pub accept: Option<String>,
+    /// A path to the key file, never the key itself.
+    pub key: Option<String>,
+    pub link_timeout: Option<RawDuration>,
+    pub handshake_timeout: Option<RawDuration>,
+    pub tls: Option<RawTls>,
+    pub origins: Option<Vec<String>>,
+    pub ws_ping: Option<RawDuration>,
+    pub ws_max_message: Option<RawSize>,
+}
+
+/// `[host]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    pub name: Option<String>,
+    pub dmz: Option<String>,
+    pub tls: Option<RawTls>,
+    /// A path to the key file, never the key itself.
+    pub key: Option<String>,
+    pub connect_timeout: Option<RawDuration>,
+    pub nats: Option<RawStrings>,
+    pub nats_user: Option<String>,
+    pub nats_password: Option<Secret>,
+    pub nats_token: Option<Secret>,
+    pub nats_tls: Option<RawTls>,
+}
+
+/// `[[stream]]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStream {
+    pub name: Option<String>,
+    pub connect: Option<String>,
+}
+
+/// One string or a list of them (`nats = "nats://a:4222"` or `nats = ["nats://a", "nats://b"]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RawStrings {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RawStrings {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            RawStrings::One(s) => vec![s],
+            RawStrings::Many(v) => v,
+        }
+    }
 }
 
 /// `[gateway]` as written.

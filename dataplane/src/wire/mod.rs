@@ -11,6 +11,7 @@ pub mod bind;
 pub mod http;
 pub mod proxy;
 pub mod socks5;
+pub mod token;
 pub mod ws;
 
 #[cfg(test)]
