@@ -128,3 +128,9 @@ pub const MAX_RATE_PER_SOURCE: u32 = 1_000_000;
 /// Default `backend_probe` of an internal service: park only while the back-end accepts
 /// connections, so a dead back-end reaches public clients as a refused connect.
 pub const DEFAULT_BACKEND_PROBE: bool = true;
+
+/// Default `[rendezvous] link_timeout`: how long a browser or a host waits at the DMZ for its
+/// partner. A platform publishes the dial command as it hands out the URL, so both arrive within
+/// a second or two; ten seconds covers a host's NATS reconnect or a slow browser start while
+/// bounding what an abandoned token holds.
+pub const DEFAULT_LINK_TIMEOUT: Duration = Duration::from_secs(10);

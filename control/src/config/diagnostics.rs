@@ -54,6 +54,9 @@ pub enum Reason {
     /// The file cannot be read.
     #[error("cannot read: {0}")]
     Read(io::Error),
+    /// A file the key names (a rendezvous key, a NATS certificate) cannot be read.
+    #[error("cannot read \"{}\": {error}", path.display())]
+    File { path: PathBuf, error: io::Error },
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     /// A `tls` or `connect_tls` file (boxed: rustls' errors and two paths are large).

@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::diagnostics::{Check, ConfigError};
-use super::model::{GatewayConfig, ReverseConfig, ServiceConfig, ServiceRole, WsAccept};
+use super::model::{
+    GatewayConfig, HostConfig, RendezvousConfig, ReverseConfig, ServiceConfig, ServiceRole,
+    WsAccept,
+};
 use crate::tls::TlsServer;
 
 /// A public listener as the overlap check sees it.
@@ -41,8 +44,18 @@ pub(super) fn cross_check(
     reverse: Option<&ReverseConfig>,
     services: &[ServiceConfig],
     labels: &[String],
+    rendezvous: Option<&RendezvousConfig>,
 ) -> Result<(), ConfigError> {
     let mut listeners: Vec<Listening<'_>> = Vec::new();
+    if let Some(rendezvous) = rendezvous {
+        // Its own socket: a service's WebSocket listener on the same address is an overlap.
+        listeners.push(Listening {
+            owner: "rendezvous.accept".to_string(),
+            key: "rendezvous.accept".to_string(),
+            addr: rendezvous.listen,
+            public: None,
+        });
+    }
     if let Some(admin) = gateway.admin {
         listeners.push(Listening {
             owner: "gateway.admin".to_string(),
@@ -113,10 +126,10 @@ pub(super) fn cross_check(
             public: Some(public),
         });
     }
-    if reverse.is_some() && !has_dmz {
+    if reverse.is_some() && !has_dmz && rendezvous.is_none() {
         return Err(check.fail(
             "reverse",
-            "[reverse] is set but no service uses it (connect = \"reverse://NAME\"); \
+            "[reverse] is set but no service uses it (connect = \"reverse://NAME\") and there is no [rendezvous]; \
              remove [reverse] or add a DMZ service",
         ));
     }
@@ -127,6 +140,38 @@ pub(super) fn cross_check(
         {
             share_port(check, this, other)?;
         }
+    }
+    Ok(())
+}
+
+/// What token rendezvous may be combined with: a `[rendezvous]` needs `[reverse]` (hosts BIND
+/// there); a `[host]` listens on nothing and runs alone (no `[reverse]`, `[rendezvous]` or
+/// `[[service]]`), so its reverse legs are the only ones the gateway parks.
+pub(super) fn check_rendezvous_roles(
+    check: &Check,
+    reverse: Option<&ReverseConfig>,
+    services: &[ServiceConfig],
+    rendezvous: Option<&RendezvousConfig>,
+    host: Option<&HostConfig>,
+) -> Result<(), ConfigError> {
+    if rendezvous.is_some() && reverse.is_none() {
+        return Err(check.fail(
+            "rendezvous",
+            "[rendezvous] needs a [reverse] section: hosts BIND with their token there, e.g. [reverse] listen = \"0.0.0.0:1080\"",
+        ));
+    }
+    if host.is_none() {
+        return Ok(());
+    }
+    let alone = "a [host] runs as a gateway of its own (it listens on nothing and dials on command); run this in another process";
+    if reverse.is_some() {
+        return Err(check.fail("reverse", format!("[reverse] with [host]: {alone}")));
+    }
+    if rendezvous.is_some() {
+        return Err(check.fail("rendezvous", format!("[rendezvous] with [host]: {alone}")));
+    }
+    if !services.is_empty() {
+        return Err(check.fail("service", format!("[[service]] with [host]: {alone}")));
     }
     Ok(())
 }

@@ -54,7 +54,9 @@
 //! - `services`: one `[[service]]`, its role and the keys of that role;
 //! - `endpoints`: a service's public listener and its upstream;
 //! - `websocket`: `origins` and `protocols`;
-//! - `listeners`: checks across the file (bind names, overlapping and shared listeners).
+//! - `rendezvous`: `[rendezvous]`, `[host]` and `[[stream]]` (token rendezvous), key files;
+//! - `listeners`: checks across the file (bind names, overlapping and shared listeners, what
+//!   `[rendezvous]` and `[host]` may be combined with).
 //!
 //! Where the keys of coming features go (a key is a field of the raw type, a default in
 //! `defaults`, and a check in one module; [`Config`] grows the field):
@@ -68,8 +70,6 @@
 //! - `keepalive` (reverse legs, both ends): `RawService` and `RawReverse`, a duration in `units`,
 //!   read in `services::validate_internal` and `sections::validate_reverse`;
 //! - `drain_timeout` (SIGTERM): `RawGateway`, read in `sections::validate_gateway`;
-//! - `[rendezvous]` and `[host]` (token rendezvous): new `RawRendezvous` / `RawHost` tables in
-//!   `raw`, validated in `sections`, their addresses added to `listeners::cross_check`.
 
 mod admission;
 mod defaults;
@@ -78,6 +78,7 @@ mod endpoints;
 mod listeners;
 mod model;
 mod raw;
+mod rendezvous;
 mod sections;
 mod services;
 mod tls_files;
@@ -97,7 +98,10 @@ pub use defaults::*;
 pub use diagnostics::{ConfigError, Reason};
 pub use endpoints::ResolveError;
 pub use model::*;
-pub use raw::{RawConfig, RawDuration, RawGateway, RawReverse, RawService, RawSize, RawTls};
+pub use raw::{
+    RawConfig, RawDuration, RawGateway, RawHost, RawRendezvous, RawReverse, RawService, RawSize,
+    RawStream, RawStrings, RawTls,
+};
 pub use sallyport_dataplane::RelayConfig;
 pub use sallyport_dataplane::RelayMode;
 pub use sallyport_dataplane::RingSetup;
@@ -107,7 +111,8 @@ pub use uri::UriError;
 use diagnostics::{
     key_path_at, labels_from_table, line_column, schema_hint, service_labels, Check,
 };
-use listeners::cross_check;
+use listeners::{check_rendezvous_roles, cross_check};
+use rendezvous::{validate_host, validate_rendezvous};
 use sections::{validate_gateway, validate_reverse};
 use services::validate_service;
 
@@ -175,6 +180,21 @@ impl Config {
                 };
                 format!("{}: {} -> {}{suffix}", s.name, s.accept, s.connect)
             })
+            .chain(self.rendezvous.iter().map(|r| {
+                format!(
+                    "rendezvous: {}TOKEN <-> reverse BIND TOKEN (link_timeout {:?})",
+                    r.accept, r.link_timeout
+                )
+            }))
+            .chain(self.host.iter().flat_map(|h| {
+                let subject = h.subject();
+                h.streams.iter().map(move |s| {
+                    format!(
+                        "stream {}: {} on command ({}) -> {}",
+                        s.name, s.connect, subject, h.dmz
+                    )
+                })
+            }))
             .collect()
     }
 }
@@ -192,11 +212,26 @@ impl TryFrom<RawConfig> for Config {
             .map(|r| validate_reverse(&check, r))
             .transpose()?;
 
+        let rendezvous = raw
+            .rendezvous
+            .map(|r| validate_rendezvous(&check, r))
+            .transpose()?;
+        let raw_streams = raw.stream.unwrap_or_default();
+        let host = match raw.host {
+            Some(h) => Some(validate_host(&check, h, raw_streams)?),
+            None if !raw_streams.is_empty() => {
+                return Err(check.fail(
+                    "stream",
+                    "[[stream]] tables belong to a [host]; add [host] name = \"h1\" dmz = \"reverse://HOST:PORT\" key = \"FILE\"",
+                ))
+            }
+            None => None,
+        };
         let raw_services = raw.service.unwrap_or_default();
-        if raw_services.is_empty() {
+        if raw_services.is_empty() && rendezvous.is_none() && host.is_none() {
             return Err(check.fail(
                 "service",
-                "no [[service]] tables; at least one service is required",
+                "no [[service]] tables; at least one service (or a [rendezvous] or [host]) is required",
             ));
         }
         let prefixes: Vec<String> = service_labels(raw_services.iter().map(|s| s.name.as_deref()))
@@ -218,14 +253,28 @@ impl TryFrom<RawConfig> for Config {
             services.push(service);
         }
 
-        cross_check(&check, &gateway, reverse.as_ref(), &services, &prefixes)?;
+        cross_check(
+            &check,
+            &gateway,
+            reverse.as_ref(),
+            &services,
+            &prefixes,
+            rendezvous.as_ref(),
+        )?;
+        check_rendezvous_roles(
+            &check,
+            reverse.as_ref(),
+            &services,
+            rendezvous.as_ref(),
+            host.as_ref(),
+        )?;
         Ok(Config {
             path: raw.path,
             gateway,
             reverse,
             services,
-            rendezvous: None,
-            host: None,
+            rendezvous,
+            host,
         })
     }
 }

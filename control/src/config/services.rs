@@ -6,8 +6,6 @@
 //!
 //! It does not look at other services (duplicate names, shared ports: `listeners`).
 
-use std::time::Duration;
-
 use super::admission::{
     forbid_backend_keys, forbid_listener_keys, validate_admission, validate_proxy_protocol,
 };
@@ -19,12 +17,11 @@ use super::model::{
 };
 use super::raw::RawService;
 use super::tls_files::{validate_connect_tls, validate_tls_client};
-use super::units::size_in;
 use super::uri::{
     parse_dmz_bind_name, parse_reverse_accept, parse_target_uri, split_scheme, validate_name,
     Scheme,
 };
-use super::websocket::WsCommon;
+use super::websocket::{ws_common, WsCommon};
 
 /// The first of `fields` that is present: an error built by `reason` from its name.
 pub(super) fn forbid(
@@ -172,7 +169,6 @@ fn websocket_keys(
     uris: &Uris<'_>,
     raw: &RawService,
 ) -> Result<WsCommon, ConfigError> {
-    let key = |field: &str| format!("{prefix}.{field}");
     // WebSocket keys: only where a WebSocket leg is.
     if !uris.accept_scheme.is_ws() && !uris.connect_scheme.is_ws() {
         forbid(
@@ -209,32 +205,12 @@ fn websocket_keys(
             },
         )?;
     }
-    let ws_ping = match raw.ws_ping.as_ref() {
-        None => None,
-        Some(d) => {
-            let ping = check.duration(&key("ws_ping"), Some(d), Duration::ZERO)?;
-            if ping < MIN_WS_PING {
-                return Err(check.fail(
-                    key("ws_ping"),
-                    format!(
-                        "at least {MIN_WS_PING:?}: a keepalive this frequent is traffic; write e.g. \"30s\""
-                    ),
-                ));
-            }
-            Some(ping)
-        }
-    };
-    Ok(WsCommon {
-        max_message: size_in(
-            check,
-            &key("ws_max_message"),
-            raw.ws_max_message.as_ref(),
-            DEFAULT_WS_MAX_MESSAGE,
-            MIN_WS_MAX_MESSAGE,
-            MAX_WS_MAX_MESSAGE,
-        )?,
-        ping: ws_ping,
-    })
+    ws_common(
+        check,
+        prefix,
+        raw.ws_ping.as_ref(),
+        raw.ws_max_message.as_ref(),
+    )
 }
 
 /// A DMZ service (`connect = "reverse://NAME"`): its listener, bind name and `timeout`.

@@ -4,13 +4,53 @@
 
 use std::time::Duration;
 
+use super::defaults::*;
 use super::diagnostics::{Check, ConfigError};
+use super::raw::{RawDuration, RawSize};
+use super::units::size_in;
 
 /// The WebSocket settings that apply to either side (`ws_ping`, `ws_max_message`).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct WsCommon {
     pub(super) max_message: usize,
     pub(super) ping: Option<Duration>,
+}
+
+/// `ws_ping` (at least [`MIN_WS_PING`], off when absent) and `ws_max_message` (within
+/// [`MIN_WS_MAX_MESSAGE`]..=[`MAX_WS_MAX_MESSAGE`]) of the table at `prefix`.
+pub(super) fn ws_common(
+    check: &Check,
+    prefix: &str,
+    ws_ping: Option<&RawDuration>,
+    ws_max_message: Option<&RawSize>,
+) -> Result<WsCommon, ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    let ping = match ws_ping {
+        None => None,
+        Some(d) => {
+            let ping = check.duration(&key("ws_ping"), Some(d), Duration::ZERO)?;
+            if ping < MIN_WS_PING {
+                return Err(check.fail(
+                    key("ws_ping"),
+                    format!(
+                        "at least {MIN_WS_PING:?}: a keepalive this frequent is traffic; write e.g. \"30s\""
+                    ),
+                ));
+            }
+            Some(ping)
+        }
+    };
+    Ok(WsCommon {
+        max_message: size_in(
+            check,
+            &key("ws_max_message"),
+            ws_max_message,
+            DEFAULT_WS_MAX_MESSAGE,
+            MIN_WS_MAX_MESSAGE,
+            MAX_WS_MAX_MESSAGE,
+        )?,
+        ping,
+    })
 }
 
 /// `origins`: serialized origins (`https://app.example.com`, `http://localhost:8080`) or `null`,

@@ -11,6 +11,7 @@ use super::*;
 use sallyport_dataplane::admission::Admission;
 
 mod admission;
+mod rendezvous;
 mod tls;
 mod websocket;
 
@@ -114,6 +115,8 @@ fn dmz_example_parses_to_expected_values() {
                 admission: AdmissionConfig::open(Admission::Ready),
             }),
         }],
+        rendezvous: None,
+        host: None,
     };
     assert_eq!(config, expected);
 }
@@ -151,6 +154,8 @@ fn internal_example_parses_to_expected_values() {
                 backend_probe: true,
             }),
         }],
+        rendezvous: None,
+        host: None,
     };
     assert_eq!(config, expected);
 }
