@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::accept_pause::AcceptPause;
 use crate::stats::StatsSource;
 
 /// Largest request head we read; anything bigger gets 431.
@@ -17,18 +18,17 @@ const MAX_HEAD: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn serve(listener: TcpListener, source: Arc<StatsSource>) {
+    let mut pause = AcceptPause::default();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                pause.reset();
                 let source = Arc::clone(&source);
                 tokio::task::spawn_local(async move {
                     let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, &source)).await;
                 });
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "admin: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Err(e) => pause.after("admin", &e).await,
         }
     }
 }

@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use crate::accept_pause::AcceptPause;
 use crate::socks_io::{self, SessionError};
 use crate::stats::{ControlStats, HandshakeFailure};
 use crate::tls_stream;
@@ -63,23 +64,21 @@ pub const MAX_CONCURRENT_HANDSHAKES: usize = 1024;
 /// Accepts and negotiates until the task is dropped.
 pub async fn serve(listener: TcpListener, endpoint: Rc<ReverseEndpoint>) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    let mut pause = AcceptPause::default();
     loop {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
         };
         match listener.accept().await {
             Ok((stream, peer)) => {
+                pause.reset();
                 let endpoint = Rc::clone(&endpoint);
                 tokio::task::spawn_local(async move {
                     handle(stream, peer, &endpoint).await;
                     drop(permit);
                 });
             }
-            Err(e) => {
-                // EMFILE and friends: back off a little instead of spinning.
-                tracing::warn!(error = %e, "reverse listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Err(e) => pause.after("reverse listener", &e).await,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! No `unsafe` here: every system call goes through the data plane (its private `sys` tree) or std.
 #![forbid(unsafe_code)]
 
+pub mod accept_pause;
 pub mod admin;
 pub mod backend_probe;
 pub mod config;

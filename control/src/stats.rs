@@ -289,6 +289,7 @@ pub fn to_json(
         "handshake_failures": failures,
         "prepared_accepted": load(&control.prepared_accepted),
         "splice_fallbacks": snap.splice_fallbacks,
+        "accept_pauses": snap.accept_pauses,
     })
 }
 
@@ -638,6 +639,12 @@ pub fn to_prometheus_with(
         "Tunnel directions that fell back to buffered copy (no pipe).",
     );
     p.sample(names::SPLICE_FALLBACKS, &[], snap.splice_fallbacks);
+    p.family(
+        names::ACCEPT_PAUSES,
+        "counter",
+        "Listener accepts paused for lack of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).",
+    );
+    p.sample(names::ACCEPT_PAUSES, &[], snap.accept_pauses);
     p.out
 }
 

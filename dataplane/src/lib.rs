@@ -27,6 +27,7 @@ pub mod admission;
 pub mod door;
 pub mod handoff;
 pub mod leg;
+pub mod log_limit;
 pub mod metrics;
 pub mod policy;
 pub mod relay;

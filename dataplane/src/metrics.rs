@@ -24,6 +24,8 @@ pub mod names {
     /// Tunnel closes by reason, side and errno (finer than [`TUNNEL_CLOSES`]).
     pub const TUNNEL_CLOSE_REASONS: &str = "sallyport_tunnel_close_reasons_total";
     pub const SPLICE_FALLBACKS: &str = "sallyport_splice_fallbacks_total";
+    /// Listener accepts paused after EMFILE, ENFILE, ENOBUFS or ENOMEM.
+    pub const ACCEPT_PAUSES: &str = "sallyport_accept_pauses_total";
     pub const HANDSHAKE_FAILURES: &str = "sallyport_handshake_failures_total";
     pub const TLS_FAILURES: &str = "sallyport_public_tls_failures_total";
     /// Connections from an `accept_proxy` source closed for a missing, truncated or malformed
@@ -378,6 +380,8 @@ pub struct WorkerStats {
     /// Indexed by [`CloseReason::index`].
     pub closes: Box<[AtomicU64]>,
     pub splice_fallbacks: AtomicU64,
+    /// Accept pauses after a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM).
+    pub accept_pauses: AtomicU64,
 }
 
 impl WorkerStats {
@@ -390,6 +394,7 @@ impl WorkerStats {
             bytes_downstream: AtomicU64::new(0),
             closes: (0..CloseReason::COUNT).map(|_| AtomicU64::new(0)).collect(),
             splice_fallbacks: AtomicU64::new(0),
+            accept_pauses: AtomicU64::new(0),
         }
     }
 
@@ -460,6 +465,7 @@ pub struct Snapshot {
     /// Every close reason counted at least once, in [`CloseReason::index`] order.
     pub close_reasons: Vec<(CloseReason, u64)>,
     pub splice_fallbacks: u64,
+    pub accept_pauses: u64,
 }
 
 impl Snapshot {
@@ -506,6 +512,7 @@ impl Snapshot {
                 *t += load(c);
             }
             snap.splice_fallbacks += load(&w.splice_fallbacks);
+            snap.accept_pauses += load(&w.accept_pauses);
         }
         for (index, n) in closes.into_iter().enumerate() {
             let Some(reason) = CloseReason::from_index(index).filter(|_| n > 0) else {

@@ -78,7 +78,7 @@ impl Worker {
     /// The multishot accept of `group` ended (`c.more` unset): armed again while open.
     pub(super) fn accept_ended(&mut self, group: usize) -> std::io::Result<()> {
         self.doors[group].armed = false;
-        if self.doors[group].open && !self.stopping {
+        if self.doors[group].open && !self.stopping && !self.accept_paused(group) {
             self.arm_accept(group)?;
         }
         Ok(())
@@ -94,7 +94,7 @@ impl Worker {
             return Ok(());
         }
         self.doors[group].open = true;
-        if !self.doors[group].armed {
+        if !self.doors[group].armed && !self.accept_paused(group) {
             self.arm_accept(group)?;
         }
         Ok(())

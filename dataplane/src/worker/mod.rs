@@ -18,6 +18,7 @@
 //! This module does not negotiate the first half of SOCKS (the control thread does) and does
 //! not move bytes itself (see `relay`).
 
+mod accept;
 mod connect;
 mod door;
 mod driver;
@@ -39,6 +40,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::door::Board;
 use crate::handoff::{OwnedConn, PublicIndex, ReverseEvents, ReverseIndex};
+use crate::log_limit::LogLimiter;
 use crate::metrics::{CloseReason, RefusalReason, WorkerStats};
 use crate::runtime::RelayConfig;
 use crate::service::{PublicService, Upstream};
@@ -138,33 +140,14 @@ pub(crate) struct Worker {
     handshake_log: LogLimiter,
     upstream_log: LogLimiter,
     policy_log: LogLimiter,
+    accept_log: LogLimiter,
+    /// Per listener group: accepts paused after a resource error (`accept.rs`).
+    accept_pauses: Vec<accept::AcceptPause>,
     gates: Vec<Arc<crate::policy::SourceGate>>,
     reverse_events: Option<ReverseEvents>,
     /// Deadlines of back-end connects, handshakes and keepalives: (deadline, slot), earliest
     /// first; an entry whose slot moved on is skipped.
     deadlines: BinaryHeap<std::cmp::Reverse<(Instant, u32, u32)>>,
-}
-
-/// Lets one log line through per [`LOG_EVERY`] and counts the ones it held back, so a dead
-/// service or a scanner under load cannot flood the log.
-#[derive(Default)]
-struct LogLimiter {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-const LOG_EVERY: Duration = Duration::from_secs(1);
-
-impl LogLimiter {
-    /// `Some(lines held back since the last one)` when a line may be logged now.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
 }
 
 /// Most messages a worker takes from its queue per wake-up, so one burst cannot starve I/O.
@@ -186,6 +169,7 @@ impl Worker {
                 waiting: VecDeque::new(),
             })
             .collect();
+        let groups = setup.listeners.len();
         Worker {
             id: setup.id,
             ring,
@@ -207,6 +191,8 @@ impl Worker {
             handshake_log: LogLimiter::default(),
             upstream_log: LogLimiter::default(),
             policy_log: LogLimiter::default(),
+            accept_log: LogLimiter::default(),
+            accept_pauses: vec![accept::AcceptPause::default(); groups],
             gates: setup.gates,
             reverse_events: setup.reverse_events,
             deadlines: BinaryHeap::new(),
@@ -253,6 +239,7 @@ impl Worker {
             spinning = !busy_poll.is_zero() && now.duration_since(last_activity) < busy_poll;
             self.expire_waiters(now);
             self.expire_deadlines(now);
+            self.resume_accepts(now)?;
         }
         self.close_all();
         Ok(())
@@ -303,9 +290,10 @@ impl Worker {
             Token::Accept { group } => {
                 let group = group as usize;
                 if let Some(fd) = self.ring.take_accepted(&c) {
+                    self.accept_succeeded(group);
                     self.on_client(group, fd);
                 } else if c.result != -libc::ECANCELED && self.doors[group].open {
-                    tracing::warn!(core = self.id, group, errno = -c.result, "accept failed");
+                    self.accept_failed(group, -c.result, Instant::now());
                 }
                 if !c.more {
                     self.accept_ended(group)?;
@@ -368,7 +356,7 @@ impl Worker {
             .iter()
             .filter_map(|s| s.waiting.front().map(|w| w.deadline));
         let timers = self.deadlines.peek().map(|d| d.0 .0);
-        waiting.chain(timers).min()
+        waiting.chain(timers).chain(self.next_accept_resume()).min()
     }
 
     fn close_all(&mut self) {

@@ -1,0 +1,106 @@
+//! Faults and hostile load against the real binary: what a bad network or an attacker does to a
+//! gateway, and what a client and an operator observe (bytes, refusals, log lines, CPU).
+//!
+//! Bounds asserted here are properties (no spin: a worker that loops on a failing accept uses a
+//! whole core; no flood: a log line per failure), with wide margins; speed is measured in
+//! `bench/`, never here.
+#![deny(unsafe_code)]
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use sallyport_tests::{
+    dmz_config, echo_round_trip, internal_config, EchoServer, Gateway, Relay, STATE_TIMEOUT,
+};
+
+/// User plus system CPU time of process `pid` so far (from `/proc/PID/stat`).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// A DMZ with only 96 descriptors and 400 clients: accepts fail with EMFILE. The workers must
+/// pause their accepts (not spin), log a bounded number of lines, and serve again once
+/// descriptors are free (the waiting clients time out, the backlog drains).
+#[test]
+fn emfile_pauses_accepts_instead_of_spinning() {
+    let prlimit = std::path::Path::new("/usr/bin/prlimit");
+    if !prlimit.exists() {
+        println!("SKIPPED: no /usr/bin/prlimit (util-linux) to cap the DMZ's descriptors");
+        return;
+    }
+    let echo = EchoServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("echo");
+    let dmz = Gateway::start_with(
+        &dmz_config(Relay::Splice, "1s", 0, None),
+        &["/usr/bin/prlimit", "--nofile=96:96", "--"],
+    );
+    let internal = Gateway::start(&internal_config(
+        Relay::Splice,
+        dmz.reverse(),
+        echo.addr(),
+        1,
+        None,
+    ));
+    dmz.wait_prepared("echo", 1, STATE_TIMEOUT);
+    let public = dmz.service("echo");
+
+    let cpu_before = cpu_time(dmz.pid());
+    let started = Instant::now();
+    // Connects complete in the kernel (backlog) whether or not the gateway accepts them.
+    let clients: Vec<TcpStream> = (0..400)
+        .filter_map(|_| TcpStream::connect_timeout(&public, Duration::from_millis(500)).ok())
+        .collect();
+    assert!(
+        clients.len() > 200,
+        "only {} clients connected",
+        clients.len()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let window = started.elapsed();
+    let cpu = cpu_time(dmz.pid()) - cpu_before;
+    drop(clients);
+
+    let lines = dmz
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("accept failed"))
+        .count();
+    // One line per second per worker (two workers), plus the control side's: a spin logged
+    // millions.
+    let most = 6 * (window.as_secs() as usize + 2);
+    assert!(
+        lines <= most,
+        "{lines} 'accept failed' lines in {window:?} (at most {most})\n{}",
+        dmz.stderr()
+    );
+    // Paused accepts cost nothing; re-arming at once on EMFILE cost a third of a core here.
+    assert!(
+        cpu < window / 10,
+        "the DMZ used {cpu:?} of CPU in {window:?} while out of descriptors: accepts spin"
+    );
+    let pauses = dmz.stats()["accept_pauses"].as_u64();
+    assert!(
+        pauses > Some(0),
+        "no accept paused: {pauses:?}\n{}",
+        dmz.stderr()
+    );
+    // Descriptors come back (waiting clients are reset after the 1 s timeout): served again.
+    let deadline = Instant::now() + STATE_TIMEOUT;
+    loop {
+        dmz.wait_prepared("echo", 1, STATE_TIMEOUT);
+        match echo_round_trip(public, b"after the storm") {
+            Ok(back) if back == b"after the storm" => break,
+            other if Instant::now() > deadline => panic!(
+                "not served after the descriptors came back: {other:?}\n{}\n{}",
+                dmz.stderr(),
+                internal.stderr()
+            ),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
