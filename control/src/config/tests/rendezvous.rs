@@ -316,3 +316,20 @@ fn an_empty_file_still_asks_for_a_service() {
     assert_eq!(e.key, "service");
     assert_reason_has(&e, "[rendezvous] or [host]");
 }
+
+#[test]
+fn the_examples_parse() {
+    let dir = Dir::new();
+    std::fs::copy(dir.0.join("k"), dir.0.join("rendezvous.key")).unwrap();
+    let certs = crate::tls::dev_certs("dmz.example.net", 30).unwrap();
+    crate::tls::write_dev_certs(&dir.0.join("certs"), &certs, false).unwrap();
+    let dmz = dir.ok(include_str!("../../../../examples/rendezvous/dmz.toml"));
+    let r = dmz.rendezvous.unwrap();
+    assert_eq!(r.path, "/stream/");
+    assert!(r.tls.is_some());
+    assert!(dmz.reverse.unwrap().tls.unwrap().mutual());
+    let host = dir.ok(include_str!("../../../../examples/rendezvous/host.toml"));
+    let h = host.host.unwrap();
+    assert_eq!(h.streams.len(), 2);
+    assert_eq!(h.nats.unwrap().servers.len(), 2);
+}
