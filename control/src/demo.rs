@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 
 use sallyport_dataplane::admission::Admission;
+use sallyport_dataplane::Keepalive;
 use sallyport_kit::backend::EchoServer;
 use sallyport_kit::load::{self, BulkResult, BulkSpec, LatencySummary, RrSpec};
 use sallyport_kit::report;
@@ -24,8 +25,8 @@ use sallyport_kit::report;
 use crate::config::{
     relay_mode_name, AdmissionConfig, Config, DmzService, GatewayConfig, HostPort, InternalService,
     RelayConfig, RelayMode, ReverseConfig, ServiceConfig, ServiceRole, DEFAULT_BACKEND_PROBE,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RETRY_MAX, DEFAULT_TIMEOUT,
-    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_RETRY_MAX,
+    DEFAULT_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
 };
 use crate::gateway::Gateway;
 use crate::tls::{self, ServerRole, TlsClient, TlsServer};
@@ -224,6 +225,9 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
             listen: loopback(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             tls: server_tls,
+            keepalive: Keepalive {
+                idle: DEFAULT_KEEPALIVE,
+            },
         }),
         ServiceConfig {
             name: SERVICE.to_string(),
@@ -272,6 +276,9 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
                 target_ws: None,
                 proxy_protocol: None,
                 backend_probe: DEFAULT_BACKEND_PROBE,
+                keepalive: Keepalive {
+                    idle: DEFAULT_KEEPALIVE,
+                },
             }),
         },
     ))?;

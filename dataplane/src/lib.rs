@@ -51,7 +51,9 @@ pub use handoff::{
 use metrics::{Snapshot, WorkerStats};
 pub use runtime::{DataplaneConfig, RelayConfig, RelayMode, StartError};
 pub use service::{PublicService, PublicTls, PublicWs, TargetTls, Upstream, UpstreamWs};
-pub use sys::{available_cores, pipe, prepare_stream, Pipe, RingSetup, StreamOptions};
+pub use sys::{
+    available_cores, pipe, prepare_stream, set_keepalive, Keepalive, Pipe, RingSetup, StreamOptions,
+};
 use worker::{Msg, Peer, ReverseHandoff, Worker, WorkerSetup};
 
 /// Capacity of each worker's inbound queue. A full queue refuses the hand-off (the control

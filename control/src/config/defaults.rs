@@ -134,3 +134,14 @@ pub const DEFAULT_BACKEND_PROBE: bool = true;
 /// a second or two; ten seconds covers a host's NATS reconnect or a slow browser start while
 /// bounding what an abandoned token holds.
 pub const DEFAULT_LINK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `keepalive` of reverse legs (internal services, `[reverse]`, `[host]`): idle time
+/// before the first TCP keepalive probe. NAT gateways and stateful firewalls forget idle flows
+/// after 60 s at the shortest common setting (350 s on cloud NAT gateways, hours on others), so
+/// a probe every 30 s keeps a parked connection alive through all of them; with a probe every
+/// 5 s after that and 3 unanswered, a dead one is noticed within 45 s.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Lower bound of `keepalive`: probes more often than this are traffic.
+pub const MIN_KEEPALIVE: Duration = Duration::from_secs(1);
+/// Upper bound of `keepalive`: the kernel's own default idle time.
+pub const MAX_KEEPALIVE: Duration = Duration::from_secs(7200);

@@ -14,8 +14,8 @@ use sallyport_dataplane::admission::{Admission, IpNet, SourcePolicy};
 use sallyport_dataplane::wire::proxy::Version;
 use sallyport_dataplane::wire::token;
 use sallyport_dataplane::UpstreamWs;
+use sallyport_dataplane::{Keepalive, RingSetup, StreamOptions};
 use sallyport_dataplane::{PublicService, PublicTls, PublicWs, RelayConfig, RelayMode, Upstream};
-use sallyport_dataplane::{RingSetup, StreamOptions};
 
 use super::defaults::*;
 use crate::tls::{TlsClient, TlsServer};
@@ -93,6 +93,8 @@ pub struct ReverseConfig {
     /// TLS on the reverse endpoint; with `client_ca`, internal gateways must present a client
     /// certificate signed by it (mutual TLS).
     pub tls: Option<TlsServer>,
+    /// TCP keepalive and user timeout on every prepared connection parked here.
+    pub keepalive: Keepalive,
 }
 
 /// `[rendezvous]`: the DMZ side of token rendezvous.
@@ -136,6 +138,8 @@ pub struct HostConfig {
     /// Longest the connect (plus TLS and SOCKS5) to the DMZ, and the connect to a stream's
     /// target, may take.
     pub connect_timeout: Duration,
+    /// TCP keepalive and user timeout on the reverse legs.
+    pub keepalive: Keepalive,
     /// NATS servers to subscribe through; `None`: no subscription (`sallyport dial` only).
     pub nats: Option<NatsConfig>,
     /// In file order; never empty.
@@ -484,6 +488,8 @@ pub struct InternalService {
     pub proxy_protocol: Option<Version>,
     /// `backend_probe`: park prepared connections only while the back-end accepts connections.
     pub backend_probe: bool,
+    /// TCP keepalive and user timeout on the reverse legs, parked or relaying.
+    pub keepalive: Keepalive,
 }
 
 impl InternalService {

@@ -53,6 +53,8 @@ pub struct RawHost {
     /// A path to the key file, never the key itself.
     pub key: Option<String>,
     pub connect_timeout: Option<RawDuration>,
+    /// TCP keepalive idle time on the reverse legs.
+    pub keepalive: Option<RawDuration>,
     pub nats: Option<RawStrings>,
     pub nats_user: Option<String>,
     pub nats_password: Option<Secret>,
@@ -108,6 +110,8 @@ pub struct RawReverse {
     pub listen: Option<String>,
     pub handshake_timeout: Option<RawDuration>,
     pub tls: Option<RawTls>,
+    /// TCP keepalive idle time on the prepared connections internal gateways park here.
+    pub keepalive: Option<RawDuration>,
 }
 
 /// `[[service]]` as written.
@@ -156,6 +160,8 @@ pub struct RawService {
     pub proxy_protocol: Option<String>,
     /// Internal services: park only while the back-end accepts connections.
     pub backend_probe: Option<bool>,
+    /// Internal services: TCP keepalive idle time on the reverse legs.
+    pub keepalive: Option<RawDuration>,
 }
 
 /// A `tls` or `connect_tls` table as written. Which keys are valid depends on where it is

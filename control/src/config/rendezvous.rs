@@ -218,6 +218,7 @@ pub(super) fn validate_host(
         tls,
         key,
         connect_timeout,
+        keepalive: check.keepalive("host.keepalive", raw.keepalive.as_ref())?,
         nats,
         streams: validated,
     })

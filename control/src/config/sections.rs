@@ -161,5 +161,6 @@ pub(super) fn validate_reverse(
         listen,
         handshake_timeout,
         tls,
+        keepalive: check.keepalive("reverse.keepalive", raw.keepalive.as_ref())?,
     })
 }

@@ -234,6 +234,7 @@ fn validate_dmz(
             ("retry_max", raw.retry_max.is_some()),
             ("connect_timeout", raw.connect_timeout.is_some()),
             ("connect_tls", raw.connect_tls.is_some()),
+            ("keepalive", raw.keepalive.is_some()),
         ],
         |field| {
             format!(
@@ -319,6 +320,7 @@ fn validate_internal(
         },
     };
     let retry_max = check.duration(&key("retry_max"), raw.retry_max.as_ref(), DEFAULT_RETRY_MAX)?;
+    let keepalive = check.keepalive(&key("keepalive"), raw.keepalive.as_ref())?;
     let connect_timeout = check.duration(
         &key("connect_timeout"),
         raw.connect_timeout.as_ref(),
@@ -358,6 +360,7 @@ fn validate_internal(
         target_tls,
         target_ws,
         proxy_protocol,
+        keepalive,
         backend_probe,
     }))
 }
@@ -381,6 +384,7 @@ fn validate_forward(
         &[
             ("prepared", raw.prepared.is_some()),
             ("retry_max", raw.retry_max.is_some()),
+            ("keepalive", raw.keepalive.is_some()),
         ],
         |field| {
             format!(

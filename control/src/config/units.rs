@@ -5,11 +5,30 @@
 
 use std::time::Duration;
 
-use super::defaults::MAX_DURATION;
+use super::defaults::{DEFAULT_KEEPALIVE, MAX_DURATION, MAX_KEEPALIVE, MIN_KEEPALIVE};
 use super::diagnostics::{Check, ConfigError};
 use super::raw::{RawDuration, RawSize};
 
 impl Check {
+    /// `keepalive` of a reverse leg: idle time before the first probe, within
+    /// [`MIN_KEEPALIVE`]..=[`MAX_KEEPALIVE`], [`DEFAULT_KEEPALIVE`] when absent.
+    pub(super) fn keepalive(
+        &self,
+        key: &str,
+        raw: Option<&RawDuration>,
+    ) -> Result<sallyport_dataplane::Keepalive, ConfigError> {
+        let idle = self.duration(key, raw, DEFAULT_KEEPALIVE)?;
+        if !(MIN_KEEPALIVE..=MAX_KEEPALIVE).contains(&idle) {
+            return Err(self.fail(
+                key,
+                format!(
+                    "must be between {MIN_KEEPALIVE:?} and {MAX_KEEPALIVE:?} (idle time before the first probe), got {idle:?}"
+                ),
+            ));
+        }
+        Ok(sallyport_dataplane::Keepalive { idle })
+    }
+
     /// `raw` parsed as a duration, or `default` when the key is absent.
     pub(super) fn duration(
         &self,

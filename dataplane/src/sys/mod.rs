@@ -33,7 +33,7 @@ pub(crate) use socket::{
     read, readable_bytes, reserve_port, reuseport_listener, send, set_reset_on_close,
     shutdown_both, shutdown_read, shutdown_write, socket_error,
 };
-pub use socket::{prepare_stream, StreamOptions};
+pub use socket::{prepare_stream, set_keepalive, Keepalive, StreamOptions};
 // The PROXY header stage (worker/handshake.rs) and the header sent to back-ends.
 pub(crate) use socket::{local_addr, peek};
 

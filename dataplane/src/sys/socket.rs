@@ -83,6 +83,54 @@ impl Default for StreamOptions {
     }
 }
 
+/// TCP keepalive and user timeout of a reverse leg (a prepared connection, parked or relaying):
+/// the probes keep NAT and firewall state alive while it is idle, and a peer that stopped
+/// answering (a blackholed link, a host gone without a FIN) is noticed, so the connection is
+/// closed and replaced instead of being handed to a client.
+///
+/// From `idle` (time with nothing received before the first probe) the rest is derived: a probe
+/// every [`Keepalive::interval`] (idle / 6, within 1 s ..= 30 s), [`Keepalive::PROBES`] of them
+/// unanswered end the connection, and so does data left unacknowledged for
+/// [`Keepalive::user_timeout`] (the same span), so a dead relaying leg is noticed as fast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub idle: std::time::Duration,
+}
+
+impl Keepalive {
+    /// Unanswered probes that end the connection.
+    pub const PROBES: u32 = 3;
+
+    pub fn interval(&self) -> std::time::Duration {
+        (self.idle / 6).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+        )
+    }
+
+    /// TCP_USER_TIMEOUT: how long sent data (or a probe) may go unacknowledged.
+    pub fn user_timeout(&self) -> std::time::Duration {
+        self.interval() * Self::PROBES
+    }
+
+    /// The longest an idle dead connection goes unnoticed.
+    pub fn dead_within(&self) -> std::time::Duration {
+        self.idle + self.user_timeout()
+    }
+}
+
+/// Turns on `keepalive` (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT and
+/// TCP_USER_TIMEOUT) on a connected TCP socket.
+pub fn set_keepalive(fd: BorrowedFd<'_>, keepalive: Keepalive) -> io::Result<()> {
+    let sock = socket2::SockRef::from(&fd);
+    let params = socket2::TcpKeepalive::new()
+        .with_time(keepalive.idle)
+        .with_interval(keepalive.interval())
+        .with_retries(Keepalive::PROBES);
+    sock.set_tcp_keepalive(&params)?;
+    sock.set_tcp_user_timeout(Some(keepalive.user_timeout()))
+}
+
 /// Prepares an accepted or handed-off stream for the relay: non-blocking, plus `options`.
 pub fn prepare_stream(fd: BorrowedFd<'_>, options: StreamOptions) -> io::Result<()> {
     let sock = socket2::SockRef::from(&fd);
@@ -322,5 +370,50 @@ mod tests {
         assert_eq!(eof, 0, "end of stream peeks as 0");
         let local = local_addr(b.as_fd()).unwrap();
         assert_eq!(local, b.local_addr().unwrap());
+    }
+}
+
+#[cfg(test)]
+mod keepalive_tests {
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn derived_values() {
+        let k = Keepalive {
+            idle: Duration::from_secs(30),
+        };
+        assert_eq!(k.interval(), Duration::from_secs(5));
+        assert_eq!(k.user_timeout(), Duration::from_secs(15));
+        assert_eq!(k.dead_within(), Duration::from_secs(45));
+        let short = Keepalive {
+            idle: Duration::from_secs(2),
+        };
+        assert_eq!(short.interval(), Duration::from_secs(1));
+        let long = Keepalive {
+            idle: Duration::from_secs(7200),
+        };
+        assert_eq!(long.interval(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_kernel_takes_them() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let k = Keepalive {
+            idle: Duration::from_secs(12),
+        };
+        set_keepalive(stream.as_fd(), k).unwrap();
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.keepalive_time().unwrap(), Duration::from_secs(12));
+        assert_eq!(sock.keepalive_interval().unwrap(), Duration::from_secs(2));
+        assert_eq!(sock.keepalive_retries().unwrap(), 3);
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(6))
+        );
     }
 }

@@ -99,6 +99,9 @@ fn dmz_example_parses_to_expected_values() {
             listen: "0.0.0.0:1080".parse().unwrap(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             tls: None,
+            keepalive: sallyport_dataplane::Keepalive {
+                idle: DEFAULT_KEEPALIVE,
+            },
         }),
         services: vec![ServiceConfig {
             name: "echo".to_string(),
@@ -152,6 +155,9 @@ fn internal_example_parses_to_expected_values() {
                 target_ws: None,
                 proxy_protocol: None,
                 backend_probe: true,
+                keepalive: sallyport_dataplane::Keepalive {
+                    idle: DEFAULT_KEEPALIVE,
+                },
             }),
         }],
         rendezvous: None,

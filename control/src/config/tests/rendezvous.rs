@@ -333,3 +333,30 @@ fn the_examples_parse() {
     assert_eq!(h.streams.len(), 2);
     assert_eq!(h.nats.unwrap().servers.len(), 2);
 }
+
+#[test]
+fn keepalive_of_reverse_legs() {
+    let dir = Dir::new();
+    let config = dir.ok(&DMZ.replace(
+        "listen = \"127.0.0.1:1080\"",
+        "listen = \"127.0.0.1:1080\"\nkeepalive = \"12s\"",
+    ));
+    assert_eq!(
+        config.reverse.unwrap().keepalive.idle,
+        Duration::from_secs(12)
+    );
+    let config = dir.ok(&HOST.replace("key = \"k\"", "key = \"k\"\nkeepalive = \"1m\""));
+    assert_eq!(config.host.unwrap().keepalive.idle, Duration::from_secs(60));
+    let config = parse_ok(&format!("{INTERNAL_MIN}keepalive = \"45s\"\n"));
+    assert_eq!(internal(&config, 0).keepalive.idle, Duration::from_secs(45));
+    assert_eq!(
+        internal(&parse_ok(INTERNAL_MIN), 0).keepalive.idle,
+        DEFAULT_KEEPALIVE
+    );
+    let e = parse_err(&format!("{INTERNAL_MIN}keepalive = \"500ms\"\n"));
+    assert_eq!(e.key, "service[echo].keepalive");
+    assert_reason_has(&e, "between 1s and 7200s");
+    let e = parse_err(&format!("{DMZ_MIN}keepalive = \"30s\"\n"));
+    assert_eq!(e.key, "service[echo].keepalive");
+    assert_reason_has(&e, "applies only to internal services");
+}
