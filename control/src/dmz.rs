@@ -15,6 +15,7 @@
 //! connections.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use sallyport_dataplane::tls::{Handshake, Read, Reloadable};
 use sallyport_dataplane::wire::bind::server::{BindServer, ServerError, Service};
 use sallyport_dataplane::wire::bind::{Action, Session};
 use sallyport_dataplane::wire::socks5;
-use sallyport_dataplane::{Dataplane, OwnedConn, PublicIndex};
+use sallyport_dataplane::{Dataplane, Keepalive, OwnedConn, PublicIndex};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -55,6 +56,8 @@ pub struct ReverseEndpoint {
     pub tls: Option<Arc<Reloadable<rustls::ServerConfig>>>,
     pub dataplane: Arc<Dataplane>,
     pub stats: Arc<ControlStats>,
+    /// TCP keepalive and user timeout on every connection, from accept on.
+    pub keepalive: Keepalive,
 }
 
 /// Most SOCKS5 negotiations in flight at once. Beyond it the reverse listener stops accepting
@@ -152,6 +155,11 @@ impl HandshakeError {
 
 async fn handle(stream: TcpStream, peer: SocketAddr, endpoint: &ReverseEndpoint) {
     let deadline = Instant::now() + endpoint.handshake_timeout;
+    // From accept on: a prepared connection whose internal gateway vanished is noticed while
+    // parked, and closed instead of being handed to a client.
+    if let Err(e) = sallyport_dataplane::set_keepalive(stream.as_fd(), endpoint.keepalive) {
+        tracing::debug!(%peer, error = %e, "reverse: cannot set keepalive");
+    }
     let parked = match &endpoint.tls {
         None => handle_plain(stream, deadline, endpoint).await,
         Some(config) => handle_tls(config, stream, deadline, endpoint).await,

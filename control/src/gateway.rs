@@ -243,6 +243,7 @@ impl Gateway {
             tls: r.tls.as_ref().map(|t| Arc::clone(&t.config)),
             dataplane: Arc::clone(&dataplane),
             stats: Arc::clone(&control_stats),
+            keepalive: r.keepalive,
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StartupError>>();

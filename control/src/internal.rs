@@ -22,6 +22,7 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -533,6 +534,11 @@ async fn dial(
         .map_err(|_| DialError::ConnectTimeout(service.connect_timeout))?
         .map_err(DialError::Connect)?;
     let _ = stream.set_nodelay(true);
+    // Parked for minutes with nothing to say: the probes keep NAT and firewall state, and a
+    // DMZ that vanished is noticed (the worker sees the error and the pool dials anew).
+    if let Err(e) = sallyport_dataplane::set_keepalive(stream.as_fd(), service.keepalive) {
+        tracing::debug!(error = %e, "reverse dial: cannot set keepalive");
+    }
     let into_std = |s: TcpStream| s.into_std().map_err(DialError::Socket);
     let Some(tls) = &service.tls else {
         if !proceed.get() {

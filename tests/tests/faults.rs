@@ -104,3 +104,90 @@ fn emfile_pauses_accepts_instead_of_spinning() {
         }
     }
 }
+
+/// Runs `iptables ARGS`; `Err` with its stderr when it fails.
+fn iptables(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("iptables")
+        .args(args)
+        .output()
+        .map_err(|e| format!("no iptables command ({e})"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Drops every packet to and from a loopback TCP port while it lives (both directions: a link
+/// that went dark, no RST, no FIN).
+struct Blackhole {
+    rules: Vec<Vec<String>>,
+}
+
+impl Blackhole {
+    fn port(port: u16) -> Result<Blackhole, String> {
+        let port = port.to_string();
+        let mut hole = Blackhole { rules: Vec::new() };
+        for flag in ["--dport", "--sport"] {
+            let rule: Vec<String> = ["INPUT", "-i", "lo", "-p", "tcp", flag, &port, "-j", "DROP"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let mut insert = vec!["-I".to_string()];
+            insert.extend(rule.iter().cloned());
+            iptables(&insert.iter().map(String::as_str).collect::<Vec<_>>())?;
+            hole.rules.push(rule);
+        }
+        Ok(hole)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            let mut delete = vec!["-D"];
+            delete.extend(rule.iter().map(String::as_str));
+            let _ = iptables(&delete);
+        }
+    }
+}
+
+/// The reverse link goes dark with prepared connections parked on it: keepalive (2 s idle, a
+/// probe a second, 3 unanswered) must make both ends drop them — the DMZ stops offering them to
+/// clients, the internal gateway counts them lost — and the pool refills once the link is back.
+#[test]
+fn keepalive_drops_parked_connections_on_a_dead_link() {
+    if let Err(e) = iptables(&["-S", "INPUT"]) {
+        println!("SKIPPED: iptables unusable here ({e}); needs root and the iptables package");
+        return;
+    }
+    let echo = EchoServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("echo");
+    let dmz_text = dmz_config(Relay::Splice, "2s", 0, None)
+        .replace("[reverse]\n", "[reverse]\nkeepalive = \"2s\"\n");
+    let dmz = Gateway::start(&dmz_text);
+    let internal_text = internal_config(Relay::Splice, dmz.reverse(), echo.addr(), 2, None)
+        + "keepalive = \"2s\"\nconnect_timeout = \"1s\"\n";
+    let internal = Gateway::start(&internal_text);
+    dmz.wait_prepared("echo", 2, STATE_TIMEOUT);
+    internal.wait_prepared("echo", 2, STATE_TIMEOUT);
+    let lost_before = internal.stats()["services"]["echo"]["prepared_lost"]
+        .as_u64()
+        .unwrap_or(0);
+
+    let hole = match Blackhole::port(dmz.reverse().port()) {
+        Ok(hole) => hole,
+        Err(e) => {
+            println!("SKIPPED: cannot add iptables rules ({e})");
+            return;
+        }
+    };
+    // Dead within idle + 3 probes = 5 s; the waits allow three times that.
+    dmz.wait_prepared("echo", 0, STATE_TIMEOUT);
+    internal.wait_stats("the parked legs counted lost", STATE_TIMEOUT, |s| {
+        s["services"]["echo"]["prepared_lost"].as_u64().unwrap_or(0) >= lost_before + 2
+    });
+    drop(hole);
+    dmz.wait_prepared("echo", 2, STATE_TIMEOUT);
+    let back = echo_round_trip(dmz.service("echo"), b"the link is back").expect("echo");
+    assert_eq!(back, b"the link is back");
+}
