@@ -14,12 +14,15 @@
 //! This module does not parse SOCKS5 itself, does not relay bytes and does not keep parked
 //! connections.
 
-use std::net::SocketAddr;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sallyport_dataplane::log_limit::LogLimiter;
 use sallyport_dataplane::tls::{Handshake, Read, Reloadable};
 use sallyport_dataplane::wire::bind::server::{BindServer, ServerError, Service};
 use sallyport_dataplane::wire::bind::{Action, Session};
@@ -58,6 +61,8 @@ pub struct ReverseEndpoint {
     pub stats: Arc<ControlStats>,
     /// TCP keepalive and user timeout on every connection, from accept on.
     pub keepalive: Keepalive,
+    /// Refusal log lines, at most one per second.
+    pub refusal_log: RefCell<LogLimiter>,
 }
 
 /// Most SOCKS5 negotiations in flight at once. Beyond it the reverse listener stops accepting
@@ -68,6 +73,7 @@ pub const MAX_CONCURRENT_HANDSHAKES: usize = 1024;
 pub async fn serve(listener: TcpListener, endpoint: Rc<ReverseEndpoint>) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
     let mut pause = AcceptPause::default();
+    let sources = Rc::new(RefCell::new(HashMap::<IpAddr, usize>::new()));
     loop {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
@@ -75,13 +81,75 @@ pub async fn serve(listener: TcpListener, endpoint: Rc<ReverseEndpoint>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 pause.reset();
+                let Some(slot) = SourceSlot::take(&sources, peer.ip()) else {
+                    endpoint.stats.failed(HandshakeFailure::SourceLimit);
+                    endpoint.log_refusal(peer, HandshakeFailure::SourceLimit, &format!(
+                        "{MAX_HANDSHAKES_PER_SOURCE} handshakes from this source already in flight; closed at accept"
+                    ));
+                    continue;
+                };
                 let endpoint = Rc::clone(&endpoint);
                 tokio::task::spawn_local(async move {
                     handle(stream, peer, &endpoint).await;
+                    drop(slot);
                     drop(permit);
                 });
             }
             Err(e) => pause.after("reverse listener", &e).await,
+        }
+    }
+}
+
+/// Most negotiations in flight from one source address: one peer (a scanner, a slowloris, a
+/// misbehaving gateway) cannot hold every one of the [`MAX_CONCURRENT_HANDSHAKES`] slots. An
+/// internal gateway dials at most `internal::MAX_CONCURRENT_DIALS` (64) at once; twice that
+/// leaves room for two gateways behind one NAT address.
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 128;
+
+/// A negotiation counted against its source while it runs.
+struct SourceSlot {
+    sources: Rc<RefCell<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl SourceSlot {
+    /// `None` when `ip` already has [`MAX_HANDSHAKES_PER_SOURCE`] in flight.
+    fn take(sources: &Rc<RefCell<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<SourceSlot> {
+        let mut map = sources.borrow_mut();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: Rc::clone(sources),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.sources.borrow_mut();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ReverseEndpoint {
+    /// One line per refused reverse connection, at most one per second (with the count held
+    /// back): a flood of bad handshakes must not flood the log.
+    fn log_refusal(&self, peer: SocketAddr, why: HandshakeFailure, detail: &str) {
+        if let Some(also) = self
+            .refusal_log
+            .borrow_mut()
+            .allow(std::time::Instant::now())
+        {
+            tracing::info!(%peer, reason = why.label(), also_refused = also, "reverse: {detail}");
         }
     }
 }
@@ -169,7 +237,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, endpoint: &ReverseEndpoint)
         Err(e) => {
             let why = e.failure();
             endpoint.stats.failed(why);
-            tracing::info!(%peer, reason = why.label(), "reverse: {e}");
+            endpoint.log_refusal(peer, why, &e.to_string());
             return;
         }
     };

@@ -244,6 +244,7 @@ impl Gateway {
             dataplane: Arc::clone(&dataplane),
             stats: Arc::clone(&control_stats),
             keepalive: r.keepalive,
+            refusal_log: Default::default(),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StartupError>>();

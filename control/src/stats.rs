@@ -25,6 +25,8 @@ pub enum HandshakeFailure {
     Malformed,
     NoAcceptableMethod,
     QueueFull,
+    /// Closed at accept: its source already had `MAX_HANDSHAKES_PER_SOURCE` in flight.
+    SourceLimit,
     Timeout,
     /// The TLS handshake failed: no, an untrusted or an expired client certificate, not TLS…
     Tls,
@@ -33,12 +35,13 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
-    pub const ALL: [HandshakeFailure; 9] = [
+    pub const ALL: [HandshakeFailure; 10] = [
         Self::AuthFailed,
         Self::Closed,
         Self::Malformed,
         Self::NoAcceptableMethod,
         Self::QueueFull,
+        Self::SourceLimit,
         Self::Timeout,
         Self::Tls,
         Self::UnknownService,
@@ -52,6 +55,7 @@ impl HandshakeFailure {
             Self::Malformed => "malformed",
             Self::NoAcceptableMethod => "no_acceptable_method",
             Self::QueueFull => "queue_full",
+            Self::SourceLimit => "source_limit",
             Self::Timeout => "timeout",
             Self::Tls => "tls",
             Self::UnknownService => "unknown_service",
@@ -123,7 +127,7 @@ impl InternalStats {
 /// Counters owned by the control thread.
 #[derive(Debug, Default)]
 pub struct ControlStats {
-    pub handshake_failures: [AtomicU64; 9],
+    pub handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
     pub prepared_accepted: AtomicU64,
 }
 

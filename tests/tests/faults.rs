@@ -191,3 +191,54 @@ fn keepalive_drops_parked_connections_on_a_dead_link() {
     let back = echo_round_trip(dmz.service("echo"), b"the link is back").expect("echo");
     assert_eq!(back, b"the link is back");
 }
+
+/// One source opens far more silent connections to the reverse endpoint than it may negotiate
+/// at once: it keeps at most its share of the handshake slots (the rest are closed at accept,
+/// counted and logged at most once a second), and a real internal gateway from another source
+/// still parks at once although the silent ones would hold their slots for 30 s.
+#[test]
+fn one_source_cannot_hold_every_reverse_handshake_slot() {
+    let echo = EchoServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("echo");
+    let dmz_text = dmz_config(Relay::Splice, "2s", 0, None)
+        .replace("[reverse]\n", "[reverse]\nhandshake_timeout = \"30s\"\n");
+    let dmz = Gateway::start(&dmz_text);
+    let reverse = dmz.reverse();
+    // 127.0.0.2 is this host too, but another source than the gateway's dials from 127.0.0.1.
+    let attacker: SocketAddr = "127.0.0.2:0".parse().unwrap();
+    let silent: Vec<socket2::Socket> = (0..1100)
+        .filter_map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            s.bind(&attacker.into()).ok()?;
+            s.connect_timeout(&reverse.into(), Duration::from_secs(1))
+                .ok()?;
+            Some(s)
+        })
+        .collect();
+    assert!(silent.len() > 1024, "only {} connected", silent.len());
+    dmz.wait_stats(
+        "silent connections over the source's share closed",
+        STATE_TIMEOUT,
+        |s| s["handshake_failures"]["source_limit"].as_u64() >= Some(1100 - 128 - 64),
+    );
+    let internal = Gateway::start(&internal_config(
+        Relay::Splice,
+        reverse,
+        echo.addr(),
+        2,
+        None,
+    ));
+    dmz.wait_prepared("echo", 2, STATE_TIMEOUT);
+    internal.wait_prepared("echo", 2, STATE_TIMEOUT);
+    let lines = dmz
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("reverse:") && l.contains("source_limit"))
+        .count();
+    assert!(
+        lines <= 20,
+        "{lines} refusal lines for one flood\n{}",
+        dmz.stderr()
+    );
+    drop(silent);
+}
