@@ -57,6 +57,29 @@ impl std::fmt::Debug for OwnedConn {
     }
 }
 
+/// WebSocket settings of a linked tunnel's front leg ([`Link::ws`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsLink {
+    /// Ping the peer after this long without a byte from it; close when it stays silent.
+    pub ping: Option<Duration>,
+    /// Largest message accepted from the peer.
+    pub max_message: usize,
+}
+
+/// Two connections the control thread has negotiated, to be relayed as one tunnel by a worker
+/// ([`crate::Dataplane::link`]): token rendezvous links a browser with a host, and a host
+/// links its reverse leg with a stream's target.
+#[derive(Debug)]
+pub struct Link {
+    /// The client's side. With `ws` set it is a WebSocket server leg whose upgrade is complete
+    /// (the 101 was sent; `leftover` holds the framed bytes that followed the request):
+    /// messages from it are relayed as bytes and bytes towards it go as binary messages.
+    pub front: OwnedConn,
+    pub ws: Option<WsLink>,
+    /// The other side: plain bytes (under TLS when `back.tls` is set).
+    pub back: OwnedConn,
+}
+
 /// What became of a reverse leg parked by the internal side ([`crate::Dataplane::park_reverse`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReverseOutcome {

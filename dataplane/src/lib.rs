@@ -46,7 +46,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use handoff::{
-    OwnedConn, PublicIndex, ReverseEvent, ReverseEvents, ReverseIndex, ReverseOutcome,
+    Link, OwnedConn, PublicIndex, ReverseEvent, ReverseEvents, ReverseIndex, ReverseOutcome,
+    WsLink,
 };
 use metrics::{Snapshot, WorkerStats};
 pub use runtime::{DataplaneConfig, RelayConfig, RelayMode, StartError};
@@ -349,6 +350,14 @@ impl Dataplane {
             .iter()
             .filter(|p| p.send(Msg::ReleaseReverse(service)).is_err())
             .count()
+    }
+
+    /// Relays the two connections of `link` as one tunnel on the next worker in turn (counted
+    /// in the tunnel totals and bytes of [`Dataplane::snapshot`]). Gives the link back when
+    /// every queue is full.
+    pub fn link(&self, link: Link) -> Result<(), Box<Link>> {
+        // The worker side lands with the relay of linked tunnels.
+        Err(Box::new(link))
     }
 
     /// Counters and gauges summed over every worker, with each DMZ service's admission state.
