@@ -228,6 +228,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
             keepalive: Keepalive {
                 idle: DEFAULT_KEEPALIVE,
             },
+            unauthenticated: false,
         }),
         ServiceConfig {
             name: SERVICE.to_string(),

@@ -141,7 +141,45 @@ pub(super) fn cross_check(
             share_port(check, this, other)?;
         }
     }
+    if let Some(reverse) = reverse {
+        check_reverse_auth(check, reverse, services, labels)?;
+    }
     Ok(())
+}
+
+/// Secure by default: a reverse endpoint others can reach must authenticate who BINDs there,
+/// or any host that reaches it could park "prepared connections" for a service and receive its
+/// clients' bytes. Reachable means not on a loopback address; authenticated means mutual TLS
+/// (`client_ca`), or `user`/`password` on every DMZ service (token BINDs of a rendezvous carry
+/// their own signature). `dangerous_unauthenticated_reverse = true` says an open one is meant.
+fn check_reverse_auth(
+    check: &Check,
+    reverse: &ReverseConfig,
+    services: &[ServiceConfig],
+    labels: &[String],
+) -> Result<(), ConfigError> {
+    if reverse.unauthenticated
+        || reverse.listen.ip().is_loopback()
+        || reverse.tls.as_ref().is_some_and(|t| t.mutual())
+    {
+        return Ok(());
+    }
+    let open = services
+        .iter()
+        .zip(labels)
+        .find(|(s, _)| matches!(&s.role, ServiceRole::Dmz(d) if d.credentials.is_none()));
+    let Some((_, label)) = open else {
+        return Ok(());
+    };
+    Err(check.fail(
+        "reverse.listen",
+        format!(
+            "{} is reachable from other hosts and authenticates nobody: whoever reaches it can BIND {label} and receive its clients' bytes. \
+             Set [reverse] tls = {{ cert, key, client_ca }} (mutual TLS), or user/password on every DMZ service; \
+             or, if this endpoint is on a private link on purpose, dangerous_unauthenticated_reverse = true",
+            reverse.listen
+        ),
+    ))
 }
 
 /// What token rendezvous may be combined with: a `[rendezvous]` needs `[reverse]` (hosts BIND

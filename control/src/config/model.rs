@@ -95,6 +95,9 @@ pub struct ReverseConfig {
     pub tls: Option<TlsServer>,
     /// TCP keepalive and user timeout on every prepared connection parked here.
     pub keepalive: Keepalive,
+    /// `dangerous_unauthenticated_reverse`: a non-loopback endpoint without `client_ca` and a
+    /// DMZ service without `user`/`password` are allowed (refused otherwise).
+    pub unauthenticated: bool,
 }
 
 /// `[rendezvous]`: the DMZ side of token rendezvous.

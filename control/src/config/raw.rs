@@ -112,6 +112,8 @@ pub struct RawReverse {
     pub tls: Option<RawTls>,
     /// TCP keepalive idle time on the prepared connections internal gateways park here.
     pub keepalive: Option<RawDuration>,
+    /// A non-loopback endpoint that authenticates nobody is meant (a private link).
+    pub dangerous_unauthenticated_reverse: Option<bool>,
 }
 
 /// `[[service]]` as written.

@@ -162,5 +162,6 @@ pub(super) fn validate_reverse(
         handshake_timeout,
         tls,
         keepalive: check.keepalive("reverse.keepalive", raw.keepalive.as_ref())?,
+        unauthenticated: raw.dangerous_unauthenticated_reverse.unwrap_or(false),
     })
 }

@@ -43,9 +43,17 @@ pub(super) fn assert_reason_has(err: &ConfigError, text: &str) {
     );
 }
 
+/// `user = "internal"`, `password = "change-me"` as the examples set them.
+fn example_credentials() -> Credentials {
+    Credentials {
+        user: "internal".to_string(),
+        password: Secret::new("change-me"),
+    }
+}
+
 pub(super) const DMZ_MIN: &str = r#"
         [reverse]
-        listen = "0.0.0.0:1080"
+        listen = "127.0.0.1:1080"
         [[service]]
         name = "echo"
         accept = "tcp://0.0.0.0:9000"
@@ -102,6 +110,7 @@ fn dmz_example_parses_to_expected_values() {
             keepalive: sallyport_dataplane::Keepalive {
                 idle: DEFAULT_KEEPALIVE,
             },
+            unauthenticated: false,
         }),
         services: vec![ServiceConfig {
             name: "echo".to_string(),
@@ -114,7 +123,7 @@ fn dmz_example_parses_to_expected_values() {
                 handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
                 bind_name: "echo".to_string(),
                 timeout: Duration::from_secs(2),
-                credentials: None,
+                credentials: Some(example_credentials()),
                 admission: AdmissionConfig::open(Admission::Ready),
             }),
         }],
@@ -149,7 +158,7 @@ fn internal_example_parses_to_expected_values() {
                 prepared: 4,
                 retry_max: Duration::from_secs(1),
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-                credentials: None,
+                credentials: Some(example_credentials()),
                 tls: None,
                 target_tls: None,
                 target_ws: None,
@@ -362,7 +371,7 @@ fn unreadable_file_names_the_file() {
 
 #[test]
 fn error_display_is_file_key_reason() {
-    let err = parse_err(&DMZ_MIN.replace("0.0.0.0:1080", "0.0.0.0"));
+    let err = parse_err(&DMZ_MIN.replace("127.0.0.1:1080", "127.0.0.1"));
     assert_eq!(err.key, "reverse.listen");
     assert_eq!(
         err.to_string(),
@@ -373,7 +382,7 @@ fn error_display_is_file_key_reason() {
 #[test]
 fn error_reason_is_typed_and_printed_once() {
     use std::error::Error;
-    let err = parse_err(&DMZ_MIN.replace("0.0.0.0:1080", "0.0.0.0"));
+    let err = parse_err(&DMZ_MIN.replace("127.0.0.1:1080", "127.0.0.1"));
     assert!(matches!(err.reason, Reason::Uri(_)), "{err:?}");
     // The URI error is the printed reason, so no source() repeats it.
     assert!(err.source().is_none(), "{:?}", err.source());
@@ -576,4 +585,27 @@ fn mixed_roles_in_one_file() {
     ));
     assert!(matches!(config.services[0].role, ServiceRole::Dmz(_)));
     assert!(matches!(config.services[1].role, ServiceRole::Internal(_)));
+}
+
+#[test]
+fn a_reachable_reverse_endpoint_must_authenticate() {
+    let open = DMZ_MIN.replace("127.0.0.1:1080", "0.0.0.0:1080");
+    let err = parse_err(&open);
+    assert_eq!(err.key, "reverse.listen");
+    assert_reason_has(
+        &err,
+        "authenticates nobody: whoever reaches it can BIND service[echo]",
+    );
+    // Each way out: credentials on the service, the explicit flag, a loopback address.
+    let with_credentials = open.replace(
+        r#"connect = "reverse://echo""#,
+        "connect = \"reverse://echo\"\nuser = \"u\"\npassword = \"p\"",
+    );
+    parse_ok(&with_credentials);
+    let flagged = open.replace(
+        r#"listen = "0.0.0.0:1080""#,
+        "listen = \"0.0.0.0:1080\"\ndangerous_unauthenticated_reverse = true",
+    );
+    assert!(parse_ok(&flagged).reverse.unwrap().unauthenticated);
+    assert!(!parse_ok(DMZ_MIN).reverse.unwrap().unauthenticated);
 }
