@@ -99,6 +99,9 @@ fn main() -> ExitCode {
                 for line in cfg.describe() {
                     println!("{line}");
                 }
+                for warning in expiry_warnings(&cfg) {
+                    eprintln!("warning: {warning}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -216,6 +219,13 @@ fn reload_certificates(config: &Config) {
     }
 }
 
+/// Certificates that expire within [`sallyport::tls::validity::EXPIRY_WARNING`] (an expired one
+/// fails the load itself).
+fn expiry_warnings(config: &Config) -> Vec<String> {
+    let within = sallyport::tls::validity::EXPIRY_WARNING;
+    config.expiry_warnings(std::time::SystemTime::now(), within)
+}
+
 fn run(path: &std::path::Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
@@ -224,6 +234,9 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for warning in expiry_warnings(&config) {
+        tracing::warn!("{warning}");
+    }
     // Register signals before anything starts so an early SIGTERM is not lost.
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,

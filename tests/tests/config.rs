@@ -195,3 +195,32 @@ fn unknown_subcommand_exits_2() {
         "no message for an unknown subcommand"
     );
 }
+
+#[test]
+fn check_warns_of_a_certificate_near_expiry_and_still_accepts_it() {
+    let path = write_config(
+        "expiring.toml",
+        "[reverse]\nlisten = \"127.0.0.1:0\"\n\
+         tls = { cert = \"certs/dmz.pem\", key = \"certs/dmz.key\", client_ca = \"certs/ca.pem\" }\n\n\
+         [[service]]\nname = \"echo\"\naccept = \"tcp://127.0.0.1:0\"\nconnect = \"reverse://echo\"\n",
+    );
+    let dir = path.parent().expect("temp dir");
+    let certs = Command::new(sallyport_bin())
+        .args(["certs", "--days", "5", "--out"])
+        .arg(dir.join("certs"))
+        .output()
+        .expect("run sallyport certs");
+    assert!(certs.status.success(), "certs: {}", text(&certs.stderr));
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.starts_with("warning: ") && l.contains("reverse.tls: certificate"))
+        .unwrap_or_else(|| panic!("no expiry warning for reverse.tls:\n{stderr}"));
+    assert!(
+        warning.contains("expires in 4 days") && warning.contains("expiring.toml"),
+        "{warning}"
+    );
+    let _ = fs::remove_dir_all(dir);
+}

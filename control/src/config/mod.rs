@@ -91,8 +91,9 @@ mod tests;
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
-pub use crate::tls::{TlsClient, TlsServer};
+pub use crate::tls::{Expiry, TlsClient, TlsServer};
 pub use admission::kernel_verdicts_permitted;
 pub use defaults::*;
 pub use diagnostics::{ConfigError, Reason};
@@ -195,6 +196,63 @@ impl Config {
                     )
                 })
             }))
+            .collect()
+    }
+
+    /// Every TLS table of the file by its key (`reverse.tls`, `service[web].connect_tls`, …)
+    /// with the earliest expiry among the certificates it loaded.
+    pub fn certificate_expiries(&self) -> Vec<(String, Expiry)> {
+        fn server(t: &Option<TlsServer>) -> Option<&Expiry> {
+            t.as_ref()?.expiry.as_ref()
+        }
+        fn client(t: &Option<TlsClient>) -> Option<&Expiry> {
+            t.as_ref()?.expiry.as_ref()
+        }
+        let mut tables: Vec<(String, Option<&Expiry>)> = Vec::new();
+        if let Some(r) = &self.reverse {
+            tables.push(("reverse.tls".into(), server(&r.tls)));
+        }
+        for s in &self.services {
+            let key = |field: &str| format!("service[{}].{field}", s.name);
+            match &s.role {
+                ServiceRole::Dmz(d) => tables.push((key("tls"), server(&d.tls))),
+                ServiceRole::Forward(f) => {
+                    tables.push((key("tls"), server(&f.tls)));
+                    tables.push((key("connect_tls"), client(&f.upstream.tls)));
+                }
+                ServiceRole::Internal(i) => {
+                    tables.push((key("tls"), client(&i.tls)));
+                    tables.push((key("connect_tls"), client(&i.target_tls)));
+                }
+            }
+        }
+        if let Some(r) = &self.rendezvous {
+            tables.push(("rendezvous.tls".into(), server(&r.tls)));
+        }
+        if let Some(h) = &self.host {
+            tables.push(("host.tls".into(), client(&h.tls)));
+        }
+        tables
+            .into_iter()
+            .filter_map(|(key, expiry)| Some((key, expiry?.clone())))
+            .collect()
+    }
+
+    /// One warning per TLS table with a certificate that expires within `within` of `now`:
+    /// `reverse.tls: certificate "certs/dmz.pem" expires in 3 days (2026-12-07T10:00:00Z)`.
+    pub fn expiry_warnings(&self, now: SystemTime, within: Duration) -> Vec<String> {
+        self.certificate_expiries()
+            .into_iter()
+            .filter_map(|(key, expiry)| {
+                let left = expiry.soon(now, within)?;
+                Some(format!(
+                    "{}: {key}: certificate {} expires in {} ({}); renew it before then",
+                    self.path.display(),
+                    crate::tls::text::quoted(&expiry.path),
+                    crate::tls::validity::days(left),
+                    humantime::format_rfc3339_seconds(expiry.not_after),
+                ))
+            })
             .collect()
     }
 }

@@ -33,9 +33,11 @@ use sallyport_dataplane::tls::Reloadable;
 use sallyport_dataplane::TargetTls;
 
 mod certs;
-mod text;
+pub(crate) mod text;
+pub mod validity;
 pub use certs::*;
 use text::{io_text, quoted};
+pub use validity::Expiry;
 
 /// The crypto provider of every configuration: aws-lc-rs (rustls' default), chosen explicitly
 /// so a second provider compiled into the workspace can never make the choice ambiguous.
@@ -62,6 +64,8 @@ pub struct TlsServer {
     pub alpn: Vec<String>,
     /// The built configuration; `reload::certificates` replaces what it holds.
     pub config: Arc<Reloadable<ServerConfig>>,
+    /// The earliest expiry among `cert` and `client_ca` (when loaded).
+    pub expiry: Option<Expiry>,
 }
 
 impl TlsServer {
@@ -107,6 +111,8 @@ pub struct TlsClient {
     pub server_name: ServerName<'static>,
     /// The built configuration; `reload::certificates` replaces what it holds.
     pub config: Arc<Reloadable<ClientConfig>>,
+    /// The earliest expiry among `ca` and `cert`.
+    pub expiry: Option<Expiry>,
 }
 
 impl TlsClient {
@@ -234,6 +240,9 @@ pub enum LoadReason {
     Protocols(rustls::Error),
     #[error("cannot read {}: {}", quoted(.path), io_text(.error))]
     Read { path: PathBuf, error: io::Error },
+    /// A certificate outside its validity period.
+    #[error(transparent)]
+    Validity(#[from] validity::ValidityError),
 }
 
 fn load_error(field: TlsField, reason: LoadReason) -> LoadError {
@@ -250,7 +259,7 @@ impl TlsServer {
         alpn: &[String],
         role: ServerRole,
     ) -> Result<TlsServer, LoadError> {
-        let chain = load_certs(cert, TlsField::Cert)?;
+        let (chain, mut expiry) = load_certs(cert, TlsField::Cert)?;
         let private_key = load_key(key)?;
         let provider = provider();
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -258,7 +267,8 @@ impl TlsServer {
             .map_err(|e| load_error(TlsField::Cert, LoadReason::Protocols(e)))?;
         let builder = match client_ca {
             Some(ca) => {
-                let roots = load_roots(ca, TlsField::ClientCa)?;
+                let (roots, ca_expiry) = load_roots(ca, TlsField::ClientCa)?;
+                expiry = Expiry::earliest(expiry, ca_expiry);
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                         .build()
@@ -291,6 +301,7 @@ impl TlsServer {
             client_ca: client_ca.map(Path::to_path_buf),
             alpn: alpn.to_vec(),
             config: Reloadable::new(Arc::new(config)),
+            expiry,
         })
     }
 }
@@ -303,14 +314,15 @@ impl TlsClient {
         identity: Option<(&Path, &Path)>,
         server_name: ServerName<'static>,
     ) -> Result<TlsClient, LoadError> {
-        let roots = load_roots(ca, TlsField::Ca)?;
+        let (roots, mut expiry) = load_roots(ca, TlsField::Ca)?;
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| load_error(TlsField::Ca, LoadReason::Protocols(e)))?
             .with_root_certificates(roots);
         let mut config = match identity {
             Some((cert, key)) => {
-                let chain = load_certs(cert, TlsField::Cert)?;
+                let (chain, cert_expiry) = load_certs(cert, TlsField::Cert)?;
+                expiry = Expiry::earliest(expiry, cert_expiry);
                 let private_key = load_key(key)?;
                 builder
                     .with_client_auth_cert(chain, private_key)
@@ -326,6 +338,7 @@ impl TlsClient {
             key: identity.map(|(_, k)| k.to_path_buf()),
             server_name,
             config: Reloadable::new(Arc::new(config)),
+            expiry,
         })
     }
 }
@@ -342,8 +355,12 @@ fn pem_error(path: &Path, error: pem::Error) -> LoadReason {
     LoadReason::Pem { path, error }
 }
 
-/// Every `CERTIFICATE` block of `path`, in file order.
-fn load_certs(path: &Path, field: TlsField) -> Result<Vec<CertificateDer<'static>>, LoadError> {
+/// Every `CERTIFICATE` block of `path`, in file order, each within its validity period; and
+/// the earliest expiry among them.
+fn load_certs(
+    path: &Path,
+    field: TlsField,
+) -> Result<(Vec<CertificateDer<'static>>, Option<Expiry>), LoadError> {
     let bytes = read_file(path, field)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -356,7 +373,9 @@ fn load_certs(path: &Path, field: TlsField) -> Result<Vec<CertificateDer<'static
             LoadReason::NoCertificate { path, key_inside },
         ));
     }
-    Ok(certs)
+    let expiry = validity::check(path, &certs, std::time::SystemTime::now())
+        .map_err(|e| load_error(field, e.into()))?;
+    Ok((certs, expiry))
 }
 
 /// The first private key of `path`: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
@@ -377,8 +396,8 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, LoadError> {
 }
 
 /// The CA certificates of `path` as trust anchors.
-fn load_roots(path: &Path, field: TlsField) -> Result<RootCertStore, LoadError> {
-    let certs = load_certs(path, field)?;
+fn load_roots(path: &Path, field: TlsField) -> Result<(RootCertStore, Option<Expiry>), LoadError> {
+    let (certs, expiry) = load_certs(path, field)?;
     let mut roots = RootCertStore::empty();
     for (i, cert) in certs.into_iter().enumerate() {
         roots.add(cert).map_err(|error| {
@@ -390,7 +409,7 @@ fn load_roots(path: &Path, field: TlsField) -> Result<RootCertStore, LoadError> 
             load_error(field, reason)
         })?;
     }
-    Ok(roots)
+    Ok((roots, expiry))
 }
 
 /// A certificate/key pair rustls refused: blame the file that is wrong.

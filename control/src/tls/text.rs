@@ -5,7 +5,7 @@ use std::io;
 use std::path::Path;
 
 /// `"path"`, for messages.
-pub(super) fn quoted(path: &Path) -> String {
+pub(crate) fn quoted(path: &Path) -> String {
     format!("\"{}\"", path.display())
 }
 

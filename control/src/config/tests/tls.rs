@@ -336,3 +336,71 @@ fn tls_examples_load_with_generated_certs() {
     assert_eq!(b.listen.port(), up.addr.port());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `dir` with a CA valid for 30 days and a DMZ certificate valid from `from_day` to `until_day`.
+fn cert_dir_with_dmz(tag: &str, from_day: i64, until_day: i64) -> PathBuf {
+    let dir = cert_dir(tag);
+    let ca = crate::tls::DevCa::new(30).unwrap();
+    let names = crate::tls::dmz_names("dmz.example.net");
+    let dmz = ca
+        .issue(
+            crate::tls::CertRole::Server,
+            "dmz",
+            &names,
+            from_day,
+            until_day,
+        )
+        .unwrap();
+    std::fs::write(dir.join("dmz.pem"), dmz.cert_pem).unwrap();
+    std::fs::write(dir.join("dmz.key"), dmz.key_pem).unwrap();
+    dir
+}
+
+#[test]
+fn an_expired_or_future_certificate_fails_naming_the_key_and_the_date() {
+    let dir = cert_dir_with_dmz("expired", -10, -2);
+    let err = parse_in(&dir, DMZ_TLS).unwrap_err();
+    assert_eq!(err.key, "reverse.tls.cert", "{err}");
+    assert_reason_has(&err, "certificate 1 in");
+    assert_reason_has(&err, "dmz.pem\" expired on");
+    assert_reason_has(&err, "days ago): renew it");
+    let dir = cert_dir_with_dmz("future", 2, 10);
+    let err = parse_in(&dir, DMZ_TLS).unwrap_err();
+    assert_eq!(err.key, "reverse.tls.cert", "{err}");
+    assert_reason_has(&err, "is not valid before");
+}
+
+#[test]
+fn certificates_near_expiry_are_warned_about_per_table() {
+    let dir = cert_dir_with_dmz("soon", -1, 5);
+    let config = parse_in(&dir, DMZ_TLS).unwrap();
+    let now = std::time::SystemTime::now();
+    let warnings = config.expiry_warnings(now, crate::tls::validity::EXPIRY_WARNING);
+    // Both tables load dmz.pem; the CA (30 days) is not near.
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].contains("test.toml: reverse.tls: certificate"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[0].contains("dmz.pem\" expires in 4 days"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("service[echo].tls: certificate"),
+        "{warnings:?}"
+    );
+    assert!(config
+        .expiry_warnings(now, Duration::from_secs(86_400))
+        .is_empty());
+    let tables: Vec<String> = config
+        .certificate_expiries()
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(tables, ["reverse.tls", "service[echo].tls"]);
+    let fresh = parse_in(&cert_dir("fresh"), DMZ_TLS).unwrap();
+    assert!(fresh
+        .expiry_warnings(now, crate::tls::validity::EXPIRY_WARNING)
+        .is_empty());
+}
