@@ -11,7 +11,9 @@
 //! payload (pings are answered, a Close frame is the end of the stream), `write` sends binary
 //! frames, and `shutdown_write` sends Close; the closing handshake thus carries a half-close
 //! each way without losing queued bytes. A client leg sends its upgrade request first and holds
-//! writes until the server's 101 has come back.
+//! writes until the server's 101 has come back. A server leg's upgrade is answered by the
+//! worker's handshake ([`Leg::upgrade_server`]) or, for a link, already by the control thread
+//! ([`Leg::upgraded_server`]).
 //!
 //! This is the seam kernel TLS would replace: a session can give up its traffic keys and
 //! sequence numbers, what the kernel takes; with a kTLS socket the leg is plain again and the

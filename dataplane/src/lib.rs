@@ -46,8 +46,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use handoff::{
-    Link, OwnedConn, PublicIndex, ReverseEvent, ReverseEvents, ReverseIndex, ReverseOutcome,
-    WsLink,
+    Link, OwnedConn, PublicIndex, ReverseEvent, ReverseEvents, ReverseIndex, ReverseOutcome, WsLink,
 };
 use metrics::{Snapshot, WorkerStats};
 pub use runtime::{DataplaneConfig, RelayConfig, RelayMode, StartError};

@@ -85,7 +85,9 @@ impl<S: Read + Write> Browser<S> {
                 match event {
                     None => {}
                     Some(ws::Event::Data { fin: false, .. }) => {}
-                    Some(ws::Event::Data { kind, fin: true, .. }) => {
+                    Some(ws::Event::Data {
+                        kind, fin: true, ..
+                    }) => {
                         let message = std::mem::take(&mut data);
                         return match kind {
                             ws::MessageKind::Binary => Got::Binary(message),
@@ -170,7 +172,10 @@ fn websocket_front_relays_messages_as_bytes_and_close_becomes_fin() {
     assert!(got == big, "upstream bytes differ");
     let down = pattern(900_000, 13);
     host.write_all(&down).unwrap();
-    assert!(browser.binary(down.len()) == down, "downstream bytes differ");
+    assert!(
+        browser.binary(down.len()) == down,
+        "downstream bytes differ"
+    );
 
     // The browser's Close is a FIN towards the host; the host's last bytes still reach the
     // browser, then its FIN is our Close.
@@ -234,7 +239,10 @@ fn bad_frames_in_the_leftover_fail_the_link_with_a_protocol_close() {
     })
     .unwrap();
     let mut browser = Browser::new(browser);
-    assert_eq!(browser.next(), Got::Close(Some(ws::close_code::PROTOCOL_ERROR)));
+    assert_eq!(
+        browser.next(),
+        Got::Close(Some(ws::close_code::PROTOCOL_ERROR))
+    );
     let mut rest = Vec::new();
     match host.read_to_end(&mut rest) {
         Ok(_) => assert!(rest.is_empty()),
@@ -262,7 +270,10 @@ fn a_message_over_max_message_is_refused_with_1009() {
     let mut browser = Browser::new(browser);
     browser.send(&frame(ws::OpCode::Binary, true, &[0u8; 999]));
     browser.send(&frame(ws::OpCode::Binary, true, &[0u8; 1001]));
-    assert_eq!(browser.next(), Got::Close(Some(ws::close_code::MESSAGE_TOO_BIG)));
+    assert_eq!(
+        browser.next(),
+        Got::Close(Some(ws::close_code::MESSAGE_TOO_BIG))
+    );
     closed(&dp);
 }
 
@@ -296,7 +307,10 @@ fn a_silent_browser_is_pinged_then_closed_and_a_busy_one_is_not() {
         Ok(_) => {}
         Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset),
     }
-    assert!(silent.elapsed() < Duration::from_secs(5), "not closed by keepalive");
+    assert!(
+        silent.elapsed() < Duration::from_secs(5),
+        "not closed by keepalive"
+    );
     let snap = closed(&dp);
     let keepalive = snap
         .close_reasons

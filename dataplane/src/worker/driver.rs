@@ -15,9 +15,7 @@ use super::pool::{Parked, ParkedStep, Waiter};
 use super::reverse::{ReverseLeg, ReverseStep};
 use super::{relaxed, Key, Msg, ReverseHandoff, Token, Worker};
 use crate::door::Cause;
-use crate::handoff::{
-    Link, OwnedConn, PublicIndex, ReverseEvent, ReverseIndex, ReverseOutcome,
-};
+use crate::handoff::{Link, OwnedConn, PublicIndex, ReverseEvent, ReverseIndex, ReverseOutcome};
 use crate::leg::Leg;
 use crate::metrics::{CloseReason, Reason, RefusalReason, Side, Verdict};
 use crate::relay::{Engine, Tunnel, TunnelState};
