@@ -529,3 +529,63 @@ fn link_is_given_back_when_the_workers_are_gone() {
     let back = dp.link(link).unwrap_err();
     assert!(back.ws.is_none());
 }
+
+/// The browser sent its last message and its Close before the link was made: both reach the
+/// host (bytes, then FIN), and the host's answer still comes back before our Close.
+#[test]
+fn a_close_already_in_the_leftover_loses_no_byte() {
+    let dp = start();
+    let (front, browser) = prepared_pair();
+    let (back, mut host) = prepared_pair();
+    let mut leftover = frame(ws::OpCode::Text, true, b"all I had");
+    leftover.extend(close_frame(1000));
+    dp.link(Link {
+        front: OwnedConn::new(front, leftover),
+        ws: ws_link(None, 1 << 20),
+        back: OwnedConn::new(back, Vec::new()),
+    })
+    .unwrap();
+    let mut got = Vec::new();
+    host.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"all I had");
+    host.write_all(b"noted").unwrap();
+    host.shutdown(Shutdown::Write).unwrap();
+    let mut browser = Browser::new(browser);
+    assert_eq!(browser.next(), Got::Binary(b"noted".to_vec()));
+    assert_eq!(browser.next(), Got::Close(Some(1000)));
+    let snap = closed(&dp);
+    assert_eq!(snap.closes[0], 1, "completed: {snap:?}");
+}
+
+/// Links on a two-worker data plane (handed out in turn) run side by side; each is counted once.
+#[test]
+fn links_run_side_by_side_on_two_workers_and_are_counted() {
+    let dp = common::start(2, RelayMode::Splice, Vec::new(), None);
+    let mut pairs = Vec::new();
+    for i in 0..6u8 {
+        let (front, target) = prepared_pair();
+        let (back, dmz) = prepared_pair();
+        dp.link(Link {
+            front: OwnedConn::new(front, Vec::new()),
+            ws: None,
+            back: OwnedConn::new(back, Vec::new()),
+        })
+        .unwrap();
+        pairs.push((i, target, dmz));
+    }
+    wait_until("six links active", || dp.snapshot().links_active == 6);
+    for (i, target, dmz) in &mut pairs {
+        dmz.write_all(&[*i; 3]).unwrap();
+        let mut got = [0u8; 3];
+        target.read_exact(&mut got).unwrap();
+        assert_eq!(got, [*i; 3]);
+    }
+    for (_, target, dmz) in &pairs {
+        target.shutdown(Shutdown::Write).unwrap();
+        dmz.shutdown(Shutdown::Write).unwrap();
+    }
+    let snap = closed(&dp);
+    assert_eq!((snap.links_total, snap.tunnels_total), (6, 6));
+    assert_eq!(snap.closes[0], 6, "completed: {snap:?}");
+    assert_eq!(snap.bytes_downstream, 18);
+}
