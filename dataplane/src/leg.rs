@@ -11,7 +11,9 @@
 //! payload (pings are answered, a Close frame is the end of the stream), `write` sends binary
 //! frames, and `shutdown_write` sends Close; the closing handshake thus carries a half-close
 //! each way without losing queued bytes. A client leg sends its upgrade request first and holds
-//! writes until the server's 101 has come back.
+//! writes until the server's 101 has come back. A server leg's upgrade is answered by the
+//! worker's handshake ([`Leg::upgrade_server`]) or, for a link, already by the control thread
+//! ([`Leg::upgraded_server`]).
 //!
 //! This is the seam kernel TLS would replace: a session can give up its traffic keys and
 //! sequence numbers, what the kernel takes; with a kTLS socket the leg is plain again and the
@@ -203,6 +205,9 @@ struct WsLayer {
     ping_outstanding: bool,
     /// Keepalive: ping after this long without a byte from the peer.
     ping: Option<std::time::Duration>,
+    /// Frames that came before the layer was made (an upgrade answered on another thread),
+    /// decoded by the first read ahead of anything from the transport.
+    unread: Vec<u8>,
 }
 
 impl WsLayer {
@@ -220,6 +225,7 @@ impl WsLayer {
             last_rx: Instant::now(),
             ping_outstanding: false,
             ping,
+            unread: Vec::new(),
         }
     }
 
@@ -388,6 +394,7 @@ impl Leg {
     /// will announce them.
     pub fn has_buffered_input(&self) -> bool {
         matches!(&self.tls, Some(Tls::Established(s)) if s.has_buffered_input())
+            || self.ws.as_ref().is_some_and(|w| !w.unread.is_empty())
     }
 
     /// TLS records are waiting to be written to the socket.
@@ -420,6 +427,22 @@ impl Leg {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         self.ws = Some(layer);
         self.flush_tls().map(drop)
+    }
+
+    /// Server side of an upgrade answered elsewhere (the control thread sent the 101):
+    /// `leftover` holds the frames that followed the request. They are decoded by the first
+    /// read, so a protocol error in them fails the tunnel like any later one (its Close code
+    /// sent, counted as a WebSocket error) instead of failing here.
+    pub fn upgraded_server(
+        &mut self,
+        leftover: Vec<u8>,
+        max_message: usize,
+        ping: Option<std::time::Duration>,
+    ) {
+        debug_assert!(self.ws.is_none(), "already WebSocket");
+        let mut layer = Box::new(WsLayer::new(ws::Role::Server, max_message, ping));
+        layer.unread = leftover;
+        self.ws = Some(layer);
     }
 
     /// Client side: queues an upgrade request for `path` on `host`; writes wait for the 101.
@@ -498,7 +521,6 @@ impl Leg {
     /// close_notify or EOF without one; WebSocket: a Close frame); `WouldBlock` means nothing is
     /// available now.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let invalid = |e: ws::WsError| io::Error::new(io::ErrorKind::InvalidData, e);
         loop {
             let Some(layer) = self.ws.as_mut() else {
                 return transport_read(self.fd.as_fd(), self.tls.as_mut(), buf);
@@ -515,6 +537,14 @@ impl Leg {
             }
             if layer.close_received {
                 return Ok(0);
+            }
+            if !layer.unread.is_empty() {
+                let unread = std::mem::take(&mut layer.unread);
+                if let Err(e) = layer.absorb(&unread) {
+                    return Err(self.ws_failed(e));
+                }
+                self.flush_tls()?;
+                continue;
             }
             let mut chunk = [0u8; WS_READ_CHUNK];
             let n = match transport_read(self.fd.as_fd(), self.tls.as_mut(), &mut chunk) {
@@ -550,18 +580,26 @@ impl Leg {
                 }
             }
             if let Err(e) = layer.absorb(input) {
-                if !layer.close_sent {
-                    let mask = layer.mask();
-                    ws::encode_close(Some(e.close_code()), "", mask, &mut layer.outbound);
-                    layer.close_sent = true;
-                }
-                let _ = self.flush_tls();
-                return Err(invalid(e));
+                return Err(self.ws_failed(e));
             }
             drop(upgraded_leftover);
             // Pongs (and anything else queued) go out now.
             self.flush_tls()?;
         }
+    }
+
+    /// A protocol error from the WebSocket peer: our Close with its code goes out (if the
+    /// socket takes it), and the error is what the read reports.
+    fn ws_failed(&mut self, e: ws::WsError) -> io::Error {
+        if let Some(layer) = self.ws.as_mut() {
+            if !layer.close_sent {
+                let mask = layer.mask();
+                ws::encode_close(Some(e.close_code()), "", mask, &mut layer.outbound);
+                layer.close_sent = true;
+            }
+        }
+        let _ = self.flush_tls();
+        io::Error::new(io::ErrorKind::InvalidData, e)
     }
 
     /// Writes plaintext; returns how much was accepted (for TLS: encrypted and queued, then

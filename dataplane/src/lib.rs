@@ -351,12 +351,31 @@ impl Dataplane {
             .count()
     }
 
-    /// Relays the two connections of `link` as one tunnel on the next worker in turn (counted
-    /// in the tunnel totals and bytes of [`Dataplane::snapshot`]). Gives the link back when
-    /// every queue is full.
+    /// Relays the two connections of `link` as one tunnel on the next worker in turn: the
+    /// front is the tunnel's client side, the back its target side (close reasons name them
+    /// `client` and `target`). With `link.ws` the front speaks WebSocket as a server whose
+    /// upgrade is done: text and binary messages from it are relayed as bytes, bytes towards
+    /// it go as binary messages, its pings are answered, it is pinged after `ws.ping` of
+    /// silence, and its Close is a FIN towards the back (and the back's FIN a Close towards
+    /// it) once every queued byte is delivered. `leftover` bytes go first: the front's to the
+    /// back (decoded as frames with `ws`), the back's to the front.
+    ///
+    /// Counted in the tunnel totals and bytes of [`Dataplane::snapshot`], and in its
+    /// `links_active` / `links_total`. Gives the link back when every queue is full.
     pub fn link(&self, link: Link) -> Result<(), Box<Link>> {
-        // The worker side lands with the relay of linked tunnels.
-        Err(Box::new(link))
+        let n = self.peers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut msg = Msg::Link(Box::new(link));
+        for k in 0..n {
+            match self.peers[(start + k) % n].send(msg) {
+                Ok(()) => return Ok(()),
+                Err(back) => msg = back,
+            }
+        }
+        match msg {
+            Msg::Link(link) => Err(link),
+            _ => unreachable!("the message given back is the one sent"),
+        }
     }
 
     /// Counters and gauges summed over every worker, with each DMZ service's admission state.

@@ -377,6 +377,9 @@ pub struct WorkerStats {
     pub tunnels_total: AtomicU64,
     pub bytes_upstream: AtomicU64,
     pub bytes_downstream: AtomicU64,
+    /// Tunnels made by [`crate::Dataplane::link`] (also counted in `tunnels_*`).
+    pub links_active: AtomicI64,
+    pub links_total: AtomicU64,
     /// Indexed by [`CloseReason::index`].
     pub closes: Box<[AtomicU64]>,
     pub splice_fallbacks: AtomicU64,
@@ -392,6 +395,8 @@ impl WorkerStats {
             tunnels_total: AtomicU64::new(0),
             bytes_upstream: AtomicU64::new(0),
             bytes_downstream: AtomicU64::new(0),
+            links_active: AtomicI64::new(0),
+            links_total: AtomicU64::new(0),
             closes: (0..CloseReason::COUNT).map(|_| AtomicU64::new(0)).collect(),
             splice_fallbacks: AtomicU64::new(0),
             accept_pauses: AtomicU64::new(0),
@@ -409,6 +414,17 @@ impl WorkerStats {
     pub fn tunnel_opened(&self) {
         self.tunnels_active.fetch_add(1, Ordering::Relaxed);
         self.tunnels_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A tunnel made by [`crate::Dataplane::link`] opened (after [`WorkerStats::tunnel_opened`]).
+    pub fn link_opened(&self) {
+        self.links_active.fetch_add(1, Ordering::Relaxed);
+        self.links_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A link's tunnel closed (beside [`WorkerStats::tunnel_closed`]).
+    pub fn link_closed(&self) {
+        self.links_active.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn tunnel_closed(&self, reason: CloseReason) {
@@ -460,6 +476,11 @@ pub struct Snapshot {
     pub tunnels_total: u64,
     pub bytes_upstream: u64,
     pub bytes_downstream: u64,
+    /// Tunnels made by [`crate::Dataplane::link`] relaying now, and ever opened (both also
+    /// counted in `tunnels_active` and `tunnels_total`). A link handed over but not yet
+    /// drained from a worker's queue is in neither.
+    pub links_active: i64,
+    pub links_total: u64,
     /// Indexed like [`Outcome::ALL`].
     pub closes: [u64; 3],
     /// Every close reason counted at least once, in [`CloseReason::index`] order.
@@ -508,6 +529,8 @@ impl Snapshot {
             snap.tunnels_total += load(&w.tunnels_total);
             snap.bytes_upstream += load(&w.bytes_upstream);
             snap.bytes_downstream += load(&w.bytes_downstream);
+            snap.links_active += w.links_active.load(Ordering::Relaxed);
+            snap.links_total += load(&w.links_total);
             for (t, c) in closes.iter_mut().zip(w.closes.iter()) {
                 *t += load(c);
             }
@@ -539,6 +562,8 @@ mod tests {
         a.tunnel_opened();
         b.tunnel_opened();
         b.tunnel_closed(CloseReason::COMPLETED);
+        a.tunnel_opened();
+        a.link_opened();
         a.add_bytes(Direction::Upstream, 10);
         b.add_bytes(Direction::Downstream, 7);
         b.refused(0, RefusalReason::NoPrepared);
@@ -549,8 +574,9 @@ mod tests {
         assert_eq!(s.services[1].admission, [2, 1, 0, 0, 0]);
         assert_eq!(s.services[1].prepared, 5);
         assert_eq!(s.services[0].refused, [1, 0]);
-        assert_eq!(s.tunnels_active, 1);
-        assert_eq!(s.tunnels_total, 2);
+        assert_eq!(s.tunnels_active, 2);
+        assert_eq!(s.tunnels_total, 3);
+        assert_eq!((s.links_active, s.links_total), (1, 1));
         assert_eq!((s.bytes_upstream, s.bytes_downstream), (10, 7));
         assert_eq!(s.closes, [1, 0, 0]);
         assert_eq!(s.close_reasons, vec![(CloseReason::COMPLETED, 1)]);

@@ -244,6 +244,9 @@ pub enum TunnelState {
 pub struct Tunnel {
     legs: [Leg; 2],
     flows: [Flow; 2],
+    /// Made by [`crate::Dataplane::link`] from two legs the control thread negotiated: counted
+    /// among the links as well as the tunnels.
+    linked: bool,
 }
 
 impl Tunnel {
@@ -260,7 +263,17 @@ impl Tunnel {
                 Flow::new(Side::Client, up_prefix, up_engine),
                 Flow::new(Side::Target, down_prefix, down_engine),
             ],
+            linked: false,
         }
+    }
+
+    /// Marks the tunnel as a link ([`crate::Dataplane::link`]).
+    pub fn set_linked(&mut self) {
+        self.linked = true;
+    }
+
+    pub fn is_linked(&self) -> bool {
+        self.linked
     }
 
     pub fn leg(&self, side: Side) -> BorrowedFd<'_> {

@@ -71,6 +71,22 @@ pub(crate) fn encode<Data>(
     }
 }
 
+/// Whether rustls failed on a record it could not take apart (a malformed or oversized record,
+/// one that did not decrypt, an illegal ChangeCipherSpec). That record is still in the input:
+/// shown it again, rustls would fail on it a second time and queue a second fatal alert (which
+/// it asserts never happens). Its one alert is the first thing the next turn hands out, so a
+/// single turn gets it.
+pub(crate) fn failed_on_record(e: &rustls::Error) -> bool {
+    use rustls::{Error, PeerMisbehaved};
+    matches!(
+        e,
+        Error::InvalidMessage(_)
+            | Error::PeerSentOversizedRecord
+            | Error::DecryptError
+            | Error::PeerMisbehaved(PeerMisbehaved::IllegalMiddleboxChangeCipherSpec)
+    )
+}
+
 /// One turn of a failed connection: encodes the alert rustls queued into `out[*end..]`. True
 /// while there may be more to encode.
 pub(crate) fn alert_turn<Data>(

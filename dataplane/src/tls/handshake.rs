@@ -156,7 +156,7 @@ impl Handshake {
                 Ok(Step::Done) => self.done = true,
                 Ok(Step::PeerClosed) => self.peer_closed = true,
                 Err(e) => {
-                    self.queue_alerts();
+                    self.queue_alerts(&e);
                     return Err(e);
                 }
             }
@@ -164,9 +164,11 @@ impl Handshake {
         Ok(true)
     }
 
-    /// After a failure rustls still hands out the alert it queued: encode it for the peer.
-    fn queue_alerts(&mut self) {
-        for _ in 0..4 {
+    /// After a failure rustls still hands out the alert it queued: encode it for the peer
+    /// (one turn only after a record it could not take apart: see `conn::failed_on_record`).
+    fn queue_alerts(&mut self, error: &Error) {
+        let turns = if conn::failed_on_record(error) { 1 } else { 4 };
+        for _ in 0..turns {
             if !matches!(self.step(), Ok(Step::Continue)) {
                 return;
             }

@@ -296,9 +296,11 @@ impl Session {
             if !self.close_queued {
                 self.close_queued = true;
                 self.ensure_tx();
-                // rustls queued the alert itself when it failed.
+                // rustls queued the alert itself when it failed (one turn gets it after a
+                // record it could not take apart: see `conn::failed_on_record`).
+                let turns = if conn::failed_on_record(&e) { 1 } else { 4 };
                 with_conn!(&mut self.conn, c => {
-                    for _ in 0..4 {
+                    for _ in 0..turns {
                         let input = &mut self.rx[self.rx_start..self.rx_end];
                         let status = c.process_tls_records(input);
                         self.rx_start += status.discard;

@@ -15,7 +15,7 @@ use super::pool::{Parked, ParkedStep, Waiter};
 use super::reverse::{ReverseLeg, ReverseStep};
 use super::{relaxed, Key, Msg, ReverseHandoff, Token, Worker};
 use crate::door::Cause;
-use crate::handoff::{OwnedConn, PublicIndex, ReverseEvent, ReverseIndex, ReverseOutcome};
+use crate::handoff::{Link, OwnedConn, PublicIndex, ReverseEvent, ReverseIndex, ReverseOutcome};
 use crate::leg::Leg;
 use crate::metrics::{CloseReason, Reason, RefusalReason, Side, Verdict};
 use crate::relay::{Engine, Tunnel, TunnelState};
@@ -401,7 +401,31 @@ impl Worker {
     /// Starts relaying between `client` and `target`; `to_target` is written to the target
     /// before any relayed byte (a second BIND reply, bytes read past a handshake).
     pub(super) fn start_tunnel(&mut self, client: Leg, target: Leg, to_target: Vec<u8>) {
-        let legs = [client, target];
+        self.open_tunnel([client, target], [to_target, Vec::new()], false);
+    }
+
+    /// Relays a link ([`crate::Dataplane::link`]): `front` is the client leg, `back` the
+    /// target leg. A WebSocket front gets a server layer whose upgrade is already answered
+    /// (its leftover is the first frames); a plain front's leftover goes to the back first,
+    /// and the back's leftover goes to the front first.
+    pub(super) fn link(&mut self, link: Link) {
+        let Link { front, ws, back } = link;
+        let mut client = Leg::from_parts(OwnedFd::from(front.stream), front.tls);
+        let to_back = match ws {
+            Some(ws) => {
+                client.upgraded_server(front.leftover, ws.max_message, ws.ping);
+                Vec::new()
+            }
+            None => front.leftover,
+        };
+        let target = Leg::from_parts(OwnedFd::from(back.stream), back.tls);
+        crate::dp_debug!(core = self.id, websocket = ws.is_some(), "link: relaying");
+        self.open_tunnel([client, target], [to_back, back.leftover], true);
+    }
+
+    /// Puts a tunnel in a slot, polls both legs, and pumps the prefixes (and anything the legs
+    /// already hold) at once. `prefixes` as in [`Tunnel::new`]; `linked` counts it as a link.
+    fn open_tunnel(&mut self, legs: [Leg; 2], prefixes: [Vec<u8>; 2], linked: bool) {
         for leg in &legs {
             if sys::prepare_stream(leg.fd(), self.relay.stream).is_err() {
                 for l in &legs {
@@ -413,9 +437,15 @@ impl Worker {
         // TLS and WebSocket bytes pass through userspace: splice only between plain legs.
         let plain = !legs.iter().any(Leg::needs_userspace);
         let engines = [self.engine(plain), self.engine(plain)];
-        let tunnel = Box::new(Tunnel::new(legs, [to_target, Vec::new()], engines));
+        let mut tunnel = Box::new(Tunnel::new(legs, prefixes, engines));
+        if linked {
+            tunnel.set_linked();
+        }
         let key = self.slots.insert(Entry::Tunnel(tunnel));
         self.stats.tunnel_opened();
+        if linked {
+            self.stats.link_opened();
+        }
         for side in Side::ALL {
             let Some(tunnel) = occupant!(self.slots, key, Tunnel) else {
                 return;
@@ -475,6 +505,9 @@ impl Worker {
         }
         // Let the kernel drop the polls' file references now, so the close below is final.
         self.ring.submit().ok();
+        if tunnel.is_linked() {
+            self.stats.link_closed();
+        }
         let (legs, engines) = tunnel.into_parts();
         for leg in &legs {
             if reason.reason == Reason::Completed {

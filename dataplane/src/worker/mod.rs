@@ -65,6 +65,9 @@ pub(crate) enum Msg {
     /// Close this worker's parked (unpaired) reverse legs of a reverse pool: its back-end is
     /// down (internal gateway, `backend_probe`).
     ReleaseReverse(ReverseIndex),
+    /// Relay two connections the control thread negotiated as one tunnel
+    /// ([`crate::Dataplane::link`]).
+    Link(Box<crate::handoff::Link>),
     /// Close everything and return.
     Shutdown,
 }
@@ -317,6 +320,7 @@ impl Worker {
                 Msg::Steal { service, to } => self.give_prepared(service, to),
                 Msg::Reverse(handoff) => self.park_reverse(*handoff),
                 Msg::ReleaseReverse(service) => self.release_reverse(service),
+                Msg::Link(link) => self.link(*link),
                 Msg::Shutdown => self.stopping = true,
             }
         }
