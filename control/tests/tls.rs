@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use common::{internal_config, start_in, DEADLINE};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sallyport::gateway::Gateway;
 use sallyport_kit::backend::EchoServer;
 use sallyport_kit::child;
@@ -254,6 +254,31 @@ fn bad_reverse_legs_are_refused_counted_logged_and_never_parked() {
     let pki = Pki::new("bad");
     let echo = EchoServer::start(loopback()).unwrap();
     let dmz = dmz(&pki);
+    // First (the DMZ's refusal log lines are rate-limited per second), an expired certificate:
+    // the internal gateway will not load one (the reason names the key, the file and the
+    // date), so another client presents it; the DMZ refuses it too.
+    let text = internal_config(
+        dmz.reverse_addr.unwrap(),
+        echo.addr(),
+        "tls = { ca = \"ca.pem\", cert = \"expired.pem\", key = \"expired.key\" }",
+    );
+    let refusal = sallyport::config::Config::parse(&pki.dir.join("internal.toml"), &text)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refusal.contains("service[echo].tls.cert") && refusal.contains("expired on"),
+        "{refusal}"
+    );
+    let before = tls_failures(&dmz);
+    present_client_certificate(&pki, dmz.reverse_addr.unwrap(), "expired");
+    wait_for("DMZ TLS failures to grow (expired)", || {
+        tls_failures(&dmz) > before
+    });
+    wait_for("DMZ log line \"certificate expired\"", || {
+        logged("reverse: TLS handshake failed: certificate expired")
+    });
+    assert_eq!(stats(&dmz)["prepared_accepted"], 0);
     // (reverse-leg tls table, DMZ's reason, internal gateway's reason)
     let cases = [
         (
@@ -266,11 +291,6 @@ fn bad_reverse_legs_are_refused_counted_logged_and_never_parked() {
             "tls = { ca = \"ca.pem\", cert = \"stranger.pem\", key = \"stranger.key\" }".to_string(),
             "certificate signed by an unknown CA",
             "the peer does not trust our certificate's CA",
-        ),
-        (
-            "tls = { ca = \"ca.pem\", cert = \"expired.pem\", key = \"expired.key\" }".to_string(),
-            "certificate expired",
-            "the peer says our certificate expired",
         ),
         (
             // The internal gateway does not trust the DMZ's CA.
@@ -318,6 +338,42 @@ fn bad_reverse_legs_are_refused_counted_logged_and_never_parked() {
         .prometheus()
         .contains("sallyport_handshake_failures_total{reason=\"tls\"} "));
     dmz.shutdown();
+}
+
+/// A TLS client to the reverse endpoint `reverse` presenting `pki`'s identity `name` (its
+/// `.pem` chain and `.key`), reading until the DMZ closes or refuses.
+fn present_client_certificate(pki: &Pki, reverse: SocketAddr, name: &str) {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(pki.dir.join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(pki.dir.join(format!("{name}.pem")))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(pki.dir.join(format!("{name}.key"))).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    let tcp = TcpStream::connect(reverse).unwrap();
+    tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    // TLS 1.3: the client's certificate is judged after the client's handshake ends, so the
+    // refusal arrives on the first read.
+    let _ = tls.write_all(&[5, 1, 0]);
+    let read = tls.read(&mut [0u8; 16]);
+    assert!(
+        !matches!(read, Ok(n) if n > 0),
+        "the DMZ answered: {read:?}"
+    );
 }
 
 #[test]

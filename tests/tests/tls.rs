@@ -426,7 +426,55 @@ fn reverse_leg_with_expired_client_certificate_is_refused() {
         "tls = {{ ca = \"{}\", cert = \"{cert}\", key = \"{key}\", server_name = \"localhost\" }}",
         pki.path("ca.pem")
     );
-    refused(&pki, &tls, "certificate expired", "reverse dial failed");
+    let dmz = Gateway::start(&dmz_tls_config(&pki, ""));
+    // The internal gateway will not start with it: the reason names the key, file and date.
+    let dir = temp_dir();
+    let path = dir.join("internal.toml");
+    std::fs::write(
+        &path,
+        internal_tls_config(dmz.reverse(), dmz.reverse(), 1, &tls),
+    )
+    .expect("write internal.toml");
+    let out = Command::new(sallyport_tests::sallyport_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sallyport");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("service[echo].tls.cert") && stderr.contains("expired on"),
+        "{stderr}"
+    );
+    // The DMZ refuses it from any other client that presents it.
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .expect("read expired.pem")
+        .map(|c| c.expect("certificate"))
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).expect("read expired.key");
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(pki.roots())
+        .with_client_auth_cert(chain, key)
+        .expect("client auth");
+    let mut leg = tls_client(&Arc::new(config), dmz.reverse());
+    // TLS 1.3 judges the client's certificate after the client's handshake ends: the refusal
+    // arrives on the first read.
+    let _ = leg.write_all(&[5, 1, 0]);
+    let read = leg.read(&mut [0u8; 16]);
+    assert!(
+        !matches!(read, Ok(n) if n > 0),
+        "the DMZ answered: {read:?}"
+    );
+    let line = wait_log(
+        "DMZ",
+        &dmz,
+        "reverse: TLS handshake failed: certificate expired",
+    );
+    assert!(line.contains("reason=\"tls\""), "{line}");
+    assert_eq!(counter(&dmz.stats(), &["prepared_accepted"]), 0);
 }
 
 #[test]
