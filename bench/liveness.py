@@ -37,12 +37,14 @@ def stats(admin):
         return json.load(r)
 
 
-def wait(what, predicate, limit):
+def wait(what, predicate, limit, since=None):
+    """Seconds from `since` (default: now) until `predicate` holds."""
     start = time.monotonic()
+    since = start if since is None else since
     while time.monotonic() - start < limit:
         try:
             if predicate():
-                return time.monotonic() - start
+                return time.monotonic() - since
         except OSError:
             pass
         time.sleep(0.05)
@@ -87,10 +89,12 @@ def run_one(keepalive, prepared, limit):
         wait("the pool to fill", lambda: dmz_prepared() == prepared, 20)
         lost_before = lost()
         iptables("-I", reverse)
+        dark = time.monotonic()
         try:
-            t_dmz = wait("the DMZ to drop its parked legs", lambda: dmz_prepared() == 0, limit)
+            t_dmz = wait("the DMZ to drop its parked legs", lambda: dmz_prepared() == 0, limit,
+                         dark)
             t_int = wait("the internal gateway to count them lost",
-                         lambda: lost() >= lost_before + prepared, limit)
+                         lambda: lost() >= lost_before + prepared, limit, dark)
         finally:
             iptables("-D", reverse)
         t_refill = wait("the pool to refill", lambda: dmz_prepared() == prepared, limit)

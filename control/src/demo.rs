@@ -238,6 +238,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
                 listen: loopback(),
                 bind_name: SERVICE.to_string(),
                 timeout: DEFAULT_TIMEOUT,
+                idle_timeout: None,
                 credentials: None,
                 tls: None,
                 ws: None,

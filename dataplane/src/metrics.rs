@@ -154,11 +154,14 @@ pub enum Reason {
     Protocol,
     /// The worker shut down with the tunnel open.
     Shutdown,
+    /// No byte moved either way for the service's `idle_timeout`.
+    Idle,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Self::Completed,
+        Self::Idle,
         Self::Io,
         Self::Keepalive,
         Self::Poll,
@@ -168,6 +171,7 @@ impl Reason {
     pub fn label(self) -> &'static str {
         match self {
             Self::Completed => "completed",
+            Self::Idle => "idle",
             Self::Io => "io",
             Self::Keepalive => "keepalive",
             Self::Poll => "poll",
@@ -179,7 +183,7 @@ impl Reason {
         match self {
             Self::Completed => Outcome::Completed,
             Self::Shutdown => Outcome::Shutdown,
-            Self::Io | Self::Keepalive | Self::Poll | Self::Protocol => Outcome::Error,
+            Self::Idle | Self::Io | Self::Keepalive | Self::Poll | Self::Protocol => Outcome::Error,
         }
     }
 }

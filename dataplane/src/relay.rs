@@ -11,8 +11,9 @@
 //!
 //! This module does no waiting and knows nothing of io_uring: the worker calls
 //! [`Tunnel::on_ready`] with the poll bits of a leg and acts on the returned state; a failure
-//! comes back as a [`CloseReason`] naming the leg, what went wrong and the errno.
-//! See `LIFECYCLE.md` beside this file.
+//! comes back as a [`CloseReason`] naming the leg, what went wrong and the errno. Its clocks
+//! (WebSocket keepalive, the idle timeout) run when the worker calls [`Tunnel::timers`] at the
+//! deadline it returned. See `LIFECYCLE.md` beside this file.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -68,6 +69,8 @@ pub struct Flow {
     shut: bool,
     /// The last write to the destination would have blocked: POLLOUT on it resumes the flow.
     blocked_on_write: bool,
+    /// Bytes delivered to the destination so far (prefix included): the idle clock's witness.
+    moved: u64,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -106,6 +109,7 @@ impl Flow {
             src_eof: false,
             shut: false,
             blocked_on_write,
+            moved: 0,
         }
     }
 
@@ -116,6 +120,7 @@ impl Flow {
             match dst.write(&self.prefix[self.prefix_sent..]) {
                 Ok(n) => {
                     self.prefix_sent += n;
+                    self.moved += n as u64;
                     stats.add_bytes(self.dir, n);
                 }
                 Err(e) if would_block(&e) => return Ok(false),
@@ -150,7 +155,10 @@ impl Flow {
             };
             match written {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => stats.add_bytes(self.dir, n),
+                Ok(n) => {
+                    self.moved += n as u64;
+                    stats.add_bytes(self.dir, n);
+                }
                 Err(e) if would_block(&e) => return Ok(false),
                 Err(e) => return Err(e),
             }
@@ -247,6 +255,17 @@ pub struct Tunnel {
     /// Made by [`crate::Dataplane::link`] from two legs the control thread negotiated: counted
     /// among the links as well as the tunnels.
     linked: bool,
+    /// The service's `idle_timeout`, and when a byte last moved.
+    idle: Option<IdleClock>,
+}
+
+/// When a tunnel that moves nothing is closed: `after` this long since `last` moved a byte.
+#[derive(Debug, Clone, Copy)]
+struct IdleClock {
+    after: std::time::Duration,
+    last: std::time::Instant,
+    /// Both flows' `moved` at `last`.
+    seen: u64,
 }
 
 impl Tunnel {
@@ -264,7 +283,22 @@ impl Tunnel {
                 Flow::new(Side::Target, down_prefix, down_engine),
             ],
             linked: false,
+            idle: None,
         }
+    }
+
+    /// Closes the tunnel after `after` without a byte either way, counted from `now`.
+    pub fn set_idle_timeout(&mut self, after: std::time::Duration, now: std::time::Instant) {
+        self.idle = Some(IdleClock {
+            after,
+            last: now,
+            seen: self.moved(),
+        });
+    }
+
+    /// Bytes delivered both ways so far.
+    fn moved(&self) -> u64 {
+        self.flows[0].moved + self.flows[1].moved
     }
 
     /// Marks the tunnel as a link ([`crate::Dataplane::link`]).
@@ -332,17 +366,35 @@ impl Tunnel {
         })
     }
 
-    /// Runs both legs' WebSocket keepalive (see [`Leg::keepalive`]); the next time to look, or
-    /// `None` when neither leg has one. An error means a peer stopped answering.
-    pub fn keepalive(
+    /// Runs the tunnel's clocks: both legs' WebSocket keepalive (see [`Leg::keepalive`]) and
+    /// the idle timeout. Returns the next time to look, or `None` when there is no clock. An
+    /// error means a peer stopped answering, or nothing moved for the idle timeout.
+    ///
+    /// The idle clock is read here only (never per event): bytes moved since the last look
+    /// restart it from `now`, so a tunnel is closed between `after` and twice `after` of
+    /// silence (looks come at least every `after`).
+    pub fn timers(
         &mut self,
         now: std::time::Instant,
     ) -> Result<Option<std::time::Instant>, CloseReason> {
         let mut next = None;
+        let mut earliest = |at: std::time::Instant| {
+            next = Some(next.map_or(at, |n: std::time::Instant| n.min(at)));
+        };
         for (leg, side) in self.legs.iter_mut().zip(Side::ALL) {
             if let Some(at) = leg.keepalive(now).map_err(|e| close_reason(side, &e))? {
-                next = Some(next.map_or(at, |n: std::time::Instant| n.min(at)));
+                earliest(at);
             }
+        }
+        let moved = self.moved();
+        if let Some(idle) = &mut self.idle {
+            if moved != idle.seen {
+                idle.seen = moved;
+                idle.last = now;
+            } else if now >= idle.last + idle.after {
+                return Err(CloseReason::without_side(Reason::Idle));
+            }
+            earliest(idle.last + idle.after);
         }
         Ok(next)
     }

@@ -84,6 +84,9 @@ pub struct PublicService {
     pub listen: SocketAddr,
     /// Longest a client waits for a prepared connection before it is reset.
     pub timeout: Duration,
+    /// A tunnel of this service that moves no byte either way for this long is reset (both
+    /// legs; close reason `idle`). `None`: never.
+    pub idle_timeout: Option<Duration>,
     pub tls: Option<PublicTls>,
     pub ws: Option<PublicWs>,
     pub upstream: Option<Upstream>,

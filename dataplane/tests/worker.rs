@@ -297,7 +297,12 @@ fn busy_port_is_a_listen_error() {
 }
 
 fn start_forward(upstream: SocketAddr) -> Dataplane {
-    let service = PublicService {
+    common::start(1, RelayMode::Splice, vec![forward_service(upstream)], None)
+}
+
+/// A forwarding service to `upstream` (its own connection per client).
+fn forward_service(upstream: SocketAddr) -> PublicService {
+    PublicService {
         upstream: Some(Upstream {
             addr: upstream,
             tls: None,
@@ -307,8 +312,7 @@ fn start_forward(upstream: SocketAddr) -> Dataplane {
             held: None,
         }),
         ..plain_service("forward", Duration::from_secs(1))
-    };
-    common::start(1, RelayMode::Splice, vec![service], None)
+    }
 }
 
 #[test]
@@ -338,4 +342,68 @@ fn forwarding_service_mirrors_a_refused_upstream_as_a_reset() {
     wait_until("failure counted", || {
         dp.snapshot().services[0].upstream_failures == 1
     });
+}
+
+#[test]
+fn idle_timeout_resets_a_silent_tunnel_and_spares_a_talking_one() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut dp_service = forward_service(upstream.local_addr().unwrap());
+    dp_service.idle_timeout = Some(Duration::from_millis(300));
+    let dp = common::start(1, RelayMode::Splice, vec![dp_service], None);
+    let addr = dp.service_addr(PublicIndex(0));
+    let open = |tag: &[u8]| {
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        client.write_all(tag).unwrap();
+        let (mut server, _) = upstream.accept().unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut got = vec![0u8; tag.len()];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(got, tag);
+        (client, server)
+    };
+    let (mut silent, mut silent_server) = open(b"quiet");
+    let (mut talking, mut talking_server) = open(b"chatty");
+    // The talking tunnel moves a byte every 50 ms for 1.5 s (five idle timeouts): it stays.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        talking.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        talking_server.read_exact(&mut b).unwrap();
+        talking_server.write_all(b"y").unwrap();
+        talking.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"y");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The silent one was reset, both legs: neither end reads a byte.
+    let mut rest = Vec::new();
+    let got = silent.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "client got {rest:?}");
+    assert!(
+        got.is_ok() || got.as_ref().unwrap_err().kind() == ErrorKind::ConnectionReset,
+        "{got:?}"
+    );
+    let got = silent_server.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "server got {rest:?}");
+    assert!(
+        got.is_ok() || got.as_ref().unwrap_err().kind() == ErrorKind::ConnectionReset,
+        "{got:?}"
+    );
+    let snap = dp.snapshot();
+    let idle: Vec<_> = snap
+        .close_reasons
+        .iter()
+        .filter(|(r, _)| r.reason == sallyport_dataplane::metrics::Reason::Idle)
+        .collect();
+    assert_eq!(idle.len(), 1, "{:?}", snap.close_reasons);
+    assert_eq!(idle[0].1, 1, "{:?}", snap.close_reasons);
+    assert_eq!(snap.tunnels_active, 1, "the talking tunnel is still open");
+    talking.write_all(b"z").unwrap();
+    let mut b = [0u8; 1];
+    talking_server.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"z");
 }

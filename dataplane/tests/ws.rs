@@ -35,6 +35,7 @@ fn service(
 ) -> PublicService {
     PublicService {
         name: name.to_string(),
+        idle_timeout: None,
         listen,
         timeout: Duration::from_secs(5),
         tls: None,

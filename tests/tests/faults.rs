@@ -242,3 +242,59 @@ fn one_source_cannot_hold_every_reverse_handshake_slot() {
     );
     drop(silent);
 }
+
+/// `idle_timeout` on the DMZ's service: a tunnel silent both ways for that long is reset at
+/// both ends (the internal gateway's leg ends with it, its back-end connection too), while a
+/// tunnel that keeps talking is left alone; the close is counted with reason `idle`.
+#[test]
+fn idle_timeout_closes_silent_tunnels_and_spares_talking_ones() {
+    use std::io::{ErrorKind, Read, Write};
+    let t = sallyport_tests::Tunnel::start_with_dmz(
+        &sallyport_tests::dmz_config_accept("tcp://127.0.0.1:0", "idle_timeout = \"1s\""),
+        2,
+    );
+    let open = || {
+        let mut c = TcpStream::connect(t.public).expect("connect");
+        c.set_read_timeout(Some(STATE_TIMEOUT)).unwrap();
+        c.write_all(b"hello").unwrap();
+        let mut back = [0u8; 5];
+        c.read_exact(&mut back).expect("echo through the tunnel");
+        assert_eq!(&back, b"hello");
+        c
+    };
+    let mut silent = open();
+    let mut talking = open();
+    // Talks every 100 ms for 4 s (four idle timeouts): it stays open all along.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        talking.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        talking
+            .read_exact(&mut b)
+            .expect("the talking tunnel stays open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The silent one was reset without a byte (a read ends with EOF or a reset, not the
+    // read timeout).
+    let mut rest = Vec::new();
+    match silent.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+    }
+    assert!(rest.is_empty(), "{rest:?}");
+    let stats = t.dmz.wait_stats("an idle close", STATE_TIMEOUT, |s| {
+        s["tunnels"]["close_reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|c| c["reason"] == "idle" && c["count"] == 1))
+    });
+    assert_eq!(stats["tunnels"]["active"], 1, "{stats:#}");
+    // The internal side's tunnel of the silent client ended too.
+    t.internal
+        .wait_stats("the internal tunnel to end", STATE_TIMEOUT, |s| {
+            s["tunnels"]["active"] == 1
+        });
+    talking.write_all(b"z").unwrap();
+    let mut b = [0u8; 1];
+    talking.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"z");
+}

@@ -141,6 +141,7 @@ pub(super) fn forbid_listener_keys(
             ("max_per_source", raw.max_per_source.is_some()),
             ("rate_per_source", raw.rate_per_source.is_some()),
             ("accept_proxy", raw.accept_proxy.is_some()),
+            ("idle_timeout", raw.idle_timeout.is_some()),
         ],
         |field| {
             format!(

@@ -29,6 +29,8 @@ pub(super) struct Listener {
     pub(super) tls: Option<TlsServer>,
     pub(super) ws: Option<WsAccept>,
     pub(super) handshake_timeout: Duration,
+    /// `idle_timeout`: `None` when absent (tunnels may stay silent forever).
+    pub(super) idle_timeout: Option<Duration>,
 }
 
 /// Whose public listener is validated (for messages).
@@ -57,8 +59,8 @@ impl ListenerOf {
     }
 }
 
-/// `accept = "tcp|tls|ws|wss://…"` with its `tls`, `handshake_timeout`, `origins` and
-/// `protocols` keys.
+/// `accept = "tcp|tls|ws|wss://…"` with its `tls`, `handshake_timeout`, `idle_timeout`,
+/// `origins` and `protocols` keys.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn validate_listener(
     check: &Check,
@@ -140,12 +142,26 @@ pub(super) fn validate_listener(
             handshake_timeout,
         })),
     };
+    let idle_timeout = validate_idle_timeout(check, &key("idle_timeout"), raw)?;
     Ok(Listener {
         listen,
         tls,
         ws,
         handshake_timeout,
+        idle_timeout,
     })
+}
+
+/// `idle_timeout`: absent is off (a duration is more than zero).
+fn validate_idle_timeout(
+    check: &Check,
+    key: &str,
+    raw: &RawService,
+) -> Result<Option<Duration>, ConfigError> {
+    raw.idle_timeout
+        .as_ref()
+        .map(|text| check.duration(key, Some(text), Duration::ZERO))
+        .transpose()
 }
 
 /// A forwarding service's `connect = "tcp|tls|ws|wss://HOST:PORT[/PATH]"` with

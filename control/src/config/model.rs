@@ -216,29 +216,32 @@ impl ServiceRole {
     /// The data plane's view of a DMZ or forwarding service named `name`; `None` for an
     /// internal service, which listens on nothing.
     pub fn public_service(&self, name: &str) -> Option<PublicService> {
-        let (listen, tls, ws, handshake_timeout, timeout, upstream, admission) = match self {
-            ServiceRole::Dmz(d) => (
-                d.listen,
-                &d.tls,
-                &d.ws,
-                d.handshake_timeout,
-                d.timeout,
-                None,
-                &d.admission,
-            ),
-            // A forwarding service waits for no prepared connection, so `timeout` is never
-            // used: its upstream connect is bounded by connect_timeout.
-            ServiceRole::Forward(f) => (
-                f.listen,
-                &f.tls,
-                &f.ws,
-                f.handshake_timeout,
-                f.upstream.connect_timeout,
-                Some(f.upstream.upstream()),
-                &f.admission,
-            ),
-            ServiceRole::Internal(_) => return None,
-        };
+        let (listen, tls, ws, handshake_timeout, timeout, idle_timeout, upstream, admission) =
+            match self {
+                ServiceRole::Dmz(d) => (
+                    d.listen,
+                    &d.tls,
+                    &d.ws,
+                    d.handshake_timeout,
+                    d.timeout,
+                    d.idle_timeout,
+                    None,
+                    &d.admission,
+                ),
+                // A forwarding service waits for no prepared connection, so `timeout` is never
+                // used: its upstream connect is bounded by connect_timeout.
+                ServiceRole::Forward(f) => (
+                    f.listen,
+                    &f.tls,
+                    &f.ws,
+                    f.handshake_timeout,
+                    f.upstream.connect_timeout,
+                    f.idle_timeout,
+                    Some(f.upstream.upstream()),
+                    &f.admission,
+                ),
+                ServiceRole::Internal(_) => return None,
+            };
         // Verified admission: the connections made while a SYN is held wait here for the
         // worker that accepts the client (a fresh map per call: one gateway, one map).
         let upstream = upstream.map(|mut u| {
@@ -251,6 +254,7 @@ impl ServiceRole {
             name: name.to_string(),
             listen,
             timeout,
+            idle_timeout,
             tls: tls.as_ref().map(|t| PublicTls {
                 config: Arc::clone(&t.config),
                 handshake_timeout,
@@ -305,6 +309,8 @@ pub struct DmzService {
     pub bind_name: String,
     /// Longest a client waits for a prepared connection.
     pub timeout: Duration,
+    /// A tunnel that moves no byte either way for this long is reset; `None`: never.
+    pub idle_timeout: Option<Duration>,
     /// Required of internal gateways binding this name (RFC 1929); `None`: no authentication.
     pub credentials: Option<Credentials>,
     pub admission: AdmissionConfig,
@@ -323,6 +329,8 @@ pub struct ForwardService {
     pub ws: Option<WsAccept>,
     /// Longest a client's TLS handshake plus WebSocket upgrade may take.
     pub handshake_timeout: Duration,
+    /// A tunnel that moves no byte either way for this long is reset; `None`: never.
+    pub idle_timeout: Option<Duration>,
     pub upstream: UpstreamConfig,
     pub admission: AdmissionConfig,
 }

@@ -164,6 +164,8 @@ pub struct RawService {
     pub backend_probe: Option<bool>,
     /// Internal services: TCP keepalive idle time on the reverse legs.
     pub keepalive: Option<RawDuration>,
+    /// Public listeners: close a tunnel that moves no byte either way for this long.
+    pub idle_timeout: Option<RawDuration>,
 }
 
 /// A `tls` or `connect_tls` table as written. Which keys are valid depends on where it is

@@ -266,6 +266,7 @@ fn validate_dmz(
         handshake_timeout: listener.handshake_timeout,
         bind_name,
         timeout,
+        idle_timeout: listener.idle_timeout,
         credentials,
         admission,
     }))
@@ -445,6 +446,7 @@ fn validate_forward(
         tls: listener.tls,
         ws: listener.ws,
         handshake_timeout: listener.handshake_timeout,
+        idle_timeout: listener.idle_timeout,
         upstream,
         admission,
     }))

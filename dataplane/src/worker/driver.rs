@@ -163,7 +163,11 @@ impl Worker {
             }
         }
         let target = target_leg(target, upstream);
-        self.start_tunnel(from, target, leftover);
+        let idle = match origin {
+            Origin::Forward(service) => self.service(service).idle_timeout,
+            Origin::Reverse(_) => None,
+        };
+        self.start_tunnel(from, target, leftover, idle);
     }
 }
 
@@ -337,7 +341,8 @@ impl Worker {
     /// client's address) goes down the prepared connection ahead of the client's bytes.
     fn start_paired(&mut self, client: Leg, addr: SocketAddr, prepared: Parked) {
         let reply = prepared.pair(addr);
-        self.start_tunnel(client, prepared.leg, reply);
+        let idle = self.service(prepared.service).idle_timeout;
+        self.start_tunnel(client, prepared.leg, reply, idle);
     }
 
     /// Resets clients that waited their service's whole timeout: "connection reset", never a
@@ -399,9 +404,16 @@ impl Worker {
     }
 
     /// Starts relaying between `client` and `target`; `to_target` is written to the target
-    /// before any relayed byte (a second BIND reply, bytes read past a handshake).
-    pub(super) fn start_tunnel(&mut self, client: Leg, target: Leg, to_target: Vec<u8>) {
-        self.open_tunnel([client, target], [to_target, Vec::new()], false);
+    /// before any relayed byte (a second BIND reply, bytes read past a handshake); `idle` is
+    /// the service's `idle_timeout`.
+    pub(super) fn start_tunnel(
+        &mut self,
+        client: Leg,
+        target: Leg,
+        to_target: Vec<u8>,
+        idle: Option<Duration>,
+    ) {
+        self.open_tunnel([client, target], [to_target, Vec::new()], false, idle);
     }
 
     /// Relays a link ([`crate::Dataplane::link`]): `front` is the client leg, `back` the
@@ -420,12 +432,19 @@ impl Worker {
         };
         let target = Leg::from_parts(OwnedFd::from(back.stream), back.tls);
         crate::dp_debug!(core = self.id, websocket = ws.is_some(), "link: relaying");
-        self.open_tunnel([client, target], [to_back, back.leftover], true);
+        self.open_tunnel([client, target], [to_back, back.leftover], true, None);
     }
 
     /// Puts a tunnel in a slot, polls both legs, and pumps the prefixes (and anything the legs
-    /// already hold) at once. `prefixes` as in [`Tunnel::new`]; `linked` counts it as a link.
-    fn open_tunnel(&mut self, legs: [Leg; 2], prefixes: [Vec<u8>; 2], linked: bool) {
+    /// already hold) at once. `prefixes` as in [`Tunnel::new`]; `linked` counts it as a link;
+    /// `idle` closes it after that long without a byte either way.
+    fn open_tunnel(
+        &mut self,
+        legs: [Leg; 2],
+        prefixes: [Vec<u8>; 2],
+        linked: bool,
+        idle: Option<Duration>,
+    ) {
         for leg in &legs {
             if sys::prepare_stream(leg.fd(), self.relay.stream).is_err() {
                 for l in &legs {
@@ -440,6 +459,9 @@ impl Worker {
         let mut tunnel = Box::new(Tunnel::new(legs, prefixes, engines));
         if linked {
             tunnel.set_linked();
+        }
+        if let Some(after) = idle {
+            tunnel.set_idle_timeout(after, Instant::now());
         }
         let key = self.slots.insert(Entry::Tunnel(tunnel));
         self.stats.tunnel_opened();
@@ -457,7 +479,7 @@ impl Worker {
             }
         }
         if let Some(tunnel) = occupant!(self.slots, key, Tunnel) {
-            if let Ok(Some(at)) = tunnel.keepalive(Instant::now()) {
+            if let Ok(Some(at)) = tunnel.timers(Instant::now()) {
                 self.add_deadline(at, key);
             }
         }

@@ -164,6 +164,7 @@ impl Worker {
             .map(|s| LocalService {
                 name: s.name,
                 timeout: s.timeout,
+                idle_timeout: s.idle_timeout,
                 tls: s.tls,
                 ws: s.ws,
                 upstream: s.upstream,
@@ -333,7 +334,7 @@ impl Worker {
             .push(std::cmp::Reverse((at, key.index, key.gen)));
     }
 
-    /// Back-end connects, handshakes and keepalives whose time came.
+    /// Back-end connects, handshakes and tunnel clocks (keepalive, idle) whose time came.
     fn expire_deadlines(&mut self, now: Instant) {
         while let Some(std::cmp::Reverse((deadline, index, gen))) = self.deadlines.peek().copied() {
             if deadline > now {
@@ -344,7 +345,7 @@ impl Worker {
             match self.slots.get_mut(key) {
                 Some(Entry::Connecting(_)) => self.fail_connect(key, None),
                 Some(Entry::Handshake(_)) => self.handshake_timed_out(key),
-                Some(Entry::Tunnel(tunnel)) => match tunnel.keepalive(now) {
+                Some(Entry::Tunnel(tunnel)) => match tunnel.timers(now) {
                     Ok(Some(at)) => self.add_deadline(at, key),
                     Ok(None) => {}
                     Err(reason) => self.close_tunnel(key, reason),

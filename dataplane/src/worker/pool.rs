@@ -27,6 +27,8 @@ pub(super) struct LocalService {
     /// The service's name, for log lines.
     pub(super) name: String,
     pub(super) timeout: Duration,
+    /// A tunnel that moves no byte either way for this long is reset.
+    pub(super) idle_timeout: Option<Duration>,
     pub(super) tls: Option<PublicTls>,
     pub(super) ws: Option<PublicWs>,
     /// Forwarding service: each client gets its own connection to this upstream instead of a

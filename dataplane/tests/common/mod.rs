@@ -53,6 +53,7 @@ pub fn plain_service(name: &str, timeout: Duration) -> PublicService {
         name: name.to_string(),
         listen: "127.0.0.1:0".parse().expect("address"),
         timeout,
+        idle_timeout: None,
         tls: None,
         ws: None,
         upstream: None,

@@ -123,6 +123,7 @@ fn dmz_example_parses_to_expected_values() {
                 handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
                 bind_name: "echo".to_string(),
                 timeout: Duration::from_secs(2),
+                idle_timeout: None,
                 credentials: Some(example_credentials()),
                 admission: AdmissionConfig::open(Admission::Ready),
             }),
@@ -209,6 +210,11 @@ fn defaults_are_applied() {
     );
     assert_eq!(dmz(&config, 0).timeout, Duration::from_secs(2));
     assert_eq!(dmz(&config, 0).credentials, None);
+    assert_eq!(
+        dmz(&config, 0).idle_timeout,
+        None,
+        "idle timeout is off by default"
+    );
 
     let config = parse_ok(INTERNAL_MIN);
     let s = internal(&config, 0);
@@ -238,6 +244,7 @@ fn explicit_values_are_used() {
             accept = "TCP://127.0.0.1:0"
             connect = "reverse://web"
             timeout = "1m 30s"
+            idle_timeout = "15m"
             user = "gw"
             password = "hunter2"
 
@@ -266,6 +273,9 @@ fn explicit_values_are_used() {
     assert_eq!(d.listen, "127.0.0.1:0".parse().unwrap());
     assert_eq!(d.bind_name, "web");
     assert_eq!(d.timeout, Duration::from_secs(90));
+    assert_eq!(d.idle_timeout, Some(Duration::from_secs(900)));
+    let public = config.services[0].role.public_service("web").unwrap();
+    assert_eq!(public.idle_timeout, Some(Duration::from_secs(900)));
     let creds = d.credentials.as_ref().unwrap();
     assert_eq!(creds.user, "gw");
     assert_eq!(creds.password.expose(), "hunter2");
