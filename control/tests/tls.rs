@@ -145,25 +145,40 @@ fn tls_failures(dmz: &Gateway) -> u64 {
     stats(dmz)["handshake_failures"]["tls"].as_u64().unwrap()
 }
 
-/// A public client: TLS to `public` (trusting `ca`, ALPN "echo/1"), 200 kB echoed.
-fn tls_echo(ca: &Path, public: SocketAddr, round: u8) {
+/// A rustls client configuration trusting the roots in `ca`, its client certificate to choose.
+fn client_builder(
+    ca: &Path,
+) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"echo/1".to_vec()];
+}
+
+/// A TLS client connection to `addr` as "localhost" (handshake not started), reads bounded
+/// by [`DEADLINE`].
+fn tls_connect(
+    config: rustls::ClientConfig,
+    addr: SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let conn =
         rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
             .unwrap();
-    let tcp = TcpStream::connect(public).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// A public client: TLS to `public` (trusting `ca`, ALPN "echo/1"), 200 kB echoed.
+fn tls_echo(ca: &Path, public: SocketAddr, round: u8) {
+    let mut config = client_builder(ca).with_no_client_auth();
+    config.alpn_protocols = vec![b"echo/1".to_vec()];
+    let mut tls = tls_connect(config, public);
     let payload: Vec<u8> = (0..200_000u32)
         .map(|i| ((i % 251) as u8).wrapping_add(round))
         .collect();
@@ -343,29 +358,16 @@ fn bad_reverse_legs_are_refused_counted_logged_and_never_parked() {
 /// A TLS client to the reverse endpoint `reverse` presenting `pki`'s identity `name` (its
 /// `.pem` chain and `.key`), reading until the DMZ closes or refuses.
 fn present_client_certificate(pki: &Pki, reverse: SocketAddr, name: &str) {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(pki.dir.join("ca.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(pki.dir.join(format!("{name}.pem")))
             .unwrap()
             .map(Result::unwrap)
             .collect();
     let key = PrivateKeyDer::from_pem_file(pki.dir.join(format!("{name}.key"))).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
+    let config = client_builder(&pki.dir.join("ca.pem"))
         .with_client_auth_cert(chain, key)
         .unwrap();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
-            .unwrap();
-    let tcp = TcpStream::connect(reverse).unwrap();
-    tcp.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut tls = tls_connect(config, reverse);
     // TLS 1.3: the client's certificate is judged after the client's handshake ends, so the
     // refusal arrives on the first read.
     let _ = tls.write_all(&[5, 1, 0]);
